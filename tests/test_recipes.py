@@ -1,0 +1,48 @@
+"""A bad recipe, parameter or format is refused before any work, with a message that says what to change."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from workers.compression import RecipeError, catalogue, parse_recipe, run_recipe
+
+
+@pytest.mark.parametrize(
+    ("recipe", "message"),
+    [
+        ({"steps": [{"method": "shrink"}]}, "unknown method 'shrink'; available: quantize, export"),
+        ({"steps": [{"method": "quantize", "scheme": "int3"}]}, "steps.0.scheme: Input should be"),
+        ({"steps": [{"method": "quantize", "scheme": "fp16", "colour": "red"}]}, "colour"),
+        ({"steps": [{"scheme": "fp16"}]}, "needs a 'method'"),
+        ({"steps": []}, "at least 1"),
+        ({"stages": []}, "steps"),
+        ([1, 2], "a recipe is a JSON object"),
+    ],
+)
+def test_invalid_recipes(recipe, message):
+    with pytest.raises(RecipeError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        parse_recipe(recipe)
+
+
+def test_unsupported_format_is_refused_before_any_work(cnn, tmp_path):
+    path = tmp_path / "cnn.ts"
+    torch.jit.save(torch.jit.trace(cnn, torch.zeros(2, 1, 8, 8)), str(path))
+    out = tmp_path / "out"
+    with pytest.raises(RecipeError, match="step 1 \\(quantize int8_dynamic\\) does not accept torchscript models"):
+        run_recipe(path, {"steps": [{"method": "quantize", "scheme": "int8_dynamic"}]}, out_dir=out)
+    assert not any(out.iterdir())
+
+
+def test_format_is_followed_through_the_recipe(cnn_pt2, tmp_path):
+    recipe = {"steps": [{"method": "export", "format": "onnx"}, {"method": "quantize", "scheme": "fp16"}]}
+    with pytest.raises(RecipeError, match="step 2 \\(quantize fp16\\) does not accept onnx"):
+        run_recipe(cnn_pt2, recipe, out_dir=tmp_path)
+
+
+def test_catalogue_lists_schemas_and_formats():
+    methods = {m["method"]: m for m in catalogue()}
+    assert set(methods) == {"quantize", "export"}
+    assert methods["quantize"]["schema"]["properties"]["scheme"]["enum"] == ["fp16", "bf16", "int8_dynamic"]
+    assert "onnx" in methods["quantize"]["formats"]["scheme"]["int8_dynamic"]
+    assert "torchscript" not in methods["quantize"]["formats"]["scheme"]["int8_dynamic"]

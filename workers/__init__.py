@@ -1,0 +1,1 @@
+"""Celery workers and the compression engine they run."""

@@ -1,0 +1,201 @@
+"""Datasets: `.npz` / `.safetensors` with `x` (and optional integer `y`), or a zipped image folder.
+
+Everything is validated up front with messages that say what to change.
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import torch
+
+from .errors import InvalidDatasetError
+from .formats.spec import InputSpec
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+MAX_IMAGES = 200_000
+MAX_IMAGE_PIXELS = 50_000_000
+ACCEPTED = "an .npz or .safetensors file with a tensor 'x' (and optional integer labels 'y'), or a .zip image folder"
+
+
+@dataclass
+class Dataset:
+    x: torch.Tensor
+    y: torch.Tensor | None = None
+    classes: list[str] | None = None  # image folders: the folder names, index = label
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def head(self, n: int) -> "Dataset":
+        return Dataset(self.x[:n], None if self.y is None else self.y[:n], self.classes)
+
+    def describe(self) -> dict:
+        return {
+            "samples": len(self),
+            "sample_shape": list(self.x.shape[1:]),
+            "dtype": str(self.x.dtype).removeprefix("torch."),
+            "labels": self.y is not None,
+            "num_classes": int(self.y.max()) + 1 if self.y is not None else None,
+            "classes": self.classes,
+        }
+
+
+def load_dataset(path: str | Path, input_spec: InputSpec | None = None) -> Dataset:
+    path = Path(path)
+    if not path.is_file() or path.stat().st_size == 0:
+        raise InvalidDatasetError("the dataset file is empty")
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as zf:
+                names = [n for n in zf.namelist() if not n.endswith("/")]
+        except zipfile.BadZipFile as e:
+            raise InvalidDatasetError(f"corrupt archive: {e}") from None
+        if names and all(n.endswith(".npy") for n in names):
+            x, y = _read_npz(path)
+        else:
+            return _read_image_folder(path, input_spec)
+    elif len(head) >= 9 and head[8:9] == b"{":
+        x, y = _read_safetensors(path)
+    else:
+        raise InvalidDatasetError(f"unrecognised dataset file; upload {ACCEPTED}")
+    return _validated(x, y, input_spec)
+
+
+def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    try:
+        with np.load(path, allow_pickle=False) as npz:  # object arrays would need pickle: refused
+            if "x" not in npz.files:
+                raise InvalidDatasetError(f"the .npz has no array named 'x' (found {sorted(npz.files)})")
+            x = npz["x"]
+            y = npz["y"] if "y" in npz.files else None
+    except InvalidDatasetError:
+        raise
+    except ValueError as e:
+        raise InvalidDatasetError(f"the .npz holds object arrays, which need pickle and are refused: {e}") from None
+    except (zipfile.BadZipFile, OSError, EOFError) as e:
+        raise InvalidDatasetError(f"corrupt .npz archive: {e}") from None
+    return x, y
+
+
+def _read_safetensors(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise InvalidDatasetError(f"corrupt .safetensors file: {e}") from None
+    if "x" not in tensors:
+        raise InvalidDatasetError(f"the .safetensors file has no tensor named 'x' (found {sorted(tensors)})")
+    return tensors["x"], tensors.get("y")
+
+
+def _validated(x: np.ndarray, y: np.ndarray | None, spec: InputSpec | None) -> Dataset:
+    if x.ndim < 1 or len(x) == 0:
+        raise InvalidDatasetError("'x' is empty: it needs at least one sample along its first axis")
+    if x.dtype.kind == "f":
+        if not np.isfinite(x).all():
+            raise InvalidDatasetError("'x' contains NaN or infinite values")
+        tx = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    elif x.dtype.kind in "iu":
+        tx = torch.from_numpy(np.ascontiguousarray(x, dtype=np.int64))
+    else:
+        raise InvalidDatasetError(f"'x' has dtype {x.dtype}; use a float (or integer token id) array")
+    ty = None
+    if y is not None:
+        if y.dtype.kind not in "iu":
+            raise InvalidDatasetError(f"labels 'y' must be integers (class indices), not {y.dtype}")
+        if y.ndim != 1 or len(y) != len(x):
+            raise InvalidDatasetError(
+                f"labels 'y' must be one integer per sample: got shape {list(y.shape)} for {len(x)} samples"
+            )
+        if y.min() < 0:
+            raise InvalidDatasetError(f"labels 'y' must be >= 0, found {int(y.min())}")
+        ty = torch.from_numpy(y.astype(np.int64))
+    dataset = Dataset(tx, ty)
+    if spec is not None:
+        check_fits(dataset, spec)
+    return dataset
+
+
+def check_fits(dataset: Dataset, spec: InputSpec, num_outputs: int | None = None) -> None:
+    """Raises when the samples cannot feed the model, or labels exceed its classes."""
+    sample = tuple(dataset.x.shape[1:])
+    want = spec.sample_shape
+    if len(sample) != len(want) or any(w is not None and w != s for w, s in zip(want, sample)):
+        shown = ["any" if w is None else w for w in want]
+        raise InvalidDatasetError(
+            f"samples in 'x' have shape {list(sample)} but the model takes {shown} per sample "
+            f"(input {['batch' if d is None else d for d in spec.shape]})"
+        )
+    if spec.dtype.is_floating_point != dataset.x.dtype.is_floating_point:
+        kind = "float" if spec.dtype.is_floating_point else "integer"
+        raise InvalidDatasetError(f"the model takes {kind} inputs but 'x' is {dataset.x.dtype}")
+    if spec.high is not None and not dataset.x.dtype.is_floating_point and int(dataset.x.max()) >= spec.high:
+        raise InvalidDatasetError(f"token ids in 'x' go up to {int(dataset.x.max())}; the vocabulary has {spec.high}")
+    if num_outputs is not None and dataset.y is not None and int(dataset.y.max()) >= num_outputs:
+        raise InvalidDatasetError(
+            f"label {int(dataset.y.max())} is out of range: the model has {num_outputs} outputs (classes 0..{num_outputs - 1})"
+        )
+
+
+def _read_image_folder(path: Path, spec: InputSpec | None) -> Dataset:
+    """One sub-folder per class; images are resized to the model's input and scaled to [0, 1]."""
+    from PIL import Image, UnidentifiedImageError
+
+    Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+    channels, size = 3, None
+    if spec is not None and len(spec.shape) == 4:
+        channels = spec.shape[1] or 3
+        if spec.shape[2] and spec.shape[3]:
+            size = (spec.shape[3], spec.shape[2])
+    try:
+        zf = zipfile.ZipFile(path)
+    except zipfile.BadZipFile as e:
+        raise InvalidDatasetError(f"corrupt archive: {e}") from None
+    with zf:
+        members = [
+            PurePosixPath(i.filename)
+            for i in zf.infolist()
+            if not i.is_dir() and PurePosixPath(i.filename).suffix.lower() in IMAGE_SUFFIXES
+            and "__MACOSX" not in i.filename
+        ]
+        if not members:
+            raise InvalidDatasetError(f"the archive holds no images; upload {ACCEPTED}")
+        if len(members) > MAX_IMAGES:
+            raise InvalidDatasetError(f"the archive holds {len(members)} images; at most {MAX_IMAGES} are accepted")
+        depth = {len(m.parts) for m in members}
+        # class = the folder right above the file; a single shared root folder is allowed
+        if depth == {2}:
+            label_of = {m: m.parts[0] for m in members}
+        elif depth == {3} and len({m.parts[0] for m in members}) == 1:
+            label_of = {m: m.parts[1] for m in members}
+        else:
+            raise InvalidDatasetError("images must sit in one sub-folder per class: CLASS/IMAGE (optionally under one root folder)")
+        classes = sorted(set(label_of.values()))
+        xs, ys = [], []
+        for member in sorted(members):
+            try:
+                with Image.open(io.BytesIO(zf.read(str(member)))) as img:
+                    img = img.convert("L" if channels == 1 else "RGB")
+                    if size is None:
+                        size = img.size
+                    if img.size != size:
+                        img = img.resize(size, Image.BILINEAR)
+                    arr = np.asarray(img, dtype=np.float32) / 255.0
+            except (UnidentifiedImageError, OSError, Image.DecompressionBombError, zipfile.BadZipFile) as e:
+                raise InvalidDatasetError(f"cannot read image {member}: {e}") from None
+            xs.append(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1))
+            ys.append(classes.index(label_of[member]))
+    x = torch.from_numpy(np.stack(xs))
+    dataset = Dataset(x, torch.tensor(ys, dtype=torch.int64), classes)
+    if spec is not None:
+        check_fits(dataset, spec)
+    return dataset

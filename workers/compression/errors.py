@@ -1,0 +1,43 @@
+"""Errors the engine raises for bad input. Each carries a stable `code` and a message a person can act on;
+the service maps them to HTTP statuses and job error bodies."""
+
+
+class EngineError(Exception):
+    code = "engine_error"
+
+    def __init__(self, message: str, *, code: str | None = None):
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+    def to_dict(self) -> dict:
+        return {"code": self.code, "message": self.message}
+
+
+class UnsupportedFormatError(EngineError):
+    """The bytes are not a model format the engine accepts (pickles included)."""
+
+    code = "unsupported_format"
+
+
+class InvalidModelError(EngineError):
+    """The format is accepted but this file cannot be loaded or run."""
+
+    code = "invalid_model"
+
+
+class InvalidDatasetError(EngineError):
+    code = "invalid_dataset"
+
+
+class RecipeError(EngineError):
+    """The recipe is malformed, or a step does not accept the model's format."""
+
+    code = "invalid_recipe"
+
+
+class StepFailedError(EngineError):
+    """A step started and could not finish."""
+
+    code = "step_failed"

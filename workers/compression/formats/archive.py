@@ -1,0 +1,43 @@
+"""Safe extraction of uploaded zip archives (Hugging Face folders, zipped ONNX with external data)."""
+
+from __future__ import annotations
+
+import stat
+import zipfile
+from pathlib import Path, PurePosixPath
+
+from ..errors import InvalidModelError
+
+MAX_MEMBERS = 10_000
+MAX_UNCOMPRESSED_BYTES = 64 * 2**30  # a zip bomb stops here, a real checkpoint does not
+
+
+def extract_zip(path: Path, dest: Path) -> Path:
+    """Extracts `path` into `dest`, refusing absolute paths, `..`, links and bombs.
+
+    Returns the folder that holds the content (the single top-level folder when there is one).
+    """
+    try:
+        zf = zipfile.ZipFile(path)
+    except zipfile.BadZipFile as e:
+        raise InvalidModelError(f"corrupt zip archive: {e}") from None
+    with zf:
+        infos = zf.infolist()
+        if len(infos) > MAX_MEMBERS:
+            raise InvalidModelError(f"the archive has {len(infos)} members; at most {MAX_MEMBERS} are accepted")
+        if sum(i.file_size for i in infos) > MAX_UNCOMPRESSED_BYTES:
+            raise InvalidModelError("the archive expands to more than 64 GiB")
+        for info in infos:
+            name = PurePosixPath(info.filename)
+            if name.is_absolute() or ".." in name.parts or "\\" in info.filename:
+                raise InvalidModelError(f"archive member {info.filename!r} points outside the archive")
+            if stat.S_ISLNK(info.external_attr >> 16):
+                raise InvalidModelError(f"archive member {info.filename!r} is a symbolic link; links are refused")
+        try:
+            zf.extractall(dest)
+        except (zipfile.BadZipFile, OSError, EOFError) as e:
+            raise InvalidModelError(f"corrupt zip archive: {e}") from None
+    entries = [p for p in dest.iterdir() if not p.name.startswith("__MACOSX")]
+    if len(entries) == 1 and entries[0].is_dir():
+        return entries[0]
+    return dest

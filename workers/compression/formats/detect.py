@@ -1,0 +1,103 @@
+"""Format detection from the bytes, never from the file name.
+
+Reads only magic bytes and, for zip archives, the central directory (names, no member is
+decompressed or deserialized), so the API process may call it on an upload too.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import zipfile
+from pathlib import Path, PurePosixPath
+
+from ..errors import UnsupportedFormatError
+from .spec import ACCEPTED_FORMATS_TEXT, ModelFormat
+
+PICKLE_REFUSAL = (
+    "this file is a Python pickle (for example torch.save(model)); pickles can run arbitrary code when "
+    f"loaded, so they are refused. Upload {ACCEPTED_FORMATS_TEXT} instead"
+)
+
+
+def _looks_like_pickle(head: bytes) -> bool:
+    # protocol 2+ starts with the PROTO opcode; protocol 0/1 pickles start with a mark/opcode and are
+    # refused as unknown anyway
+    return len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5
+
+
+def _looks_like_safetensors(head: bytes, file_size: int) -> bool:
+    if len(head) < 9:
+        return False
+    (header_len,) = struct.unpack("<Q", head[:8])
+    return 0 < header_len <= file_size - 8 and head[8:9] == b"{"
+
+
+def _looks_like_onnx(head: bytes) -> bool:
+    # ModelProto: field 1 (ir_version, varint) comes first as every exporter writes it: tag 0x08, a small
+    # version, then another known field tag (producer_name 0x12, graph 0x3a, opset_import 0x42, ...).
+    if len(head) < 3 or head[0] != 0x08 or not 1 <= head[1] <= 64:
+        return False
+    return head[2] in (0x12, 0x1A, 0x22, 0x2A, 0x32, 0x3A, 0x42, 0x4A, 0x52, 0x5A, 0x62, 0x72, 0x7A)
+
+
+def _relative_names(names: list[str]) -> list[PurePosixPath]:
+    """Member names without a single shared top-level folder (torch archives and zipped folders have one)."""
+    paths = [PurePosixPath(n) for n in names if not n.endswith("/")]
+    tops = {p.parts[0] for p in paths if len(p.parts) > 1}
+    if len(tops) == 1 and all(len(p.parts) > 1 for p in paths):
+        return [PurePosixPath(*p.parts[1:]) for p in paths]
+    return paths
+
+
+def classify_zip(names: list[str]) -> ModelFormat:
+    rel = _relative_names(names)
+    as_text = {str(p) for p in rel}
+    if "models/model.json" in as_text or "archive_format" in as_text:
+        return ModelFormat.PT2
+    if "constants.pkl" in as_text and any(p.parts[0] == "code" for p in rel if p.parts):
+        return ModelFormat.TORCHSCRIPT
+    if any(p.name == "config.json" for p in rel) and any(p.suffix == ".safetensors" for p in rel):
+        return ModelFormat.HUGGINGFACE
+    if sum(p.suffix == ".onnx" for p in rel) == 1:
+        return ModelFormat.ONNX
+    if "data.pkl" in as_text:
+        raise UnsupportedFormatError(PICKLE_REFUSAL, code="pickle_refused")
+    if any(p.name == "pytorch_model.bin" for p in rel):
+        raise UnsupportedFormatError(
+            "this Hugging Face checkpoint holds pickled weights (pytorch_model.bin); save it with "
+            "save_pretrained(..., safe_serialization=True) to get *.safetensors and zip that folder",
+            code="pickle_refused",
+        )
+    raise UnsupportedFormatError(f"unrecognised zip archive; upload {ACCEPTED_FORMATS_TEXT}")
+
+
+def detect_format(path: str | Path) -> ModelFormat:
+    path = Path(path)
+    size = path.stat().st_size
+    if size == 0:
+        raise UnsupportedFormatError("the file is empty")
+    with open(path, "rb") as f:
+        head = f.read(64)
+    if zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as zf:
+                names = zf.namelist()
+        except zipfile.BadZipFile as e:
+            raise UnsupportedFormatError(f"corrupt zip archive: {e}") from None
+        return classify_zip(names)
+    if _looks_like_pickle(head):
+        raise UnsupportedFormatError(PICKLE_REFUSAL, code="pickle_refused")
+    if _looks_like_safetensors(head, size):
+        return ModelFormat.SAFETENSORS
+    if _looks_like_onnx(head):
+        return ModelFormat.ONNX
+    raise UnsupportedFormatError(f"unrecognised model file; upload {ACCEPTED_FORMATS_TEXT}")
+
+
+def safetensors_metadata(path: str | Path) -> dict[str, str]:
+    """The free-form string metadata of a safetensors file (read from its JSON header only)."""
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(n))
+    return dict(header.get("__metadata__") or {})

@@ -1,0 +1,85 @@
+"""torch.export programs (.pt2): the first-class format."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import InvalidModelError
+from .spec import InputSpec, LoadedModel, ModelFormat
+
+EXAMPLE_BATCH = 2  # export specializes sizes 0 and 1, so trace with 2 to keep the batch dynamic
+
+
+@contextlib.contextmanager
+def weights_only_torch_load():
+    """Forces `torch.load(weights_only=True)` while a .pt2 archive is read.
+
+    torch.export.load unpickles weights flagged `use_pickle` (and falls back to weights_only=False on
+    failure), so a crafted .pt2 could run code. Patching the one entry point is the smallest way to
+    close that for every path inside torch's loader.
+    """
+    original = torch.load
+
+    @functools.wraps(original)
+    def safe_load(*args, **kwargs):
+        kwargs["weights_only"] = True
+        return original(*args, **kwargs)
+
+    torch.load = safe_load
+    try:
+        yield
+    finally:
+        torch.load = original
+
+
+def load_pt2(path: Path) -> LoadedModel:
+    try:
+        with weights_only_torch_load():
+            program = torch.export.load(str(path))
+    except Exception as e:  # the loader raises many types for bad archives
+        raise InvalidModelError(f"cannot load this torch.export program: {type(e).__name__}: {e}") from None
+    user_inputs = list(program.graph_signature.user_inputs)
+    if len(user_inputs) != 1:
+        raise InvalidModelError(
+            f"the program takes {len(user_inputs)} inputs; models with exactly one tensor input are supported"
+        )
+    node = next(n for n in program.graph.nodes if n.op == "placeholder" and n.name == user_inputs[0])
+    val = node.meta.get("val")
+    if not isinstance(val, torch.Tensor):
+        raise InvalidModelError("the program's input is not a tensor")
+    shape = tuple(int(d) if isinstance(d, int) else None for d in val.shape)
+    return LoadedModel(
+        module=program.module(),
+        format=ModelFormat.PT2,
+        input_spec=InputSpec(shape=shape, dtype=val.dtype),
+        size_bytes=path.stat().st_size,
+        runtime="eager",
+        path=path,
+    )
+
+
+def export_program(module: nn.Module, spec: InputSpec) -> torch.export.ExportedProgram:
+    """Exports with a dynamic batch dimension where the model allows one."""
+    example = spec.example(EXAMPLE_BATCH).to(_module_device(module))
+    try:
+        return torch.export.export(module, (example,), dynamic_shapes=({0: torch.export.Dim.AUTO},), strict=False)
+    except Exception as e:
+        raise InvalidModelError(f"torch.export failed on this model: {type(e).__name__}: {e}") from None
+
+
+def save_pt2(module: nn.Module, spec: InputSpec, path: Path) -> Path:
+    torch.export.save(export_program(module, spec), str(path))
+    return path
+
+
+def _module_device(module: nn.Module) -> torch.device:
+    for t in module.parameters():
+        return t.device
+    for t in module.buffers():
+        return t.device
+    return torch.device("cpu")

@@ -1,0 +1,127 @@
+"""ONNX models, run with onnxruntime."""
+
+from __future__ import annotations
+
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import InvalidModelError
+from .archive import extract_zip
+from .exported import EXAMPLE_BATCH
+from .spec import InputSpec, LoadedModel, ModelFormat
+
+ONNX_TO_TORCH = {
+    "tensor(float)": torch.float32,
+    "tensor(float16)": torch.float16,
+    "tensor(double)": torch.float64,
+    "tensor(int64)": torch.int64,
+    "tensor(int32)": torch.int32,
+    "tensor(bool)": torch.bool,
+}
+
+
+class OnnxModule(nn.Module):
+    """Wraps an onnxruntime session so measurement and later steps can call it like a module."""
+
+    def __init__(self, model_path: Path, *, threads: int | None = None, device: str = "cpu"):
+        super().__init__()
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        providers = ["CPUExecutionProvider"]
+        if device == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
+            providers.insert(0, "CUDAExecutionProvider")
+        self.model_path = Path(model_path)
+        self.session = ort.InferenceSession(str(model_path), options, providers=providers)
+        self.input_name = self.session.get_inputs()[0].name
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.session.run(None, {self.input_name: x.detach().cpu().numpy()})[0]
+        return torch.from_numpy(np.asarray(out))
+
+
+def _check_external_data(model, base: Path) -> None:
+    """External tensors must live inside the upload: no absolute paths, no `..`, nothing missing."""
+    from onnx.external_data_helper import _get_all_tensors, uses_external_data
+
+    base = base.resolve()
+    for tensor in _get_all_tensors(model):
+        if not uses_external_data(tensor):
+            continue
+        location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+        target = (base / location).resolve()
+        if not location or not target.is_relative_to(base):
+            raise InvalidModelError(
+                f"ONNX tensor {tensor.name!r} points at external data {location!r} outside the upload; "
+                "zip the .onnx file together with its data files"
+            )
+        if not target.is_file():
+            raise InvalidModelError(
+                f"ONNX tensor {tensor.name!r} needs external data file {location!r}, which the upload does not contain"
+            )
+
+
+def load_onnx(path: Path, *, threads: int | None = None, device: str = "cpu") -> LoadedModel:
+    import onnx
+
+    model_path = path
+    if zipfile.is_zipfile(path):
+        # zipped .onnx + external data files: extracted to a folder that lives as long as the process
+        folder = extract_zip(path, Path(tempfile.mkdtemp(prefix="squeeze-onnx-")))
+        found = list(folder.rglob("*.onnx"))
+        if len(found) != 1:
+            raise InvalidModelError(f"the archive must hold exactly one .onnx file, found {len(found)}")
+        model_path = found[0]
+    try:
+        proto = onnx.load(str(model_path), load_external_data=False)
+    except Exception as e:
+        raise InvalidModelError(f"cannot parse this ONNX model: {type(e).__name__}: {e}") from None
+    _check_external_data(proto, model_path.parent)
+    try:
+        module = OnnxModule(model_path, threads=threads, device=device)
+    except Exception as e:
+        raise InvalidModelError(f"onnxruntime cannot load this model: {type(e).__name__}: {e}") from None
+    inputs = module.session.get_inputs()
+    if len(inputs) != 1:
+        raise InvalidModelError(f"the model takes {len(inputs)} inputs; exactly one tensor input is supported")
+    dtype = ONNX_TO_TORCH.get(inputs[0].type)
+    if dtype is None:
+        raise InvalidModelError(f"unsupported ONNX input type {inputs[0].type}")
+    shape = tuple(d if isinstance(d, int) and d > 0 else None for d in inputs[0].shape)
+    opsets = {o.domain or "ai.onnx": o.version for o in proto.opset_import}
+    return LoadedModel(
+        module=module,
+        format=ModelFormat.ONNX,
+        input_spec=InputSpec(shape=shape, dtype=dtype),
+        size_bytes=path.stat().st_size,
+        runtime="onnxruntime",
+        path=model_path,
+        info={"opsets": opsets, "producer": proto.producer_name},
+    )
+
+
+def save_onnx(module: nn.Module, spec: InputSpec, path: Path) -> Path:
+    if isinstance(module, OnnxModule):
+        path.write_bytes(module.model_path.read_bytes())
+        return path
+    example = spec.example(EXAMPLE_BATCH)
+    try:
+        program = torch.onnx.export(
+            module,
+            (example,),
+            dynamic_shapes=({0: torch.export.Dim.AUTO},),
+            dynamo=True,
+            verbose=False,
+        )
+        program.save(str(path), external_data=False)
+    except Exception as e:
+        raise InvalidModelError(f"ONNX export failed: {type(e).__name__}: {e}") from None
+    return path

@@ -1,0 +1,80 @@
+"""What a loaded model is, independent of the file it came from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+import torch
+from torch import nn
+
+
+class ModelFormat(StrEnum):
+    PT2 = "pt2"  # torch.export program
+    TORCHSCRIPT = "torchscript"
+    ONNX = "onnx"
+    SAFETENSORS = "safetensors"  # weights + an architecture name
+    HUGGINGFACE = "huggingface"  # zipped config.json + *.safetensors
+
+
+FILE_SUFFIX = {
+    ModelFormat.PT2: ".pt2",
+    ModelFormat.TORCHSCRIPT: ".torchscript.pt",
+    ModelFormat.ONNX: ".onnx",
+    ModelFormat.SAFETENSORS: ".safetensors",
+    ModelFormat.HUGGINGFACE: ".zip",
+}
+
+ACCEPTED_FORMATS_TEXT = (
+    "a torch.export program (.pt2, torch.export.save), a TorchScript archive (torch.jit.save), "
+    "an ONNX model, safetensors weights with an architecture name (torchvision or timm), "
+    "or a zipped Hugging Face checkpoint (config.json + *.safetensors)"
+)
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """The model's single tensor input. `None` in `shape` is a dynamic dimension (the batch, usually)."""
+
+    shape: tuple[int | None, ...]
+    dtype: torch.dtype = torch.float32
+    # exclusive upper bound for integer inputs such as token ids (the vocabulary size)
+    high: int | None = None
+
+    @property
+    def sample_shape(self) -> tuple[int | None, ...]:
+        return self.shape[1:]
+
+    def example(self, batch: int, *, seed: int = 0) -> torch.Tensor:
+        """A random input of this spec; dynamic non-batch dimensions become 16."""
+        g = torch.Generator().manual_seed(seed)
+        shape = (batch, *[d if d is not None else 16 for d in self.sample_shape])
+        if self.dtype.is_floating_point:
+            return torch.randn(shape, generator=g).to(self.dtype)
+        return torch.randint(0, self.high or 2, shape, generator=g, dtype=self.dtype)
+
+    def to_dict(self) -> dict:
+        return {"shape": list(self.shape), "dtype": str(self.dtype).removeprefix("torch."), "high": self.high}
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to run: `module` takes one batched tensor and returns a tensor."""
+
+    module: nn.Module
+    format: ModelFormat
+    input_spec: InputSpec | None
+    size_bytes: int
+    runtime: str  # what executes it: eager, torchscript, onnxruntime
+    path: Path | None = None
+    info: dict = field(default_factory=dict)  # format-specific facts (architecture name, opset, ...)
+
+    def require_spec(self) -> InputSpec:
+        if self.input_spec is None:
+            from ..errors import InvalidModelError
+
+            raise InvalidModelError(
+                f"this {self.format} model does not record its input shape: pass input_shape, e.g. [1, 3, 224, 224]"
+            )
+        return self.input_spec

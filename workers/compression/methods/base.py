@@ -1,0 +1,31 @@
+"""What every method gets and returns."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..data import Dataset
+from ..formats.spec import FILE_SUFFIX, ModelFormat
+
+
+@dataclass
+class StepContext:
+    out_dir: Path
+    index: int  # 1-based position in the recipe
+    method: str
+    data: Dataset | None = None  # the job's dataset (calibration / training), when there is one
+    device: str = "cpu"
+    progress: Callable[[float, str], None] = lambda fraction, stage: None
+
+    def artifact_path(self, fmt: ModelFormat, tag: str = "") -> Path:
+        name = f"step{self.index}_{self.method}{('_' + tag) if tag else ''}{FILE_SUFFIX[fmt]}"
+        return self.out_dir / name
+
+
+@dataclass
+class StepResult:
+    path: Path
+    format: ModelFormat
+    notes: list[str] = field(default_factory=list)

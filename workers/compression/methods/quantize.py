@@ -1,0 +1,155 @@
+"""`quantize`: lower-precision weights (and activations) for a smaller, and where the runtime allows,
+faster model. One verb, one typed config; the scheme picks the technique."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from ..errors import StepFailedError
+from ..formats import LoadedModel, ModelFormat, export_program, save_model
+from ..measure.metrics import cpu_has_vnni
+from .base import StepContext, StepResult
+
+TORCH_FORMATS = frozenset({ModelFormat.PT2, ModelFormat.SAFETENSORS, ModelFormat.HUGGINGFACE})
+FORMATS = {
+    "fp16": TORCH_FORMATS | {ModelFormat.TORCHSCRIPT},
+    "bf16": TORCH_FORMATS | {ModelFormat.TORCHSCRIPT},
+    "int8_dynamic": TORCH_FORMATS | {ModelFormat.ONNX},
+}
+
+
+class QuantizeStep(BaseModel):
+    """Quantize weights (and, for int8_dynamic, activations at run time)."""
+
+    model_config = ConfigDict(extra="forbid", title="quantize")
+    method: Literal["quantize"] = "quantize"
+    scheme: Literal["fp16", "bf16", "int8_dynamic"] = Field(
+        description="fp16/bf16: half-precision weights and compute; int8_dynamic: int8 weights, "
+        "activations quantized per batch at run time (Linear/MatMul layers)"
+    )
+    reduce_range: bool | None = Field(
+        None,
+        description="int8_dynamic: use 7-bit activations so u8xs8 products cannot saturate on CPUs without "
+        "VNNI; default: on exactly when the worker's CPU lacks VNNI",
+    )
+
+
+def formats(step: QuantizeStep) -> frozenset[ModelFormat]:
+    return FORMATS[step.scheme]
+
+
+def output_format(step: QuantizeStep, fmt: ModelFormat) -> ModelFormat:
+    # eager sources (weights + architecture, Hugging Face) come out as torch.export programs
+    return fmt if fmt in (ModelFormat.TORCHSCRIPT, ModelFormat.ONNX) else ModelFormat.PT2
+
+
+class CastInputs(nn.Module):
+    """Runs a half-precision model behind the original fp32 interface: float inputs are cast in,
+    outputs are cast back to fp32, so the artifact is a drop-in replacement."""
+
+    def __init__(self, inner: nn.Module, dtype: torch.dtype):
+        super().__init__()
+        self.inner = inner
+        self.dtype = dtype
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.is_floating_point():
+            x = x.to(self.dtype)
+        out = self.inner(x)
+        return out.float() if out.is_floating_point() else out
+
+
+def quantize(model: LoadedModel, step: QuantizeStep, ctx: StepContext) -> StepResult:
+    fmt = output_format(step, model.format)
+    path = ctx.artifact_path(fmt, step.scheme)
+    reduce_range = (not cpu_has_vnni()) if step.reduce_range is None else step.reduce_range
+    if step.scheme in ("fp16", "bf16"):
+        dtype = torch.float16 if step.scheme == "fp16" else torch.bfloat16
+        model.module.to(dtype)
+        save_model(CastInputs(model.module, dtype).eval(), model.require_spec(), fmt, path)
+        notes = [f"weights and compute in {step.scheme}; inputs and outputs stay fp32"]
+        if ctx.device == "cpu":
+            notes.append(f"{step.scheme} compute on CPU is only fast with native half-precision units; see the measured latency")
+        return StepResult(path, fmt, notes)
+    if model.format == ModelFormat.ONNX:
+        return _int8_dynamic_onnx(model, path, reduce_range)
+    return _int8_dynamic_torch(model, path, reduce_range)
+
+
+def _int8_dynamic_torch(model: LoadedModel, path, reduce_range: bool) -> StepResult:
+    # PT2E rather than torchao's quantize_(): quantize_ swaps nn.Linear modules, and an uploaded .pt2
+    # program is a graph with no modules to swap. PT2E (torchao.quantization.pt2e) works on the exported
+    # graph of every torch format we load, so one path serves them all.
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as x86
+
+    spec = model.require_spec()
+    graph = export_program(model.module, spec).module()
+    quantizer = x86.X86InductorQuantizer()
+    quantizer.set_global(x86.get_default_x86_inductor_quantization_config(is_dynamic=True, reduce_range=reduce_range))
+    try:
+        prepared = prepare_pt2e(graph, quantizer)
+        with torch.no_grad():
+            prepared(spec.example(2))  # dynamic: observers only see weights, any input will do
+        converted = convert_pt2e(prepared)
+    except Exception as e:
+        raise StepFailedError(f"int8 dynamic quantization failed: {type(e).__name__}: {e}") from None
+    quantized = drop_unused_weights(converted)
+    if quantized == 0:
+        raise StepFailedError("int8_dynamic found no Linear layer to quantize in this model; try fp16 or bf16")
+    save_model(converted, spec, ModelFormat.PT2, path)
+    return StepResult(
+        path,
+        ModelFormat.PT2,
+        [
+            f"{quantized} weight tensors stored as int8 (per-channel); activations quantized per batch"
+            + (" with reduce_range (CPU without VNNI)" if reduce_range else ""),
+            "convolutions stay fp32 under dynamic quantization",
+            "eager PyTorch runs int8 weights through dequantize, so this artifact is smaller but not faster "
+            "on CPU; see the measured latency",
+        ],
+    )
+
+
+def drop_unused_weights(graph: torch.fx.GraphModule) -> int:
+    """convert_pt2e folds int8 weights into new constants but keeps the fp32 originals as parameters;
+    saving those would make the int8 artifact larger than fp32. Removes every parameter the graph no
+    longer reads; returns how many int8 weight constants the graph holds."""
+    graph.graph.eliminate_dead_code()
+    used = {n.target for n in graph.graph.nodes if n.op == "get_attr"}
+    for name, _ in list(graph.named_parameters()):
+        if name not in used:
+            owner, _, leaf = name.rpartition(".")
+            delattr(graph.get_submodule(owner) if owner else graph, leaf)
+    graph.recompile()
+    int8 = 0
+    for target in used:
+        obj = graph
+        for part in target.split("."):
+            obj = getattr(obj, part)
+        if isinstance(obj, torch.Tensor) and obj.dtype == torch.int8:
+            int8 += 1
+    return int8
+
+
+def _int8_dynamic_onnx(model: LoadedModel, path, reduce_range: bool) -> StepResult:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    pre = path.with_name(path.stem + "_pre.onnx")
+    try:
+        quant_pre_process(str(model.path), str(pre), skip_symbolic_shape=True)
+        quantize_dynamic(str(pre), str(path), weight_type=QuantType.QInt8, reduce_range=reduce_range)
+    except Exception as e:
+        raise StepFailedError(f"onnxruntime dynamic quantization failed: {type(e).__name__}: {e}") from None
+    finally:
+        pre.unlink(missing_ok=True)
+    return StepResult(
+        path,
+        ModelFormat.ONNX,
+        ["onnxruntime dynamic quantization: int8 MatMul/Gemm weights" + (", reduce_range" if reduce_range else "")],
+    )

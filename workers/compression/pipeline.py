@@ -1,0 +1,202 @@
+"""Runs a recipe on a model file: validate everything, run the steps, measure baseline and every
+step's saved artifact together, write the report. The service's worker calls exactly this."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from pydantic import BaseModel, ConfigDict
+
+from .data import Dataset, check_fits, load_dataset
+from .errors import EngineError, StepFailedError
+from .formats import InputSpec, LoadedModel, ModelFormat, detect_format, load_model
+from .measure import Measurement, MeasureSettings, Ratios, measure_models
+from .measure.metrics import first_tensor
+from .methods import METHODS, StepContext
+from .recipe import Recipe, check_formats, parse_recipe
+
+Progress = Callable[[float, str], None]
+SPEEDUP_THRESHOLD = 1.05  # below 5 % a latency change is within run-to-run noise
+SIZE_THRESHOLD = 1.05
+
+
+class LoadOptions(BaseModel):
+    """How to read the uploaded model where its bytes do not say everything."""
+
+    model_config = ConfigDict(extra="forbid")
+    format: ModelFormat | None = None
+    input_shape: list[int] | None = None
+    arch: str | None = None
+    arch_kwargs: dict | None = None
+
+
+def run_recipe(
+    model_path: str | Path,
+    recipe: dict | Recipe,
+    *,
+    out_dir: str | Path,
+    data_path: str | Path | None = None,
+    eval_data_path: str | Path | None = None,
+    load: LoadOptions | dict | None = None,
+    settings: MeasureSettings | None = None,
+    progress: Progress | None = None,
+) -> dict:
+    """Returns the report (DESIGN.md `results`) and writes it, with every artifact, to `out_dir`."""
+    report_progress = progress or (lambda fraction, stage: None)
+    settings = settings or MeasureSettings()
+    load = LoadOptions.model_validate(load or {})
+    model_path, out_dir = Path(model_path), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    threads = settings.threads or torch.get_num_threads()
+
+    # everything that can be checked is checked before any work
+    recipe = parse_recipe(recipe)
+    check_formats(recipe, load.format or detect_format(model_path))
+    report_progress(0.01, "loading model")
+    load_kwargs = dict(load.model_dump(exclude_none=True), threads=threads, device=settings.device)
+    baseline = load_model(model_path, **load_kwargs)
+    data = load_dataset(data_path, baseline.input_spec) if data_path else None
+    eval_data = load_dataset(eval_data_path, baseline.input_spec) if eval_data_path else data
+    spec = _settle_spec(baseline, data or eval_data)
+    for d in {id(d): d for d in (data, eval_data) if d is not None}.values():
+        check_fits(d, spec, _num_outputs(baseline, spec))
+
+    current_path, steps_out = model_path, []
+    n = len(recipe.steps)
+    for i, step in enumerate(recipe.steps, start=1):
+        lo, hi = 0.05 + 0.6 * (i - 1) / n, 0.05 + 0.6 * i / n
+        stage = f"step {i}/{n}: {step.method}"
+        report_progress(lo, stage)
+        # each step gets a fresh copy: methods may change their input in place, the baseline must not change
+        step_input = _load_step_input(current_path, current_path == model_path, load_kwargs, spec)
+        ctx = StepContext(
+            out_dir=out_dir,
+            index=i,
+            method=step.method,
+            data=data,
+            device=settings.device,
+            progress=lambda f, s, lo=lo, hi=hi, stage=stage: report_progress(lo + (hi - lo) * f, f"{stage}: {s}"),
+        )
+        try:
+            result = METHODS[step.method].run(step_input, step, ctx)
+        except EngineError as e:
+            raise StepFailedError(f"step {i} ({step.method}) failed: {e.message}", code=e.code) from None
+        except Exception as e:  # library errors: the job fails with the reason, never a crash
+            raise StepFailedError(f"step {i} ({step.method}) failed: {type(e).__name__}: {e}") from None
+        steps_out.append((step, result))
+        current_path = result.path
+
+    report_progress(0.7, "measuring")
+    candidates = [_load_step_input(r.path, False, load_kwargs, spec) for _, r in steps_out]
+    measurements, ratios = measure_models(
+        [baseline, *candidates],
+        eval_data,
+        settings,
+        progress=lambda f, s: report_progress(0.7 + 0.28 * f, f"measuring: {s}"),
+    )
+    report = build_report(recipe, steps_out, measurements, ratios, spec, data, eval_data)
+    (out_dir / "report.json").write_text(json.dumps(report, indent=2))
+    report_progress(1.0, "done")
+    return report
+
+
+def _settle_spec(model: LoadedModel, data: Dataset | None) -> InputSpec:
+    """The model's input spec, completed from the data for formats that do not record one."""
+    if model.input_spec is None and data is not None:
+        model.input_spec = InputSpec(shape=(None, *data.x.shape[1:]), dtype=data.x.dtype)
+    return model.require_spec()
+
+
+def _num_outputs(model: LoadedModel, spec: InputSpec) -> int | None:
+    with torch.inference_mode():
+        try:
+            out = first_tensor(model.module(spec.example(1).to(_device_of(model))))
+        except Exception as e:
+            raise StepFailedError(f"the model does not run on an input of shape {list(spec.shape)}: {e}") from None
+    return int(out.shape[1]) if out.ndim == 2 else None
+
+
+def _device_of(model: LoadedModel) -> str:
+    for t in model.module.parameters():
+        return t.device.type
+    return "cpu"
+
+
+def _load_step_input(path: Path, original: bool, load_kwargs: dict, spec: InputSpec) -> LoadedModel:
+    if original:
+        model = load_model(path, **load_kwargs)
+    else:  # artifacts are pt2/onnx/torchscript: only the shape may be missing (TorchScript)
+        keep = {k: load_kwargs[k] for k in ("threads", "device")}
+        model = load_model(path, input_shape=[1, *[d or 1 for d in spec.sample_shape]], **keep)
+    if model.input_spec is None or model.input_spec.dtype == spec.dtype:
+        model.input_spec = spec if model.input_spec is None else dataclasses.replace(model.input_spec, high=spec.high)
+    return model
+
+
+def _verdict(r: Ratios) -> str:
+    speeds = [s for s in (r.speedup_b1, r.speedup_bN) if s is not None]
+    faster = bool(speeds) and max(speeds) >= SPEEDUP_THRESHOLD and min(speeds) >= 1.0
+    smaller = r.size_ratio >= SIZE_THRESHOLD
+    return {(True, True): "faster_and_smaller", (False, True): "smaller_only", (True, False): "faster_only"}.get(
+        (faster, smaller), "no_gain"
+    )
+
+
+def _ratio_notes(r: Ratios) -> list[str]:
+    notes = []
+    for label, s in (("batch 1", r.speedup_b1), ("the large batch", r.speedup_bN)):
+        if s is not None and s < 1 / SPEEDUP_THRESHOLD:
+            notes.append(f"slower than the baseline at {label}: {s:.2f}x")
+    return notes
+
+
+def build_report(
+    recipe: Recipe,
+    steps_out: list,
+    measurements: list[Measurement],
+    ratios: list[Ratios],
+    spec: InputSpec,
+    data: Dataset | None,
+    eval_data: Dataset | None,
+) -> dict:
+    base = measurements[0]
+    steps = []
+    for (step, result), m, r in zip(steps_out, measurements[1:], ratios[1:]):
+        steps.append(
+            {
+                "method": step.method,
+                "params": step.model_dump(exclude={"method"}),
+                "artifact_id": result.path.name,
+                "format": result.format.value,
+                "measurement": m.model_dump(),
+                **r.model_dump(),
+                "verdict": _verdict(r),
+                "notes": [*result.notes, *_ratio_notes(r)],
+            }
+        )
+    final_m, final_r = measurements[-1], ratios[-1]
+    accuracy_delta = (
+        final_m.accuracy - base.accuracy if final_m.accuracy is not None and base.accuracy is not None else None
+    )
+    return {
+        "baseline": base.model_dump(),
+        "steps": steps,
+        "final": {
+            "artifact_id": steps[-1]["artifact_id"],
+            "size_ratio": final_r.size_ratio,
+            "speedup_b1": final_r.speedup_b1,
+            "speedup_bN": final_r.speedup_bN,
+            "accuracy_delta": accuracy_delta,
+            "agreement": final_m.agreement,
+            "verdict": steps[-1]["verdict"],
+        },
+        "input": spec.to_dict(),
+        "data": data.describe() if data is not None else None,
+        "eval_data": eval_data.describe() if eval_data is not None and eval_data is not data else None,
+    }

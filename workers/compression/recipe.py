@@ -1,0 +1,59 @@
+"""Recipes: an ordered list of typed steps, discriminated on `method`."""
+
+from __future__ import annotations
+
+from typing import Annotated, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import RecipeError
+from .formats import ModelFormat
+from .methods import METHODS
+
+Step = Annotated[Union[tuple(m.step_type for m in METHODS.values())], Field(discriminator="method")]  # noqa: UP007
+
+
+class Recipe(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    steps: list[Step] = Field(min_length=1, max_length=16)
+
+
+def parse_recipe(raw: dict | Recipe) -> Recipe:
+    if isinstance(raw, Recipe):
+        return raw
+    if not isinstance(raw, dict):
+        raise RecipeError('a recipe is a JSON object like {"steps": [{"method": "quantize", "scheme": "fp16"}]}')
+    try:
+        return Recipe.model_validate(raw)
+    except ValidationError as e:
+        raise RecipeError(describe_validation_error(e)) from None
+
+
+def describe_validation_error(e: ValidationError) -> str:
+    parts = []
+    for err in e.errors():
+        where = ".".join(str(p) for p in err["loc"] if p not in tuple(METHODS)) or "recipe"
+        msg = err["msg"]
+        if err["type"] == "union_tag_invalid":
+            msg = f"unknown method {err['input'].get('method')!r}; available: {', '.join(METHODS)}"
+        elif err["type"] == "union_tag_not_found":
+            msg = f"each step needs a 'method' ({', '.join(METHODS)})"
+        parts.append(f"{where}: {msg}")
+    return "; ".join(parts)
+
+
+def check_formats(recipe: Recipe, fmt: ModelFormat) -> list[ModelFormat]:
+    """Walks the recipe over the model's format before any work; returns each step's output format."""
+    formats = []
+    for i, step in enumerate(recipe.steps, start=1):
+        method = METHODS[step.method]
+        accepted = method.formats(step)
+        if fmt not in accepted:
+            variant = getattr(step, method.variants[0])
+            raise RecipeError(
+                f"step {i} ({step.method} {variant}) does not accept {fmt} models; "
+                f"it accepts {', '.join(sorted(accepted))}"
+            )
+        fmt = method.output_format(step, fmt)
+        formats.append(fmt)
+    return formats
