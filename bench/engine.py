@@ -87,7 +87,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     args = parser.parse_args()
     settings = MeasureSettings(batch=args.batch, threads=args.threads, seconds_per_model=args.seconds)
-    rows, results = [], {}
+    results, env = {}, {}
     folder = Path(tempfile.mkdtemp(prefix="squeeze-bench-"))
     header = f"{'model':<12} {'recipe':<18} {'size':>7} {'b1':>7} {'b' + str(args.batch):>7} {'quality':>16}  verdict"
     print(header, flush=True)
@@ -96,9 +96,12 @@ def main() -> None:
         model_path, data_path = build(name, folder)
         for recipe_name in args.recipes.split(","):
             started = time.monotonic()
+            def progress(fraction, stage, where=f"{name}/{recipe_name}", t0=started):
+                print(f"  [{time.monotonic() - t0:6.1f}s] {where}: {stage}", file=sys.stderr, flush=True)
+
             try:
                 report = run_recipe(model_path, {"steps": RECIPES[recipe_name]}, data_path=data_path,
-                                    out_dir=folder / name / recipe_name, settings=settings)
+                                    out_dir=folder / name / recipe_name, settings=settings, progress=progress)
             except EngineError as e:
                 print(f"{name:<12} {recipe_name:<18} failed: {e.message[:200]}", flush=True)
                 results[f"{name}/{recipe_name}"] = {"error": e.to_dict()}
@@ -112,7 +115,7 @@ def main() -> None:
             line = (f"{name:<12} {recipe_name:<18} {final['size_ratio']:>6.2f}x {final['speedup_b1']:>6.2f}x "
                     f"{(final['speedup_bN'] or float('nan')):>6.2f}x {quality:>16}  {final['verdict']}")
             print(line, flush=True)
-            rows.append(line)
+            env = base["env"]
             results[f"{name}/{recipe_name}"] = {
                 "final": final,
                 "baseline_ms": base["latency_ms"],
@@ -120,12 +123,13 @@ def main() -> None:
                 "runtime": last["runtime"],
                 "seconds": round(time.monotonic() - started, 1),
             }
-    env = report["baseline"]["env"] if results else {}
     print(f"\ncpu: {env.get('cpu')}, threads: {env.get('threads')}, vnni: {env.get('cpu_vnni')}, "
           f"torch {env.get('versions', {}).get('torch')}; ratios = baseline / candidate, > 1 is better")
-    out = ROOT / "bench" / "out"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "engine.json").write_text(json.dumps({"env": env, "results": results}, indent=2))
+    out = ROOT / "bench" / "out" / "engine.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    previous = json.loads(out.read_text()) if out.is_file() else {}
+    # runs of a subset (--models/--recipes) update their rows and keep the others
+    out.write_text(json.dumps({"env": env, "results": {**previous.get("results", {}), **results}}, indent=2))
 
 
 if __name__ == "__main__":

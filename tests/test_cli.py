@@ -58,3 +58,15 @@ def test_engine_imports_no_web_or_database_code():
             "print(bad); sys.exit(1 if bad else 0)")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_readme_example_runs(tmp_path):
+    """README: bench/digits_example.py writes the inputs, then one `run` command."""
+    made = subprocess.run([sys.executable, "bench/digits_example.py", str(tmp_path)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=600)
+    assert made.returncode == 0, made.stderr
+    result = cli("run", tmp_path / "digits.pt2", "--recipe", '{"steps": [{"method": "quantize", "scheme": "fp16"}]}',
+                 "--data", tmp_path / "digits.npz", "--out", tmp_path / "fp16", "--seconds", "0.3")
+    assert result.returncode == 0, result.stderr
+    assert "smaller" in result.stdout or "no_gain" in result.stdout
+    assert (tmp_path / "fp16" / "report.json").is_file()

@@ -127,3 +127,14 @@ def test_safetensors_architecture_to_bf16(tmp_path, quick):
     # the baseline is bare weights, the artifact a whole program (graph + weights): a bit under 2x
     assert report["steps"][0]["format"] == "pt2" and report["final"]["size_ratio"] > 1.6
     assert report["steps"][0]["measurement"]["cosine_similarity"] > 0.99
+
+
+def test_progress_reports_stages_in_order(cnn_pt2, digits_npz, tmp_path, quick):
+    seen = []
+    run_recipe(cnn_pt2, quantize("fp16"), data_path=digits_npz, out_dir=tmp_path, settings=quick,
+               progress=lambda fraction, stage: seen.append((fraction, stage)))
+    fractions = [f for f, _ in seen]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0 and all(0 <= f <= 1 for f in fractions)
+    stages = [s for _, s in seen]
+    assert stages[0] == "loading model" and "step 1/1: quantize" in stages and stages[-1] == "done"
+    assert any(s.startswith("measuring") for s in stages)

@@ -46,6 +46,8 @@ def time_interleaved(
             for _ in range(warmup - 1):
                 fn()
             first.append(_time_call(fn, device))
+        # a model slower than the budget still gets 3 rounds (the minimum for a median), not `rounds`
+        rounds = max(3, min(rounds, int(seconds_per_model / max(first))))
         per_round_s = seconds_per_model / rounds
         iters = [max(1, min(1000, int(per_round_s / max(t, 1e-6)))) for t in first]
         samples: list[list[float]] = [[] for _ in calls]
