@@ -115,6 +115,18 @@ def test_huggingface_model_quantized_to_an_exported_program(tmp_path, quick):
     assert step["measurement"]["agreement"] >= 0.9 and step["measurement"]["cosine_similarity"] > 0.98
 
 
+def test_int8_dynamic_on_a_torchvision_resnet_with_a_reused_relu(tmp_path, quick):
+    """torchvision's ResNet calls one ReLU module several times; the x86 quantizer needs each call apart."""
+    import torchvision
+
+    net = torchvision.models.resnet18(num_classes=10).eval()
+    path = export_pt2(net, tmp_path / "r18.pt2", torch.zeros(2, 3, 32, 32))
+    report = run_recipe(path, quantize("int8_dynamic"), out_dir=tmp_path / "out", settings=quick)
+    assert report["final"]["size_ratio"] > 3.5
+    assert report["steps"][0]["measurement"]["cosine_similarity"] > 0.98
+    assert "20 conv" in report["steps"][0]["notes"][0]
+
+
 def test_safetensors_architecture_to_bf16(tmp_path, quick):
     import torchvision
 

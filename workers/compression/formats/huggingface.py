@@ -37,9 +37,24 @@ def load_huggingface(path: Path, *, sequence_length: int | None = None) -> Loade
     # the hub is never reached: all files come from the upload
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    # the weights are read into memory, so the extracted folder goes away as soon as loading ends
+    with tempfile.TemporaryDirectory(prefix="squeeze-hf-") as workdir:
+        model, config = _load_folder(extract_zip(path, Path(workdir)))
+    seq = sequence_length or min(DEFAULT_SEQUENCE_LENGTH, getattr(config, "max_position_embeddings", 512) or 512)
+    return LoadedModel(
+        module=HuggingFaceOutputs(model.eval()),
+        format=ModelFormat.HUGGINGFACE,
+        input_spec=InputSpec(shape=(None, seq), dtype=torch.int64, high=getattr(config, "vocab_size", None)),
+        size_bytes=path.stat().st_size,
+        runtime="eager",
+        path=path,
+        info={"arch": type(model).__name__, "model_type": config.model_type},
+    )
+
+
+def _load_folder(folder: Path):
     import transformers
 
-    folder = extract_zip(path, Path(tempfile.mkdtemp(prefix="squeeze-hf-")))
     configs = list(folder.rglob("config.json"))
     if len(configs) != 1:
         raise InvalidModelError(f"the archive must hold one config.json, found {len(configs)}")
@@ -64,13 +79,4 @@ def load_huggingface(path: Path, *, sequence_length: int | None = None) -> Loade
         )
     except Exception as e:
         raise InvalidModelError(f"cannot load the checkpoint: {type(e).__name__}: {e}") from None
-    seq = sequence_length or min(DEFAULT_SEQUENCE_LENGTH, getattr(config, "max_position_embeddings", 512) or 512)
-    return LoadedModel(
-        module=HuggingFaceOutputs(model.eval()),
-        format=ModelFormat.HUGGINGFACE,
-        input_spec=InputSpec(shape=(None, seq), dtype=torch.int64, high=getattr(config, "vocab_size", None)),
-        size_bytes=path.stat().st_size,
-        runtime="eager",
-        path=path,
-        info={"arch": arch or model_class.__name__, "model_type": config.model_type},
-    )
+    return model, config

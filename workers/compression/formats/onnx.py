@@ -72,10 +72,11 @@ def _check_external_data(model, base: Path) -> None:
 def load_onnx(path: Path, *, threads: int | None = None, device: str = "cpu") -> LoadedModel:
     import onnx
 
-    model_path = path
+    model_path, workdir = path, None
     if zipfile.is_zipfile(path):
-        # zipped .onnx + external data files: extracted to a folder that lives as long as the process
-        folder = extract_zip(path, Path(tempfile.mkdtemp(prefix="squeeze-onnx-")))
+        # zipped .onnx + external data files: extracted to a folder that lives as long as the module
+        workdir = tempfile.TemporaryDirectory(prefix="squeeze-onnx-")
+        folder = extract_zip(path, Path(workdir.name))
         found = list(folder.rglob("*.onnx"))
         if len(found) != 1:
             raise InvalidModelError(f"the archive must hold exactly one .onnx file, found {len(found)}")
@@ -89,6 +90,7 @@ def load_onnx(path: Path, *, threads: int | None = None, device: str = "cpu") ->
         module = OnnxModule(model_path, threads=threads, device=device)
     except Exception as e:
         raise InvalidModelError(f"onnxruntime cannot load this model: {type(e).__name__}: {e}") from None
+    module.workdir = workdir  # removed when the module is garbage-collected
     inputs = module.session.get_inputs()
     if len(inputs) != 1:
         raise InvalidModelError(f"the model takes {len(inputs)} inputs; exactly one tensor input is supported")
@@ -109,9 +111,6 @@ def load_onnx(path: Path, *, threads: int | None = None, device: str = "cpu") ->
 
 
 def save_onnx(module: nn.Module, spec: InputSpec, path: Path) -> Path:
-    if isinstance(module, OnnxModule):
-        path.write_bytes(module.model_path.read_bytes())
-        return path
     example = spec.example(EXAMPLE_BATCH)
     try:
         program = torch.onnx.export(

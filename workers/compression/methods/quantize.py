@@ -30,7 +30,7 @@ class QuantizeStep(BaseModel):
     method: Literal["quantize"] = "quantize"
     scheme: Literal["fp16", "bf16", "int8_dynamic"] = Field(
         description="fp16/bf16: half-precision weights and compute; int8_dynamic: int8 weights, "
-        "activations quantized per batch at run time (Linear/MatMul layers)"
+        "activations quantized per batch at run time (Linear and Conv layers; MatMul/Gemm in ONNX models)"
     )
     reduce_range: bool | None = Field(
         None,
@@ -92,6 +92,7 @@ def _int8_dynamic_torch(model: LoadedModel, path, reduce_range: bool) -> StepRes
 
     spec = model.require_spec()
     graph = export_program(model.module, spec).module()
+    split_reused_modules(graph)
     quantizer = x86.X86InductorQuantizer()
     quantizer.set_global(x86.get_default_x86_inductor_quantization_config(is_dynamic=True, reduce_range=reduce_range))
     try:
@@ -101,27 +102,51 @@ def _int8_dynamic_torch(model: LoadedModel, path, reduce_range: bool) -> StepRes
         converted = convert_pt2e(prepared)
     except Exception as e:
         raise StepFailedError(f"int8 dynamic quantization failed: {type(e).__name__}: {e}") from None
-    quantized = drop_unused_weights(converted)
-    if quantized == 0:
-        raise StepFailedError("int8_dynamic found no Linear layer to quantize in this model; try fp16 or bf16")
+    int8_weights = drop_unused_weights(converted)
+    if not int8_weights:
+        raise StepFailedError("int8_dynamic found no Linear or Conv layer to quantize in this model; try fp16 or bf16")
     save_model(converted, spec, ModelFormat.PT2, path)
+    convs = sum(1 for t in int8_weights if t.ndim > 2)
     return StepResult(
         path,
         ModelFormat.PT2,
         [
-            f"{quantized} weight tensors stored as int8 (per-channel); activations quantized per batch"
-            + (" with reduce_range (CPU without VNNI)" if reduce_range else ""),
-            "convolutions stay fp32 under dynamic quantization",
+            f"int8 per-channel weights: {len(int8_weights) - convs} linear, {convs} conv; activations quantized per "
+            "batch" + (" with reduce_range (CPU without VNNI)" if reduce_range else ""),
             "eager PyTorch runs int8 weights through dequantize, so this artifact is smaller but not faster "
             "on CPU; for int8 speed on CPU export to onnx first, then int8_dynamic runs in onnxruntime",
         ],
     )
 
 
-def drop_unused_weights(graph: torch.fx.GraphModule) -> int:
+def split_reused_modules(graph: torch.fx.GraphModule) -> int:
+    """Gives each call of a reused single-op module (torchvision's ResNet calls one ReLU several times)
+    its own source partition. The x86 quantizer groups nodes by their innermost source module
+    (`nn_module_stack`) and rejects a group with several outputs. Returns how many nodes were relabelled."""
+    groups: dict[str, list[torch.fx.Node]] = {}
+    for node in graph.graph.nodes:
+        stack = node.meta.get("nn_module_stack")
+        if node.op == "call_function" and stack:
+            groups.setdefault(list(stack.values())[-1][0], []).append(node)
+    relabelled = 0
+    for fqn, nodes in groups.items():
+        members = set(nodes)
+        # one op per call and no call feeding another: separate uses of one module, not one multi-op module
+        if len(nodes) < 2 or len({n.target for n in nodes}) != 1 or any(u in members for n in nodes for u in n.users):
+            continue
+        for n in nodes:
+            stack = dict(n.meta["nn_module_stack"])
+            key, (_, cls) = list(stack.items())[-1]
+            stack[key] = (f"{fqn}@{n.name}", cls)
+            n.meta["nn_module_stack"] = stack
+            relabelled += 1
+    return relabelled
+
+
+def drop_unused_weights(graph: torch.fx.GraphModule) -> list[torch.Tensor]:
     """convert_pt2e folds int8 weights into new constants but keeps the fp32 originals as parameters;
     saving those would make the int8 artifact larger than fp32. Removes every parameter the graph no
-    longer reads; returns how many int8 weight constants the graph holds."""
+    longer reads; returns the int8 weight constants the graph holds."""
     graph.graph.eliminate_dead_code()
     used = {n.target for n in graph.graph.nodes if n.op == "get_attr"}
     for name, _ in list(graph.named_parameters()):
@@ -129,13 +154,13 @@ def drop_unused_weights(graph: torch.fx.GraphModule) -> int:
             owner, _, leaf = name.rpartition(".")
             delattr(graph.get_submodule(owner) if owner else graph, leaf)
     graph.recompile()
-    int8 = 0
-    for target in used:
+    int8 = []
+    for target in sorted(used):
         obj = graph
         for part in target.split("."):
             obj = getattr(obj, part)
         if isinstance(obj, torch.Tensor) and obj.dtype == torch.int8:
-            int8 += 1
+            int8.append(obj)
     return int8
 
 
