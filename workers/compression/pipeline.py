@@ -51,6 +51,8 @@ def run_recipe(
     load = LoadOptions.model_validate(load or {})
     model_path, out_dir = Path(model_path), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if settings.device == "cuda" and not torch.cuda.is_available():
+        raise EngineError("device 'cuda' was asked for but this worker has no CUDA GPU; use 'cpu'", code="no_gpu")
     if settings.threads:
         torch.set_num_threads(settings.threads)
     threads = settings.threads or torch.get_num_threads()

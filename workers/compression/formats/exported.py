@@ -53,8 +53,11 @@ def load_pt2(path: Path) -> LoadedModel:
     if not isinstance(val, torch.Tensor):
         raise InvalidModelError("the program's input is not a tensor")
     shape = tuple(int(d) if isinstance(d, int) else None for d in val.shape)
+    module = program.module()
+    # exported programs are captured in inference mode and refuse .eval(); the flag tells exporters so
+    module.training = False
     return LoadedModel(
-        module=program.module(),
+        module=module,
         format=ModelFormat.PT2,
         input_spec=InputSpec(shape=shape, dtype=val.dtype),
         size_bytes=path.stat().st_size,

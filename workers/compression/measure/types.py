@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, Field
 
 
@@ -45,7 +47,7 @@ class Ratios(BaseModel):
 class MeasureSettings(BaseModel):
     batch: int = Field(32, ge=2, le=4096, description="the larger batch size timed besides batch 1")
     threads: int | None = Field(None, ge=1, description="intra-op threads; default: torch's current setting")
-    device: str = "cpu"
+    device: Literal["cpu", "cuda"] = "cpu"
     warmup: int = Field(3, ge=1)
     rounds: int = Field(7, ge=3, description="interleaved rounds; ratios are medians over rounds")
     seconds_per_model: float = Field(2.0, gt=0, description="timing budget per model and batch size")
