@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from ..formats.onnx import OnnxModule
+from ..hardware import cpu_has_vnni, cpu_model
 
 # tensors that are not weights: normalisation statistics and quantization parameters
 _NOT_WEIGHTS = ("running_mean", "running_var", "num_batches_tracked", "_scale", "_zero_point", "zero_point", "scale")
@@ -143,27 +144,6 @@ def first_tensor(output) -> torch.Tensor:
     if isinstance(output, dict):
         output = next(iter(output.values()))
     return output
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def cpu_has_vnni() -> bool:
-    """AVX512-VNNI / AVX-VNNI give u8xs8 int8 dot products without saturation; plain AVX2 does not."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line for line in f if line.startswith("flags")), "")
-    except OSError:
-        return False
-    return "avx512_vnni" in flags or "avx_vnni" in flags
 
 
 def environment(device: str, threads: int) -> dict:

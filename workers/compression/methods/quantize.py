@@ -11,7 +11,7 @@ from torch import nn
 
 from ..errors import StepFailedError
 from ..formats import LoadedModel, ModelFormat, export_program, save_model
-from ..measure.metrics import cpu_has_vnni
+from ..hardware import cpu_has_vnni
 from .base import StepContext, StepResult
 
 DYNAMIC_ONNX_OPS = ["MatMul", "Gemm", "Attention", "LSTM", "GRU"]
