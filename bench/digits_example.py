@@ -18,7 +18,8 @@ sys.path.insert(0, str(ROOT))
 from tests.digits import DigitsCNN, accuracy, digits_arrays, train  # noqa: E402
 
 
-def main(folder: Path) -> None:
+def write_digits(folder: Path) -> tuple[Path, Path, float]:
+    """Trains the CNN; writes the program and the labelled test split. Returns both paths and the accuracy."""
     folder.mkdir(parents=True, exist_ok=True)
     x, y = digits_arrays()
     order = np.random.default_rng(0).permutation(len(x))
@@ -27,7 +28,12 @@ def main(folder: Path) -> None:
     program = torch.export.export(model, (torch.zeros(2, 1, 8, 8),), dynamic_shapes=({0: torch.export.Dim.AUTO},))
     torch.export.save(program, str(folder / "digits.pt2"))
     np.savez(folder / "digits.npz", x=x[te], y=y[te])
-    print(f"wrote {folder / 'digits.pt2'} (test accuracy {accuracy(model, x[te], y[te]):.3f}) and {folder / 'digits.npz'}")
+    return folder / "digits.pt2", folder / "digits.npz", accuracy(model, x[te], y[te])
+
+
+def main(folder: Path) -> None:
+    model, data, acc = write_digits(folder)
+    print(f"wrote {model} (test accuracy {acc:.3f}) and {data}")
 
 
 if __name__ == "__main__":

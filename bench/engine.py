@@ -23,7 +23,7 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.digits import DigitsCNN, digits_arrays, train  # noqa: E402
+from bench.digits_example import write_digits  # noqa: E402
 from workers.compression import EngineError, MeasureSettings, run_recipe  # noqa: E402
 
 RECIPES = {
@@ -59,12 +59,8 @@ def export(module: nn.Module, example: torch.Tensor, path: Path) -> Path:
 def build(name: str, folder: Path) -> tuple[Path, Path]:
     torch.manual_seed(0)
     if name == "digits":
-        x, y = digits_arrays()
-        order = np.random.default_rng(0).permutation(len(x))
-        tr, te = order[:1400], order[1400:]
-        model = train(DigitsCNN(), x[tr], y[tr])
-        np.savez(folder / "digits.npz", x=x[te], y=y[te])
-        return export(model, torch.zeros(2, 1, 8, 8), folder / "digits.pt2"), folder / "digits.npz"
+        model, data, _ = write_digits(folder)
+        return model, data
     if name == "resnet18":
         import torchvision
 

@@ -48,6 +48,7 @@ def test_pickle_exits_2_naming_the_accepted_formats(cnn, tmp_path):
 def test_inspect_and_methods(cnn_pt2):
     info = json.loads(cli("inspect", cnn_pt2).stdout)
     assert info["format"] == "pt2" and info["input"]["shape"] == [None, 1, 8, 8]
+    assert info["params"] > 30_000 and info["nonzero_params"] <= info["params"]
     methods = json.loads(cli("methods").stdout)
     assert [m["method"] for m in methods] == ["quantize", "export"]
 

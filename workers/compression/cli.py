@@ -11,6 +11,7 @@ from pathlib import Path
 from .errors import EngineError
 from .formats import load_model
 from .measure import MeasureSettings
+from .measure.metrics import count_params
 from .methods import catalogue
 from .pipeline import LoadOptions, run_recipe
 
@@ -100,7 +101,9 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(catalogue(), indent=2))
         elif args.command == "inspect":
             model = load_model(args.model, arch=args.arch, arch_kwargs=args.arch_kwargs, input_shape=args.input_shape)
+            params, nonzero = count_params(model.module)
             print(json.dumps({"format": model.format.value, "runtime": model.runtime, "size_bytes": model.size_bytes,
+                              "params": params, "nonzero_params": nonzero,
                               "input": model.input_spec.to_dict() if model.input_spec else None, **model.info}))
         else:
             load = LoadOptions(input_shape=args.input_shape, arch=args.arch, arch_kwargs=args.arch_kwargs)
