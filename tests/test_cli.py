@@ -71,3 +71,12 @@ def test_the_readme_example_runs(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "smaller" in result.stdout or "no_gain" in result.stdout
     assert (tmp_path / "fp16" / "report.json").is_file()
+
+
+def test_missing_files_are_named(cnn_pt2, tmp_path):
+    result = cli("run", tmp_path / "nope.pt2", "--recipe", '{"steps": [{"method": "export", "format": "onnx"}]}',
+                 "--out", tmp_path / "out")
+    assert result.returncode == 2 and "no model file at" in result.stderr
+    result = cli("run", cnn_pt2, "--recipe", '{"steps": [{"method": "export", "format": "onnx"}]}',
+                 "--data", tmp_path / "nope.npz", "--out", tmp_path / "out")
+    assert result.returncode == 2 and "no dataset file at" in result.stderr

@@ -47,7 +47,9 @@ class Dataset:
 
 def load_dataset(path: str | Path, input_spec: InputSpec | None = None) -> Dataset:
     path = Path(path)
-    if not path.is_file() or path.stat().st_size == 0:
+    if not path.is_file():
+        raise InvalidDatasetError(f"no dataset file at {path}", code="not_found")
+    if path.stat().st_size == 0:
         raise InvalidDatasetError("the dataset file is empty")
     with open(path, "rb") as f:
         head = f.read(16)

@@ -74,6 +74,8 @@ def classify_zip(names: list[str]) -> ModelFormat:
 
 def detect_format(path: str | Path) -> ModelFormat:
     path = Path(path)
+    if not path.is_file():
+        raise UnsupportedFormatError(f"no model file at {path}", code="not_found")
     size = path.stat().st_size
     if size == 0:
         raise UnsupportedFormatError("the file is empty")
