@@ -47,31 +47,21 @@ def test_pt2_with_a_pickled_weight_payload_never_runs(tmp_path, cnn_pt2):
     """torch.export.load unpickles weights flagged use_pickle (with weights_only=False): a crafted .pt2
     must not get code run through that path."""
     marker = tmp_path / "pwned"
-    crafted = tmp_path / "crafted.pt2"
     payload = io.BytesIO()
     torch.save(CreatesFile(marker), payload)
-    with zipfile.ZipFile(cnn_pt2) as src, zipfile.ZipFile(crafted, "w") as dst:
-        for info in src.infolist():
-            data = src.read(info)
-            if info.filename.endswith("model_weights_config.json"):
-                config = json.loads(data)
-                first = next(iter(config["config"].values()))
-                first["use_pickle"] = True
-                target = first["path_name"]
-                data = json.dumps(config).encode()
-            dst.writestr(info, data)
-        prefix = next(n for n in src.namelist() if n.endswith("model_weights_config.json")).rsplit("/", 1)[0]
-    with zipfile.ZipFile(crafted, "a") as dst:
-        dst.writestr(f"{prefix}/{target}_evil", b"")  # keep a valid archive; the weight below is replaced
-    # rewrite the flagged weight with the pickle payload
-    rebuilt = tmp_path / "rebuilt.pt2"
-    with zipfile.ZipFile(crafted) as src, zipfile.ZipFile(rebuilt, "w") as dst:
-        for info in src.infolist():
-            if info.filename.endswith(f"/{target}_evil"):
-                continue
-            dst.writestr(info, payload.getvalue() if info.filename == f"{prefix}/{target}" else src.read(info))
+    crafted = tmp_path / "crafted.pt2"
+    with zipfile.ZipFile(cnn_pt2) as src:
+        config_name = next(n for n in src.namelist() if n.endswith("model_weights_config.json"))
+        config = json.loads(src.read(config_name))
+        first = next(iter(config["config"].values()))
+        first["use_pickle"] = True  # tells torch.export.load to unpickle this weight
+        weight_name = f"{config_name.rsplit('/', 1)[0]}/{first['path_name']}"
+        replaced = {config_name: json.dumps(config).encode(), weight_name: payload.getvalue()}
+        with zipfile.ZipFile(crafted, "w") as dst:
+            for info in src.infolist():
+                dst.writestr(info, replaced.get(info.filename) or src.read(info))
     with pytest.raises(EngineError):
-        load_model(rebuilt)
+        load_model(crafted)
     assert not marker.exists()
 
 

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict
 from .data import Dataset, check_fits, load_dataset
 from .errors import EngineError, StepFailedError
 from .formats import InputSpec, LoadedModel, ModelFormat, detect_format, load_model
+from .formats.spec import module_device
 from .measure import Measurement, MeasureSettings, Ratios, measure_models
 from .measure.metrics import first_tensor
 from .methods import METHODS, StepContext
@@ -66,8 +67,10 @@ def run_recipe(
     data = load_dataset(data_path, baseline.input_spec) if data_path else None
     eval_data = load_dataset(eval_data_path, baseline.input_spec) if eval_data_path else data
     spec = _settle_spec(baseline, data or eval_data)
-    for d in {id(d): d for d in (data, eval_data) if d is not None}.values():
-        check_fits(d, spec, _num_outputs(baseline, spec))
+    if data is not None or eval_data is not None:
+        num_outputs = _num_outputs(baseline, spec)
+        for d in {id(d): d for d in (data, eval_data) if d is not None}.values():
+            check_fits(d, spec, num_outputs)
 
     current_path, steps_out = model_path, []
     n = len(recipe.steps)
@@ -118,16 +121,10 @@ def _settle_spec(model: LoadedModel, data: Dataset | None) -> InputSpec:
 def _num_outputs(model: LoadedModel, spec: InputSpec) -> int | None:
     with torch.inference_mode():
         try:
-            out = first_tensor(model.module(spec.example(1).to(_device_of(model))))
+            out = first_tensor(model.module(spec.example(1).to(module_device(model.module))))
         except Exception as e:
             raise StepFailedError(f"the model does not run on an input of shape {list(spec.shape)}: {e}") from None
     return int(out.shape[1]) if out.ndim == 2 else None
-
-
-def _device_of(model: LoadedModel) -> str:
-    for t in model.module.parameters():
-        return t.device.type
-    return "cpu"
 
 
 def _load_step_input(path: Path, original: bool, load_kwargs: dict, spec: InputSpec) -> LoadedModel:

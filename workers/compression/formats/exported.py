@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from ..errors import InvalidModelError
-from .spec import InputSpec, LoadedModel, ModelFormat
+from .spec import InputSpec, LoadedModel, ModelFormat, module_device
 
 EXAMPLE_BATCH = 2  # export specializes sizes 0 and 1, so trace with 2 to keep the batch dynamic
 
@@ -68,7 +68,7 @@ def load_pt2(path: Path) -> LoadedModel:
 
 def export_program(module: nn.Module, spec: InputSpec) -> torch.export.ExportedProgram:
     """Exports with a dynamic batch dimension where the model allows one."""
-    example = spec.example(EXAMPLE_BATCH).to(_module_device(module))
+    example = spec.example(EXAMPLE_BATCH).to(module_device(module))
     try:
         return torch.export.export(module, (example,), dynamic_shapes=({0: torch.export.Dim.AUTO},), strict=False)
     except Exception as e:
@@ -79,10 +79,3 @@ def save_pt2(module: nn.Module, spec: InputSpec, path: Path) -> Path:
     torch.export.save(export_program(module, spec), str(path))
     return path
 
-
-def _module_device(module: nn.Module) -> torch.device:
-    for t in module.parameters():
-        return t.device
-    for t in module.buffers():
-        return t.device
-    return torch.device("cpu")

@@ -33,6 +33,15 @@ ACCEPTED_FORMATS_TEXT = (
 )
 
 
+def module_device(module: nn.Module) -> torch.device:
+    """Where a module's weights live (CPU for modules without tensors, such as onnxruntime wrappers)."""
+    for t in module.parameters():
+        return t.device
+    for t in module.buffers():
+        return t.device
+    return torch.device("cpu")
+
+
 @dataclass(frozen=True)
 class InputSpec:
     """The model's single tensor input. `None` in `shape` is a dynamic dimension (the batch, usually)."""
