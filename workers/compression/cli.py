@@ -12,8 +12,8 @@ from .errors import EngineError
 from .formats import load_model
 from .measure import MeasureSettings
 from .measure.metrics import count_params
-from .methods import catalogue
 from .pipeline import LoadOptions, run_recipe
+from .steps import catalogue
 
 
 def _json_arg(text: str):
@@ -42,23 +42,53 @@ def format_table(report: dict) -> str:
     """Baseline vs every step: size, latency b1/bN, speedup, accuracy/agreement, verdict."""
     base = report["baseline"]
     batch = base["latency_ms"]["batch"]
-    head = ["model", "size", "ratio", "b1 p50 ms", f"b{batch} p50 ms", "speedup b1", f"speedup b{batch}",
-            "accuracy", "agreement", "verdict"]
+    head = [
+        "model",
+        "size",
+        "ratio",
+        "b1 p50 ms",
+        f"b{batch} p50 ms",
+        "speedup b1",
+        f"speedup b{batch}",
+        "accuracy",
+        "agreement",
+        "verdict",
+    ]
 
     def lat(m, key):
         s = m["latency_ms"][key]
         return _fmt(s["p50"] if s else None, ".3f")
 
-    rows = [["baseline (" + base["runtime"] + ")", _fmt_bytes(base["size_bytes"]), "1.00x", lat(base, "b1"),
-             lat(base, "bN"), "1.00x", "1.00x", _fmt(base["accuracy"], ".4f"), "-", "-"]]
+    rows = [
+        [
+            "baseline (" + base["runtime"] + ")",
+            _fmt_bytes(base["size_bytes"]),
+            "1.00x",
+            lat(base, "b1"),
+            lat(base, "bN"),
+            "1.00x",
+            "1.00x",
+            _fmt(base["accuracy"], ".4f"),
+            "-",
+            "-",
+        ]
+    ]
     for i, s in enumerate(report["steps"], start=1):
         m = s["measurement"]
-        rows.append([
-            f"{i}. {s['method']} {next(iter(s['params'].values()), '')} ({m['runtime']})",
-            _fmt_bytes(m["size_bytes"]), _fmt(s["size_ratio"], ".2f", "x"), lat(m, "b1"), lat(m, "bN"),
-            _fmt(s["speedup_b1"], ".2f", "x"), _fmt(s["speedup_bN"], ".2f", "x"), _fmt(m["accuracy"], ".4f"),
-            _fmt(m["agreement"], ".4f"), s["verdict"],
-        ])
+        rows.append(
+            [
+                f"{i}. {s['method']} {next(iter(s['params'].values()), '')} ({m['runtime']})",
+                _fmt_bytes(m["size_bytes"]),
+                _fmt(s["size_ratio"], ".2f", "x"),
+                lat(m, "b1"),
+                lat(m, "bN"),
+                _fmt(s["speedup_b1"], ".2f", "x"),
+                _fmt(s["speedup_bN"], ".2f", "x"),
+                _fmt(m["accuracy"], ".4f"),
+                _fmt(m["agreement"], ".4f"),
+                s["verdict"],
+            ]
+        )
     widths = [max(len(r[c]) for r in [head, *rows]) for c in range(len(head))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)) for r in [head, *rows]]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -102,20 +132,39 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "inspect":
             model = load_model(args.model, arch=args.arch, arch_kwargs=args.arch_kwargs, input_shape=args.input_shape)
             params, nonzero = count_params(model.module)
-            print(json.dumps({"format": model.format.value, "runtime": model.runtime, "size_bytes": model.size_bytes,
-                              "params": params, "nonzero_params": nonzero,
-                              "input": model.input_spec.to_dict() if model.input_spec else None, **model.info}))
+            print(
+                json.dumps(
+                    {
+                        "format": model.format.value,
+                        "runtime": model.runtime,
+                        "size_bytes": model.size_bytes,
+                        "params": params,
+                        "nonzero_params": nonzero,
+                        "input": model.input_spec.to_dict() if model.input_spec else None,
+                        **model.info,
+                    }
+                )
+            )
         else:
             load = LoadOptions(input_shape=args.input_shape, arch=args.arch, arch_kwargs=args.arch_kwargs)
-            settings = MeasureSettings(batch=args.batch, threads=args.threads, device=args.device,
-                                       seconds_per_model=args.seconds)
+            settings = MeasureSettings(
+                batch=args.batch, threads=args.threads, device=args.device, seconds_per_model=args.seconds
+            )
             started = time.monotonic()
 
             def progress(fraction: float, stage: str) -> None:
                 print(f"[{time.monotonic() - started:6.1f}s {fraction:4.0%}] {stage}", file=sys.stderr)
 
-            report = run_recipe(args.model, args.recipe, out_dir=args.out, data_path=args.data,
-                                eval_data_path=args.eval_data, load=load, settings=settings, progress=progress)
+            report = run_recipe(
+                args.model,
+                args.recipe,
+                out_dir=args.out,
+                data_path=args.data,
+                eval_data_path=args.eval_data,
+                load=load,
+                settings=settings,
+                progress=progress,
+            )
             print(json.dumps(report, indent=2) if args.json else format_table(report))
             print(f"artifacts and report.json in {args.out}", file=sys.stderr)
     except EngineError as e:

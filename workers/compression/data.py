@@ -13,13 +13,14 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import torch
 
-from .errors import InvalidDatasetError
+from .errors import InvalidDatasetError, UnsupportedFormatError
+from .formats.detect import DATASET_FORMATS_TEXT, detect_dataset_format
 from .formats.spec import InputSpec
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 MAX_IMAGES = 200_000
 MAX_IMAGE_PIXELS = 50_000_000
-ACCEPTED = "an .npz or .safetensors file with a tensor 'x' (and optional integer labels 'y'), or a .zip image folder"
+ACCEPTED = DATASET_FORMATS_TEXT
 
 
 @dataclass
@@ -31,7 +32,7 @@ class Dataset:
     def __len__(self) -> int:
         return len(self.x)
 
-    def head(self, n: int) -> "Dataset":
+    def head(self, n: int) -> Dataset:
         return Dataset(self.x[:n], None if self.y is None else self.y[:n], self.classes)
 
     def describe(self) -> dict:
@@ -49,24 +50,13 @@ def load_dataset(path: str | Path, input_spec: InputSpec | None = None) -> Datas
     path = Path(path)
     if not path.is_file():
         raise InvalidDatasetError(f"no dataset file at {path}", code="not_found")
-    if path.stat().st_size == 0:
-        raise InvalidDatasetError("the dataset file is empty")
-    with open(path, "rb") as f:
-        head = f.read(16)
-    if zipfile.is_zipfile(path):
-        try:
-            with zipfile.ZipFile(path) as zf:
-                names = [n for n in zf.namelist() if not n.endswith("/")]
-        except zipfile.BadZipFile as e:
-            raise InvalidDatasetError(f"corrupt archive: {e}") from None
-        if names and all(n.endswith(".npy") for n in names):
-            x, y = _read_npz(path)
-        else:
-            return _read_image_folder(path, input_spec)
-    elif len(head) >= 9 and head[8:9] == b"{":
-        x, y = _read_safetensors(path)
-    else:
-        raise InvalidDatasetError(f"unrecognised dataset file; upload {ACCEPTED}")
+    try:
+        kind = detect_dataset_format(path)
+    except UnsupportedFormatError as e:
+        raise InvalidDatasetError(e.message, code="invalid_dataset") from None
+    if kind == "image_zip":
+        return _read_image_folder(path, input_spec)
+    x, y = _read_npz(path) if kind == "npz" else _read_safetensors(path)
     return _validated(x, y, input_spec)
 
 
@@ -166,7 +156,8 @@ def _read_image_folder(path: Path, spec: InputSpec | None) -> Dataset:
         members = [
             PurePosixPath(i.filename)
             for i in zf.infolist()
-            if not i.is_dir() and PurePosixPath(i.filename).suffix.lower() in IMAGE_SUFFIXES
+            if not i.is_dir()
+            and PurePosixPath(i.filename).suffix.lower() in IMAGE_SUFFIXES
             and "__MACOSX" not in i.filename
         ]
         if not members:
@@ -180,7 +171,9 @@ def _read_image_folder(path: Path, spec: InputSpec | None) -> Dataset:
         elif depth == {3} and len({m.parts[0] for m in members}) == 1:
             label_of = {m: m.parts[1] for m in members}
         else:
-            raise InvalidDatasetError("images must sit in one sub-folder per class: CLASS/IMAGE (optionally under one root folder)")
+            raise InvalidDatasetError(
+                "images must sit in one sub-folder per class: CLASS/IMAGE (optionally under one root folder)"
+            )
         classes = sorted(set(label_of.values()))
         xs, ys = [], []
         for member in sorted(members):

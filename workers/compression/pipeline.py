@@ -17,8 +17,9 @@ from .formats import InputSpec, LoadedModel, ModelFormat, detect_format, load_mo
 from .formats.spec import module_device
 from .measure import Measurement, MeasureSettings, Ratios, measure_models
 from .measure.metrics import first_tensor
-from .methods import METHODS, StepContext
+from .methods import StepContext
 from .recipe import Recipe, check_formats, parse_recipe
+from .steps import METHODS
 
 Progress = Callable[[float, str], None]
 SPEEDUP_THRESHOLD = 1.05  # below 5 % a latency change is within run-to-run noise
@@ -89,7 +90,7 @@ def run_recipe(
             progress=lambda f, s, lo=lo, hi=hi, stage=stage: report_progress(lo + (hi - lo) * f, f"{stage}: {s}"),
         )
         try:
-            result = METHODS[step.method].run(step_input, step, ctx)
+            result = METHODS[step.method].runner()(step_input, step, ctx)
         except EngineError as e:
             raise StepFailedError(f"step {i} ({step.method}) failed: {e.message}", code=e.code) from None
         except Exception as e:  # library errors: the job fails with the reason, never a crash

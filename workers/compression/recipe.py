@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import RecipeError
 from .formats import ModelFormat
-from .methods import METHODS
+from .steps import METHODS
 
 Step = Annotated[Union[tuple(m.step_type for m in METHODS.values())], Field(discriminator="method")]  # noqa: UP007
 

@@ -1,84 +1,25 @@
-"""Model formats: detect from bytes, load into a runnable module, save to a file."""
+"""Model formats: detect from bytes, load into a runnable module, save to a file.
 
-from __future__ import annotations
+Exports resolve lazily: `kinds` and `detect` are torch-free; the rest imports PyTorch on first use."""
 
-from pathlib import Path
+from .._lazy import lazy_exports
 
-from torch import nn
-
-from ..errors import InvalidModelError
-from .detect import PICKLE_REFUSAL, classify_zip, detect_format
-from .exported import export_program, load_pt2, save_pt2
-from .huggingface import load_huggingface
-from .onnx import OnnxModule, load_onnx, save_onnx
-from .spec import ACCEPTED_FORMATS_TEXT, FILE_SUFFIX, InputSpec, LoadedModel, ModelFormat
-from .torchscript import load_torchscript, save_torchscript
-from .weights import build_architecture, load_weights, save_weights
-
-__all__ = [
-    "ACCEPTED_FORMATS_TEXT",
-    "FILE_SUFFIX",
-    "PICKLE_REFUSAL",
-    "InputSpec",
-    "LoadedModel",
-    "ModelFormat",
-    "OnnxModule",
-    "build_architecture",
-    "classify_zip",
-    "detect_format",
-    "export_program",
-    "load_model",
-    "save_model",
-    "save_weights",
-]
-
-
-def load_model(
-    path: str | Path,
-    *,
-    format: ModelFormat | str | None = None,
-    input_shape: tuple[int, ...] | list[int] | None = None,
-    arch: str | None = None,
-    arch_kwargs: dict | None = None,
-    threads: int | None = None,
-    device: str = "cpu",
-) -> LoadedModel:
-    """Loads any accepted format. `format` is checked against the bytes, never trusted alone."""
-    path = Path(path)
-    detected = detect_format(path)
-    if format is not None and ModelFormat(format) != detected:
-        raise InvalidModelError(f"the file was declared {format} but its bytes are {detected}")
-    shape = tuple(int(d) for d in input_shape) if input_shape else None
-    match detected:
-        case ModelFormat.PT2:
-            model = load_pt2(path)
-        case ModelFormat.TORCHSCRIPT:
-            spec = InputSpec(shape=(None, *shape[1:])) if shape else None
-            model = load_torchscript(path, spec)
-        case ModelFormat.ONNX:
-            model = load_onnx(path, threads=threads, device=device)
-        case ModelFormat.SAFETENSORS:
-            model = load_weights(path, arch=arch, arch_kwargs=arch_kwargs, input_shape=shape)
-        case ModelFormat.HUGGINGFACE:
-            model = load_huggingface(path, sequence_length=shape[1] if shape else None)
-    if shape and model.input_spec is not None and detected in (ModelFormat.PT2, ModelFormat.ONNX):
-        _check_declared_shape(model.input_spec, shape)
-    return model
-
-
-def _check_declared_shape(spec: InputSpec, shape: tuple[int, ...]) -> None:
-    fixed = [(a, b) for a, b in zip(spec.sample_shape, shape[1:]) if a is not None]
-    if len(spec.shape) != len(shape) or any(a != b for a, b in fixed):
-        raise InvalidModelError(f"input_shape {list(shape)} does not match the model's input {list(spec.shape)}")
-
-
-def save_model(module: nn.Module, spec: InputSpec, format: ModelFormat, path: str | Path) -> Path:
-    path = Path(path)
-    match ModelFormat(format):
-        case ModelFormat.PT2:
-            return save_pt2(module, spec, path)
-        case ModelFormat.TORCHSCRIPT:
-            return save_torchscript(module, spec, path)
-        case ModelFormat.ONNX:
-            return save_onnx(module, spec, path)
-    raise InvalidModelError(f"saving to {format} is not supported; choose pt2, onnx or torchscript")
+_EXPORTS = {
+    "ACCEPTED_FORMATS_TEXT": "kinds",
+    "FILE_SUFFIX": "kinds",
+    "ModelFormat": "kinds",
+    "PICKLE_REFUSAL": "detect",
+    "classify_zip": "detect",
+    "detect_format": "detect",
+    "InputSpec": "spec",
+    "LoadedModel": "spec",
+    "export_program": "exported",
+    "save_pt2": "exported",
+    "OnnxModule": "onnx",
+    "build_architecture": "weights",
+    "save_weights": "weights",
+    "load_model": "loading",
+    "save_model": "loading",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -12,7 +12,7 @@ import zipfile
 from pathlib import Path, PurePosixPath
 
 from ..errors import UnsupportedFormatError
-from .spec import ACCEPTED_FORMATS_TEXT, ModelFormat
+from .kinds import ACCEPTED_FORMATS_TEXT, ModelFormat
 
 PICKLE_REFUSAL = (
     "this file is a Python pickle (for example torch.save(model)); pickles can run arbitrary code when "
@@ -78,16 +78,12 @@ def detect_format(path: str | Path) -> ModelFormat:
         raise UnsupportedFormatError(f"no model file at {path}", code="not_found")
     size = path.stat().st_size
     if size == 0:
-        raise UnsupportedFormatError("the file is empty")
+        raise UnsupportedFormatError("the file is empty", code="empty_file")
     with open(path, "rb") as f:
         head = f.read(64)
     if zipfile.is_zipfile(path):
-        try:
-            with zipfile.ZipFile(path) as zf:
-                names = zf.namelist()
-        except zipfile.BadZipFile as e:
-            raise UnsupportedFormatError(f"corrupt zip archive: {e}") from None
-        return classify_zip(names)
+        return classify_zip(_zip_names(path))
+    _refuse_truncated_zip(head)
     if _looks_like_pickle(head):
         raise UnsupportedFormatError(PICKLE_REFUSAL, code="pickle_refused")
     if _looks_like_safetensors(head, size):
@@ -95,6 +91,52 @@ def detect_format(path: str | Path) -> ModelFormat:
     if _looks_like_onnx(head):
         return ModelFormat.ONNX
     raise UnsupportedFormatError(f"unrecognised model file; upload {ACCEPTED_FORMATS_TEXT}")
+
+
+def _zip_names(path: Path) -> list[str]:
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return zf.namelist()
+    except (zipfile.BadZipFile, OSError) as e:
+        raise UnsupportedFormatError(f"corrupt zip archive: {e}", code="corrupt_archive") from None
+
+
+def _refuse_truncated_zip(head: bytes) -> None:
+    # a zip's directory is at its end: a local-file header without one is a cut-off upload or download
+    if head.startswith(b"PK\x03\x04"):
+        raise UnsupportedFormatError(
+            "the file starts like a zip archive but has no central directory: it is truncated or corrupt; "
+            "upload the complete file",
+            code="corrupt_archive",
+        )
+
+
+DATASET_FORMATS_TEXT = (
+    "an .npz or .safetensors file with a tensor 'x' (and optional integer labels 'y'), or a .zip image folder"
+)
+
+
+def detect_dataset_format(path: str | Path) -> str:
+    """`npz`, `safetensors` or `image_zip`, from the bytes (torch-free, for the API process too)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UnsupportedFormatError(f"no dataset file at {path}", code="not_found")
+    if path.stat().st_size == 0:
+        raise UnsupportedFormatError("the dataset file is empty", code="empty_file")
+    with open(path, "rb") as f:
+        head = f.read(64)
+    if zipfile.is_zipfile(path):
+        names = [n for n in _zip_names(path) if not n.endswith("/")]
+        return "npz" if names and all(n.endswith(".npy") for n in names) else "image_zip"
+    _refuse_truncated_zip(head)
+    if _looks_like_pickle(head):
+        raise UnsupportedFormatError(
+            f"this file is a Python pickle, which can run code when loaded; upload {DATASET_FORMATS_TEXT}",
+            code="pickle_refused",
+        )
+    if _looks_like_safetensors(head, path.stat().st_size):
+        return "safetensors"
+    raise UnsupportedFormatError(f"unrecognised dataset file; upload {DATASET_FORMATS_TEXT}")
 
 
 def safetensors_metadata(path: str | Path) -> dict[str, str]:

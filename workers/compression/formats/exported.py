@@ -78,4 +78,3 @@ def export_program(module: nn.Module, spec: InputSpec) -> torch.export.ExportedP
 def save_pt2(module: nn.Module, spec: InputSpec, path: Path) -> Path:
     torch.export.save(export_program(module, spec), str(path))
     return path
-

@@ -3,34 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from .kinds import ACCEPTED_FORMATS_TEXT, FILE_SUFFIX, ModelFormat
 
-class ModelFormat(StrEnum):
-    PT2 = "pt2"  # torch.export program
-    TORCHSCRIPT = "torchscript"
-    ONNX = "onnx"
-    SAFETENSORS = "safetensors"  # weights + an architecture name
-    HUGGINGFACE = "huggingface"  # zipped config.json + *.safetensors
-
-
-FILE_SUFFIX = {
-    ModelFormat.PT2: ".pt2",
-    ModelFormat.TORCHSCRIPT: ".torchscript.pt",
-    ModelFormat.ONNX: ".onnx",
-    ModelFormat.SAFETENSORS: ".safetensors",
-    ModelFormat.HUGGINGFACE: ".zip",
-}
-
-ACCEPTED_FORMATS_TEXT = (
-    "a torch.export program (.pt2, torch.export.save), a TorchScript archive (torch.jit.save), "
-    "an ONNX model, safetensors weights with an architecture name (torchvision or timm), "
-    "or a zipped Hugging Face checkpoint (config.json + *.safetensors)"
-)
+__all__ = ["ACCEPTED_FORMATS_TEXT", "FILE_SUFFIX", "InputSpec", "LoadedModel", "ModelFormat", "module_device"]
 
 
 def module_device(module: nn.Module) -> torch.device:

@@ -73,7 +73,11 @@ def measure_models(
     inputs_b1 = [_batch_input(m, data, 1, device) for m in models]
     calls = [(lambda m=m, x=x: m.module(x)) for m, x in zip(models, inputs_b1)]
     stats_b1, ratios_b1 = time_interleaved(
-        calls, device=device, warmup=settings.warmup, rounds=settings.rounds, seconds_per_model=settings.seconds_per_model
+        calls,
+        device=device,
+        warmup=settings.warmup,
+        rounds=settings.rounds,
+        seconds_per_model=settings.seconds_per_model,
     )
 
     report(0.4, f"timing batch {settings.batch}")

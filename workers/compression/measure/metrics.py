@@ -97,9 +97,12 @@ def _profiled_peak(module: nn.Module, example: torch.Tensor) -> int | None:
     from torch.profiler._memory_profiler import MemoryProfileTimeline
 
     try:
-        with torch.inference_mode(), profile(
-            activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True, with_stack=True
-        ) as prof:
+        with (
+            torch.inference_mode(),
+            profile(
+                activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True, with_stack=True
+            ) as prof,
+        ):
             module(example)
         _, sizes = MemoryProfileTimeline(prof._memory_profile())._coalesce_timeline(torch.device("cpu"))
         peak = max(sum(row) for row in sizes) if sizes else 0

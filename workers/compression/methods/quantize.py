@@ -3,49 +3,16 @@ faster model. One verb, one typed config; the scheme picks the technique."""
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from ..errors import StepFailedError
 from ..formats import LoadedModel, ModelFormat, export_program, save_model
 from ..hardware import cpu_has_vnni
+from ..steps.quantize import QuantizeStep, output_format
 from .base import StepContext, StepResult
 
 DYNAMIC_ONNX_OPS = ["MatMul", "Gemm", "Attention", "LSTM", "GRU"]
-TORCH_FORMATS = frozenset({ModelFormat.PT2, ModelFormat.SAFETENSORS, ModelFormat.HUGGINGFACE})
-FORMATS = {
-    "fp16": TORCH_FORMATS | {ModelFormat.TORCHSCRIPT},
-    "bf16": TORCH_FORMATS | {ModelFormat.TORCHSCRIPT},
-    "int8_dynamic": TORCH_FORMATS | {ModelFormat.ONNX},
-}
-
-
-class QuantizeStep(BaseModel):
-    """Quantize weights (and, for int8_dynamic, activations at run time)."""
-
-    model_config = ConfigDict(extra="forbid", title="quantize")
-    method: Literal["quantize"] = "quantize"
-    scheme: Literal["fp16", "bf16", "int8_dynamic"] = Field(
-        description="fp16/bf16: half-precision weights and compute; int8_dynamic: int8 weights, "
-        "activations quantized per batch at run time (Linear and Conv layers; MatMul/Gemm in ONNX models)"
-    )
-    reduce_range: bool | None = Field(
-        None,
-        description="int8_dynamic: use 7-bit activations so u8xs8 products cannot saturate on CPUs without "
-        "VNNI; default: on exactly when the worker's CPU lacks VNNI",
-    )
-
-
-def formats(step: QuantizeStep) -> frozenset[ModelFormat]:
-    return FORMATS[step.scheme]
-
-
-def output_format(step: QuantizeStep, fmt: ModelFormat) -> ModelFormat:
-    # eager sources (weights + architecture, Hugging Face) come out as torch.export programs
-    return fmt if fmt in (ModelFormat.TORCHSCRIPT, ModelFormat.ONNX) else ModelFormat.PT2
 
 
 class CastInputs(nn.Module):
@@ -76,7 +43,9 @@ def quantize(model: LoadedModel, step: QuantizeStep, ctx: StepContext) -> StepRe
         save_model(CastInputs(model.module, dtype), model.require_spec(), fmt, path)
         notes = [f"weights and compute in {step.scheme}; inputs and outputs stay fp32"]
         if ctx.device == "cpu":
-            notes.append(f"{step.scheme} compute on CPU is only fast with native half-precision units; see the measured latency")
+            notes.append(
+                f"{step.scheme} compute on CPU is only fast with native half-precision units; see the measured latency"
+            )
         return StepResult(path, fmt, notes)
     if model.format == ModelFormat.ONNX:
         return _int8_dynamic_onnx(model, path, reduce_range)
@@ -173,8 +142,13 @@ def _int8_dynamic_onnx(model: LoadedModel, path, reduce_range: bool) -> StepResu
         quant_pre_process(str(model.path), str(pre), skip_symbolic_shape=True)
         # MatMul-like ops only, as in the torch path: ORT's dynamic ConvInteger is slower than fp32 Conv on
         # CPU, and convolutions want static quantization (calibrated activations) instead
-        quantize_dynamic(str(pre), str(path), weight_type=QuantType.QInt8, reduce_range=reduce_range,
-                         op_types_to_quantize=DYNAMIC_ONNX_OPS)
+        quantize_dynamic(
+            str(pre),
+            str(path),
+            weight_type=QuantType.QInt8,
+            reduce_range=reduce_range,
+            op_types_to_quantize=DYNAMIC_ONNX_OPS,
+        )
     except Exception as e:
         raise StepFailedError(f"onnxruntime dynamic quantization failed: {type(e).__name__}: {e}") from None
     finally:
@@ -183,7 +157,8 @@ def _int8_dynamic_onnx(model: LoadedModel, path, reduce_range: bool) -> StepResu
         path,
         ModelFormat.ONNX,
         [
-            "onnxruntime dynamic quantization: int8 weights for " + ", ".join(DYNAMIC_ONNX_OPS)
+            "onnxruntime dynamic quantization: int8 weights for "
+            + ", ".join(DYNAMIC_ONNX_OPS)
             + (", reduce_range" if reduce_range else ""),
             "convolutions stay fp32 under dynamic quantization",
         ],

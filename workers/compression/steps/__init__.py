@@ -1,0 +1,71 @@
+"""The method registry: each recipe method, its typed step config, the formats it takes, and where its
+verb lives. Torch-free (the verb is imported only when a step runs), so the API validates recipes and
+serves the catalogue without PyTorch.
+
+A new method is a config module here (a pydantic step model with a `method` literal, `formats(step)`,
+`output_format(step, fmt)`, and a table of the formats per variant), a verb in `methods/`, and one
+`Method` row below."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pydantic import BaseModel
+
+from ..formats.kinds import ModelFormat
+from . import export, quantize
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    step_type: type[BaseModel]
+    formats: Callable[[BaseModel], frozenset[ModelFormat]]
+    output_format: Callable[[BaseModel, ModelFormat], ModelFormat]
+    verb: str  # "module:function" under workers.compression.methods
+    variants: tuple[str, dict]  # (field that changes the accepted formats, {value: formats})
+
+    def runner(self) -> Callable:
+        module, function = self.verb.split(":")
+        return getattr(importlib.import_module(f"workers.compression.methods.{module}"), function)
+
+
+METHODS: dict[str, Method] = {
+    m.name: m
+    for m in (
+        Method(
+            "quantize",
+            quantize.QuantizeStep,
+            quantize.formats,
+            quantize.output_format,
+            "quantize:quantize",
+            ("scheme", quantize.FORMATS),
+        ),
+        Method(
+            "export",
+            export.ExportStep,
+            export.formats,
+            export.output_format,
+            "export:export",
+            ("format", export.FORMATS),
+        ),
+    )
+}
+
+
+def catalogue() -> list[dict]:
+    """Every method with its parameters as JSON Schema and the formats each variant accepts."""
+    out = []
+    for m in METHODS.values():
+        field, table = m.variants
+        out.append(
+            {
+                "method": m.name,
+                "description": (m.step_type.__doc__ or "").strip(),
+                "schema": m.step_type.model_json_schema(),
+                "formats": {field: {value: sorted(f.value for f in fmts) for value, fmts in table.items()}},
+            }
+        )
+    return out

@@ -1,0 +1,33 @@
+"""`export` step: its typed config and the formats it takes (torch-free; the verb is in methods/export.py)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..formats.kinds import ModelFormat
+
+EAGER = frozenset({ModelFormat.PT2, ModelFormat.SAFETENSORS, ModelFormat.HUGGINGFACE})
+FORMATS = {
+    "pt2": EAGER,
+    "onnx": EAGER,
+    # TorchScript is deprecated upstream; written only because a recipe asks for it
+    "torchscript": EAGER | {ModelFormat.TORCHSCRIPT},
+}
+
+
+class ExportStep(BaseModel):
+    """Convert the model to another file format, unchanged otherwise."""
+
+    model_config = ConfigDict(extra="forbid", title="export")
+    method: Literal["export"] = "export"
+    format: Literal["onnx", "torchscript", "pt2"] = Field(description="the target format")
+
+
+def formats(step: ExportStep) -> frozenset[ModelFormat]:
+    return FORMATS[step.format]
+
+
+def output_format(step: ExportStep, fmt: ModelFormat) -> ModelFormat:
+    return ModelFormat(step.format)
