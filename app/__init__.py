@@ -1,1 +1,3 @@
-"""The HTTP API (FastAPI). Built by the service issue on top of `workers.compression`."""
+"""Squeeze service: the HTTP API (FastAPI) and the store it shares with the workers.
+
+Importing `app` or its table modules imports neither FastAPI nor PyTorch: workers use the tables."""

@@ -9,9 +9,8 @@ import time
 from pathlib import Path
 
 from .errors import EngineError
-from .formats import load_model
+from .inspection import inspect_model
 from .measure import MeasureSettings
-from .measure.metrics import count_params
 from .pipeline import LoadOptions, run_recipe
 from .steps import catalogue
 
@@ -130,21 +129,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "methods":
             print(json.dumps(catalogue(), indent=2))
         elif args.command == "inspect":
-            model = load_model(args.model, arch=args.arch, arch_kwargs=args.arch_kwargs, input_shape=args.input_shape)
-            params, nonzero = count_params(model.module)
-            print(
-                json.dumps(
-                    {
-                        "format": model.format.value,
-                        "runtime": model.runtime,
-                        "size_bytes": model.size_bytes,
-                        "params": params,
-                        "nonzero_params": nonzero,
-                        "input": model.input_spec.to_dict() if model.input_spec else None,
-                        **model.info,
-                    }
-                )
-            )
+            info = inspect_model(args.model, arch=args.arch, arch_kwargs=args.arch_kwargs,
+                                 input_shape=args.input_shape)
+            print(json.dumps(info))
         else:
             load = LoadOptions(input_shape=args.input_shape, arch=args.arch, arch_kwargs=args.arch_kwargs)
             settings = MeasureSettings(

@@ -1,0 +1,75 @@
+"""One settings object, read from the environment (`SQUEEZE_*`). The defaults are the embedded
+single-machine deployment: a SQLite file, a local blob directory and a broker that needs no server,
+all under `SQUEEZE_HOME` (./var)."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SQUEEZE_", extra="ignore")
+
+    home: Path = Field(Path("var"), description="where the embedded defaults keep their files")
+    database_url: str = ""  # default: sqlite:///{home}/squeeze.db
+    broker_url: str = ""  # default: sqla+sqlite:///{home}/broker.db (kombu's SQLAlchemy transport)
+    blob_dir: Path | None = None  # default: {home}/blobs
+    bootstrap_api_key: str | None = None  # the `default` tenant's key at first start; random if unset
+
+    max_upload_bytes: int = 4 * 1024**3
+    max_active_jobs_per_tenant: int = 100  # queued + running; more answers 429
+    upload_chunk_bytes: int = 1024 * 1024
+
+    # jobs (read by workers)
+    job_time_limit_s: int = 4 * 3600
+    job_memory_limit_mb: int = 0  # resident memory of a job's child process; 0 = 80 % of the machine
+    job_max_attempts: int = 3  # runs of one job when workers die under it
+    heartbeat_interval_s: float = 5.0
+    heartbeat_timeout_s: float = 60.0  # a running job silent this long has lost its worker
+    sweep_interval_s: float = 10.0
+    worker_queues: str = "auto"  # "auto": cpu, plus gpu on a machine with CUDA
+    worker_concurrency: int = 1  # jobs at a time per worker; each job uses all `threads`
+    threads: int | None = None  # torch/onnxruntime threads inside a job; default: all cores
+
+    # measurement (the engine's MeasureSettings)
+    measure_batch: int = 32
+    measure_seconds: float = 2.0
+    measure_rounds: int = 7
+    measure_eval_samples: int = 2048
+
+    webhook_timeout_s: float = 10.0
+    webhook_max_attempts: int = 6  # back-off 2, 4, 8, ... seconds between attempts
+
+    log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _embedded_defaults(self) -> Settings:
+        home = self.home.resolve()
+        if not self.database_url:
+            self.database_url = f"sqlite:///{home / 'squeeze.db'}"
+        if not self.broker_url:
+            self.broker_url = f"sqla+sqlite:///{home / 'broker.db'}"
+        if self.blob_dir is None:
+            self.blob_dir = home / "blobs"
+        if self.job_memory_limit_mb <= 0:
+            total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+            self.job_memory_limit_mb = int(total * 0.8) >> 20
+        return self
+
+    @property
+    def is_embedded_db(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    def ensure_dirs(self) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.blob_dir.mkdir(parents=True, exist_ok=True)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi.responses import StreamingResponse
+from sqlalchemy import select
+
+from ..artifacts.tables import Artifact
+from ..dependencies import SessionDep, TenantDep
+from ..errors import not_found
+from ..pagination import Page, PageParams, page_params, paginate
+from . import service
+from .events import event_stream
+from .schemas import JobIn, JobOut, JobSummary
+from .tables import STATUSES, Job
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+
+def get_job(session, tenant, job_id: str) -> Job:
+    job = session.get(Job, job_id)
+    if job is None or job.tenant_id != tenant.id:
+        raise not_found("job", job_id)
+    return job
+
+
+def job_out(session, job: Job) -> JobOut:
+    artifacts = session.scalars(select(Artifact).where(Artifact.job_id == job.id).order_by(Artifact.step_index))
+    return JobOut.of(job, list(artifacts))
+
+
+@router.post("", status_code=202, response_model=JobOut)
+def submit_job(
+    body: JobIn,
+    response: Response,
+    session: SessionDep,
+    tenant: TenantDep,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+) -> JobOut:
+    job, _created = service.submit(session, tenant, body, idempotency_key)
+    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    return job_out(session, job)
+
+
+@router.get("", response_model=Page[JobSummary])
+def list_jobs(
+    session: SessionDep,
+    tenant: TenantDep,
+    params: PageParams = Depends(page_params),
+    status: Annotated[str | None, Query(pattern="^(" + "|".join(STATUSES) + ")$")] = None,
+):
+    query = select(Job).where(Job.tenant_id == tenant.id)
+    if status:
+        query = query.where(Job.status == status)
+    rows, cursor = paginate(session, query, Job.id, params)
+    return Page[JobSummary](items=[JobSummary.of(j) for j in rows], next_cursor=cursor)
+
+
+@router.get("/{job_id}", response_model=JobOut)
+def read_job(job_id: str, session: SessionDep, tenant: TenantDep) -> JobOut:
+    return job_out(session, get_job(session, tenant, job_id))
+
+
+@router.post("/{job_id}/cancel", response_model=JobOut)
+def cancel_job(job_id: str, response: Response, session: SessionDep, tenant: TenantDep) -> JobOut:
+    job = service.cancel(session, get_job(session, tenant, job_id))
+    response.status_code = 200 if job.status == "cancelled" else 202  # 202: the worker is stopping it
+    return job_out(session, job)
+
+
+@router.get("/{job_id}/events", response_class=StreamingResponse)
+def job_events(
+    job_id: str,
+    request: Request,
+    session: SessionDep,
+    tenant: TenantDep,
+    last_event_id: Annotated[str | None, Header()] = None,
+) -> StreamingResponse:
+    get_job(session, tenant, job_id)
+    after = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
+    return StreamingResponse(event_stream(job_id, after, request), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

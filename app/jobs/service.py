@@ -1,0 +1,107 @@
+"""Submitting and cancelling jobs (the API side). Everything that can be checked is checked here, so
+a bad recipe is a 422 now, not a failed job later."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from workers.compression.errors import RecipeError
+from workers.compression.formats.kinds import ModelFormat
+from workers.compression.recipe import check_formats, parse_recipe
+
+from ..auth.tables import Tenant
+from ..config import get_settings
+from ..datasets.router import get_dataset
+from ..db import new_id, utcnow
+from ..errors import ApiError
+from ..models.router import get_model
+from ..queue import enqueue_job, queue_for
+from ..uploads.tables import INVALID, PENDING
+from .schemas import JobIn
+from .state import add_event, finish, status_event
+from .tables import CANCELLED, FAILED, QUEUED, RUNNING, TERMINAL, Job
+
+
+def _check_ready(row, kind: str) -> None:
+    if row.status == PENDING:
+        raise ApiError(409, f"{kind}_not_ready",
+                       f"{kind} {row.id} is still being inspected; submit again when its status is 'ready'")
+    if row.status == INVALID:
+        raise ApiError(422, f"{kind}_invalid", f"{kind} {row.id} is invalid: {row.error_message}")
+
+
+def _request_hash(body: JobIn) -> str:
+    return hashlib.sha256(json.dumps(body.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
+
+
+def _existing(session: Session, tenant: Tenant, key: str, digest: str) -> Job | None:
+    job = session.scalar(select(Job).where(Job.tenant_id == tenant.id, Job.idempotency_key == key))
+    if job is not None and job.request_hash != digest:
+        raise ApiError(409, "idempotency_conflict",
+                       f"Idempotency-Key {key!r} was already used for a different request (job {job.id})")
+    return job
+
+
+def submit(session: Session, tenant: Tenant, body: JobIn, idempotency_key: str | None) -> tuple[Job, bool]:
+    """Returns (job, created). A repeated Idempotency-Key with the same body returns the first job."""
+    digest = _request_hash(body)
+    if idempotency_key and (job := _existing(session, tenant, idempotency_key, digest)):
+        return job, False
+    model = get_model(session, tenant, body.model_id)
+    _check_ready(model, "model")
+    for dataset_id in {body.dataset_id, body.eval_dataset_id} - {None}:
+        _check_ready(get_dataset(session, tenant, dataset_id), "dataset")
+    try:
+        recipe = parse_recipe(body.recipe)
+        check_formats(recipe, ModelFormat(model.format))
+    except RecipeError as e:
+        raise ApiError(422, e.code, e.message) from None
+    active = session.scalar(
+        select(func.count()).select_from(Job).where(Job.tenant_id == tenant.id, Job.status.in_((QUEUED, RUNNING)))
+    )
+    limit = get_settings().max_active_jobs_per_tenant
+    if active >= limit:
+        raise ApiError(429, "too_many_jobs", f"{active} jobs are queued or running (limit {limit}); "
+                       "wait for some to finish", {"Retry-After": "30"})
+    queue = queue_for(body.device)
+    job = Job(
+        id=new_id("job"), tenant_id=tenant.id, name=body.name, model_id=model.id, dataset_id=body.dataset_id,
+        eval_dataset_id=body.eval_dataset_id, recipe=recipe.model_dump(mode="json"), device=body.device,
+        queue=queue, status=QUEUED, progress=0.0,
+        stage="waiting for a GPU worker" if queue == "gpu" else "waiting for a worker",
+        idempotency_key=idempotency_key, request_hash=digest,
+        callback_url=str(body.callback_url) if body.callback_url else None,
+    )
+    session.add(job)
+    try:
+        session.flush()
+    except IntegrityError:  # a concurrent request with the same Idempotency-Key won the race
+        session.rollback()
+        return _existing(session, tenant, idempotency_key, digest), False
+    add_event(session, job.id, "status", status_event(job))
+    session.commit()
+    try:
+        enqueue_job(job.id, queue)
+    except ApiError as e:
+        finish(session, job.id, FAILED, code=e.code, message=e.message)
+        raise
+    return job, True
+
+
+def cancel(session: Session, job: Job) -> Job:
+    """A queued job is cancelled at once; a running one is asked to stop and its worker ends it."""
+    if job.status in TERMINAL:
+        raise ApiError(409, "already_finished", f"job {job.id} already ended with status {job.status!r}")
+    if job.status == QUEUED and finish(session, job.id, CANCELLED, stage="cancelled before it started"):
+        session.refresh(job)
+        return job
+    job.cancel_requested = True
+    job.updated_at = utcnow()
+    add_event(session, job.id, "log", {"message": "cancellation requested"})
+    session.commit()
+    return job

@@ -1,0 +1,123 @@
+"""Job state transitions, shared by the API, the workers and the sweeper. The database is the only
+source of truth: every transition is a conditional UPDATE, so two workers (a redelivered message, a
+retried task) can never both own a job, and a finished job never changes again."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session
+
+from ..db import utcnow
+from .tables import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, TERMINAL, Job, JobEvent
+
+
+def add_event(session: Session, job_id: str, kind: str, data: dict[str, Any]) -> None:
+    session.add(JobEvent(job_id=job_id, kind=kind, data=data))
+
+
+def status_event(job: Job) -> dict[str, Any]:
+    error = {"code": job.error_code, "message": job.error_message} if job.error_code else None
+    return {"status": job.status, "progress": job.progress, "stage": job.stage, "error": error}
+
+
+def claim(session: Session, job_id: str, worker: str, stale_before: datetime, max_attempts: int) -> Job | None:
+    """Takes a queued job (or a running one whose worker stopped heart-beating) for this worker.
+    None when the job is finished, cancelled, or alive elsewhere."""
+    now = utcnow()
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.cancel_requested.is_(False), Job.attempts < max_attempts,
+               or_(Job.status == QUEUED, (Job.status == RUNNING) & (Job.heartbeat_at < stale_before)))
+        .values(status=RUNNING, worker=worker, attempts=Job.attempts + 1, heartbeat_at=now, started_at=now,
+                progress=0.0, stage="starting", error_code=None, error_message=None, updated_at=now)
+    )
+    if result.rowcount != 1:
+        session.rollback()
+        return None
+    job = session.get(Job, job_id)
+    session.refresh(job)
+    add_event(session, job_id, "status", status_event(job) | {"worker": worker, "attempt": job.attempts})
+    session.commit()
+    return job
+
+
+def heartbeat(session: Session, job_id: str, worker: str, progress: float | None = None,
+              stage: str | None = None) -> bool:
+    """Records liveness (and progress); False when this worker no longer owns the job."""
+    values: dict[str, Any] = {"heartbeat_at": utcnow()}
+    if progress is not None:
+        values["progress"] = max(0.0, min(1.0, progress))
+    if stage is not None:
+        values["stage"] = stage[:300]
+    result = session.execute(
+        update(Job).where(Job.id == job_id, Job.worker == worker, Job.status == RUNNING).values(**values)
+    )
+    session.commit()
+    return result.rowcount == 1
+
+
+def finish(session: Session, job_id: str, status: str, *, worker: str | None = None, code: str | None = None,
+           message: str | None = None, results: dict | None = None, stage: str | None = None) -> bool:
+    """Ends a job once: only a job not yet terminal (and, with `worker`, owned by it) changes."""
+    assert status in TERMINAL
+    now = utcnow()
+    job = session.get(Job, job_id)
+    if job is None:
+        return False
+    cond = [Job.id == job_id, Job.status.not_in(TERMINAL)]
+    if worker is not None:
+        cond.append(Job.worker == worker)
+    duration = (now - job.started_at).total_seconds() if job.started_at else None
+    values: dict[str, Any] = dict(status=status, finished_at=now, updated_at=now, error_code=code,
+                                  error_message=message, duration_s=duration)
+    if status == SUCCEEDED:
+        values.update(progress=1.0, stage="done")
+    elif stage is not None:
+        values["stage"] = stage
+    if results is not None:
+        values["results"] = results
+    result = session.execute(update(Job).where(*cond).values(**values))
+    if result.rowcount != 1:
+        session.rollback()
+        return False
+    session.refresh(job)
+    add_event(session, job_id, "status", status_event(job))
+    session.commit()
+    return True
+
+
+def requeue_or_fail_stale(session: Session, stale_before: datetime, max_attempts: int) -> list[tuple[str, str]]:
+    """The sweeper: running jobs whose worker went silent are put back in the queue (or failed, or
+    cancelled when that was asked). Returns [(job_id, new status)]; the caller re-sends queued ones."""
+    changed = []
+    stale = session.scalars(select(Job).where(Job.status == RUNNING, Job.heartbeat_at < stale_before)).all()
+    for job in stale:
+        if job.cancel_requested:
+            ok = finish(session, job.id, CANCELLED, stage="cancelled (its worker had stopped)")
+            new = CANCELLED
+        elif job.attempts >= max_attempts:
+            ok = finish(session, job.id, FAILED, code="worker_lost",
+                        message=f"the worker running this job stopped responding {job.attempts} times "
+                        f"(last: {job.worker}); the job may need more memory or time than a worker has")
+            new = FAILED
+        else:
+            result = session.execute(
+                update(Job).where(Job.id == job.id, Job.status == RUNNING, Job.heartbeat_at < stale_before)
+                .values(status=QUEUED, stage=f"requeued: worker {job.worker} stopped responding", worker=None,
+                        updated_at=utcnow())
+            )
+            ok, new = result.rowcount == 1, QUEUED
+            if ok:
+                session.refresh(job)
+                add_event(session, job.id, "status", status_event(job))
+            session.commit()
+        if ok:
+            changed.append((job.id, new))
+    return changed
+
+
+def stale_cutoff(timeout_s: float) -> datetime:
+    return utcnow() - timedelta(seconds=timeout_s)

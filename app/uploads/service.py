@@ -1,0 +1,63 @@
+"""What models and datasets share: sniff the received bytes, store them once, record the upload,
+and hand it to a worker for inspection. Nothing here deserializes the file."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from workers.compression.errors import UnsupportedFormatError
+
+from ..blobs import BlobStore
+from ..db import new_id
+from ..errors import ApiError
+from .stream import ReceivedUpload
+from .tables import INVALID
+
+# why the bytes were refused -> HTTP status: unsupported kinds are 415, broken files 400
+SNIFF_STATUS = {"pickle_refused": 415, "unsupported_format": 415, "empty_file": 400, "corrupt_archive": 400}
+
+
+def sniff(received: ReceivedUpload, detect: Callable) -> str:
+    """Runs a torch-free detector on the temporary file; refusals delete it."""
+    try:
+        return str(detect(received.temp))
+    except UnsupportedFormatError as e:
+        received.temp.unlink(missing_ok=True)
+        raise ApiError(SNIFF_STATUS.get(e.code, 415), e.code, e.message) from None
+
+
+def record_upload(session: Session, table, tenant_id: str, received: ReceivedUpload, fmt: str, store: BlobStore,
+                  prefix: str, name: str | None, **extra) -> object:
+    key = store.commit(received.temp, received.sha256)
+    row = table(id=new_id(prefix), tenant_id=tenant_id, name=name or received.filename or received.sha256[:12],
+                format=fmt, sha256=received.sha256, size_bytes=received.size, blob_key=key, **extra)
+    session.add(row)
+    session.commit()
+    return row
+
+
+def mark_unqueued(session: Session, row, error: Exception) -> ApiError:
+    row.status, row.error_code = INVALID, "queue_unavailable"
+    row.error_message = f"the upload was stored but could not be queued for inspection: {error}"
+    session.commit()
+    return ApiError(503, "queue_unavailable", "the job queue is unreachable; try again shortly")
+
+
+def blob_in_use(session: Session, key: str) -> bool:
+    from ..artifacts.tables import Artifact
+    from ..datasets.tables import Dataset
+    from ..models.tables import Model
+
+    return any(session.scalar(select(func.count()).select_from(t).where(t.blob_key == key))
+               for t in (Model, Dataset, Artifact))
+
+
+def delete_upload(session: Session, row, store: BlobStore) -> None:
+    key = row.blob_key
+    session.delete(row)
+    session.commit()
+    if not blob_in_use(session, key):  # content-addressed: other rows may share the bytes
+        store.delete(key)

@@ -1,0 +1,46 @@
+"""What the service shows about an upload once a worker has looked at it: the model's format, input and
+parameters (after one forward pass, so a model that cannot run is caught at upload), or the dataset's
+shape and labels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .data import load_dataset
+from .errors import InvalidModelError
+from .formats import load_model
+from .formats.spec import module_device
+from .measure.metrics import count_params, first_tensor
+
+
+def inspect_model(path: str | Path, **load) -> dict:
+    model = load_model(path, **load)
+    params, nonzero = count_params(model.module)
+    info = {
+        "format": model.format.value,
+        "runtime": model.runtime,
+        "size_bytes": model.size_bytes,
+        "params": params,
+        "nonzero_params": nonzero,
+        "input": model.input_spec.to_dict() if model.input_spec else None,
+        **model.info,
+    }
+    if model.input_spec is None:
+        info["notes"] = ["the input shape is not recorded in this format: give input_shape, or a dataset to a job"]
+        return info
+    with torch.inference_mode():
+        try:
+            out = first_tensor(model.module(model.input_spec.example(1).to(module_device(model.module))))
+        except Exception as e:
+            raise InvalidModelError(
+                f"the model does not run on an input of shape {list(model.input_spec.example(1).shape)}: "
+                f"{type(e).__name__}: {e}"
+            ) from None
+    info["output_shape"] = [None, *out.shape[1:]]
+    return info
+
+
+def inspect_dataset(path: str | Path) -> dict:
+    return load_dataset(path).describe()

@@ -1,0 +1,49 @@
+"""`squeeze-worker`: one Celery worker process (prefork pool) on this machine's queues.
+
+Queues: `cpu` always; `gpu` too when this machine has CUDA (SQUEEZE_WORKER_QUEUES=auto). A worker
+without CUDA refuses the `gpu` queue, so `device: "cuda"` jobs wait, visibly queued, for a GPU worker
+instead of silently running on a CPU."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import sys
+
+from app.config import get_settings
+
+from .celery_app import CPU_QUEUE, GPU_QUEUE, get_celery
+from .hardware import worker_has_cuda
+
+
+def queues_for(setting: str, has_cuda: bool) -> list[str]:
+    if setting == "auto":
+        return [CPU_QUEUE, GPU_QUEUE] if has_cuda else [CPU_QUEUE]
+    queues = [q.strip() for q in setting.split(",") if q.strip()]
+    unknown = set(queues) - {CPU_QUEUE, GPU_QUEUE}
+    if unknown or not queues:
+        raise SystemExit(f"SQUEEZE_WORKER_QUEUES: unknown queue(s) {sorted(unknown)}; use cpu, gpu or auto")
+    if GPU_QUEUE in queues and not has_cuda:
+        raise SystemExit("SQUEEZE_WORKER_QUEUES asks for the gpu queue but this machine has no CUDA GPU")
+    return queues
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="squeeze-worker", description=__doc__.split("\n")[0])
+    parser.add_argument("--name", default=f"squeeze@{socket.gethostname()}-{os.getpid()}")
+    args = parser.parse_args(argv)
+    settings = get_settings()
+    settings.ensure_dirs()
+    has_cuda = worker_has_cuda()
+    os.environ["SQUEEZE_WORKER_HAS_CUDA"] = "1" if has_cuda else "0"  # pool processes inherit the answer
+    queues = queues_for(settings.worker_queues, has_cuda)
+    print(f"squeeze-worker {args.name}: queues {','.join(queues)}, cuda={has_cuda}", file=sys.stderr, flush=True)
+    get_celery().worker_main([
+        "worker", "--queues", ",".join(queues), "--concurrency", str(settings.worker_concurrency),
+        "--hostname", args.name, "--loglevel", settings.log_level, "--without-gossip", "--without-mingle",
+    ])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,236 @@
+"""Celery tasks. Each takes ids, reads and records state in the database, is safe to run twice (a
+redelivered message finds the work done or owned and returns), and runs the engine in a supervised
+child process (workers/supervisor.py)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import time
+from pathlib import Path
+
+from celery.signals import setup_logging, worker_process_init
+from sqlalchemy import delete, select
+
+from app.artifacts.tables import Artifact, Measurement
+from app.blobs import get_blob_store
+from app.config import get_settings
+from app.datasets.tables import Dataset
+from app.db import get_engine, session_factory, session_scope
+from app.jobs.state import add_event, claim, finish, heartbeat, stale_cutoff
+from app.jobs.tables import CANCELLED, FAILED, RUNNING, SUCCEEDED, Job
+from app.logs import configure_logging, job_id_var
+from app.models.tables import Model
+from app.uploads.tables import INVALID, PENDING, READY
+
+from . import webhooks
+from .celery_app import INSPECT_TASK, RUN_JOB_TASK, WEBHOOK_TASK, get_celery
+from .hardware import worker_has_cuda
+from .results import store_results
+from .supervisor import Outcome, supervise
+
+log = logging.getLogger("squeeze.worker")
+celery = get_celery()
+INSPECT_TIME_LIMIT_S = 600
+
+
+@setup_logging.connect
+def _logging(**_) -> None:
+    configure_logging(get_settings().log_level)
+
+
+@worker_process_init.connect
+def _fresh_connections(**_) -> None:
+    get_engine().dispose(close=False)  # never share a parent's database connections after fork
+
+
+def _worker_name(task) -> str:
+    return f"{task.request.hostname or socket.gethostname()}:{os.getpid()}"
+
+
+def _workdir(*parts: str) -> Path:
+    return get_settings().home.resolve() / "work" / Path(*parts)
+
+
+# ---------------------------------------------------------------- uploads
+
+
+@celery.task(name=INSPECT_TASK, bind=True, acks_late=True, reject_on_worker_lost=True)
+def inspect_upload(self, kind: str, upload_id: str) -> None:
+    table = {"model": Model, "dataset": Dataset}[kind]
+    with session_scope() as session:
+        row = session.get(table, upload_id)
+        if row is None or row.status != PENDING:
+            return  # deleted, or inspected already (a redelivered message)
+        path = str(get_blob_store().path(row.blob_key))
+        spec = ({"action": "inspect_model", "path": path, "format": row.format, "load_options": row.load_options}
+                if kind == "model" else {"action": "inspect_dataset", "path": path})
+    settings = get_settings()
+    workdir = _workdir("inspect", upload_id)
+    outcome = supervise(spec, workdir, memory_limit_mb=settings.job_memory_limit_mb,
+                        time_limit_s=INSPECT_TIME_LIMIT_S)
+    shutil.rmtree(workdir, ignore_errors=True)
+    with session_scope() as session:
+        row = session.get(table, upload_id)
+        if row is None or row.status != PENDING:
+            return
+        if outcome.ok:
+            row.status, row.info = READY, outcome.data
+        else:
+            row.status, row.error_code, row.error_message = INVALID, outcome.code, outcome.message
+    log.info("%s %s inspected: %s", kind, upload_id, "ready" if outcome.ok else outcome.code)
+
+
+# ---------------------------------------------------------------- jobs
+
+
+class JobWatch:
+    """What the supervisor asks between polls: stop for cancel or lost ownership; forwards progress."""
+
+    def __init__(self, job_id: str, worker: str, heartbeat_s: float):
+        self.job_id, self.worker, self.heartbeat_s = job_id, worker, heartbeat_s
+        self.session = session_factory()()
+        self.last_beat = 0.0
+        self.stage: str | None = None
+        self.progress: float | None = None
+        self.dirty = False
+        self.last_event_progress = -1.0
+
+    def on_event(self, event: dict) -> None:
+        if event.get("event") == "progress":
+            self.progress, stage = event["progress"], event.get("stage")
+            if stage != self.stage:
+                self.stage = stage
+                add_event(self.session, self.job_id, "stage", {"stage": stage, "progress": self.progress})
+            elif self.progress - self.last_event_progress >= 0.01:
+                add_event(self.session, self.job_id, "progress", {"progress": self.progress, "stage": stage})
+            else:
+                self.dirty = True
+                return
+            self.last_event_progress = self.progress
+            self.dirty = True
+        elif event.get("event") == "log":
+            add_event(self.session, self.job_id, "log", {"message": str(event.get("message"))[:2000]})
+            self.dirty = True
+
+    def should_stop(self) -> str | None:
+        now = time.monotonic()
+        if self.dirty or now - self.last_beat >= self.heartbeat_s:
+            self.dirty, self.last_beat = False, now
+            if not heartbeat(self.session, self.job_id, self.worker, self.progress, self.stage):
+                return "lost"
+        self.session.expire_all()
+        job = self.session.get(Job, self.job_id)
+        if job is None or job.status != RUNNING or job.worker != self.worker:
+            return "lost"
+        return "cancel" if job.cancel_requested else None
+
+    def close(self) -> None:
+        self.session.commit()
+        self.session.close()
+
+
+def _job_spec(session, job: Job, out_dir: Path, device: str) -> dict:
+    settings, store = get_settings(), get_blob_store()
+    model = session.get(Model, job.model_id)
+
+    def dataset_path(dataset_id: str | None) -> str | None:
+        return str(store.path(session.get(Dataset, dataset_id).blob_key)) if dataset_id else None
+
+    return {
+        "action": "run_recipe",
+        "model_path": str(store.path(model.blob_key)),
+        "recipe": job.recipe,
+        "out_dir": str(out_dir),
+        "data_path": dataset_path(job.dataset_id),
+        "eval_data_path": dataset_path(job.eval_dataset_id),
+        "load_options": dict(model.load_options or {}, format=model.format),
+        "measure": {"batch": settings.measure_batch, "threads": settings.threads, "device": device,
+                    "rounds": settings.measure_rounds, "seconds_per_model": settings.measure_seconds,
+                    "eval_samples": settings.measure_eval_samples},
+    }
+
+
+@celery.task(name=RUN_JOB_TASK, bind=True, acks_late=True, reject_on_worker_lost=True)
+def run_job(self, job_id: str) -> None:
+    settings, worker = get_settings(), _worker_name(self)
+    token = job_id_var.set(job_id)
+    try:
+        with session_factory()() as session:
+            job = claim(session, job_id, worker, stale_cutoff(settings.heartbeat_timeout_s),
+                        settings.job_max_attempts)
+            if job is None:
+                log.info("job not claimed: finished, cancelled or running elsewhere")
+                return
+            if job.device == "cuda" and not worker_has_cuda():
+                finish(session, job_id, FAILED, worker=worker, code="no_gpu",
+                       message="this job asked for device 'cuda' but reached a worker without a GPU")
+                return
+            device = "cuda" if job.device in ("cuda", "auto") and worker_has_cuda() else "cpu"
+            job.device_used = device
+            session.commit()
+            workdir = _workdir("jobs", job_id, f"attempt{job.attempts}")
+            spec = _job_spec(session, job, workdir / "out", device)
+        log.info("job started on %s (attempt %d)", device, job.attempts)
+        watch = JobWatch(job_id, worker, settings.heartbeat_interval_s)
+        try:
+            outcome = supervise(spec, workdir, memory_limit_mb=settings.job_memory_limit_mb,
+                                time_limit_s=settings.job_time_limit_s, on_event=watch.on_event,
+                                should_stop=watch.should_stop)
+        finally:
+            watch.close()
+        _conclude(job_id, worker, outcome, workdir / "out")
+        shutil.rmtree(workdir, ignore_errors=True)
+    finally:
+        job_id_var.reset(token)
+
+
+def _conclude(job_id: str, worker: str, outcome: Outcome, out_dir: Path) -> None:
+    with session_factory()() as session:
+        if outcome.stopped == "lost":
+            log.warning("job taken over or ended elsewhere; this worker's result is dropped")
+            return
+        if outcome.stopped == "cancel":
+            ended = finish(session, job_id, CANCELLED, worker=worker, stage="cancelled while running")
+        elif outcome.ok:
+            # a retried job replaces whatever an earlier attempt stored
+            session.execute(delete(Measurement).where(Measurement.job_id == job_id))
+            session.execute(delete(Artifact).where(Artifact.job_id == job_id))
+            try:
+                results = store_results(session, session.get(Job, job_id), outcome.data, out_dir)
+            except Exception as e:
+                log.exception("storing results failed")
+                session.rollback()
+                ended = finish(session, job_id, FAILED, worker=worker, code="internal",
+                               message=f"the job ran but its results could not be stored: {e}")
+            else:
+                ended = finish(session, job_id, SUCCEEDED, worker=worker, results=results)
+        else:
+            message = outcome.message or "the job failed"
+            ended = finish(session, job_id, FAILED, worker=worker, code=outcome.code or "internal", message=message)
+            if outcome.code in ("internal", "worker_crashed") and outcome.log_tail:
+                add_event(session, job_id, "log", {"message": outcome.log_tail[-2000:]})
+                session.commit()
+        log.info("job ended: %s", "succeeded" if outcome.ok else (outcome.stopped or outcome.code),
+                 extra={"worker": worker})
+        if ended and session.get(Job, job_id).callback_url:
+            _send_webhook(job_id, 1)
+
+
+def _send_webhook(job_id: str, attempt: int) -> None:
+    if not webhooks.deliver(job_id, attempt) and attempt < get_settings().webhook_max_attempts:
+        deliver_webhook.apply_async(args=[job_id, attempt + 1], countdown=webhooks.backoff_s(attempt))
+
+
+@celery.task(name=WEBHOOK_TASK, acks_late=True)
+def deliver_webhook(job_id: str, attempt: int) -> None:
+    with session_scope() as session:
+        from app.jobs.tables import WebhookDelivery
+
+        if session.scalar(select(WebhookDelivery.id).where(WebhookDelivery.job_id == job_id,
+                                                           WebhookDelivery.delivered.is_(True))):
+            return  # delivered already (a redelivered message)
+    _send_webhook(job_id, attempt)
+

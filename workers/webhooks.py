@@ -1,0 +1,62 @@
+"""Webhook delivery: a signed POST to the job's `callback_url` when it ends.
+
+Signature: `X-Squeeze-Signature: sha256=<hex HMAC-SHA256 of "<timestamp>.<body>" with the tenant's
+webhook secret>` and `X-Squeeze-Timestamp: <unix seconds>`; receivers recompute it and reject old
+timestamps. Every attempt is recorded; failures are retried with exponential back-off."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+
+import httpx
+
+from app.auth.tables import Tenant
+from app.config import get_settings
+from app.db import session_scope
+from app.jobs.tables import Job, WebhookDelivery
+
+
+def sign(secret: str, timestamp: str, body: bytes) -> str:
+    return "sha256=" + hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+
+
+def payload(job: Job) -> dict:
+    final = (job.results or {}).get("final")
+    error = {"code": job.error_code, "message": job.error_message} if job.error_code else None
+    return {"event": "job.finished", "job": {
+        "id": job.id, "name": job.name, "status": job.status, "error": error, "final": final,
+        "finished_at": job.finished_at.isoformat() if job.finished_at else None, "url": f"/v1/jobs/{job.id}"}}
+
+
+def deliver(job_id: str, attempt: int) -> bool:
+    """One attempt; True when the receiver answered 2xx."""
+    settings = get_settings()
+    with session_scope() as session:
+        job = session.get(Job, job_id)
+        if job is None or not job.callback_url:
+            return True
+        secret = session.get(Tenant, job.tenant_id).webhook_secret
+        url, body = job.callback_url, json.dumps(payload(job)).encode()
+    timestamp = str(int(time.time()))
+    status, error = None, None
+    try:
+        response = httpx.post(url, content=body, timeout=settings.webhook_timeout_s, follow_redirects=False,
+                              headers={"Content-Type": "application/json", "User-Agent": "squeeze-webhook/1",
+                                       "X-Squeeze-Timestamp": timestamp, "X-Squeeze-Event": "job.finished",
+                                       "X-Squeeze-Signature": sign(secret, timestamp, body)})
+        status = response.status_code
+        if not 200 <= status < 300:
+            error = f"HTTP {status}: {response.text[:200]}"
+    except httpx.HTTPError as e:
+        error = f"{type(e).__name__}: {e}"[:500]
+    with session_scope() as session:
+        session.add(WebhookDelivery(job_id=job_id, attempt=attempt, url=url, status_code=status, error=error,
+                                    delivered=error is None))
+    return error is None
+
+
+def backoff_s(attempt: int) -> int:
+    return 2**attempt
