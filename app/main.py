@@ -31,12 +31,12 @@ log = logging.getLogger("squeeze.api")
 
 
 def bootstrap() -> None:
+    """First start under plain uvicorn (app.serve does this before printing the URL)."""
     settings = get_settings()
     settings.ensure_dirs()
     with session_scope() as session:
         key = ensure_bootstrap_key(session, settings.bootstrap_api_key)
     if key and not settings.bootstrap_api_key:
-        # printed once, on the console of whoever started the service
         print(f"\n  Squeeze API key for tenant 'default' (shown once): {key}\n", flush=True)
 
 

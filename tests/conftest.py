@@ -65,3 +65,48 @@ def mlp_pt2(mlp, workdir):
 def quick():
     """Short timing: tests check behaviour, benchmarks check speed."""
     return MeasureSettings(batch=16, rounds=3, seconds_per_model=0.15, warmup=2, threads=2)
+
+
+# ---------------------------------------------------------------- the service (real processes)
+
+PROD_KEY = "sqz_test_default_key"
+
+
+@pytest.fixture(scope="session")
+def prod_stack(tmp_path_factory):
+    """API + one worker on PostgreSQL + Redis, as a deployment runs them. Fails (never skips) when
+    PostgreSQL or Redis cannot be reached."""
+    from tests.stack import Stack, create_pg_database, drop_pg_database, pg_url, redis_db_url
+
+    database = create_pg_database()
+    stack = Stack(
+        tmp_path_factory.mktemp("prod"),
+        {
+            "SQUEEZE_DATABASE_URL": pg_url(database),
+            "SQUEEZE_BROKER_URL": redis_db_url(11),
+            "SQUEEZE_BOOTSTRAP_API_KEY": PROD_KEY,
+            "SQUEEZE_MAX_UPLOAD_BYTES": str(20 * 1024 * 1024),
+        },
+        api_key=PROD_KEY,
+    )
+    try:
+        stack.start_api()
+        stack.start_worker("w1")
+        yield stack
+    finally:
+        stack.stop()
+        drop_pg_database(database)
+
+
+@pytest.fixture(scope="session")
+def ready_digits(prod_stack, cnn_pt2, digits_npz):
+    """The digits CNN and its labelled test split, uploaded and inspected on the production stack."""
+    from tests.stack import upload, wait_ready
+
+    with prod_stack.client() as c:
+        model = upload(c, "models", cnn_pt2).json()
+        dataset = upload(c, "datasets", digits_npz).json()
+        model, dataset = wait_ready(c, "models", model["id"]), wait_ready(c, "datasets", dataset["id"])
+    assert model["status"] == "ready", model
+    assert dataset["status"] == "ready", dataset
+    return model, dataset

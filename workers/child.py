@@ -99,6 +99,7 @@ def main(spec_path: str) -> int:
         from workers.compression.errors import EngineError
 
         if isinstance(e, EngineError):
+            print(f"{e.code}: {e.message}", file=sys.stderr)
             channel.send(event="error", code=e.code, message=_clean(e.message))
         elif "can't allocate memory" in str(e) or "out of memory" in str(e).lower():
             channel.send(event="error", code="resource_exhausted", message=_clean(f"the job ran out of memory: {e}", 500))

@@ -210,7 +210,7 @@ def _conclude(job_id: str, worker: str, outcome: Outcome, out_dir: Path) -> None
         else:
             message = outcome.message or "the job failed"
             ended = finish(session, job_id, FAILED, worker=worker, code=outcome.code or "internal", message=message)
-            if outcome.code in ("internal", "worker_crashed") and outcome.log_tail:
+            if outcome.log_tail:  # the child's own log says more than one message can
                 add_event(session, job_id, "log", {"message": outcome.log_tail[-2000:]})
                 session.commit()
         log.info("job ended: %s", "succeeded" if outcome.ok else (outcome.stopped or outcome.code),

@@ -38,6 +38,10 @@ def weights_only_torch_load():
 
 
 def load_pt2(path: Path) -> LoadedModel:
+    # int8 programs (PT2E) call quantized_decomposed ops, which exist only once this module registered them;
+    # without it a fresh process cannot deserialize an int8 artifact
+    import torch.ao.quantization.fx._decomposed  # noqa: F401
+
     try:
         with weights_only_torch_load():
             program = torch.export.load(str(path))

@@ -1,0 +1,66 @@
+"""Runs the service on one machine: applies migrations, creates the first API key, starts one Celery
+worker process and the API. `make run` is this with the embedded defaults (SQLite, local blobs, a
+broker in a SQLite file); with SQUEEZE_DATABASE_URL / SQUEEZE_BROKER_URL it runs against PostgreSQL
+and Redis the same way.
+
+    python -m app.serve [--host 127.0.0.1] [--port 8000] [--no-worker]"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import uvicorn
+from alembic import command
+from alembic.config import Config
+
+from .auth.service import ensure_bootstrap_key
+from .config import get_settings
+from .db import session_scope
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def migrate() -> None:
+    command.upgrade(Config(str(ROOT / "alembic.ini")), "head")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m app.serve", description=__doc__.split("\n")[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--no-worker", action="store_true", help="API only (workers run elsewhere)")
+    args = parser.parse_args(argv)
+    settings = get_settings()
+    settings.ensure_dirs()
+    migrate()
+    with session_scope() as session:
+        key = ensure_bootstrap_key(session, settings.bootstrap_api_key)
+    url = f"http://{args.host}:{args.port}"
+    print(f"\nSqueeze is starting at {url}", flush=True)
+    print(f"  store: {settings.database_url}\n  broker: {settings.broker_url}\n  blobs: {settings.blob_dir}")
+    if key:
+        print(f"  API key for tenant 'default': {key}")
+    elif not settings.bootstrap_api_key:
+        print("  API key: the one printed at first start (or: squeeze-admin create-key --tenant default)")
+    print(f"  try: curl -H 'Authorization: Bearer <key>' {url}/v1/methods\n", flush=True)
+    worker = None
+    if not args.no_worker:
+        worker = subprocess.Popen([sys.executable, "-m", "workers.main"], cwd=ROOT, env=os.environ.copy())
+    try:
+        uvicorn.run("app.main:app", host=args.host, port=args.port, log_config=None)
+    finally:
+        if worker is not None and worker.poll() is None:
+            worker.send_signal(signal.SIGTERM)  # warm shutdown: a running job is requeued by the sweeper
+            try:
+                worker.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,200 @@
+"""Starts the real service for tests: the API (`python -m app.serve`, as `make run` does), Celery worker
+processes (`python -m workers.main`), on PostgreSQL + Redis or on the embedded defaults. Nothing is
+mocked; every process is a real one that the test can kill."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+PG_ADMIN_URL = os.environ.get("SQUEEZE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("SQUEEZE_TEST_REDIS", "redis://127.0.0.1:6379")
+
+# fast, deterministic settings for tests: short timing, quick failure detection
+TEST_ENV = {
+    "SQUEEZE_MEASURE_SECONDS": "0.2",
+    "SQUEEZE_MEASURE_ROUNDS": "3",
+    "SQUEEZE_MEASURE_EVAL_SAMPLES": "256",
+    "SQUEEZE_HEARTBEAT_INTERVAL_S": "1",
+    "SQUEEZE_HEARTBEAT_TIMEOUT_S": "8",
+    "SQUEEZE_SWEEP_INTERVAL_S": "1",
+    "SQUEEZE_THREADS": "2",
+    "SQUEEZE_LOG_LEVEL": "INFO",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def create_pg_database() -> str:
+    """A fresh database for this test session; fails loudly if PostgreSQL is not reachable."""
+    import psycopg
+
+    name = f"squeeze_test_{uuid.uuid4().hex[:10]}"
+    try:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.OperationalError as e:
+        raise RuntimeError(f"PostgreSQL is required for these tests and is not reachable at {PG_ADMIN_URL}: {e}")
+    return name
+
+
+def drop_pg_database(name: str) -> None:
+    import psycopg
+
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def pg_url(name: str) -> str:
+    base = PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
+    return f"{base}/{name}"
+
+
+def redis_db_url(db: int) -> str:
+    """A Redis database for this session, emptied first; fails loudly if Redis is not reachable."""
+    import redis
+
+    client = redis.Redis.from_url(f"{REDIS_URL}/{db}", socket_connect_timeout=5)
+    try:
+        client.flushdb()
+    except redis.ConnectionError as e:
+        raise RuntimeError(f"Redis is required for these tests and is not reachable at {REDIS_URL}: {e}")
+    return f"{REDIS_URL}/{db}"
+
+
+class Stack:
+    def __init__(self, home: Path, env: dict[str, str], api_key: str | None = None):
+        self.home = home
+        self.env = {**os.environ, **TEST_ENV, "SQUEEZE_HOME": str(home), **env}
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.api_key = api_key
+        self.api: subprocess.Popen | None = None
+        self.workers: dict[str, subprocess.Popen] = {}
+        self.logs = home / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+
+    # ---------------------------------------------------------------- processes
+
+    def start_api(self, with_worker: bool = False, timeout: float = 90) -> None:
+        args = [sys.executable, "-m", "app.serve", "--port", str(self.port)] + ([] if with_worker else ["--no-worker"])
+        self.api_log = self.logs / "api.log"
+        self.api = subprocess.Popen(args, cwd=ROOT, env=self.env, stdout=open(self.api_log, "ab"),
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.api.poll() is not None:
+                raise RuntimeError(f"the API exited: {self.api_log.read_text()[-3000:]}")
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        raise RuntimeError(f"the API did not become ready: {self.api_log.read_text()[-3000:]}")
+
+    def start_worker(self, name: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.Popen:
+        log = self.logs / f"worker-{name}.log"
+        offset = log.stat().st_size if log.exists() else 0
+        proc = subprocess.Popen([sys.executable, "-m", "workers.main", "--name", f"{name}@test"], cwd=ROOT,
+                                env={**self.env, **(env or {})}, stdout=open(log, "ab"), stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = log.read_bytes()[offset:].decode("utf-8", "replace")
+            if " ready." in text:
+                self.workers[name] = proc
+                return proc
+            if proc.poll() is not None:
+                raise RuntimeError(f"worker {name} exited: {text[-3000:]}")
+            time.sleep(0.3)
+        raise RuntimeError(f"worker {name} did not become ready")
+
+    def worker_pids(self, name: str) -> list[int]:
+        import psutil
+
+        main = psutil.Process(self.workers[name].pid)
+        return [main.pid] + [p.pid for p in main.children(recursive=True)]
+
+    def kill_worker(self, name: str) -> None:
+        """SIGKILL the worker and its pool processes: a machine that dies mid-job."""
+        proc = self.workers.pop(name)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+    def stop_worker(self, name: str) -> None:
+        proc = self.workers.pop(name)
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+    def stop(self) -> None:
+        for name in list(self.workers):
+            self.stop_worker(name)
+        if self.api is not None and self.api.poll() is None:
+            self.api.terminate()
+            try:
+                self.api.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.api.kill()
+
+    def admin(self, *args: str) -> str:
+        out = subprocess.run([sys.executable, "-m", "app.admin", *args], cwd=ROOT, env=self.env,
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        return out.stdout.strip()
+
+    # ---------------------------------------------------------------- HTTP
+
+    def client(self, api_key: str | None = None) -> httpx.Client:
+        key = api_key or self.api_key
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=60)
+
+
+def upload(client: httpx.Client, kind: str, path: Path, **fields) -> httpx.Response:
+    data = {k: (json.dumps(v) if not isinstance(v, str) else v) for k, v in fields.items()}
+    with open(path, "rb") as f:
+        return client.post(f"/v1/{kind}", files={"file": (path.name, f)}, data=data)
+
+
+def wait_for(client: httpx.Client, path: str, done, timeout: float = 180, every: float = 0.25) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        body = client.get(path).json()
+        if done(body):
+            return body
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting on {path}: {json.dumps(body)[:2000]}")
+        time.sleep(every)
+
+
+def wait_ready(client: httpx.Client, kind: str, upload_id: str) -> dict:
+    return wait_for(client, f"/v1/{kind}/{upload_id}", lambda b: b["status"] != "pending")
+
+
+def wait_job(client: httpx.Client, job_id: str, timeout: float = 300) -> dict:
+    return wait_for(client, f"/v1/jobs/{job_id}", lambda b: b["status"] in ("succeeded", "failed", "cancelled"),
+                    timeout=timeout)
+
+
+def sha256_of(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()

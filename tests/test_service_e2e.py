@@ -1,0 +1,150 @@
+"""End to end on PostgreSQL + Redis + a real Celery worker process: upload, submit, poll, download,
+and the artifact loads and runs; SSE; a signed webhook with retries."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import numpy as np
+import psycopg
+import torch
+
+from tests.stack import sha256_of, wait_job
+from workers.compression import load_model
+
+INT8 = {"steps": [{"method": "quantize", "scheme": "int8_dynamic"}]}
+ONNX = {"steps": [{"method": "export", "format": "onnx"}]}
+
+
+def submit(client, model, dataset, recipe, **extra):
+    r = client.post("/v1/jobs", json={"model_id": model["id"], "dataset_id": dataset["id"], "recipe": recipe,
+                                      "device": "cpu", **extra})
+    assert r.status_code == 202, r.text
+    assert r.headers["location"] == f"/v1/jobs/{r.json()['id']}"
+    return r.json()
+
+
+def check_artifact_runs(client, artifact, tmp_path, digits_npz):
+    r = client.get(artifact["download_url"])
+    assert r.status_code == 200
+    assert sha256_of(r.content) == artifact["sha256"] == r.headers["x-content-sha256"]
+    assert len(r.content) == artifact["size_bytes"]
+    path = tmp_path / artifact["filename"]
+    path.write_bytes(r.content)
+    loaded = load_model(path)
+    x = torch.from_numpy(np.load(digits_npz)["x"][:16])
+    y = np.load(digits_npz)["y"][:16]
+    with torch.inference_mode():
+        out = loaded.module(x)
+    assert out.shape == (16, 10)
+    assert (out.argmax(1).numpy() == y).mean() > 0.8
+
+
+def test_quantize_then_export_end_to_end(prod_stack, ready_digits, tmp_path, digits_npz):
+    model, dataset = ready_digits
+    assert model["info"]["params"] > 0 and model["info"]["input"]["shape"] == [None, 1, 8, 8]
+    with prod_stack.client() as c:
+        jobs = [submit(c, model, dataset, INT8), submit(c, model, dataset, ONNX)]
+        for job, fmt in zip(jobs, ("pt2", "onnx")):
+            done = wait_job(c, job["id"])
+            assert done["status"] == "succeeded", done["error"]
+            assert done["progress"] == 1.0 and done["attempts"] == 1 and done["device_used"] == "cpu"
+            results = done["results"]
+            baseline, step = results["baseline"], results["steps"][0]
+            for m in (baseline, step["measurement"]):
+                assert m["size_bytes"] > 0 and m["params"] > 0 and m["accuracy"] > 0.9
+                assert m["latency_ms"]["b1"]["p50"] > 0 and m["latency_ms"]["bN"]["p50"] > 0
+            [artifact] = done["artifacts"]
+            assert artifact["format"] == fmt and artifact["source_model_id"] == model["id"]
+            assert results["final"]["artifact_id"] == step["artifact_id"] == artifact["id"]
+            assert artifact["toolchain"].get("torch")
+            meta = c.get(f"/v1/artifacts/{artifact['id']}").json()
+            assert meta["measurement"]["size_bytes"] == step["measurement"]["size_bytes"]
+            check_artifact_runs(c, artifact, tmp_path, digits_npz)
+        # int8 weights really are smaller than the fp32 baseline
+        int8 = c.get(f"/v1/jobs/{jobs[0]['id']}").json()["results"]
+        assert int8["final"]["size_ratio"] > 1.2
+        listed = c.get("/v1/jobs", params={"status": "succeeded"}).json()["items"]
+        assert {j["id"] for j in jobs} <= {j["id"] for j in listed}
+
+
+def test_measurements_are_stored_as_rows(prod_stack, ready_digits):
+    model, dataset = ready_digits
+    with prod_stack.client() as c:
+        job = wait_job(c, submit(c, model, dataset, ONNX)["id"])
+    url = prod_stack.env["SQUEEZE_DATABASE_URL"].replace("+psycopg", "")
+    with psycopg.connect(url) as conn:
+        rows = conn.execute("SELECT role, step_index, artifact_id, size_bytes FROM measurements WHERE job_id = %s "
+                            "ORDER BY step_index", (job["id"],)).fetchall()
+    assert [(r[0], r[1]) for r in rows] == [("baseline", 0), ("step", 1)]
+    assert rows[1][2] == job["artifacts"][0]["id"] and rows[1][3] == job["results"]["steps"][0]["measurement"]["size_bytes"]
+
+
+def test_events_stream_ends_with_the_final_status(prod_stack, ready_digits):
+    model, dataset = ready_digits
+    with prod_stack.client() as c:
+        job = submit(c, model, dataset, INT8)
+        events = []
+        with c.stream("GET", f"/v1/jobs/{job['id']}/events", timeout=300) as r:
+            assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+            kind = None
+            for line in r.iter_lines():
+                if line.startswith("event: "):
+                    kind = line[7:]
+                elif line.startswith("data: "):
+                    events.append((kind, json.loads(line[6:])))
+    kinds = [k for k, _ in events]
+    assert kinds[0] == "status" and events[0][1]["status"] == "queued"
+    assert "stage" in kinds
+    assert events[-1] == ("status", events[-1][1]) and events[-1][1]["status"] == "succeeded"
+    stages = [d["stage"] for k, d in events if k == "stage"]
+    assert any("measuring" in s for s in stages), stages
+
+
+class _Receiver(BaseHTTPRequestHandler):
+    deliveries: list = []
+    fail_first = 1
+
+    def do_POST(self):  # noqa: N802
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        type(self).deliveries.append((dict(self.headers), body))
+        status = 500 if len(type(self).deliveries) <= type(self).fail_first else 200
+        self.send_response(status)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_webhook_is_signed_retried_and_recorded(prod_stack, ready_digits):
+    model, dataset = ready_digits
+    server = HTTPServer(("127.0.0.1", 0), _Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with prod_stack.client() as c:
+            job = submit(c, model, dataset, ONNX, callback_url=f"http://127.0.0.1:{server.server_port}/hook")
+            assert wait_job(c, job["id"])["status"] == "succeeded"
+        import time
+
+        deadline = time.monotonic() + 60
+        while len(_Receiver.deliveries) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        server.shutdown()
+    assert len(_Receiver.deliveries) == 2  # the first answer was a 500: retried once with back-off
+    secret = prod_stack.admin("webhook-secret", "--tenant", "default")
+    for headers, body in _Receiver.deliveries:
+        expected = hmac.new(secret.encode(), headers["X-Squeeze-Timestamp"].encode() + b"." + body,
+                            hashlib.sha256).hexdigest()
+        assert headers["X-Squeeze-Signature"] == f"sha256={expected}"
+        payload = json.loads(body)
+        assert payload["job"]["id"] == job["id"] and payload["job"]["status"] == "succeeded"
+    url = prod_stack.env["SQUEEZE_DATABASE_URL"].replace("+psycopg", "")
+    with psycopg.connect(url) as conn:
+        rows = conn.execute("SELECT attempt, status_code, delivered FROM webhook_deliveries WHERE job_id = %s "
+                            "ORDER BY attempt", (job["id"],)).fetchall()
+    assert rows == [(1, 500, False), (2, 200, True)]
