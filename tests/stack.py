@@ -165,7 +165,7 @@ class Stack:
     # ---------------------------------------------------------------- HTTP
 
     def client(self, api_key: str | None = None) -> httpx.Client:
-        key = api_key or self.api_key
+        key = self.api_key if api_key is None else api_key
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         return httpx.Client(base_url=self.url, headers=headers, timeout=60)
 

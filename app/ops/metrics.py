@@ -29,7 +29,8 @@ def queue_depths() -> dict[str, int | None]:
     try:
         with get_celery().connection_for_write() as conn, conn.channel() as channel:
             for q in (CPU_QUEUE, GPU_QUEUE):
-                depths[q] = channel.queue_declare(queue=q, passive=True).message_count
+                # declaring is idempotent, and a passive declare fails on Redis for a queue never consumed
+                depths[q] = channel.queue_declare(queue=q, durable=True, auto_delete=False).message_count
     except Exception as e:  # a broker that is down must not break the scrape
         log.warning("queue depth unavailable: %s", e)
         depths = {CPU_QUEUE: None, GPU_QUEUE: None}

@@ -1,0 +1,212 @@
+"""Bad input against the running service: each answer is the right 4xx with a JSON error body, never a
+500, and a refused upload leaves nothing behind."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+
+import httpx
+import pytest
+
+from tests.stack import upload, wait_ready
+from workers.compression import save_model
+from workers.compression.formats import InputSpec
+
+
+def error_of(response: httpx.Response, status: int, code: str | None = None) -> str:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error"} and set(body["error"]) == {"code", "message"}, body
+    if code:
+        assert body["error"]["code"] == code, body
+    assert body["error"]["message"]
+    return body["error"]["message"]
+
+
+def temp_files(stack) -> list[str]:
+    return os.listdir(stack.home / "blobs" / "tmp")
+
+
+@pytest.fixture(scope="module")
+def other_key(prod_stack):
+    return prod_stack.admin("create-key", "--tenant", "other")
+
+
+def test_auth(prod_stack):
+    with prod_stack.client(api_key="") as anonymous:
+        error_of(anonymous.get("/v1/models"), 401, "unauthorized")
+    with prod_stack.client(api_key="sqz_not_a_key") as wrong:
+        error_of(wrong.get("/v1/jobs"), 401, "unauthorized")
+    with prod_stack.client() as c:
+        assert c.get("/v1/models").status_code == 200
+
+
+def test_other_tenant_ids_are_not_found(prod_stack, ready_digits, other_key):
+    model, dataset = ready_digits
+    with prod_stack.client() as c:
+        job = c.post("/v1/jobs", json={"model_id": model["id"], "recipe": {"steps": [{"method": "export",
+                                                                                        "format": "pt2"}]}}).json()
+    with prod_stack.client(api_key=other_key) as other:
+        error_of(other.get(f"/v1/models/{model['id']}"), 404, "not_found")
+        error_of(other.get(f"/v1/datasets/{dataset['id']}"), 404, "not_found")
+        error_of(other.get(f"/v1/jobs/{job['id']}"), 404, "not_found")
+        error_of(other.post(f"/v1/jobs/{job['id']}/cancel"), 404, "not_found")
+        error_of(other.get(f"/v1/jobs/{job['id']}/events"), 404, "not_found")
+        error_of(other.delete(f"/v1/models/{model['id']}"), 404, "not_found")
+        error_of(other.post("/v1/jobs", json={"model_id": model["id"], "recipe": {"steps": []}}), 404, "not_found")
+        assert model["id"] not in {m["id"] for m in other.get("/v1/models").json()["items"]}
+    with prod_stack.client() as c:
+        done = c.get(f"/v1/jobs/{job['id']}").json()
+        assert c.get(f"/v1/models/{model['id']}").status_code == 200
+    if done["artifacts"]:
+        with prod_stack.client(api_key=other_key) as other:
+            error_of(other.get(done["artifacts"][0]["download_url"]), 404, "not_found")
+
+
+def test_unknown_ids_and_routes(prod_stack):
+    with prod_stack.client() as c:
+        for path in ("/v1/models/mdl_nope", "/v1/datasets/dst_nope", "/v1/jobs/job_nope", "/v1/artifacts/art_nope",
+                     "/v1/artifacts/art_nope/download", "/v1/nothing"):
+            error_of(c.get(path), 404, "not_found")
+
+
+class Payload:
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_pickles_are_refused_and_never_run(prod_stack, tmp_path):
+    marker = tmp_path / "pwned"
+    Payload.marker = marker
+    raw = tmp_path / "model.pkl"
+    raw.write_bytes(pickle.dumps(Payload(), protocol=4))
+    zipped = tmp_path / "model.pt"  # what torch.save(model) writes: a zip around data.pkl
+    with zipfile.ZipFile(zipped, "w") as zf:
+        zf.writestr("model/data.pkl", pickle.dumps(Payload(), protocol=2))
+        zf.writestr("model/version", "3\n")
+    with prod_stack.client() as c:
+        for path in (raw, zipped):
+            message = error_of(upload(c, "models", path), 415, "pickle_refused")
+            assert "torch.export" in message and "ONNX" in message  # says what to upload instead
+        error_of(upload(c, "datasets", raw), 415, "pickle_refused")
+    assert not marker.exists()
+    assert temp_files(prod_stack) == []
+
+
+def test_empty_truncated_and_unknown_files(prod_stack, tmp_path, cnn_pt2):
+    empty = tmp_path / "empty.pt2"
+    empty.write_bytes(b"")
+    truncated = tmp_path / "truncated.pt2"
+    truncated.write_bytes(cnn_pt2.read_bytes()[: cnn_pt2.stat().st_size // 2])
+    text = tmp_path / "notes.txt"
+    text.write_text("hello, not a model")
+    with prod_stack.client() as c:
+        error_of(upload(c, "models", empty), 400, "empty_file")
+        error_of(upload(c, "datasets", empty), 400, "empty_file")
+        assert "truncated" in error_of(upload(c, "models", truncated), 400, "corrupt_archive")
+        error_of(upload(c, "models", text), 415, "unsupported_format")
+        error_of(upload(c, "datasets", text), 415, "unsupported_format")
+        error_of(c.post("/v1/models", content=b"raw bytes", headers={"Content-Type": "application/octet-stream"}),
+                 415, "unsupported_media_type")
+        error_of(c.post("/v1/models", files={"other": ("x", b"123")}), 400, "missing_file")
+        error_of(upload(c, "models", cnn_pt2, input_shape="[1, 1,"), 422, "invalid_request")
+        error_of(upload(c, "models", cnn_pt2, format="onnx"), 422, "format_mismatch")
+    assert temp_files(prod_stack) == []
+
+
+def test_oversize_uploads_are_cut_off_and_removed(prod_stack, tmp_path):
+    limit = int(prod_stack.env["SQUEEZE_MAX_UPLOAD_BYTES"])
+    with prod_stack.client() as c:
+        big = tmp_path / "big.onnx"
+        big.write_bytes(b"\x08\x07\x12" + os.urandom(limit + 1024))
+        error_of(upload(c, "models", big), 413, "too_large")  # refused from Content-Length, before reading
+
+        def chunks():  # no Content-Length: the server counts while streaming and stops at the limit
+            boundary = b"--b0und4ry"
+            yield boundary + b'\r\nContent-Disposition: form-data; name="file"; filename="big.onnx"\r\n\r\n'
+            for _ in range(limit // (1 << 20) + 4):
+                yield b"\x08\x07\x12" + bytes(1 << 20)
+            yield b"\r\n" + boundary + b"--\r\n"
+
+        try:
+            r = c.post("/v1/models", content=chunks(),
+                       headers={"Content-Type": "multipart/form-data; boundary=b0und4ry"})
+            error_of(r, 413, "too_large")
+        except httpx.TransportError:
+            pass  # the server may close the connection while the client is still sending
+    assert temp_files(prod_stack) == []
+
+
+def test_invalid_jobs_are_422_before_queueing(prod_stack, ready_digits, tmp_path, cnn):
+    model, dataset = ready_digits
+    onnx_path = save_model(cnn, InputSpec(shape=(None, 1, 8, 8)), "onnx", tmp_path / "cnn.onnx")
+    with prod_stack.client() as c:
+        onnx_model = wait_ready(c, "models", upload(c, "models", onnx_path).json()["id"])
+        assert onnx_model["status"] == "ready" and onnx_model["format"] == "onnx"
+        before = c.get("/v1/jobs").json()["items"]
+
+        def job(recipe, model_id=model["id"], **extra):
+            return c.post("/v1/jobs", json={"model_id": model_id, "recipe": recipe, **extra})
+
+        assert "unknown method" in error_of(job({"steps": [{"method": "shrink"}]}), 422, "invalid_recipe")
+        error_of(job({"steps": [{"method": "quantize", "scheme": "int3"}]}), 422, "invalid_recipe")
+        error_of(job({"steps": []}), 422, "invalid_recipe")
+        error_of(job({"stages": []}), 422, "invalid_recipe")
+        message = error_of(job({"steps": [{"method": "quantize", "scheme": "fp16"}]}, onnx_model["id"]), 422,
+                           "invalid_recipe")
+        assert "does not accept onnx" in message
+        error_of(job({"steps": [{"method": "export", "format": "pt2"}]}, device="tpu"), 422, "invalid_request")
+        error_of(job({"steps": [{"method": "export", "format": "pt2"}]}, callback_url="not a url"), 422)
+        error_of(job({"steps": [{"method": "export", "format": "pt2"}]}, dataset_id="dst_missing"), 404)
+        error_of(c.post("/v1/jobs", content=b"{not json", headers={"Content-Type": "application/json"}), 400,
+                 "malformed_json")
+        error_of(c.post("/v1/jobs", json=["a", "list"]), 422, "invalid_request")
+        error_of(c.post("/v1/jobs", json={"recipe": {"steps": []}}), 422, "invalid_request")
+        error_of(c.get("/v1/jobs", params={"status": "sleeping"}), 422, "invalid_request")
+        error_of(c.get("/v1/jobs", params={"limit": 0}), 422, "invalid_request")
+        assert c.get("/v1/jobs").json()["items"] == before  # nothing was queued
+
+
+def test_idempotency_key(prod_stack, ready_digits):
+    model, _ = ready_digits
+    body = {"model_id": model["id"], "recipe": {"steps": [{"method": "export", "format": "pt2"}]}}
+    with prod_stack.client() as c:
+        first = c.post("/v1/jobs", json=body, headers={"Idempotency-Key": "retry-me"})
+        again = c.post("/v1/jobs", json=body, headers={"Idempotency-Key": "retry-me"})
+        assert first.status_code == again.status_code == 202
+        assert first.json()["id"] == again.json()["id"]
+        changed = dict(body, name="something else")
+        error_of(c.post("/v1/jobs", json=changed, headers={"Idempotency-Key": "retry-me"}), 409,
+                 "idempotency_conflict")
+
+
+def test_cancel_and_delete_conflicts(prod_stack, ready_digits, tmp_path):
+    model, _ = ready_digits
+    with prod_stack.client() as c:
+        job = c.post("/v1/jobs", json={"model_id": model["id"], "recipe": {"steps": [{"method": "export",
+                                                                                        "format": "pt2"}]}}).json()
+        error_of(c.delete(f"/v1/models/{model['id']}"), 409, "in_use")
+        from tests.stack import wait_job
+
+        wait_job(c, job["id"])
+        error_of(c.post(f"/v1/jobs/{job['id']}/cancel"), 409, "already_finished")
+
+
+def test_delete_keeps_shared_bytes(prod_stack, cnn_pt2):
+    with prod_stack.client() as c:
+        a = upload(c, "models", cnn_pt2).json()
+        b = upload(c, "models", cnn_pt2, name="second copy").json()
+        assert a["sha256"] == b["sha256"] and a["id"] != b["id"]
+        blob = prod_stack.home / "blobs" / "sha256" / a["sha256"][:2] / a["sha256"]
+        wait_ready(c, "models", a["id"]), wait_ready(c, "models", b["id"])
+        assert c.delete(f"/v1/models/{a['id']}").status_code == 204
+        assert blob.exists()  # still used by the other copy (and the shared fixture's model)
+        error_of(c.get(f"/v1/models/{a['id']}"), 404, "not_found")
+
+
+def test_no_500_in_the_api_log(prod_stack):
+    log = prod_stack.api_log.read_text()
+    assert '"status": 500' not in log
+

@@ -1,0 +1,116 @@
+"""What must survive: a worker killed mid-job, a job that blows its memory limit, cancellation of a
+running job, and a `cuda` job with no GPU worker (it waits, visibly, instead of running on a CPU)."""
+
+from __future__ import annotations
+
+import time
+
+import psutil
+import pytest
+import torch
+from torch import nn
+
+from tests.stack import upload, wait_for, wait_job, wait_ready
+
+EXPORT = {"steps": [{"method": "export", "format": "pt2"}]}
+INT8 = {"steps": [{"method": "quantize", "scheme": "int8_dynamic"}]}
+
+
+def submit(c, model, dataset, recipe, device="cpu"):
+    r = c.post("/v1/jobs", json={"model_id": model["id"], "dataset_id": dataset["id"], "recipe": recipe,
+                                 "device": device})
+    assert r.status_code == 202, r.text
+    return r.json()
+
+
+def wait_running(c, job_id, min_progress=0.0):
+    return wait_for(c, f"/v1/jobs/{job_id}", lambda b: b["status"] != "queued" and b["progress"] >= min_progress,
+                    every=0.05, timeout=120)
+
+
+def test_worker_killed_mid_job_is_rerun_elsewhere(prod_stack, ready_digits):
+    model, dataset = ready_digits
+    with prod_stack.client() as c:
+        job = submit(c, model, dataset, INT8)
+        running = wait_running(c, job["id"])
+        assert running["status"] == "running", running
+        children = [p for pid in prod_stack.worker_pids("w1") for p in psutil.Process(pid).children(recursive=True)]
+        prod_stack.kill_worker("w1")  # SIGKILL: the worker, its pool and (by parent-death signal) the job process
+        time.sleep(1)
+        assert not [p for p in children if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+        prod_stack.start_worker("w2")  # another machine picks the job up
+        done = wait_job(c, job["id"])
+    assert done["status"] == "succeeded", done["error"]
+    assert done["attempts"] == 2 and done["worker"].startswith("w2@")
+    assert len(done["artifacts"]) == 1  # the dead attempt left nothing behind
+
+
+def test_cancel_a_running_job(prod_stack, ready_digits):
+    model, dataset = ready_digits
+    with prod_stack.client() as c:
+        job = submit(c, model, dataset, INT8)
+        wait_running(c, job["id"], 0.01)
+        r = c.post(f"/v1/jobs/{job['id']}/cancel")
+        assert r.status_code in (200, 202), r.text
+        done = wait_job(c, job["id"], timeout=60)
+        assert done["status"] == "cancelled" and done["artifacts"] == []
+        queued = submit(c, model, dataset, EXPORT, device="cuda")  # no GPU worker: it stays queued
+        r = c.post(f"/v1/jobs/{queued['id']}/cancel")
+        assert r.status_code == 200 and r.json()["status"] == "cancelled"
+        after = submit(c, model, dataset, EXPORT)  # the worker is still serving
+        assert wait_job(c, after["id"])["status"] == "succeeded"
+
+
+def test_cuda_job_waits_for_a_gpu_worker(prod_stack, ready_digits):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU, so its worker consumes the gpu queue")
+    model, dataset = ready_digits
+    with prod_stack.client() as c:
+        before = gpu_queue_depth(c)
+        job = submit(c, model, dataset, EXPORT, device="cuda")
+        time.sleep(5)
+        seen = c.get(f"/v1/jobs/{job['id']}").json()
+        assert seen["status"] == "queued" and seen["queue"] == "gpu" and "GPU" in seen["stage"]
+        assert gpu_queue_depth(c) == before + 1
+        assert 'squeeze_jobs{status="queued"}' in c.get("/metrics").text
+        c.post(f"/v1/jobs/{job['id']}/cancel")
+
+
+def gpu_queue_depth(c) -> float:
+    line = next(ln for ln in c.get("/metrics").text.splitlines() if ln.startswith('squeeze_queue_depth{queue="gpu"}'))
+    return float(line.split()[-1])
+
+
+class MemoryHog(nn.Module):
+    """Fine at batch 1 and 2 (inspection, export); at the measured batch of 32 it allocates 2 GB."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(64, 10)
+
+    def forward(self, x):
+        ballast = x.new_ones((x.shape[0], 16_000_000)).sum(dim=1, keepdim=True)
+        return self.fc(x.flatten(1)) + ballast * 0
+
+
+def test_memory_limit_fails_the_job_and_the_worker_keeps_serving(prod_stack, ready_digits, tmp_path):
+    model, dataset = ready_digits
+    hog = tmp_path / "hog.pt2"
+    program = torch.export.export(MemoryHog().eval(), (torch.zeros(2, 1, 8, 8),),
+                                  dynamic_shapes=({0: torch.export.Dim.AUTO},))
+    torch.export.save(program, str(hog))
+    name = next(iter(prod_stack.workers))
+    prod_stack.stop_worker(name)
+    prod_stack.start_worker("lowmem", env={"SQUEEZE_JOB_MEMORY_LIMIT_MB": "2000"})
+    try:
+        with prod_stack.client() as c:
+            hog_model = wait_ready(c, "models", upload(c, "models", hog).json()["id"])
+            assert hog_model["status"] == "ready", hog_model
+            failed = wait_job(c, submit(c, hog_model, dataset, EXPORT)["id"])
+            assert failed["status"] == "failed"
+            assert failed["error"]["code"] == "resource_exhausted" and "2000 MB" in failed["error"]["message"]
+            ok = wait_job(c, submit(c, model, dataset, EXPORT)["id"])
+            assert ok["status"] == "succeeded" and ok["worker"].startswith("lowmem@")
+    finally:
+        prod_stack.stop_worker("lowmem")
+        prod_stack.start_worker(name)
