@@ -1,9 +1,12 @@
-# Two commands matter: `make test` (installs, then runs the suite) and `make bench`.
+# The commands that matter: `make run` (installs, migrates, starts the API and a worker on the embedded
+# defaults) and `make test` (installs, then runs the whole suite). `make bench` runs the benchmarks.
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+HOST   ?= 127.0.0.1
+PORT   ?= 8000
 
-.PHONY: install test bench clean
+.PHONY: install run test bench bench-service clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -15,11 +18,17 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+run: install
+	$(PY) -m app.serve --host $(HOST) --port $(PORT)
+
 test: install
 	$(PY) -m pytest -q -ra tests
 
 bench: install
 	$(PY) bench/engine.py
 
+bench-service: install
+	$(PY) bench/service.py
+
 clean:
-	rm -rf $(VENV) out bench/out
+	rm -rf $(VENV) out bench/out var

@@ -1,0 +1,65 @@
+"""The embedded default, started exactly as `make run` starts it (`python -m app.serve`, no server
+needed: SQLite, local blobs, kombu's SQLAlchemy transport on a SQLite file, a real Celery worker)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.stack import Stack, sha256_of, upload, wait_job, wait_ready
+from workers.compression import load_model
+
+
+@pytest.fixture(scope="module")
+def embedded(tmp_path_factory):
+    stack = Stack(tmp_path_factory.mktemp("embedded"), {})
+    for key in [k for k in stack.env if k in ("SQUEEZE_DATABASE_URL", "SQUEEZE_BROKER_URL", "SQUEEZE_BLOB_DIR",
+                                              "SQUEEZE_BOOTSTRAP_API_KEY")]:
+        del stack.env[key]  # nothing configured: the defaults under SQUEEZE_HOME
+    stack.start_api(with_worker=True)
+    printed = re.search(r"API key for tenant 'default': (\S+)", stack.api_log.read_text())
+    assert printed, stack.api_log.read_text()
+    stack.api_key = printed.group(1)
+    yield stack
+    stack.stop()
+
+
+def test_embedded_end_to_end(embedded, cnn_pt2, digits_npz, tmp_path):
+    assert (embedded.home / "squeeze.db").exists()
+    with embedded.client() as c:
+        ready = c.get("/readyz").json()
+        assert ready["status"] == "ok", ready
+        model = wait_ready(c, "models", upload(c, "models", cnn_pt2).json()["id"])
+        dataset = wait_ready(c, "datasets", upload(c, "datasets", digits_npz).json()["id"])
+        assert model["status"] == dataset["status"] == "ready"
+        job = c.post("/v1/jobs", json={"model_id": model["id"], "dataset_id": dataset["id"],
+                                       "recipe": {"steps": [{"method": "export", "format": "onnx"},
+                                                            {"method": "quantize", "scheme": "int8_dynamic"}]}})
+        assert job.status_code == 202, job.text
+        done = wait_job(c, job.json()["id"])
+        assert done["status"] == "succeeded", done["error"]
+        assert [a["format"] for a in done["artifacts"]] == ["onnx", "onnx"]
+        final = done["artifacts"][-1]
+        data = c.get(final["download_url"]).content
+        assert sha256_of(data) == final["sha256"]
+        path = tmp_path / final["filename"]
+        path.write_bytes(data)
+        assert load_model(path).format == "onnx"
+        assert done["results"]["final"]["size_ratio"] > 1.5  # int8 weights in ONNX
+    assert (embedded.home / "broker.db").exists() and (embedded.home / "blobs" / "sha256").is_dir()
+    # a second start finds the key already made and prints no new one
+    embedded.stop()
+    embedded.start_api(with_worker=True)
+    assert embedded.api_log.read_text().count("API key for tenant 'default':") == 1
+    with embedded.client() as c:
+        assert c.get(f"/v1/jobs/{done['id']}").json()["status"] == "succeeded"
+
+
+def test_api_process_never_imports_torch(embedded):
+    import psutil
+
+    api = psutil.Process(embedded.api.pid)
+    maps = open(f"/proc/{api.pid}/maps").read()
+    assert "libtorch" not in maps  # uploads are sniffed and recipes validated without PyTorch
+    assert api.memory_info().rss < 400 * 2**20
