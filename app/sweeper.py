@@ -1,26 +1,50 @@
 """Finds running jobs whose worker stopped heart-beating and puts them back in the queue (or fails
-them after too many attempts), so no job stays `running` forever. Runs in every API process; the
+them after too many attempts), so no job stays `running` forever; uploads left pending by a lost
+inspection are inspected again. Runs in every API process; the
 state changes are conditional updates, so several sweepers never double a job."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import timedelta
 
 from fastapi.concurrency import run_in_threadpool
+from sqlalchemy import select
+
+from workers.celery_app import INSPECT_TIME_LIMIT_S
 
 from .config import get_settings
-from .db import session_factory
+from .datasets.tables import Dataset
+from .db import session_factory, utcnow
 from .jobs.state import requeue_or_fail_stale, stale_cutoff
 from .jobs.tables import QUEUED, Job
-from .queue import enqueue_job
+from .models.tables import Model
+from .queue import enqueue_inspection, enqueue_job
+from .uploads.tables import PENDING
 
 log = logging.getLogger("squeeze.sweeper")
+
+
+def requeue_stuck_uploads(session) -> list[str]:
+    """Uploads still pending long after an inspection could have finished lost their worker: inspect again
+    (inspection is idempotent: the first result to land wins)."""
+    cutoff = utcnow() - timedelta(seconds=INSPECT_TIME_LIMIT_S + 60)
+    again = []
+    for table, kind in ((Model, "model"), (Dataset, "dataset")):
+        for row in session.scalars(select(table).where(table.status == PENDING, table.updated_at < cutoff)):
+            row.updated_at = utcnow()
+            session.commit()
+            enqueue_inspection(session, row, kind)
+            again.append(row.id)
+    return again
 
 
 def sweep_once() -> list[tuple[str, str]]:
     settings = get_settings()
     with session_factory()() as session:
+        for upload_id in requeue_stuck_uploads(session):
+            log.warning("upload %s was still pending: inspecting it again", upload_id)
         changed = requeue_or_fail_stale(session, stale_cutoff(settings.heartbeat_timeout_s), settings.job_max_attempts)
         for job_id, status in changed:
             log.warning("job's worker stopped responding: job is now %s", status, extra={"job_id": job_id})

@@ -91,7 +91,7 @@ class Stack:
 
     # ---------------------------------------------------------------- processes
 
-    def start_api(self, with_worker: bool = False, timeout: float = 90) -> None:
+    def start_api(self, with_worker: bool = False, timeout: float = 90, probe: str = "/readyz") -> None:
         args = [sys.executable, "-m", "app.serve", "--port", str(self.port)] + ([] if with_worker else ["--no-worker"])
         self.api_log = self.logs / "api.log"
         self.api = subprocess.Popen(args, cwd=ROOT, env=self.env, stdout=open(self.api_log, "ab"),
@@ -101,7 +101,7 @@ class Stack:
             if self.api.poll() is not None:
                 raise RuntimeError(f"the API exited: {self.api_log.read_text()[-3000:]}")
             try:
-                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                if httpx.get(f"{self.url}{probe}", timeout=2).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass

@@ -26,14 +26,13 @@ from app.models.tables import Model
 from app.uploads.tables import INVALID, PENDING, READY
 
 from . import webhooks
-from .celery_app import INSPECT_TASK, RUN_JOB_TASK, WEBHOOK_TASK, get_celery
+from .celery_app import INSPECT_TASK, INSPECT_TIME_LIMIT_S, RUN_JOB_TASK, WEBHOOK_TASK, get_celery
 from .hardware import worker_has_cuda
 from .results import store_results
 from .supervisor import Outcome, supervise
 
 log = logging.getLogger("squeeze.worker")
 celery = get_celery()
-INSPECT_TIME_LIMIT_S = 600
 
 
 @setup_logging.connect

@@ -1,0 +1,79 @@
+"""Operations: the catalogue, health and readiness (including a broker that is down), Prometheus
+metrics, and structured logs that carry the job id."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from tests.stack import Stack, upload
+
+
+def test_methods_catalogue(prod_stack):
+    with prod_stack.client() as c:
+        methods = {m["method"]: m for m in c.get("/v1/methods").json()["methods"]}
+    assert {"quantize", "export"} <= set(methods)
+    quantize = methods["quantize"]
+    assert "scheme" in quantize["schema"]["properties"]
+    assert "onnx" in quantize["formats"]["scheme"]["int8_dynamic"]
+    assert "onnx" not in quantize["formats"]["scheme"]["fp16"]
+
+
+def test_health_readiness_and_metrics(prod_stack):
+    with prod_stack.client() as c:
+        assert c.get("/healthz").json() == {"status": "ok"}
+        ready = c.get("/readyz").json()
+        assert ready == {"status": "ok", "checks": {"database": "ok", "broker": "ok", "blob_store": "ok"}}
+        c.get("/v1/models")
+        metrics = c.get("/metrics").text
+    assert 'squeeze_http_request_duration_seconds_count{method="GET",route="/v1/models",status="200"}' in metrics
+    for status in ("queued", "running", "succeeded", "failed", "cancelled"):
+        assert f'squeeze_jobs{{status="{status}"}}' in metrics
+    assert 'squeeze_queue_depth{queue="cpu"}' in metrics
+
+
+def test_logs_are_json_with_the_job_id(prod_stack, ready_digits):
+    model, dataset = ready_digits
+    with prod_stack.client() as c:
+        job = c.post("/v1/jobs", json={"model_id": model["id"], "recipe": {"steps": [{"method": "export",
+                                                                                        "format": "pt2"}]}}).json()
+        from tests.stack import wait_job
+
+        wait_job(c, job["id"])
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        lines = [json.loads(ln) for f in prod_stack.logs.glob("worker-*.log") for ln in f.read_text().splitlines()
+                 if ln.startswith("{")]
+        mine = [ln for ln in lines if ln.get("job_id") == job["id"]]
+        if any("job ended" in ln["message"] for ln in mine):
+            break
+        time.sleep(0.2)
+    assert any(ln["message"].startswith("job started") for ln in mine), mine
+    assert any("job ended" in ln["message"] for ln in mine)
+    api = [json.loads(ln) for ln in prod_stack.api_log.read_text().splitlines() if ln.startswith("{")]
+    assert any(ln.get("path") == f"/v1/jobs/{job['id']}" and ln.get("status") == 200 for ln in api)
+
+
+@pytest.fixture
+def broker_down(tmp_path):
+    stack = Stack(tmp_path, {"SQUEEZE_BROKER_URL": "redis://127.0.0.1:1/0", "SQUEEZE_BOOTSTRAP_API_KEY": "sqz_k"},
+                  api_key="sqz_k")
+    stack.start_api(probe="/healthz")
+    yield stack
+    stack.stop()
+
+
+def test_broker_down_is_reported_not_hidden(broker_down, cnn_pt2):
+    with broker_down.client() as c:
+        r = c.get("/readyz")
+        assert r.status_code == 503
+        checks = r.json()["checks"]
+        assert checks["database"] == "ok" and checks["blob_store"] == "ok" and checks["broker"] != "ok"
+        started = time.monotonic()
+        r = upload(c, "models", cnn_pt2)
+        assert r.status_code == 503 and r.json()["error"]["code"] == "queue_unavailable"
+        assert time.monotonic() - started < 20
+        [model] = c.get("/v1/models").json()["items"]  # the bytes are kept; the reason is on the record
+        assert model["status"] == "invalid" and model["error"]["code"] == "queue_unavailable"
