@@ -18,6 +18,8 @@ import uvicorn
 from alembic import command
 from alembic.config import Config
 
+from workers.lifecycle import die_with_parent
+
 from .auth.service import ensure_bootstrap_key
 from .config import get_settings
 from .db import session_scope
@@ -50,7 +52,10 @@ def main(argv: list[str] | None = None) -> None:
     print(f"  try: curl -H 'Authorization: Bearer <key>' {url}/v1/methods\n", flush=True)
     worker = None
     if not args.no_worker:
-        worker = subprocess.Popen([sys.executable, "-m", "workers.main"], cwd=ROOT, env=os.environ.copy())
+        # SIGTERM (a warm shutdown) reaches the worker however this process ends: uvicorn re-raises the
+        # signal that stopped it, so the `finally` below does not always run
+        worker = subprocess.Popen([sys.executable, "-m", "workers.main"], cwd=ROOT, env=os.environ.copy(),
+                                  preexec_fn=lambda: die_with_parent(signal.SIGTERM))
     try:
         uvicorn.run("app.main:app", host=args.host, port=args.port, log_config=None)
     finally:

@@ -114,11 +114,11 @@ class Stack:
         proc = subprocess.Popen([sys.executable, "-m", "workers.main", "--name", f"{name}@test"], cwd=ROOT,
                                 env={**self.env, **(env or {})}, stdout=open(log, "ab"), stderr=subprocess.STDOUT,
                                 start_new_session=True)
+        self.workers[name] = proc  # registered first, so stop() ends it even if it never gets ready
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             text = log.read_bytes()[offset:].decode("utf-8", "replace")
             if " ready." in text:
-                self.workers[name] = proc
                 return proc
             if proc.poll() is not None:
                 raise RuntimeError(f"worker {name} exited: {text[-3000:]}")
@@ -154,7 +154,14 @@ class Stack:
             try:
                 self.api.wait(timeout=30)
             except subprocess.TimeoutExpired:
-                self.api.kill()
+                pass
+        if self.api is not None:
+            deadline = time.monotonic() + 30  # the worker app.serve started stops with it
+            while time.monotonic() < deadline and _group_alive(self.api.pid):
+                time.sleep(0.2)
+            if _group_alive(self.api.pid):
+                os.killpg(self.api.pid, signal.SIGKILL)
+            self.api.wait()
 
     def admin(self, *args: str) -> str:
         out = subprocess.run([sys.executable, "-m", "app.admin", *args], cwd=ROOT, env=self.env,
@@ -168,6 +175,16 @@ class Stack:
         key = self.api_key if api_key is None else api_key
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         return httpx.Client(base_url=self.url, headers=headers, timeout=60)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
 
 
 def upload(client: httpx.Client, kind: str, path: Path, **fields) -> httpx.Response:

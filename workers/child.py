@@ -16,6 +16,8 @@ import sys
 import time
 import traceback
 
+from workers.lifecycle import die_with_parent
+
 
 class Channel:
     def __init__(self) -> None:
@@ -32,18 +34,6 @@ class Channel:
         if now - self._last_progress >= 0.25 or fraction >= 1.0:
             self._last_progress = now
             self.send(event="progress", progress=round(float(fraction), 4), stage=stage)
-
-
-def _die_with_parent(parent_pid: int) -> None:
-    # a worker killed with SIGKILL must not leave its job running as an orphan (Linux only)
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        return
-    if os.getppid() != parent_pid:  # the parent died before prctl took effect
-        os._exit(1)
 
 
 def _limit_memory(limit_mb: int | None) -> None:
@@ -88,7 +78,8 @@ def main(spec_path: str) -> int:
     channel = Channel()
     with open(spec_path) as f:
         spec = json.load(f)
-    _die_with_parent(spec["parent_pid"])
+    # a worker killed with SIGKILL must not leave its job running as an orphan
+    die_with_parent(signal.SIGKILL, spec["parent_pid"])
     _limit_memory(spec.get("memory_limit_mb"))
     try:
         channel.send(event="result", data=_run(spec, channel))

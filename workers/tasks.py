@@ -13,6 +13,7 @@ from pathlib import Path
 
 from celery.signals import setup_logging, worker_process_init
 from sqlalchemy import delete, select
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from app.artifacts.tables import Artifact, Measurement
 from app.blobs import get_blob_store
@@ -56,7 +57,11 @@ def _workdir(*parts: str) -> Path:
 # ---------------------------------------------------------------- uploads
 
 
-@celery.task(name=INSPECT_TASK, bind=True, acks_late=True, reject_on_worker_lost=True)
+# an unreachable store is retried with back-off rather than acked away (the job would stay queued forever)
+STORE_RETRY = dict(autoretry_for=(OperationalError,), retry_backoff=True, retry_backoff_max=60, max_retries=20)
+
+
+@celery.task(name=INSPECT_TASK, bind=True, acks_late=True, reject_on_worker_lost=True, **STORE_RETRY)
 def inspect_upload(self, kind: str, upload_id: str) -> None:
     table = {"model": Model, "dataset": Dataset}[kind]
     with session_scope() as session:
@@ -115,6 +120,14 @@ class JobWatch:
             self.dirty = True
 
     def should_stop(self) -> str | None:
+        try:
+            return self._check()
+        except SQLAlchemyError as e:  # the store is briefly unreachable: keep the job running, beat later
+            self.session.rollback()
+            log.warning("heartbeat failed: %s", e)
+            return None
+
+    def _check(self) -> str | None:
         now = time.monotonic()
         if self.dirty or now - self.last_beat >= self.heartbeat_s:
             self.dirty, self.last_beat = False, now
@@ -152,7 +165,7 @@ def _job_spec(session, job: Job, out_dir: Path, device: str) -> dict:
     }
 
 
-@celery.task(name=RUN_JOB_TASK, bind=True, acks_late=True, reject_on_worker_lost=True)
+@celery.task(name=RUN_JOB_TASK, bind=True, acks_late=True, reject_on_worker_lost=True, **STORE_RETRY)
 def run_job(self, job_id: str) -> None:
     settings, worker = get_settings(), _worker_name(self)
     token = job_id_var.set(job_id)
