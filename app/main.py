@@ -11,7 +11,7 @@ import secrets
 import time
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 
 from .artifacts.router import router as artifacts_router
 from .auth.service import ensure_bootstrap_key
@@ -19,7 +19,7 @@ from .catalog.router import router as methods_router
 from .config import get_settings
 from .datasets.router import router as datasets_router
 from .db import session_scope
-from .errors import error_response, install_error_handlers
+from .errors import install_error_handlers
 from .jobs.router import router as jobs_router
 from .logs import configure_logging, request_id_var
 from .models.router import router as models_router
@@ -51,6 +51,40 @@ async def lifespan(app: FastAPI):
         await sweeper
 
 
+class ObserveMiddleware:
+    """Request id, one JSON log line and the latency histogram per request. Plain ASGI: Starlette's
+    BaseHTTPMiddleware costs a task and a stream copy per request."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = dict(scope.get("headers") or [])
+        request_id = headers.get(b"x-request-id", b"").decode("latin-1")[:64] or secrets.token_hex(8)
+        token = request_id_var.set(request_id)
+        start, status = time.perf_counter(), [500]
+
+        async def send_with_id(message):
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode("latin-1"))]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            elapsed = time.perf_counter() - start
+            route = getattr(scope.get("route"), "path", "unmatched")
+            REQUEST_LATENCY.labels(scope["method"], route, str(status[0])).observe(elapsed)
+            state = scope.get("state") or {}
+            log.info("request", extra={"method": scope["method"], "path": scope["path"], "status": status[0],
+                                       "duration_ms": round(elapsed * 1000, 2), "tenant_id": state.get("tenant_id")})
+            request_id_var.reset(token)
+
+
 def create_app() -> FastAPI:
     app = FastAPI(title="Squeeze", version="1", lifespan=lifespan,
                   description="Compression as a service for PyTorch models: upload, compress, measure.")
@@ -58,29 +92,7 @@ def create_app() -> FastAPI:
     for router in (models_router, datasets_router, jobs_router, artifacts_router, methods_router, ops_router):
         app.include_router(router)
 
-    @app.middleware("http")
-    async def observe(request: Request, call_next):
-        request_id = request.headers.get("x-request-id") or secrets.token_hex(8)
-        token = request_id_var.set(request_id)
-        start = time.perf_counter()
-        status = 500
-        try:
-            response = await call_next(request)
-            status = response.status_code
-        except Exception:
-            log.exception("unhandled error")
-            response = error_response(500, "internal", "an unexpected error occurred; it has been logged")
-        finally:
-            elapsed = time.perf_counter() - start
-            route = getattr(request.scope.get("route"), "path", "unmatched")
-            REQUEST_LATENCY.labels(request.method, route, str(status)).observe(elapsed)
-            log.info("request", extra={"method": request.method, "path": request.url.path, "status": status,
-                                       "duration_ms": round(elapsed * 1000, 2),
-                                       "tenant_id": getattr(request.state, "tenant_id", None)})
-            request_id_var.reset(token)
-        response.headers["X-Request-ID"] = request_id
-        return response
-
+    app.add_middleware(ObserveMiddleware)
     return app
 
 

@@ -128,7 +128,7 @@ def main() -> None:
     parser.add_argument("--upload-gb", type=float, default=1.0)
     args = parser.parse_args()
     database = create_pg_database()
-    with tempfile.TemporaryDirectory() as home:
+    with tempfile.TemporaryDirectory(prefix="squeeze-bench-") as home:
         stack = Stack(Path(home), {"SQUEEZE_DATABASE_URL": pg_url(database), "SQUEEZE_BROKER_URL": redis_db_url(12),
                                    "SQUEEZE_BOOTSTRAP_API_KEY": KEY}, api_key=KEY)
         try:
@@ -142,6 +142,9 @@ def main() -> None:
                 any_job = c.get("/v1/jobs").json()["items"][0]["id"]
             figures["get_job"] = get_job_latency(stack, any_job, args.clients, args.requests)
             figures["upload"] = big_upload(stack, args.upload_gb)
+        except BaseException:
+            print((Path(home) / "logs" / "api.log").read_text()[-3000:], file=sys.stderr)
+            raise
         finally:
             stack.stop()
             drop_pg_database(database)

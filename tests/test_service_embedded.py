@@ -4,10 +4,13 @@ needed: SQLite, local blobs, kombu's SQLAlchemy transport on a SQLite file, a re
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
+import sys
 
 import pytest
 
-from tests.stack import Stack, sha256_of, upload, wait_job, wait_ready
+from tests.stack import ROOT, Stack, sha256_of, upload, wait_job, wait_ready
 from workers.compression import load_model
 
 
@@ -63,3 +66,17 @@ def test_api_process_never_imports_torch(embedded):
     maps = open(f"/proc/{api.pid}/maps").read()
     assert "libtorch" not in maps  # uploads are sniffed and recipes validated without PyTorch
     assert api.memory_info().rss < 400 * 2**20
+
+
+def test_the_readme_python_example(embedded, cnn_pt2, tmp_path):
+    """README: the Python example, run as written against the embedded service."""
+    readme = (ROOT / "README.md").read_text()
+    block = next(b for b in readme.split("```python\n")[1:] if "httpx.Client" in b).split("```")[0]
+    block = block.replace("http://127.0.0.1:8000", embedded.url)
+    (tmp_path / "out").mkdir()
+    shutil.copy(cnn_pt2, tmp_path / "out" / "digits.pt2")
+    script = tmp_path / "example.py"
+    script.write_text(f"key = {embedded.api_key!r}\n" + block)
+    out = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("succeeded {") and "size_ratio" in out.stdout
