@@ -11,7 +11,15 @@ from sqlalchemy.orm import Session
 from .auth.service import authenticate
 from .auth.tables import Tenant
 from .db import session_factory
-from .errors import ApiError
+from .errors import ApiError, not_found
+
+
+def get_owned(session: Session, table, tenant: Tenant, row_id: str, kind: str):
+    """A row of this tenant, or 404 as if any other tenant's row did not exist."""
+    row = session.get(table, row_id)
+    if row is None or row.tenant_id != tenant.id:
+        raise not_found(kind, row_id)
+    return row
 
 
 def get_session() -> Iterator[Session]:

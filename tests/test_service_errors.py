@@ -210,3 +210,43 @@ def test_no_500_in_the_api_log(prod_stack):
     log = prod_stack.api_log.read_text()
     assert '"status": 500' not in log
 
+
+
+def test_active_job_limit_is_429(prod_stack, cnn_pt2):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("cuda jobs would run here instead of waiting")
+    key = prod_stack.admin("create-key", "--tenant", "busy")
+    with prod_stack.client(api_key=key) as c:
+        model = wait_ready(c, "models", upload(c, "models", cnn_pt2).json()["id"])
+        body = {"model_id": model["id"], "device": "cuda", "recipe": {"steps": [{"method": "export", "format": "pt2"}]}}
+        accepted = []
+        for _ in range(101):  # cuda jobs wait for a GPU worker, so they stay active
+            r = c.post("/v1/jobs", json=body)
+            if r.status_code != 202:
+                break
+            accepted.append(r.json()["id"])
+        assert len(accepted) == 100  # SQUEEZE_MAX_ACTIVE_JOBS_PER_TENANT's default
+        error_of(r, 429, "too_many_jobs")
+        assert r.headers["retry-after"]
+        for job_id in accepted:
+            assert c.post(f"/v1/jobs/{job_id}/cancel").status_code == 200
+        again = c.post("/v1/jobs", json=body)
+        assert again.status_code == 202  # room again
+        c.post(f"/v1/jobs/{again.json()['id']}/cancel")
+
+
+def test_cursor_pagination(prod_stack, cnn_pt2):
+    key = prod_stack.admin("create-key", "--tenant", "pages")
+    with prod_stack.client(api_key=key) as c:
+        ids = [upload(c, "models", cnn_pt2, name=f"m{i}").json()["id"] for i in range(5)]
+        seen, cursor = [], None
+        while True:
+            page = c.get("/v1/models", params={"limit": 2, **({"cursor": cursor} if cursor else {})}).json()
+            seen += [m["id"] for m in page["items"]]
+            assert len(page["items"]) <= 2
+            cursor = page["next_cursor"]
+            if cursor is None:
+                break
+    assert seen == ids[::-1]  # newest first, each once

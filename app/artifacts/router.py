@@ -5,8 +5,8 @@ from fastapi.responses import FileResponse
 from sqlalchemy import select
 
 from ..blobs import get_blob_store
-from ..dependencies import SessionDep, TenantDep
-from ..errors import ApiError, not_found
+from ..dependencies import SessionDep, TenantDep, get_owned
+from ..errors import ApiError
 from .schemas import ArtifactOut
 from .tables import Artifact, Measurement
 
@@ -14,10 +14,7 @@ router = APIRouter(prefix="/v1/artifacts", tags=["artifacts"])
 
 
 def get_artifact(session, tenant, artifact_id: str) -> Artifact:
-    row = session.get(Artifact, artifact_id)
-    if row is None or row.tenant_id != tenant.id:
-        raise not_found("artifact", artifact_id)
-    return row
+    return get_owned(session, Artifact, tenant, artifact_id, "artifact")
 
 
 @router.get("/{artifact_id}", response_model=ArtifactOut)

@@ -8,8 +8,8 @@ from workers.compression.formats.detect import detect_dataset_format
 
 from ..blobs import get_blob_store
 from ..config import get_settings
-from ..dependencies import SessionDep, TenantDep
-from ..errors import ApiError, not_found
+from ..dependencies import SessionDep, TenantDep, get_owned
+from ..errors import ApiError
 from ..pagination import Page, PageParams, page_params, paginate
 from ..queue import enqueue_inspection
 from ..uploads.service import delete_upload, record_upload, sniff
@@ -21,10 +21,7 @@ router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
 
 def get_dataset(session, tenant, dataset_id: str) -> Dataset:
-    row = session.get(Dataset, dataset_id)
-    if row is None or row.tenant_id != tenant.id:
-        raise not_found("dataset", dataset_id)
-    return row
+    return get_owned(session, Dataset, tenant, dataset_id, "dataset")
 
 
 @router.post("", status_code=201, response_model=DatasetOut)

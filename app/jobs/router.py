@@ -7,8 +7,7 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy import select
 
 from ..artifacts.tables import Artifact
-from ..dependencies import SessionDep, TenantDep
-from ..errors import not_found
+from ..dependencies import SessionDep, TenantDep, get_owned
 from ..pagination import Page, PageParams, page_params, paginate
 from . import service
 from .events import event_stream
@@ -19,10 +18,7 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 
 def get_job(session, tenant, job_id: str) -> Job:
-    job = session.get(Job, job_id)
-    if job is None or job.tenant_id != tenant.id:
-        raise not_found("job", job_id)
-    return job
+    return get_owned(session, Job, tenant, job_id, "job")
 
 
 def job_out(session, job: Job) -> JobOut:

@@ -21,60 +21,54 @@ class JobIn(BaseModel):
     callback_url: HttpUrl | None = Field(None, description="receives a signed POST when the job ends")
 
 
-class JobOut(BaseModel):
+class JobSummary(BaseModel):
+    """What a job list shows."""
+
     id: str
     name: str | None
     status: str
     progress: float
     stage: str | None
     model_id: str
+    device: str
+    error: ErrorBody | None
+    created_at: datetime
+    finished_at: datetime | None
+
+    @classmethod
+    def fields_of(cls, job) -> dict[str, Any]:
+        return dict(id=job.id, name=job.name, status=job.status, progress=job.progress, stage=job.stage,
+                    model_id=job.model_id, device=job.device, error=ErrorBody.of(job), created_at=job.created_at,
+                    finished_at=job.finished_at)
+
+    @classmethod
+    def of(cls, job) -> JobSummary:
+        return cls(**cls.fields_of(job))
+
+
+class JobOut(JobSummary):
+    """One job in full: recipe, placement, results and artifacts."""
+
     dataset_id: str | None
     eval_dataset_id: str | None
     recipe: dict[str, Any]
-    device: str
     device_used: str | None
     queue: str
     attempts: int
     worker: str | None
     cancel_requested: bool
     callback_url: str | None
-    error: ErrorBody | None
     results: dict[str, Any] | None
     artifacts: list[ArtifactOut]
-    created_at: datetime
     started_at: datetime | None
-    finished_at: datetime | None
     updated_at: datetime
 
     @classmethod
     def of(cls, job, artifacts: list = ()) -> JobOut:
-        error = ErrorBody(code=job.error_code, message=job.error_message or "") if job.error_code else None
         return cls(
-            id=job.id, name=job.name, status=job.status, progress=job.progress, stage=job.stage,
-            model_id=job.model_id, dataset_id=job.dataset_id, eval_dataset_id=job.eval_dataset_id,
-            recipe=job.recipe, device=job.device, device_used=job.device_used, queue=job.queue,
-            attempts=job.attempts, worker=job.worker, cancel_requested=job.cancel_requested,
-            callback_url=job.callback_url, error=error, results=job.results,
-            artifacts=[ArtifactOut.of(a) for a in artifacts], created_at=job.created_at,
-            started_at=job.started_at, finished_at=job.finished_at, updated_at=job.updated_at,
+            **cls.fields_of(job), dataset_id=job.dataset_id, eval_dataset_id=job.eval_dataset_id,
+            recipe=job.recipe, device_used=job.device_used, queue=job.queue, attempts=job.attempts,
+            worker=job.worker, cancel_requested=job.cancel_requested, callback_url=job.callback_url,
+            results=job.results, artifacts=[ArtifactOut.of(a) for a in artifacts], started_at=job.started_at,
+            updated_at=job.updated_at,
         )
-
-
-class JobSummary(BaseModel):
-    id: str
-    name: str | None
-    status: str
-    progress: float
-    stage: str | None
-    model_id: str
-    device: str
-    created_at: datetime
-    finished_at: datetime | None
-    error: ErrorBody | None
-
-    @classmethod
-    def of(cls, job) -> JobSummary:
-        error = ErrorBody(code=job.error_code, message=job.error_message or "") if job.error_code else None
-        return cls(id=job.id, name=job.name, status=job.status, progress=job.progress, stage=job.stage,
-                   model_id=job.model_id, device=job.device, created_at=job.created_at,
-                   finished_at=job.finished_at, error=error)

@@ -16,10 +16,11 @@ from workers.compression.recipe import check_formats, parse_recipe
 
 from ..auth.tables import Tenant
 from ..config import get_settings
-from ..datasets.router import get_dataset
+from ..datasets.tables import Dataset
 from ..db import new_id, utcnow
+from ..dependencies import get_owned
 from ..errors import ApiError
-from ..models.router import get_model
+from ..models.tables import Model
 from ..queue import enqueue_job, queue_for
 from ..uploads.tables import INVALID, PENDING
 from .schemas import JobIn
@@ -52,10 +53,10 @@ def submit(session: Session, tenant: Tenant, body: JobIn, idempotency_key: str |
     digest = _request_hash(body)
     if idempotency_key and (job := _existing(session, tenant, idempotency_key, digest)):
         return job, False
-    model = get_model(session, tenant, body.model_id)
+    model = get_owned(session, Model, tenant, body.model_id, "model")
     _check_ready(model, "model")
     for dataset_id in {body.dataset_id, body.eval_dataset_id} - {None}:
-        _check_ready(get_dataset(session, tenant, dataset_id), "dataset")
+        _check_ready(get_owned(session, Dataset, tenant, dataset_id, "dataset"), "dataset")
     try:
         recipe = parse_recipe(body.recipe)
         check_formats(recipe, ModelFormat(model.format))

@@ -8,8 +8,8 @@ from workers.compression.formats.detect import detect_format
 
 from ..blobs import get_blob_store
 from ..config import get_settings
-from ..dependencies import SessionDep, TenantDep
-from ..errors import ApiError, not_found
+from ..dependencies import SessionDep, TenantDep, get_owned
+from ..errors import ApiError
 from ..pagination import Page, PageParams, page_params, paginate
 from ..queue import enqueue_inspection
 from ..uploads.service import delete_upload, record_upload, sniff
@@ -21,10 +21,7 @@ router = APIRouter(prefix="/v1/models", tags=["models"])
 
 
 def get_model(session, tenant, model_id: str) -> Model:
-    row = session.get(Model, model_id)
-    if row is None or row.tenant_id != tenant.id:
-        raise not_found("model", model_id)
-    return row
+    return get_owned(session, Model, tenant, model_id, "model")
 
 
 @router.post("", status_code=201, response_model=ModelOut)

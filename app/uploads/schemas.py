@@ -10,6 +10,10 @@ class ErrorBody(BaseModel):
     code: str
     message: str
 
+    @classmethod
+    def of(cls, row) -> ErrorBody | None:
+        return cls(code=row.error_code, message=row.error_message or "") if row.error_code else None
+
 
 class UploadOut(BaseModel):
     id: str
@@ -25,7 +29,6 @@ class UploadOut(BaseModel):
 
     @classmethod
     def fields_of(cls, row) -> dict[str, Any]:
-        error = ErrorBody(code=row.error_code, message=row.error_message or "") if row.error_code else None
         return dict(id=row.id, name=row.name, status=row.status, format=row.format, sha256=row.sha256,
-                    size_bytes=row.size_bytes, info=row.info, error=error, created_at=row.created_at,
+                    size_bytes=row.size_bytes, info=row.info, error=ErrorBody.of(row), created_at=row.created_at,
                     updated_at=row.updated_at)
