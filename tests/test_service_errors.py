@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import zipfile
@@ -250,3 +251,13 @@ def test_cursor_pagination(prod_stack, cnn_pt2):
             if cursor is None:
                 break
     assert seen == ids[::-1]  # newest first, each once
+
+
+def test_curl_d_without_a_json_content_type_still_works(prod_stack, ready_digits):
+    model, _ = ready_digits
+    body = json.dumps({"model_id": model["id"], "recipe": {"steps": [{"method": "export", "format": "pt2"}]}})
+    with prod_stack.client() as c:  # what `curl -d '{...}'` sends
+        r = c.post("/v1/jobs", content=body, headers={"Content-Type": "application/x-www-form-urlencoded"})
+        assert r.status_code == 202, r.text
+        error_of(c.post("/v1/jobs", content=b"model_id=1", headers={"Content-Type": "application/x-www-form-urlencoded"}),
+                 400, "malformed_json")

@@ -1,13 +1,16 @@
 from __future__ import annotations
 
+import json
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
+from pydantic import ValidationError
 from sqlalchemy import select
 
 from ..artifacts.tables import Artifact
 from ..dependencies import SessionDep, TenantDep, get_owned
+from ..errors import ApiError, describe_validation
 from ..pagination import Page, PageParams, page_params, paginate
 from . import service
 from .events import event_stream
@@ -26,9 +29,25 @@ def job_out(session, job: Job) -> JobOut:
     return JobOut.of(job, list(artifacts))
 
 
-@router.post("", status_code=202, response_model=JobOut)
+async def job_body(request: Request) -> JobIn:
+    """The body is read as JSON whatever its Content-Type says: `curl -d '{...}'` sends
+    application/x-www-form-urlencoded, and refusing that would only confuse."""
+    raw = await request.body()
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        raise ApiError(400, "malformed_json", "the request body is not valid JSON") from None
+    try:
+        return JobIn.model_validate(data)
+    except ValidationError as e:
+        raise ApiError(422, "invalid_request", describe_validation(e.errors())) from None
+
+
+@router.post("", status_code=202, response_model=JobOut,
+             openapi_extra={"requestBody": {"required": True, "content": {
+                 "application/json": {"schema": JobIn.model_json_schema(ref_template="#/components/schemas/{model}")}}}})
 def submit_job(
-    body: JobIn,
+    body: Annotated[JobIn, Depends(job_body)],
     response: Response,
     session: SessionDep,
     tenant: TenantDep,
