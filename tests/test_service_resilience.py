@@ -93,6 +93,21 @@ class MemoryHog(nn.Module):
         return self.fc(x.flatten(1)) + ballast * 0
 
 
+def test_time_limit_fails_the_job_with_a_reason(prod_stack, ready_digits):
+    model, dataset = ready_digits
+    name = next(iter(prod_stack.workers))
+    prod_stack.stop_worker(name)
+    prod_stack.start_worker("hurried", env={"SQUEEZE_JOB_TIME_LIMIT_S": "2"})  # less than loading PyTorch takes
+    try:
+        with prod_stack.client() as c:
+            done = wait_job(c, submit(c, model, dataset, EXPORT)["id"])
+        assert done["status"] == "failed" and done["error"]["code"] == "timeout"
+        assert "time limit of 2 s" in done["error"]["message"]
+    finally:
+        prod_stack.stop_worker("hurried")
+        prod_stack.start_worker(name)
+
+
 def test_memory_limit_fails_the_job_and_the_worker_keeps_serving(prod_stack, ready_digits, tmp_path):
     model, dataset = ready_digits
     hog = tmp_path / "hog.pt2"

@@ -1,0 +1,79 @@
+"""Job state transitions on a real database (SQLite here; the service tests run them on PostgreSQL):
+one owner per job, one end per job, and the sweeper's three outcomes."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.orm import sessionmaker
+
+from app.auth.service import get_or_create_tenant
+from app.db import make_engine, utcnow
+from app.jobs.state import claim, finish, heartbeat, requeue_or_fail_stale, stale_cutoff
+from app.jobs.tables import Job, JobEvent
+from app.models.tables import Model
+from tests.stack import ROOT
+
+
+@pytest.fixture
+def session(tmp_path):
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    config = Config(str(ROOT / "alembic.ini"))
+    config.attributes["database_url"] = url
+    command.upgrade(config, "head")
+    engine = make_engine(url)
+    with sessionmaker(engine, expire_on_commit=False)() as s:
+        tenant = get_or_create_tenant(s, "t")
+        s.add(Model(id="mdl_1", tenant_id=tenant.id, name="m", format="pt2", sha256="0" * 64, size_bytes=1,
+                    blob_key="k"))
+        s.flush()  # no ORM relationships: rows are written in the order they are flushed
+        s.add(Job(id="job_1", tenant_id=tenant.id, model_id="mdl_1", recipe={"steps": []}, device="cpu",
+                  queue="cpu"))
+        s.commit()
+        yield s
+    engine.dispose()
+
+
+def test_one_worker_owns_a_job(session):
+    fresh = stale_cutoff(60)
+    assert claim(session, "job_1", "w1", fresh, 3).attempts == 1
+    assert claim(session, "job_1", "w2", fresh, 3) is None  # alive elsewhere
+    assert heartbeat(session, "job_1", "w1", 0.5, "measuring")
+    assert not heartbeat(session, "job_1", "w2")
+    assert session.get(Job, "job_1").stage == "measuring"
+
+
+def test_a_job_ends_once(session):
+    claim(session, "job_1", "w1", stale_cutoff(60), 3)
+    assert not finish(session, "job_1", "succeeded", worker="w2")  # not its owner
+    assert finish(session, "job_1", "failed", worker="w1", code="timeout", message="too slow")
+    assert not finish(session, "job_1", "succeeded", worker="w1")
+    job = session.get(Job, "job_1")
+    assert (job.status, job.error_code, job.duration_s is not None) == ("failed", "timeout", True)
+    statuses = [e.data["status"] for e in session.query(JobEvent).order_by(JobEvent.id) if e.kind == "status"]
+    assert statuses == ["running", "failed"]
+
+
+def _go_silent(session, attempts: int, cancel: bool = False) -> None:
+    job = session.get(Job, "job_1")
+    job.status, job.worker, job.attempts = "running", "w1", attempts
+    job.heartbeat_at, job.cancel_requested = utcnow() - timedelta(minutes=5), cancel
+    session.commit()
+
+
+@pytest.mark.parametrize(("attempts", "cancel", "expected"), [(1, False, "queued"), (3, False, "failed"),
+                                                              (1, True, "cancelled")])
+def test_sweeper(session, attempts, cancel, expected):
+    _go_silent(session, attempts, cancel)
+    assert requeue_or_fail_stale(session, stale_cutoff(60), 3) == [("job_1", expected)]
+    job = session.get(Job, "job_1")
+    session.refresh(job)
+    assert job.status == expected
+    if expected == "failed":
+        assert job.error_code == "worker_lost" and "stopped responding 3 times" in job.error_message
+    if expected == "queued":  # a redelivered or re-sent message may now claim it
+        assert claim(session, "job_1", "w2", stale_cutoff(60), 3).attempts == attempts + 1
+    assert requeue_or_fail_stale(session, stale_cutoff(60), 3) == []  # nothing twice
