@@ -4,6 +4,7 @@ running job, and a `cuda` job with no GPU worker (it waits, visibly, instead of 
 from __future__ import annotations
 
 import time
+from datetime import datetime
 
 import psutil
 import pytest
@@ -129,3 +130,22 @@ def test_memory_limit_fails_the_job_and_the_worker_keeps_serving(prod_stack, rea
     finally:
         prod_stack.stop_worker("lowmem")
         prod_stack.start_worker(name)
+
+
+def test_pool_process_killed_mid_job_is_rerun_at_once(prod_stack, ready_digits):
+    """Only the pool process dies (the worker's main process lives): reject_on_worker_lost redelivers the
+    message and the same worker takes the job over without waiting for the heartbeat timeout."""
+    model, dataset = ready_digits
+    name = next(iter(prod_stack.workers))
+    with prod_stack.client() as c:
+        job = submit(c, model, dataset, INT8)
+        running = wait_running(c, job["id"])
+        pid = int(running["worker"].rpartition(":")[2])
+        assert pid != prod_stack.workers[name].pid
+        psutil.Process(pid).kill()
+        done = wait_job(c, job["id"])
+    assert done["status"] == "succeeded", done["error"]
+    assert done["attempts"] == 2 and done["worker"] != running["worker"]
+    assert prod_stack.workers[name].poll() is None
+    started = [datetime.fromisoformat(t) for t in (running["started_at"], done["started_at"])]
+    assert (started[1] - started[0]).total_seconds() < float(prod_stack.env["SQUEEZE_HEARTBEAT_TIMEOUT_S"])

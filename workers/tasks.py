@@ -11,6 +11,7 @@ import socket
 import time
 from pathlib import Path
 
+import psutil
 from celery.signals import setup_logging, worker_process_init
 from sqlalchemy import delete, select
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
@@ -48,6 +49,16 @@ def _fresh_connections(**_) -> None:
 
 def _worker_name(task) -> str:
     return f"{task.request.hostname or socket.gethostname()}:{os.getpid()}"
+
+
+def _dead_owner_here(session, job_id: str, worker: str) -> str | None:
+    """The job's owner when it was a pool process of this very worker that has died (reject_on_worker_lost
+    redelivers its message at once): the job can be taken over now instead of after the heartbeat timeout."""
+    owner = session.scalar(select(Job.worker).where(Job.id == job_id, Job.status == RUNNING))
+    node, _, pid = (owner or "").rpartition(":")
+    if not owner or node != worker.rpartition(":")[0] or not pid.isdigit() or int(pid) == os.getpid():
+        return None
+    return None if psutil.pid_exists(int(pid)) else owner
 
 
 def _workdir(*parts: str) -> Path:
@@ -172,7 +183,7 @@ def run_job(self, job_id: str) -> None:
     try:
         with session_factory()() as session:
             job = claim(session, job_id, worker, stale_cutoff(settings.heartbeat_timeout_s),
-                        settings.job_max_attempts)
+                        settings.job_max_attempts, dead_owner=_dead_owner_here(session, job_id, worker))
             if job is None:
                 log.info("job not claimed: finished, cancelled or running elsewhere")
                 return

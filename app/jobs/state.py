@@ -23,14 +23,19 @@ def status_event(job: Job) -> dict[str, Any]:
     return {"status": job.status, "progress": job.progress, "stage": job.stage, "error": error}
 
 
-def claim(session: Session, job_id: str, worker: str, stale_before: datetime, max_attempts: int) -> Job | None:
-    """Takes a queued job (or a running one whose worker stopped heart-beating) for this worker.
-    None when the job is finished, cancelled, or alive elsewhere."""
+def claim(session: Session, job_id: str, worker: str, stale_before: datetime, max_attempts: int,
+          dead_owner: str | None = None) -> Job | None:
+    """Takes a queued job (or a running one whose worker stopped heart-beating, or whose owner
+    `dead_owner` is known to be dead) for this worker. None when the job is finished, cancelled, or
+    alive elsewhere."""
     now = utcnow()
+    taken_over = (Job.status == RUNNING) & (Job.heartbeat_at < stale_before)
+    if dead_owner is not None:
+        taken_over = taken_over | ((Job.status == RUNNING) & (Job.worker == dead_owner))
     result = session.execute(
         update(Job)
         .where(Job.id == job_id, Job.cancel_requested.is_(False), Job.attempts < max_attempts,
-               or_(Job.status == QUEUED, (Job.status == RUNNING) & (Job.heartbeat_at < stale_before)))
+               or_(Job.status == QUEUED, taken_over))
         .values(status=RUNNING, worker=worker, attempts=Job.attempts + 1, heartbeat_at=now, started_at=now,
                 progress=0.0, stage="starting", error_code=None, error_message=None, updated_at=now)
     )
