@@ -18,7 +18,10 @@ class Settings(BaseSettings):
     home: Path = Field(Path("var"), description="where the embedded defaults keep their files")
     database_url: str = ""  # default: sqlite:///{home}/squeeze.db
     broker_url: str = ""  # default: sqla+sqlite:///{home}/broker.db (kombu's SQLAlchemy transport)
-    blob_dir: Path | None = None  # default: {home}/blobs
+    blob_dir: Path | None = None  # default: {home}/blobs (with an S3 store: this machine's cache)
+    blob_url: str = ""  # "" = the local blob_dir; "s3://bucket/prefix" = an S3-compatible store
+    s3_endpoint_url: str | None = None  # MinIO, Ceph, ...; credentials: the usual AWS_* variables
+    s3_region: str = "us-east-1"
     bootstrap_api_key: str | None = None  # the `default` tenant's key at first start; random if unset
 
     max_upload_bytes: int = 4 * 1024**3
@@ -56,6 +59,8 @@ class Settings(BaseSettings):
             self.broker_url = f"sqla+sqlite:///{home / 'broker.db'}"
         if self.blob_dir is None:
             self.blob_dir = home / "blobs"
+        if self.blob_url and not self.blob_url.startswith("s3://"):
+            raise ValueError("SQUEEZE_BLOB_URL is empty (local blobs) or s3://bucket/prefix")
         if self.job_memory_limit_mb <= 0:
             total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
             self.job_memory_limit_mb = int(total * 0.8) >> 20

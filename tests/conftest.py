@@ -74,14 +74,17 @@ PROD_KEY = "sqz_test_default_key"
 
 @pytest.fixture(scope="session")
 def prod_stack(tmp_path_factory):
-    """API + one worker on PostgreSQL + Redis, as a deployment runs them. Fails (never skips) when
-    PostgreSQL or Redis cannot be reached."""
-    from tests.stack import Stack, create_pg_database, drop_pg_database, pg_url, redis_db_url
+    """API + one worker on PostgreSQL + Redis + an S3-compatible blob store, as a deployment runs them.
+    Fails (never skips) when PostgreSQL or Redis cannot be reached."""
+    from tests.stack import S3Server, Stack, create_pg_database, drop_pg_database, pg_url, redis_db_url
 
     database = create_pg_database()
+    home = tmp_path_factory.mktemp("prod")
+    s3 = S3Server(home)
     stack = Stack(
-        tmp_path_factory.mktemp("prod"),
+        home,
         {
+            **s3.env,
             "SQUEEZE_DATABASE_URL": pg_url(database),
             "SQUEEZE_BROKER_URL": redis_db_url(11),
             "SQUEEZE_BOOTSTRAP_API_KEY": PROD_KEY,
@@ -89,12 +92,14 @@ def prod_stack(tmp_path_factory):
         },
         api_key=PROD_KEY,
     )
+    stack.s3 = s3
     try:
         stack.start_api()
         stack.start_worker("w1")
         yield stack
     finally:
         stack.stop()
+        s3.stop()
         drop_pg_database(database)
 
 

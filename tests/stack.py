@@ -77,6 +77,41 @@ def redis_db_url(db: int) -> str:
     return f"{REDIS_URL}/{db}"
 
 
+class S3Server:
+    """A local S3-compatible server (moto) with one bucket, for the blob store on the production stack."""
+
+    def __init__(self, home: Path, bucket: str = "squeeze-test"):
+        self.port, self.bucket = free_port(), bucket
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p",
+                                      str(self.port)], stdout=open(home / "s3.log", "ab"), stderr=subprocess.STDOUT)
+        self.env = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1",
+                    "SQUEEZE_BLOB_URL": f"s3://{bucket}/blobs", "SQUEEZE_S3_ENDPOINT_URL": self.url}
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                self.client().create_bucket(Bucket=bucket)
+                break
+            except Exception:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    raise RuntimeError(f"the S3 server did not start: {(home / 's3.log').read_text()[-2000:]}")
+                time.sleep(0.3)
+
+    def client(self):
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.url, region_name="us-east-1", aws_access_key_id="test",
+                            aws_secret_access_key="test")
+
+    def has(self, sha256: str) -> bool:
+        found = self.client().list_objects_v2(Bucket=self.bucket, Prefix=f"blobs/sha256/{sha256[:2]}/{sha256}")
+        return found.get("KeyCount", 0) > 0
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
 class Stack:
     def __init__(self, home: Path, env: dict[str, str], api_key: str | None = None):
         self.home = home

@@ -9,6 +9,7 @@ import pickle
 import zipfile
 
 import httpx
+import numpy as np
 import pytest
 
 from tests.stack import upload, wait_ready
@@ -200,11 +201,20 @@ def test_delete_keeps_shared_bytes(prod_stack, cnn_pt2):
         a = upload(c, "models", cnn_pt2).json()
         b = upload(c, "models", cnn_pt2, name="second copy").json()
         assert a["sha256"] == b["sha256"] and a["id"] != b["id"]
-        blob = prod_stack.home / "blobs" / "sha256" / a["sha256"][:2] / a["sha256"]
         wait_ready(c, "models", a["id"]), wait_ready(c, "models", b["id"])
         assert c.delete(f"/v1/models/{a['id']}").status_code == 204
-        assert blob.exists()  # still used by the other copy (and the shared fixture's model)
+        assert prod_stack.s3.has(a["sha256"])  # still used by the other copy (and the shared fixture's model)
         error_of(c.get(f"/v1/models/{a['id']}"), 404, "not_found")
+
+
+def test_deleting_the_last_reference_removes_the_bytes(prod_stack, tmp_path):
+    unique = tmp_path / "unique.npz"
+    np.savez(unique, x=np.random.default_rng().random((4, 1, 8, 8), dtype=np.float32))
+    with prod_stack.client() as c:
+        d = wait_ready(c, "datasets", upload(c, "datasets", unique).json()["id"])
+        assert d["status"] == "ready" and prod_stack.s3.has(d["sha256"])
+        assert c.delete(f"/v1/datasets/{d['id']}").status_code == 204
+    assert not prod_stack.s3.has(d["sha256"])
 
 
 def test_no_500_in_the_api_log(prod_stack):

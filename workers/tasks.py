@@ -79,7 +79,7 @@ def inspect_upload(self, kind: str, upload_id: str) -> None:
         row = session.get(table, upload_id)
         if row is None or row.status != PENDING:
             return  # deleted, or inspected already (a redelivered message)
-        path = str(get_blob_store().path(row.blob_key))
+        path = str(get_blob_store().local_path(row.blob_key))
         spec = ({"action": "inspect_model", "path": path, "format": row.format, "load_options": row.load_options}
                 if kind == "model" else {"action": "inspect_dataset", "path": path})
     settings = get_settings()
@@ -160,11 +160,11 @@ def _job_spec(session, job: Job, out_dir: Path, device: str) -> dict:
     model = session.get(Model, job.model_id)
 
     def dataset_path(dataset_id: str | None) -> str | None:
-        return str(store.path(session.get(Dataset, dataset_id).blob_key)) if dataset_id else None
+        return str(store.local_path(session.get(Dataset, dataset_id).blob_key)) if dataset_id else None
 
     return {
         "action": "run_recipe",
-        "model_path": str(store.path(model.blob_key)),
+        "model_path": str(store.local_path(model.blob_key)),
         "recipe": job.recipe,
         "out_dir": str(out_dir),
         "data_path": dataset_path(job.dataset_id),

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, StreamingResponse
 from sqlalchemy import select
 
 from ..blobs import get_blob_store
@@ -25,11 +25,16 @@ def read_artifact(artifact_id: str, session: SessionDep, tenant: TenantDep) -> A
 
 
 @router.get("/{artifact_id}/download", response_class=FileResponse)
-def download_artifact(artifact_id: str, session: SessionDep, tenant: TenantDep) -> FileResponse:
+def download_artifact(artifact_id: str, session: SessionDep, tenant: TenantDep):
     row = get_artifact(session, tenant, artifact_id)
-    path = get_blob_store().path(row.blob_key)
-    if not path.is_file():
+    store = get_blob_store()
+    if not store.exists(row.blob_key):
         raise ApiError(410, "gone", "the artifact's file is missing from the blob store")
-    # streamed from disk in chunks; the sha256 lets clients verify what they received
-    return FileResponse(path, filename=row.filename, media_type="application/octet-stream",
-                        headers={"ETag": f'"{row.sha256}"', "X-Content-SHA256": row.sha256})
+    # streamed in chunks; the sha256 lets clients verify what they received
+    headers = {"ETag": f'"{row.sha256}"', "X-Content-SHA256": row.sha256}
+    if (path := store.local_file(row.blob_key)) is not None:
+        return FileResponse(path, filename=row.filename, media_type="application/octet-stream", headers=headers)
+    headers |= {"Content-Length": str(row.size_bytes),
+                "Content-Disposition": f'attachment; filename="{row.filename}"'}
+    return StreamingResponse(store.iter_chunks(row.blob_key), media_type="application/octet-stream",
+                             headers=headers)
