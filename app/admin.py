@@ -1,9 +1,9 @@
 """`squeeze-admin`: keys and tenants, from the machine that runs the service.
 
-    squeeze-admin create-key --tenant acme      prints the new key alone on stdout
-    squeeze-admin revoke-keys --tenant acme
-    squeeze-admin webhook-secret --tenant acme  the secret that signs acme's webhooks
-    squeeze-admin sweep                         requeue or fail jobs whose worker went silent"""
+squeeze-admin create-key --tenant acme      prints the new key alone on stdout
+squeeze-admin revoke-keys --tenant acme
+squeeze-admin webhook-secret --tenant acme  the secret that signs acme's webhooks
+squeeze-admin sweep                         requeue or fail jobs whose worker went silent"""
 
 from __future__ import annotations
 

@@ -45,6 +45,7 @@ class Settings(BaseSettings):
     measure_rounds: int = 7
     measure_eval_samples: int = 2048
 
+    webhook_allow_private: bool = True  # callbacks to private/loopback hosts; set false when tenants are untrusted
     webhook_timeout_s: float = 10.0
     webhook_max_attempts: int = 6  # back-off 2, 4, 8, ... seconds between attempts
 

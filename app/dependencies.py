@@ -34,12 +34,14 @@ def current_tenant(request: Request, session: SessionDep) -> Tenant:
     header = request.headers.get("authorization", "")
     scheme, _, key = header.partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
-        raise ApiError(401, "unauthorized", "send your API key as 'Authorization: Bearer <key>'",
-                       {"WWW-Authenticate": "Bearer"})
+        raise ApiError(
+            401, "unauthorized", "send your API key as 'Authorization: Bearer <key>'", {"WWW-Authenticate": "Bearer"}
+        )
     tenant = authenticate(session, key.strip())
     if tenant is None:
-        raise ApiError(401, "unauthorized", "this API key is not valid (unknown or revoked)",
-                       {"WWW-Authenticate": "Bearer"})
+        raise ApiError(
+            401, "unauthorized", "this API key is not valid (unknown or revoked)", {"WWW-Authenticate": "Bearer"}
+        )
     request.state.tenant_id = tenant.id
     return tenant
 

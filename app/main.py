@@ -1,6 +1,6 @@
 """The FastAPI application: routers per domain, one error shape, JSON logs, metrics, the sweeper.
 
-    uvicorn app.main:app        (after `alembic upgrade head`)"""
+uvicorn app.main:app        (after `alembic upgrade head`)"""
 
 from __future__ import annotations
 
@@ -80,14 +80,26 @@ class ObserveMiddleware:
             route = getattr(scope.get("route"), "path", "unmatched")
             REQUEST_LATENCY.labels(scope["method"], route, str(status[0])).observe(elapsed)
             state = scope.get("state") or {}
-            log.info("request", extra={"method": scope["method"], "path": scope["path"], "status": status[0],
-                                       "duration_ms": round(elapsed * 1000, 2), "tenant_id": state.get("tenant_id")})
+            log.info(
+                "request",
+                extra={
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "status": status[0],
+                    "duration_ms": round(elapsed * 1000, 2),
+                    "tenant_id": state.get("tenant_id"),
+                },
+            )
             request_id_var.reset(token)
 
 
 def create_app() -> FastAPI:
-    app = FastAPI(title="Squeeze", version="1", lifespan=lifespan,
-                  description="Compression as a service for PyTorch models: upload, compress, measure.")
+    app = FastAPI(
+        title="Squeeze",
+        version="1",
+        lifespan=lifespan,
+        description="Compression as a service for PyTorch models: upload, compress, measure.",
+    )
     install_error_handlers(app)
     for router in (models_router, datasets_router, jobs_router, artifacts_router, methods_router, ops_router):
         app.include_router(router)

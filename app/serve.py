@@ -54,8 +54,12 @@ def main(argv: list[str] | None = None) -> None:
     if not args.no_worker:
         # SIGTERM (a warm shutdown) reaches the worker however this process ends: uvicorn re-raises the
         # signal that stopped it, so the `finally` below does not always run
-        worker = subprocess.Popen([sys.executable, "-m", "workers.main"], cwd=ROOT, env=os.environ.copy(),
-                                  preexec_fn=lambda: die_with_parent(signal.SIGTERM))
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "workers.main"],
+            cwd=ROOT,
+            env=os.environ.copy(),
+            preexec_fn=lambda: die_with_parent(signal.SIGTERM),
+        )
     try:
         uvicorn.run("app.main:app", host=args.host, port=args.port, log_config=None)
     finally:

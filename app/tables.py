@@ -7,5 +7,15 @@ from .db import Base
 from .jobs.tables import Job, JobEvent, WebhookDelivery
 from .models.tables import Model
 
-__all__ = ["ApiKey", "Artifact", "Base", "Dataset", "Job", "JobEvent", "Measurement", "Model", "Tenant",
-           "WebhookDelivery"]
+__all__ = [
+    "ApiKey",
+    "Artifact",
+    "Base",
+    "Dataset",
+    "Job",
+    "JobEvent",
+    "Measurement",
+    "Model",
+    "Tenant",
+    "WebhookDelivery",
+]

@@ -92,12 +92,19 @@ def main() -> None:
         model_path, data_path = build(name, folder)
         for recipe_name in args.recipes.split(","):
             started = time.monotonic()
+
             def progress(fraction, stage, where=f"{name}/{recipe_name}", t0=started):
                 print(f"  [{time.monotonic() - t0:6.1f}s] {where}: {stage}", file=sys.stderr, flush=True)
 
             try:
-                report = run_recipe(model_path, {"steps": RECIPES[recipe_name]}, data_path=data_path,
-                                    out_dir=folder / name / recipe_name, settings=settings, progress=progress)
+                report = run_recipe(
+                    model_path,
+                    {"steps": RECIPES[recipe_name]},
+                    data_path=data_path,
+                    out_dir=folder / name / recipe_name,
+                    settings=settings,
+                    progress=progress,
+                )
             except EngineError as e:
                 print(f"{name:<12} {recipe_name:<18} failed: {e.message[:200]}", flush=True)
                 results[f"{name}/{recipe_name}"] = {"error": e.to_dict()}
@@ -108,8 +115,10 @@ def main() -> None:
                 quality = f"acc {base['accuracy']:.3f}->{last['accuracy']:.3f}"
             else:
                 quality = f"{last['agreement_metric']} {last['agreement']:.3f}"
-            line = (f"{name:<12} {recipe_name:<18} {final['size_ratio']:>6.2f}x {final['speedup_b1']:>6.2f}x "
-                    f"{(final['speedup_bN'] or float('nan')):>6.2f}x {quality:>16}  {final['verdict']}")
+            line = (
+                f"{name:<12} {recipe_name:<18} {final['size_ratio']:>6.2f}x {final['speedup_b1']:>6.2f}x "
+                f"{(final['speedup_bN'] or float('nan')):>6.2f}x {quality:>16}  {final['verdict']}"
+            )
             print(line, flush=True)
             env = base["env"]
             results[f"{name}/{recipe_name}"] = {
@@ -119,8 +128,10 @@ def main() -> None:
                 "runtime": last["runtime"],
                 "seconds": round(time.monotonic() - started, 1),
             }
-    print(f"\ncpu: {env.get('cpu')}, threads: {env.get('threads')}, vnni: {env.get('cpu_vnni')}, "
-          f"torch {env.get('versions', {}).get('torch')}; ratios = baseline / candidate, > 1 is better")
+    print(
+        f"\ncpu: {env.get('cpu')}, threads: {env.get('threads')}, vnni: {env.get('cpu_vnni')}, "
+        f"torch {env.get('versions', {}).get('torch')}; ratios = baseline / candidate, > 1 is better"
+    )
     out = ROOT / "bench" / "out" / "engine.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     previous = json.loads(out.read_text()) if out.is_file() else {}

@@ -42,8 +42,14 @@ def submit_to_start(stack: Stack, model_id: str, n: int) -> dict:
     with stack.client() as c:
         for _ in range(n):
             t0 = time.perf_counter()
-            job = c.post("/v1/jobs", json={"model_id": model_id, "device": "cpu",
-                                           "recipe": {"steps": [{"method": "export", "format": "pt2"}]}}).json()
+            job = c.post(
+                "/v1/jobs",
+                json={
+                    "model_id": model_id,
+                    "device": "cpu",
+                    "recipe": {"steps": [{"method": "export", "format": "pt2"}]},
+                },
+            ).json()
             client_submit.append((time.perf_counter() - t0) * 1000)
             while (seen := c.get(f"/v1/jobs/{job['id']}").json())["started_at"] is None:
                 time.sleep(0.005)
@@ -52,16 +58,20 @@ def submit_to_start(stack: Stack, model_id: str, n: int) -> dict:
             latencies.append((started - created).total_seconds() * 1000)
             c.post(f"/v1/jobs/{job['id']}/cancel")
             wait_job(c, job["id"], timeout=120)
-    return {"jobs": n, "submit_to_start_ms": {"p50": pct(latencies, 50), "p99": pct(latencies, 99),
-                                              "max": max(latencies)},
-            "post_jobs_ms": {"p50": pct(client_submit, 50), "p99": pct(client_submit, 99)}}
+    return {
+        "jobs": n,
+        "submit_to_start_ms": {"p50": pct(latencies, 50), "p99": pct(latencies, 99), "max": max(latencies)},
+        "post_jobs_ms": {"p50": pct(client_submit, 50), "p99": pct(client_submit, 99)},
+    }
 
 
 async def _get_load(url: str, job_id: str, clients: int, requests: int) -> list[float]:
     latencies: list[float] = []
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {KEY}"}, limits=limits,
-                                 timeout=60) as c:
+    async with httpx.AsyncClient(
+        base_url=url, headers={"Authorization": f"Bearer {KEY}"}, limits=limits, timeout=60
+    ) as c:
+
         async def one_client() -> None:
             for _ in range(requests):
                 t0 = time.perf_counter()
@@ -77,8 +87,13 @@ def get_job_latency(stack: Stack, job_id: str, clients: int, requests: int) -> d
     started = time.perf_counter()
     latencies = asyncio.run(_get_load(stack.url, job_id, clients, requests))
     wall = time.perf_counter() - started
-    return {"clients": clients, "requests": len(latencies), "p50_ms": pct(latencies, 50),
-            "p99_ms": pct(latencies, 99), "requests_per_s": len(latencies) / wall}
+    return {
+        "clients": clients,
+        "requests": len(latencies),
+        "p50_ms": pct(latencies, 50),
+        "p99_ms": pct(latencies, 99),
+        "requests_per_s": len(latencies) / wall,
+    }
 
 
 def big_upload(stack: Stack, gigabytes: float) -> dict:
@@ -86,7 +101,10 @@ def big_upload(stack: Stack, gigabytes: float) -> dict:
     size = int(gigabytes * 1024**3)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "big.safetensors"
-        header = b'{"w":{"dtype":"F32","shape":[%d],"data_offsets":[0,%d]}}' % ((size - 128) // 4, (size - 128) // 4 * 4)
+        header = b'{"w":{"dtype":"F32","shape":[%d],"data_offsets":[0,%d]}}' % (
+            (size - 128) // 4,
+            (size - 128) // 4 * 4,
+        )
         header = header.ljust(120)
         with open(path, "wb") as f:
             f.write(len(header).to_bytes(8, "little") + header)
@@ -116,8 +134,13 @@ def big_upload(stack: Stack, gigabytes: float) -> dict:
         assert r.status_code == 201, r.text
         with stack.client() as c:
             c.delete(f"/v1/models/{r.json()['id']}")
-    return {"bytes": size, "seconds": seconds, "mb_per_s": size / 2**20 / seconds,
-            "api_rss_before_mb": baseline / 2**20, "api_rss_peak_mb": peak[0] / 2**20}
+    return {
+        "bytes": size,
+        "seconds": seconds,
+        "mb_per_s": size / 2**20 / seconds,
+        "api_rss_before_mb": baseline / 2**20,
+        "api_rss_peak_mb": peak[0] / 2**20,
+    }
 
 
 def main() -> None:
@@ -129,8 +152,15 @@ def main() -> None:
     args = parser.parse_args()
     database = create_pg_database()
     with tempfile.TemporaryDirectory(prefix="squeeze-bench-") as home:
-        stack = Stack(Path(home), {"SQUEEZE_DATABASE_URL": pg_url(database), "SQUEEZE_BROKER_URL": redis_db_url(12),
-                                   "SQUEEZE_BOOTSTRAP_API_KEY": KEY}, api_key=KEY)
+        stack = Stack(
+            Path(home),
+            {
+                "SQUEEZE_DATABASE_URL": pg_url(database),
+                "SQUEEZE_BROKER_URL": redis_db_url(12),
+                "SQUEEZE_BOOTSTRAP_API_KEY": KEY,
+            },
+            api_key=KEY,
+        )
         try:
             stack.start_api()
             stack.start_worker("bench")
@@ -149,12 +179,18 @@ def main() -> None:
             stack.stop()
             drop_pg_database(database)
     s, g, u = figures["submit_to_start"], figures["get_job"], figures["upload"]
-    print(f"submit -> worker start ({s['jobs']} jobs, one at a time): p50 {s['submit_to_start_ms']['p50']:.1f} ms, "
-          f"p99 {s['submit_to_start_ms']['p99']:.1f} ms (POST /v1/jobs p50 {s['post_jobs_ms']['p50']:.1f} ms)")
-    print(f"GET /v1/jobs/{{id}} with {g['clients']} concurrent clients ({g['requests']} requests): "
-          f"p50 {g['p50_ms']:.1f} ms, p99 {g['p99_ms']:.1f} ms, {g['requests_per_s']:.0f} req/s")
-    print(f"upload {u['bytes'] / 2**30:.2f} GiB: {u['seconds']:.1f} s ({u['mb_per_s']:.0f} MiB/s), API RSS "
-          f"{u['api_rss_before_mb']:.0f} MiB before, peak {u['api_rss_peak_mb']:.0f} MiB")
+    print(
+        f"submit -> worker start ({s['jobs']} jobs, one at a time): p50 {s['submit_to_start_ms']['p50']:.1f} ms, "
+        f"p99 {s['submit_to_start_ms']['p99']:.1f} ms (POST /v1/jobs p50 {s['post_jobs_ms']['p50']:.1f} ms)"
+    )
+    print(
+        f"GET /v1/jobs/{{id}} with {g['clients']} concurrent clients ({g['requests']} requests): "
+        f"p50 {g['p50_ms']:.1f} ms, p99 {g['p99_ms']:.1f} ms, {g['requests_per_s']:.0f} req/s"
+    )
+    print(
+        f"upload {u['bytes'] / 2**30:.2f} GiB: {u['seconds']:.1f} s ({u['mb_per_s']:.0f} MiB/s), API RSS "
+        f"{u['api_rss_before_mb']:.0f} MiB before, peak {u['api_rss_peak_mb']:.0f} MiB"
+    )
     out = ROOT / "bench" / "out"
     out.mkdir(parents=True, exist_ok=True)
     (out / "service.json").write_text(json.dumps(figures, indent=2))

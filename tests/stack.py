@@ -83,10 +83,18 @@ class S3Server:
     def __init__(self, home: Path, bucket: str = "squeeze-test"):
         self.port, self.bucket = free_port(), bucket
         self.url = f"http://127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p",
-                                      str(self.port)], stdout=open(home / "s3.log", "ab"), stderr=subprocess.STDOUT)
-        self.env = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1",
-                    "SQUEEZE_BLOB_URL": f"s3://{bucket}/blobs", "SQUEEZE_S3_ENDPOINT_URL": self.url}
+        self.proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=open(home / "s3.log", "ab"),
+            stderr=subprocess.STDOUT,
+        )
+        self.env = {
+            "AWS_ACCESS_KEY_ID": "test",
+            "AWS_SECRET_ACCESS_KEY": "test",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "SQUEEZE_BLOB_URL": f"s3://{bucket}/blobs",
+            "SQUEEZE_S3_ENDPOINT_URL": self.url,
+        }
         deadline = time.monotonic() + 60
         while True:
             try:
@@ -100,8 +108,9 @@ class S3Server:
     def client(self):
         import boto3
 
-        return boto3.client("s3", endpoint_url=self.url, region_name="us-east-1", aws_access_key_id="test",
-                            aws_secret_access_key="test")
+        return boto3.client(
+            "s3", endpoint_url=self.url, region_name="us-east-1", aws_access_key_id="test", aws_secret_access_key="test"
+        )
 
     def has(self, sha256: str) -> bool:
         found = self.client().list_objects_v2(Bucket=self.bucket, Prefix=f"blobs/sha256/{sha256[:2]}/{sha256}")
@@ -129,8 +138,14 @@ class Stack:
     def start_api(self, with_worker: bool = False, timeout: float = 90, probe: str = "/readyz") -> None:
         args = [sys.executable, "-m", "app.serve", "--port", str(self.port)] + ([] if with_worker else ["--no-worker"])
         self.api_log = self.logs / "api.log"
-        self.api = subprocess.Popen(args, cwd=ROOT, env=self.env, stdout=open(self.api_log, "ab"),
-                                    stderr=subprocess.STDOUT, start_new_session=True)
+        self.api = subprocess.Popen(
+            args,
+            cwd=ROOT,
+            env=self.env,
+            stdout=open(self.api_log, "ab"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.api.poll() is not None:
@@ -146,9 +161,14 @@ class Stack:
     def start_worker(self, name: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.Popen:
         log = self.logs / f"worker-{name}.log"
         offset = log.stat().st_size if log.exists() else 0
-        proc = subprocess.Popen([sys.executable, "-m", "workers.main", "--name", f"{name}@test"], cwd=ROOT,
-                                env={**self.env, **(env or {})}, stdout=open(log, "ab"), stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "workers.main", "--name", f"{name}@test"],
+            cwd=ROOT,
+            env={**self.env, **(env or {})},
+            stdout=open(log, "ab"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         self.workers[name] = proc  # registered first, so stop() ends it even if it never gets ready
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -199,8 +219,14 @@ class Stack:
             self.api.wait()
 
     def admin(self, *args: str) -> str:
-        out = subprocess.run([sys.executable, "-m", "app.admin", *args], cwd=ROOT, env=self.env,
-                             capture_output=True, text=True, timeout=60)
+        out = subprocess.run(
+            [sys.executable, "-m", "app.admin", *args],
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert out.returncode == 0, out.stderr
         return out.stdout.strip()
 
@@ -244,8 +270,9 @@ def wait_ready(client: httpx.Client, kind: str, upload_id: str) -> dict:
 
 
 def wait_job(client: httpx.Client, job_id: str, timeout: float = 300) -> dict:
-    return wait_for(client, f"/v1/jobs/{job_id}", lambda b: b["status"] in ("succeeded", "failed", "cancelled"),
-                    timeout=timeout)
+    return wait_for(
+        client, f"/v1/jobs/{job_id}", lambda b: b["status"] in ("succeeded", "failed", "cancelled"), timeout=timeout
+    )
 
 
 def sha256_of(data: bytes) -> str:

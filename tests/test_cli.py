@@ -11,16 +11,35 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def cli(*args, cwd=ROOT):
-    return subprocess.run([sys.executable, "-m", "workers.compression", *map(str, args)], cwd=cwd,
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "workers.compression", *map(str, args)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def test_run_prints_a_table_and_writes_the_report(cnn_pt2, digits_npz, tmp_path):
     recipe = tmp_path / "recipe.json"
     recipe.write_text(json.dumps({"steps": [{"method": "quantize", "scheme": "fp16"}]}))
     out = tmp_path / "out"
-    result = cli("run", cnn_pt2, "--recipe", recipe, "--data", digits_npz, "--out", out, "--seconds", "0.3",
-                 "--batch", "16", "--threads", "2")
+    result = cli(
+        "run",
+        cnn_pt2,
+        "--recipe",
+        recipe,
+        "--data",
+        digits_npz,
+        "--out",
+        out,
+        "--seconds",
+        "0.3",
+        "--batch",
+        "16",
+        "--threads",
+        "2",
+    )
     assert result.returncode == 0, result.stderr
     assert "baseline (eager)" in result.stdout and "1. quantize fp16" in result.stdout
     assert "speedup b1" in result.stdout and "accuracy" in result.stdout
@@ -30,8 +49,7 @@ def test_run_prints_a_table_and_writes_the_report(cnn_pt2, digits_npz, tmp_path)
 
 
 def test_bad_recipe_exits_2_with_the_reason(cnn_pt2, tmp_path):
-    result = cli("run", cnn_pt2, "--recipe", '{"steps": [{"method": "quantize", "scheme": "int3"}]}',
-                 "--out", tmp_path)
+    result = cli("run", cnn_pt2, "--recipe", '{"steps": [{"method": "quantize", "scheme": "int3"}]}', "--out", tmp_path)
     assert result.returncode == 2
     assert "error (invalid_recipe)" in result.stderr and "scheme" in result.stderr
 
@@ -54,29 +72,60 @@ def test_inspect_and_methods(cnn_pt2):
 
 
 def test_engine_imports_no_web_or_database_code():
-    code = ("import sys, workers.compression; "
-            "bad = [m for m in ('fastapi', 'sqlalchemy', 'celery', 'app', 'starlette') if m in sys.modules]; "
-            "print(bad); sys.exit(1 if bad else 0)")
+    code = (
+        "import sys, workers.compression; "
+        "bad = [m for m in ('fastapi', 'sqlalchemy', 'celery', 'app', 'starlette') if m in sys.modules]; "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_the_readme_example_runs(tmp_path):
     """README: bench/digits_example.py writes the inputs, then one `run` command."""
-    made = subprocess.run([sys.executable, "bench/digits_example.py", str(tmp_path)], cwd=ROOT, capture_output=True,
-                          text=True, timeout=600)
+    made = subprocess.run(
+        [sys.executable, "bench/digits_example.py", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert made.returncode == 0, made.stderr
-    result = cli("run", tmp_path / "digits.pt2", "--recipe", '{"steps": [{"method": "quantize", "scheme": "fp16"}]}',
-                 "--data", tmp_path / "digits.npz", "--out", tmp_path / "fp16", "--seconds", "0.3")
+    result = cli(
+        "run",
+        tmp_path / "digits.pt2",
+        "--recipe",
+        '{"steps": [{"method": "quantize", "scheme": "fp16"}]}',
+        "--data",
+        tmp_path / "digits.npz",
+        "--out",
+        tmp_path / "fp16",
+        "--seconds",
+        "0.3",
+    )
     assert result.returncode == 0, result.stderr
     assert "smaller" in result.stdout or "no_gain" in result.stdout
     assert (tmp_path / "fp16" / "report.json").is_file()
 
 
 def test_missing_files_are_named(cnn_pt2, tmp_path):
-    result = cli("run", tmp_path / "nope.pt2", "--recipe", '{"steps": [{"method": "export", "format": "onnx"}]}',
-                 "--out", tmp_path / "out")
+    result = cli(
+        "run",
+        tmp_path / "nope.pt2",
+        "--recipe",
+        '{"steps": [{"method": "export", "format": "onnx"}]}',
+        "--out",
+        tmp_path / "out",
+    )
     assert result.returncode == 2 and "no model file at" in result.stderr
-    result = cli("run", cnn_pt2, "--recipe", '{"steps": [{"method": "export", "format": "onnx"}]}',
-                 "--data", tmp_path / "nope.npz", "--out", tmp_path / "out")
+    result = cli(
+        "run",
+        cnn_pt2,
+        "--recipe",
+        '{"steps": [{"method": "export", "format": "onnx"}]}',
+        "--data",
+        tmp_path / "nope.npz",
+        "--out",
+        tmp_path / "out",
+    )
     assert result.returncode == 2 and "no dataset file at" in result.stderr

@@ -60,8 +60,9 @@ def test_onnx_round_trip(cnn, tmp_path):
 def _external_onnx(cnn, folder):
     path = save_model(cnn, InputSpec((None, 1, 8, 8)), ModelFormat.ONNX, folder / "tmp.onnx")
     proto = onnx.load(str(path))
-    onnx.save_model(proto, str(folder / "model.onnx"), save_as_external_data=True, location="weights.bin",
-                    size_threshold=1024)
+    onnx.save_model(
+        proto, str(folder / "model.onnx"), save_as_external_data=True, location="weights.bin", size_threshold=1024
+    )
     path.unlink()
     return folder / "model.onnx"
 
@@ -133,8 +134,15 @@ def _tiny_bert(folder):
     from transformers import BertConfig, BertForSequenceClassification
 
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=64, num_labels=3)
+    config = BertConfig(
+        vocab_size=100,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        num_labels=3,
+    )
     net = BertForSequenceClassification(config).eval()
     net.save_pretrained(folder, safe_serialization=True)
     return net

@@ -27,11 +27,11 @@ def session(tmp_path):
     engine = make_engine(url)
     with sessionmaker(engine, expire_on_commit=False)() as s:
         tenant = get_or_create_tenant(s, "t")
-        s.add(Model(id="mdl_1", tenant_id=tenant.id, name="m", format="pt2", sha256="0" * 64, size_bytes=1,
-                    blob_key="k"))
+        s.add(
+            Model(id="mdl_1", tenant_id=tenant.id, name="m", format="pt2", sha256="0" * 64, size_bytes=1, blob_key="k")
+        )
         s.flush()  # no ORM relationships: rows are written in the order they are flushed
-        s.add(Job(id="job_1", tenant_id=tenant.id, model_id="mdl_1", recipe={"steps": []}, device="cpu",
-                  queue="cpu"))
+        s.add(Job(id="job_1", tenant_id=tenant.id, model_id="mdl_1", recipe={"steps": []}, device="cpu", queue="cpu"))
         s.commit()
         yield s
     engine.dispose()
@@ -64,8 +64,9 @@ def _go_silent(session, attempts: int, cancel: bool = False) -> None:
     session.commit()
 
 
-@pytest.mark.parametrize(("attempts", "cancel", "expected"), [(1, False, "queued"), (3, False, "failed"),
-                                                              (1, True, "cancelled")])
+@pytest.mark.parametrize(
+    ("attempts", "cancel", "expected"), [(1, False, "queued"), (3, False, "failed"), (1, True, "cancelled")]
+)
 def test_sweeper(session, attempts, cancel, expected):
     _go_silent(session, attempts, cancel)
     assert requeue_or_fail_stale(session, stale_cutoff(60), 3) == [("job_1", expected)]

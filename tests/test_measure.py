@@ -23,8 +23,9 @@ class Repeated(nn.Module):
 
 
 def wrap(module, size=1000):
-    return LoadedModel(module=module, format=ModelFormat.PT2, input_spec=InputSpec((None, 1, 8, 8)),
-                       size_bytes=size, runtime="eager")
+    return LoadedModel(
+        module=module, format=ModelFormat.PT2, input_spec=InputSpec((None, 1, 8, 8)), size_bytes=size, runtime="eager"
+    )
 
 
 def test_slower_candidate_reports_speedup_below_one(cnn, digits_npz, quick):

@@ -62,8 +62,9 @@ def test_int8_dynamic_shrinks_linear_weights_about_4x_and_keeps_no_fp32_copies(
 
 def test_int8_dynamic_on_onnx_uses_onnxruntime(mlp, digits_npz, tmp_path, quick):
     onnx_path = save_model(mlp, InputSpec((None, 1, 8, 8)), ModelFormat.ONNX, tmp_path / "mlp.onnx")
-    report = run_recipe(onnx_path, quantize("int8_dynamic"), data_path=digits_npz, out_dir=tmp_path / "out",
-                        settings=quick)
+    report = run_recipe(
+        onnx_path, quantize("int8_dynamic"), data_path=digits_npz, out_dir=tmp_path / "out", settings=quick
+    )
     step = report["steps"][0]
     assert step["format"] == "onnx" and step["measurement"]["runtime"] == "onnxruntime"
     assert report["final"]["size_ratio"] >= 3.0
@@ -81,8 +82,13 @@ def test_fp16_on_torchscript_stays_torchscript(cnn, digits_npz, tmp_path, quick)
 
 @pytest.mark.parametrize("target", ["pt2", "onnx", "torchscript"])
 def test_export_keeps_outputs(cnn_pt2, digits_npz, tmp_path, quick, target):
-    report = run_recipe(cnn_pt2, {"steps": [{"method": "export", "format": target}]}, data_path=digits_npz,
-                        out_dir=tmp_path, settings=quick)
+    report = run_recipe(
+        cnn_pt2,
+        {"steps": [{"method": "export", "format": target}]},
+        data_path=digits_npz,
+        out_dir=tmp_path,
+        settings=quick,
+    )
     step = report["steps"][0]
     assert step["format"] == target
     assert step["measurement"]["agreement"] == 1.0
@@ -108,8 +114,14 @@ def test_huggingface_model_quantized_to_an_exported_program(tmp_path, quick):
     archive = shutil.make_archive(str(tmp_path / "bert"), "zip", tmp_path, "bert")
     ids = tmp_path / "ids.npz"
     np.savez(ids, x=np.random.default_rng(0).integers(0, 100, (64, 16)))
-    report = run_recipe(archive, quantize("int8_dynamic"), data_path=ids, out_dir=tmp_path / "out", settings=quick,
-                        load={"input_shape": [1, 16]})
+    report = run_recipe(
+        archive,
+        quantize("int8_dynamic"),
+        data_path=ids,
+        out_dir=tmp_path / "out",
+        settings=quick,
+        load={"input_shape": [1, 16]},
+    )
     step = report["steps"][0]
     assert step["format"] == "pt2"
     assert step["measurement"]["agreement"] >= 0.9 and step["measurement"]["cosine_similarity"] > 0.98
@@ -134,8 +146,9 @@ def test_safetensors_architecture_to_bf16(tmp_path, quick):
 
     net = torchvision.models.squeezenet1_1(num_classes=10).eval()
     path = save_weights(net, tmp_path / "w.safetensors", arch="squeezenet1_1", arch_kwargs={"num_classes": 10})
-    report = run_recipe(path, quantize("bf16"), out_dir=tmp_path / "out", settings=quick,
-                        load={"input_shape": [1, 3, 32, 32]})
+    report = run_recipe(
+        path, quantize("bf16"), out_dir=tmp_path / "out", settings=quick, load={"input_shape": [1, 3, 32, 32]}
+    )
     # the baseline is bare weights, the artifact a whole program (graph + weights): a bit under 2x
     assert report["steps"][0]["format"] == "pt2" and report["final"]["size_ratio"] > 1.6
     assert report["steps"][0]["measurement"]["cosine_similarity"] > 0.99
@@ -143,8 +156,14 @@ def test_safetensors_architecture_to_bf16(tmp_path, quick):
 
 def test_progress_reports_stages_in_order(cnn_pt2, digits_npz, tmp_path, quick):
     seen = []
-    run_recipe(cnn_pt2, quantize("fp16"), data_path=digits_npz, out_dir=tmp_path, settings=quick,
-               progress=lambda fraction, stage: seen.append((fraction, stage)))
+    run_recipe(
+        cnn_pt2,
+        quantize("fp16"),
+        data_path=digits_npz,
+        out_dir=tmp_path,
+        settings=quick,
+        progress=lambda fraction, stage: seen.append((fraction, stage)),
+    )
     fractions = [f for f, _ in seen]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0 and all(0 <= f <= 1 for f in fractions)
     stages = [s for _, s in seen]

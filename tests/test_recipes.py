@@ -40,6 +40,25 @@ def test_format_is_followed_through_the_recipe(cnn_pt2, tmp_path):
         run_recipe(cnn_pt2, recipe, out_dir=tmp_path)
 
 
+def test_orders_that_cannot_work_are_refused_before_any_work():
+    from workers.compression.formats import ModelFormat
+    from workers.compression.recipe import check_formats
+
+    int8_then_onnx = parse_recipe(
+        {"steps": [{"method": "quantize", "scheme": "int8_dynamic"}, {"method": "export", "format": "onnx"}]}
+    )
+    with pytest.raises(RecipeError, match="step 2 \\(export onnx\\): a PyTorch int8 program cannot be exported"):
+        check_formats(int8_then_onnx, ModelFormat.PT2)
+    onnx_then_int8 = parse_recipe(
+        {"steps": [{"method": "export", "format": "onnx"}, {"method": "quantize", "scheme": "int8_dynamic"}]}
+    )
+    assert check_formats(onnx_then_int8, ModelFormat.PT2) == ["onnx", "onnx"]
+    int8_then_torchscript = parse_recipe(
+        {"steps": [{"method": "quantize", "scheme": "int8_dynamic"}, {"method": "export", "format": "torchscript"}]}
+    )
+    assert check_formats(int8_then_torchscript, ModelFormat.PT2) == ["pt2", "torchscript"]
+
+
 def test_catalogue_lists_schemas_and_formats():
     methods = {m["method"]: m for m in catalogue()}
     assert set(methods) == {"quantize", "export"}
@@ -53,5 +72,9 @@ def test_cuda_without_a_gpu_is_refused_up_front(cnn_pt2, tmp_path):
     from workers.compression import EngineError, MeasureSettings
 
     with pytest.raises(EngineError, match="no CUDA GPU"):
-        run_recipe(cnn_pt2, {"steps": [{"method": "quantize", "scheme": "fp16"}]}, out_dir=tmp_path,
-                   settings=MeasureSettings(device="cuda"))
+        run_recipe(
+            cnn_pt2,
+            {"steps": [{"method": "quantize", "scheme": "fp16"}]},
+            out_dir=tmp_path,
+            settings=MeasureSettings(device="cuda"),
+        )

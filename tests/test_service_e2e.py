@@ -21,8 +21,10 @@ ONNX = {"steps": [{"method": "export", "format": "onnx"}]}
 
 
 def submit(client, model, dataset, recipe, **extra):
-    r = client.post("/v1/jobs", json={"model_id": model["id"], "dataset_id": dataset["id"], "recipe": recipe,
-                                      "device": "cpu", **extra})
+    r = client.post(
+        "/v1/jobs",
+        json={"model_id": model["id"], "dataset_id": dataset["id"], "recipe": recipe, "device": "cpu", **extra},
+    )
     assert r.status_code == 202, r.text
     assert r.headers["location"] == f"/v1/jobs/{r.json()['id']}"
     return r.json()
@@ -78,10 +80,15 @@ def test_measurements_are_stored_as_rows(prod_stack, ready_digits):
         job = wait_job(c, submit(c, model, dataset, ONNX)["id"])
     url = prod_stack.env["SQUEEZE_DATABASE_URL"].replace("+psycopg", "")
     with psycopg.connect(url) as conn:
-        rows = conn.execute("SELECT role, step_index, artifact_id, size_bytes FROM measurements WHERE job_id = %s "
-                            "ORDER BY step_index", (job["id"],)).fetchall()
+        rows = conn.execute(
+            "SELECT role, step_index, artifact_id, size_bytes FROM measurements WHERE job_id = %s ORDER BY step_index",
+            (job["id"],),
+        ).fetchall()
     assert [(r[0], r[1]) for r in rows] == [("baseline", 0), ("step", 1)]
-    assert rows[1][2] == job["artifacts"][0]["id"] and rows[1][3] == job["results"]["steps"][0]["measurement"]["size_bytes"]
+    assert (
+        rows[1][2] == job["artifacts"][0]["id"]
+        and rows[1][3] == job["results"]["steps"][0]["measurement"]["size_bytes"]
+    )
 
 
 def test_events_stream_ends_with_the_final_status(prod_stack, ready_digits):
@@ -138,13 +145,16 @@ def test_webhook_is_signed_retried_and_recorded(prod_stack, ready_digits):
     assert len(_Receiver.deliveries) == 2  # the first answer was a 500: retried once with back-off
     secret = prod_stack.admin("webhook-secret", "--tenant", "default")
     for headers, body in _Receiver.deliveries:
-        expected = hmac.new(secret.encode(), headers["X-Squeeze-Timestamp"].encode() + b"." + body,
-                            hashlib.sha256).hexdigest()
+        expected = hmac.new(
+            secret.encode(), headers["X-Squeeze-Timestamp"].encode() + b"." + body, hashlib.sha256
+        ).hexdigest()
         assert headers["X-Squeeze-Signature"] == f"sha256={expected}"
         payload = json.loads(body)
         assert payload["job"]["id"] == job["id"] and payload["job"]["status"] == "succeeded"
     url = prod_stack.env["SQUEEZE_DATABASE_URL"].replace("+psycopg", "")
     with psycopg.connect(url) as conn:
-        rows = conn.execute("SELECT attempt, status_code, delivered FROM webhook_deliveries WHERE job_id = %s "
-                            "ORDER BY attempt", (job["id"],)).fetchall()
+        rows = conn.execute(
+            "SELECT attempt, status_code, delivered FROM webhook_deliveries WHERE job_id = %s ORDER BY attempt",
+            (job["id"],),
+        ).fetchall()
     assert rows == [(1, 500, False), (2, 200, True)]

@@ -17,8 +17,11 @@ from workers.compression import load_model
 @pytest.fixture(scope="module")
 def embedded(tmp_path_factory):
     stack = Stack(tmp_path_factory.mktemp("embedded"), {})
-    for key in [k for k in stack.env if k in ("SQUEEZE_DATABASE_URL", "SQUEEZE_BROKER_URL", "SQUEEZE_BLOB_DIR",
-                                              "SQUEEZE_BOOTSTRAP_API_KEY")]:
+    for key in [
+        k
+        for k in stack.env
+        if k in ("SQUEEZE_DATABASE_URL", "SQUEEZE_BROKER_URL", "SQUEEZE_BLOB_DIR", "SQUEEZE_BOOTSTRAP_API_KEY")
+    ]:
         del stack.env[key]  # nothing configured: the defaults under SQUEEZE_HOME
     stack.start_api(with_worker=True)
     printed = re.search(r"API key for tenant 'default': (\S+)", stack.api_log.read_text())
@@ -36,9 +39,16 @@ def test_embedded_end_to_end(embedded, cnn_pt2, digits_npz, tmp_path):
         model = wait_ready(c, "models", upload(c, "models", cnn_pt2).json()["id"])
         dataset = wait_ready(c, "datasets", upload(c, "datasets", digits_npz).json()["id"])
         assert model["status"] == dataset["status"] == "ready"
-        job = c.post("/v1/jobs", json={"model_id": model["id"], "dataset_id": dataset["id"],
-                                       "recipe": {"steps": [{"method": "export", "format": "onnx"},
-                                                            {"method": "quantize", "scheme": "int8_dynamic"}]}})
+        job = c.post(
+            "/v1/jobs",
+            json={
+                "model_id": model["id"],
+                "dataset_id": dataset["id"],
+                "recipe": {
+                    "steps": [{"method": "export", "format": "onnx"}, {"method": "quantize", "scheme": "int8_dynamic"}]
+                },
+            },
+        )
         assert job.status_code == 202, job.text
         done = wait_job(c, job.json()["id"])
         assert done["status"] == "succeeded", done["error"]

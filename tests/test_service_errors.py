@@ -48,8 +48,9 @@ def test_auth(prod_stack):
 def test_other_tenant_ids_are_not_found(prod_stack, ready_digits, other_key):
     model, dataset = ready_digits
     with prod_stack.client() as c:
-        job = c.post("/v1/jobs", json={"model_id": model["id"], "recipe": {"steps": [{"method": "export",
-                                                                                        "format": "pt2"}]}}).json()
+        job = c.post(
+            "/v1/jobs", json={"model_id": model["id"], "recipe": {"steps": [{"method": "export", "format": "pt2"}]}}
+        ).json()
     with prod_stack.client(api_key=other_key) as other:
         error_of(other.get(f"/v1/models/{model['id']}"), 404, "not_found")
         error_of(other.get(f"/v1/datasets/{dataset['id']}"), 404, "not_found")
@@ -69,8 +70,14 @@ def test_other_tenant_ids_are_not_found(prod_stack, ready_digits, other_key):
 
 def test_unknown_ids_and_routes(prod_stack):
     with prod_stack.client() as c:
-        for path in ("/v1/models/mdl_nope", "/v1/datasets/dst_nope", "/v1/jobs/job_nope", "/v1/artifacts/art_nope",
-                     "/v1/artifacts/art_nope/download", "/v1/nothing"):
+        for path in (
+            "/v1/models/mdl_nope",
+            "/v1/datasets/dst_nope",
+            "/v1/jobs/job_nope",
+            "/v1/artifacts/art_nope",
+            "/v1/artifacts/art_nope/download",
+            "/v1/nothing",
+        ):
             error_of(c.get(path), 404, "not_found")
 
 
@@ -110,8 +117,11 @@ def test_empty_truncated_and_unknown_files(prod_stack, tmp_path, cnn_pt2):
         assert "truncated" in error_of(upload(c, "models", truncated), 400, "corrupt_archive")
         error_of(upload(c, "models", text), 415, "unsupported_format")
         error_of(upload(c, "datasets", text), 415, "unsupported_format")
-        error_of(c.post("/v1/models", content=b"raw bytes", headers={"Content-Type": "application/octet-stream"}),
-                 415, "unsupported_media_type")
+        error_of(
+            c.post("/v1/models", content=b"raw bytes", headers={"Content-Type": "application/octet-stream"}),
+            415,
+            "unsupported_media_type",
+        )
         error_of(c.post("/v1/models", files={"other": ("x", b"123")}), 400, "missing_file")
         error_of(upload(c, "models", cnn_pt2, input_shape="[1, 1,"), 422, "invalid_request")
         error_of(upload(c, "models", cnn_pt2, format="onnx"), 422, "format_mismatch")
@@ -133,8 +143,9 @@ def test_oversize_uploads_are_cut_off_and_removed(prod_stack, tmp_path):
             yield b"\r\n" + boundary + b"--\r\n"
 
         try:
-            r = c.post("/v1/models", content=chunks(),
-                       headers={"Content-Type": "multipart/form-data; boundary=b0und4ry"})
+            r = c.post(
+                "/v1/models", content=chunks(), headers={"Content-Type": "multipart/form-data; boundary=b0und4ry"}
+            )
             error_of(r, 413, "too_large")
         except httpx.TransportError:
             pass  # the server may close the connection while the client is still sending
@@ -156,14 +167,24 @@ def test_invalid_jobs_are_422_before_queueing(prod_stack, ready_digits, tmp_path
         error_of(job({"steps": [{"method": "quantize", "scheme": "int3"}]}), 422, "invalid_recipe")
         error_of(job({"steps": []}), 422, "invalid_recipe")
         error_of(job({"stages": []}), 422, "invalid_recipe")
-        message = error_of(job({"steps": [{"method": "quantize", "scheme": "fp16"}]}, onnx_model["id"]), 422,
-                           "invalid_recipe")
+        message = error_of(
+            job({"steps": [{"method": "quantize", "scheme": "fp16"}]}, onnx_model["id"]), 422, "invalid_recipe"
+        )
         assert "does not accept onnx" in message
+        message = error_of(
+            job({"steps": [{"method": "quantize", "scheme": "int8_dynamic"}, {"method": "export", "format": "onnx"}]}),
+            422,
+            "invalid_recipe",
+        )
+        assert "export first, then quantize" in message
         error_of(job({"steps": [{"method": "export", "format": "pt2"}]}, device="tpu"), 422, "invalid_request")
         error_of(job({"steps": [{"method": "export", "format": "pt2"}]}, callback_url="not a url"), 422)
         error_of(job({"steps": [{"method": "export", "format": "pt2"}]}, dataset_id="dst_missing"), 404)
-        error_of(c.post("/v1/jobs", content=b"{not json", headers={"Content-Type": "application/json"}), 400,
-                 "malformed_json")
+        error_of(
+            c.post("/v1/jobs", content=b"{not json", headers={"Content-Type": "application/json"}),
+            400,
+            "malformed_json",
+        )
         error_of(c.post("/v1/jobs", json=["a", "list"]), 422, "invalid_request")
         error_of(c.post("/v1/jobs", json={"recipe": {"steps": []}}), 422, "invalid_request")
         error_of(c.get("/v1/jobs", params={"status": "sleeping"}), 422, "invalid_request")
@@ -180,15 +201,15 @@ def test_idempotency_key(prod_stack, ready_digits):
         assert first.status_code == again.status_code == 202
         assert first.json()["id"] == again.json()["id"]
         changed = dict(body, name="something else")
-        error_of(c.post("/v1/jobs", json=changed, headers={"Idempotency-Key": "retry-me"}), 409,
-                 "idempotency_conflict")
+        error_of(c.post("/v1/jobs", json=changed, headers={"Idempotency-Key": "retry-me"}), 409, "idempotency_conflict")
 
 
 def test_cancel_and_delete_conflicts(prod_stack, ready_digits, tmp_path):
     model, _ = ready_digits
     with prod_stack.client() as c:
-        job = c.post("/v1/jobs", json={"model_id": model["id"], "recipe": {"steps": [{"method": "export",
-                                                                                        "format": "pt2"}]}}).json()
+        job = c.post(
+            "/v1/jobs", json={"model_id": model["id"], "recipe": {"steps": [{"method": "export", "format": "pt2"}]}}
+        ).json()
         error_of(c.delete(f"/v1/models/{model['id']}"), 409, "in_use")
         from tests.stack import wait_job
 
@@ -220,7 +241,6 @@ def test_deleting_the_last_reference_removes_the_bytes(prod_stack, tmp_path):
 def test_no_500_in_the_api_log(prod_stack):
     log = prod_stack.api_log.read_text()
     assert '"status": 500' not in log
-
 
 
 def test_active_job_limit_is_429(prod_stack, cnn_pt2):
@@ -269,5 +289,8 @@ def test_curl_d_without_a_json_content_type_still_works(prod_stack, ready_digits
     with prod_stack.client() as c:  # what `curl -d '{...}'` sends
         r = c.post("/v1/jobs", content=body, headers={"Content-Type": "application/x-www-form-urlencoded"})
         assert r.status_code == 202, r.text
-        error_of(c.post("/v1/jobs", content=b"model_id=1", headers={"Content-Type": "application/x-www-form-urlencoded"}),
-                 400, "malformed_json")
+        error_of(
+            c.post("/v1/jobs", content=b"model_id=1", headers={"Content-Type": "application/x-www-form-urlencoded"}),
+            400,
+            "malformed_json",
+        )

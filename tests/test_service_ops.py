@@ -37,15 +37,20 @@ def test_health_readiness_and_metrics(prod_stack):
 def test_logs_are_json_with_the_job_id(prod_stack, ready_digits):
     model, dataset = ready_digits
     with prod_stack.client() as c:
-        job = c.post("/v1/jobs", json={"model_id": model["id"], "recipe": {"steps": [{"method": "export",
-                                                                                        "format": "pt2"}]}}).json()
+        job = c.post(
+            "/v1/jobs", json={"model_id": model["id"], "recipe": {"steps": [{"method": "export", "format": "pt2"}]}}
+        ).json()
         from tests.stack import wait_job
 
         wait_job(c, job["id"])
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        lines = [json.loads(ln) for f in prod_stack.logs.glob("worker-*.log") for ln in f.read_text().splitlines()
-                 if ln.startswith("{")]
+        lines = [
+            json.loads(ln)
+            for f in prod_stack.logs.glob("worker-*.log")
+            for ln in f.read_text().splitlines()
+            if ln.startswith("{")
+        ]
         mine = [ln for ln in lines if ln.get("job_id") == job["id"]]
         if any("job ended" in ln["message"] for ln in mine):
             break
@@ -58,8 +63,16 @@ def test_logs_are_json_with_the_job_id(prod_stack, ready_digits):
 
 @pytest.fixture
 def broker_down(tmp_path):
-    stack = Stack(tmp_path, {"SQUEEZE_BROKER_URL": "redis://127.0.0.1:1/0", "SQUEEZE_BOOTSTRAP_API_KEY": "sqz_k"},
-                  api_key="sqz_k")
+    """An API whose broker is unreachable, configured for untrusted tenants (no private webhook hosts)."""
+    stack = Stack(
+        tmp_path,
+        {
+            "SQUEEZE_BROKER_URL": "redis://127.0.0.1:1/0",
+            "SQUEEZE_BOOTSTRAP_API_KEY": "sqz_k",
+            "SQUEEZE_WEBHOOK_ALLOW_PRIVATE": "false",
+        },
+        api_key="sqz_k",
+    )
     stack.start_api(probe="/healthz")
     yield stack
     stack.stop()
@@ -77,3 +90,11 @@ def test_broker_down_is_reported_not_hidden(broker_down, cnn_pt2):
         assert time.monotonic() - started < 20
         [model] = c.get("/v1/models").json()["items"]  # the bytes are kept; the reason is on the record
         assert model["status"] == "invalid" and model["error"]["code"] == "queue_unavailable"
+
+
+def test_private_webhook_hosts_can_be_refused(broker_down):
+    with broker_down.client() as c:
+        for url in ("http://127.0.0.1:9/hook", "http://10.1.2.3/hook", "http://localhost/hook"):
+            r = c.post("/v1/jobs", json={"model_id": "mdl_x", "recipe": {"steps": []}, "callback_url": url})
+            assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_callback_url", r.text
+            assert "private address" in r.json()["error"]["message"]

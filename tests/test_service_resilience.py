@@ -18,15 +18,21 @@ INT8 = {"steps": [{"method": "quantize", "scheme": "int8_dynamic"}]}
 
 
 def submit(c, model, dataset, recipe, device="cpu"):
-    r = c.post("/v1/jobs", json={"model_id": model["id"], "dataset_id": dataset["id"], "recipe": recipe,
-                                 "device": device})
+    r = c.post(
+        "/v1/jobs", json={"model_id": model["id"], "dataset_id": dataset["id"], "recipe": recipe, "device": device}
+    )
     assert r.status_code == 202, r.text
     return r.json()
 
 
 def wait_running(c, job_id, min_progress=0.0):
-    return wait_for(c, f"/v1/jobs/{job_id}", lambda b: b["status"] != "queued" and b["progress"] >= min_progress,
-                    every=0.05, timeout=120)
+    return wait_for(
+        c,
+        f"/v1/jobs/{job_id}",
+        lambda b: b["status"] != "queued" and b["progress"] >= min_progress,
+        every=0.05,
+        timeout=120,
+    )
 
 
 def test_worker_killed_mid_job_is_rerun_elsewhere(prod_stack, ready_digits):
@@ -112,8 +118,9 @@ def test_time_limit_fails_the_job_with_a_reason(prod_stack, ready_digits):
 def test_memory_limit_fails_the_job_and_the_worker_keeps_serving(prod_stack, ready_digits, tmp_path):
     model, dataset = ready_digits
     hog = tmp_path / "hog.pt2"
-    program = torch.export.export(MemoryHog().eval(), (torch.zeros(2, 1, 8, 8),),
-                                  dynamic_shapes=({0: torch.export.Dim.AUTO},))
+    program = torch.export.export(
+        MemoryHog().eval(), (torch.zeros(2, 1, 8, 8),), dynamic_shapes=({0: torch.export.Dim.AUTO},)
+    )
     torch.export.save(program, str(hog))
     name = next(iter(prod_stack.workers))
     prod_stack.stop_worker(name)

@@ -58,9 +58,14 @@ def _run(spec: dict, channel: Channel) -> dict:
         from workers.compression import MeasureSettings, run_recipe
 
         return run_recipe(
-            spec["model_path"], spec["recipe"], out_dir=spec["out_dir"], data_path=spec.get("data_path"),
-            eval_data_path=spec.get("eval_data_path"), load=spec.get("load_options"),
-            settings=MeasureSettings(**spec["measure"]), progress=channel.progress,
+            spec["model_path"],
+            spec["recipe"],
+            out_dir=spec["out_dir"],
+            data_path=spec.get("data_path"),
+            eval_data_path=spec.get("eval_data_path"),
+            load=spec.get("load_options"),
+            settings=MeasureSettings(**spec["measure"]),
+            progress=channel.progress,
         )
     raise ValueError(f"unknown action {action!r}")
 
@@ -93,7 +98,9 @@ def main(spec_path: str) -> int:
             print(f"{e.code}: {e.message}", file=sys.stderr)
             channel.send(event="error", code=e.code, message=_clean(e.message))
         elif "can't allocate memory" in str(e) or "out of memory" in str(e).lower():
-            channel.send(event="error", code="resource_exhausted", message=_clean(f"the job ran out of memory: {e}", 500))
+            channel.send(
+                event="error", code="resource_exhausted", message=_clean(f"the job ran out of memory: {e}", 500)
+            )
         else:
             traceback.print_exc()
             channel.send(event="error", code="internal", message=_clean(f"{type(e).__name__}: {e}"))

@@ -39,10 +39,21 @@ def main(argv: list[str] | None = None) -> None:
     os.environ["SQUEEZE_WORKER_HAS_CUDA"] = "1" if has_cuda else "0"  # pool processes inherit the answer
     queues = queues_for(settings.worker_queues, has_cuda)
     print(f"squeeze-worker {args.name}: queues {','.join(queues)}, cuda={has_cuda}", file=sys.stderr, flush=True)
-    get_celery().worker_main([
-        "worker", "--queues", ",".join(queues), "--concurrency", str(settings.worker_concurrency),
-        "--hostname", args.name, "--loglevel", settings.log_level, "--without-gossip", "--without-mingle",
-    ])
+    get_celery().worker_main(
+        [
+            "worker",
+            "--queues",
+            ",".join(queues),
+            "--concurrency",
+            str(settings.worker_concurrency),
+            "--hostname",
+            args.name,
+            "--loglevel",
+            settings.log_level,
+            "--without-gossip",
+            "--without-mingle",
+        ]
+    )
 
 
 if __name__ == "__main__":

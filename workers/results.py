@@ -17,10 +17,19 @@ from app.jobs.tables import Job
 def _measurement_row(job_id: str, artifact_id: str | None, role: str, index: int, m: dict) -> Measurement:
     latency = m.get("latency_ms") or {}
     return Measurement(
-        job_id=job_id, artifact_id=artifact_id, role=role, step_index=index, size_bytes=m["size_bytes"],
-        params=m["params"], latency_b1_ms=(latency.get("b1") or {}).get("p50"),
-        latency_bn_ms=(latency.get("bN") or {}).get("p50"), accuracy=m.get("accuracy"),
-        agreement=m.get("agreement"), device=m.get("device", "cpu"), runtime=m.get("runtime", "eager"), data=m,
+        job_id=job_id,
+        artifact_id=artifact_id,
+        role=role,
+        step_index=index,
+        size_bytes=m["size_bytes"],
+        params=m["params"],
+        latency_b1_ms=(latency.get("b1") or {}).get("p50"),
+        latency_bn_ms=(latency.get("bN") or {}).get("p50"),
+        accuracy=m.get("accuracy"),
+        agreement=m.get("agreement"),
+        device=m.get("device", "cpu"),
+        runtime=m.get("runtime", "eager"),
+        data=m,
     )
 
 
@@ -34,9 +43,18 @@ def store_results(session: Session, job: Job, report: dict, out_dir: Path) -> di
         key, sha256, size = store.put_file(out_dir / filename)
         env = step["measurement"].get("env") or {}
         artifact = Artifact(
-            id=new_id("art"), tenant_id=job.tenant_id, job_id=job.id, source_model_id=job.model_id,
-            step_index=index, method=step["method"], params=step.get("params") or {}, filename=filename,
-            format=step["format"], sha256=sha256, size_bytes=size, blob_key=key,
+            id=new_id("art"),
+            tenant_id=job.tenant_id,
+            job_id=job.id,
+            source_model_id=job.model_id,
+            step_index=index,
+            method=step["method"],
+            params=step.get("params") or {},
+            filename=filename,
+            format=step["format"],
+            sha256=sha256,
+            size_bytes=size,
+            blob_key=key,
             toolchain=env.get("versions") or env,
         )
         session.add(artifact)

@@ -78,7 +78,10 @@ def supervise(
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "workers.child", str(spec_path)],
-            stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, cwd=os.getcwd(),
+            stdout=subprocess.PIPE,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+            cwd=os.getcwd(),
             start_new_session=True,  # its own process group: killing it kills whatever it started
             env=env,
         )
@@ -127,8 +130,10 @@ def supervise(
     outcome.log_tail = _tail(log_path)
     if outcome.stopped == "memory":
         outcome.ok, outcome.code = False, "resource_exhausted"
-        outcome.message = (f"the job used more than its memory limit of {memory_limit_mb} MB and was stopped; "
-                           "use a smaller model, batch or dataset, or a worker with more memory")
+        outcome.message = (
+            f"the job used more than its memory limit of {memory_limit_mb} MB and was stopped; "
+            "use a smaller model, batch or dataset, or a worker with more memory"
+        )
     elif outcome.stopped == "time":
         outcome.ok, outcome.code = False, "timeout"
         outcome.message = f"the job ran longer than its time limit of {time_limit_s:.0f} s and was stopped"
@@ -138,7 +143,8 @@ def supervise(
         near_limit = outcome.peak_rss_mb > 0.9 * memory_limit_mb
         outcome.code = "resource_exhausted" if near_limit else "worker_crashed"
         outcome.message = f"the job's process died ({cause}) without a result" + (
-            f" near its memory limit of {memory_limit_mb} MB" if near_limit else "")
+            f" near its memory limit of {memory_limit_mb} MB" if near_limit else ""
+        )
         last = [ln for ln in outcome.log_tail.strip().splitlines() if ln.strip()][-1:]
         if last:
             outcome.message += f"; last log line: {last[0][:300]}"

@@ -80,12 +80,14 @@ def inspect_upload(self, kind: str, upload_id: str) -> None:
         if row is None or row.status != PENDING:
             return  # deleted, or inspected already (a redelivered message)
         path = str(get_blob_store().local_path(row.blob_key))
-        spec = ({"action": "inspect_model", "path": path, "format": row.format, "load_options": row.load_options}
-                if kind == "model" else {"action": "inspect_dataset", "path": path})
+        spec = (
+            {"action": "inspect_model", "path": path, "format": row.format, "load_options": row.load_options}
+            if kind == "model"
+            else {"action": "inspect_dataset", "path": path}
+        )
     settings = get_settings()
     workdir = _workdir("inspect", upload_id)
-    outcome = supervise(spec, workdir, memory_limit_mb=settings.job_memory_limit_mb,
-                        time_limit_s=INSPECT_TIME_LIMIT_S)
+    outcome = supervise(spec, workdir, memory_limit_mb=settings.job_memory_limit_mb, time_limit_s=INSPECT_TIME_LIMIT_S)
     shutil.rmtree(workdir, ignore_errors=True)
     with session_scope() as session:
         row = session.get(table, upload_id)
@@ -170,9 +172,14 @@ def _job_spec(session, job: Job, out_dir: Path, device: str) -> dict:
         "data_path": dataset_path(job.dataset_id),
         "eval_data_path": dataset_path(job.eval_dataset_id),
         "load_options": dict(model.load_options or {}, format=model.format),
-        "measure": {"batch": settings.measure_batch, "threads": settings.threads, "device": device,
-                    "rounds": settings.measure_rounds, "seconds_per_model": settings.measure_seconds,
-                    "eval_samples": settings.measure_eval_samples},
+        "measure": {
+            "batch": settings.measure_batch,
+            "threads": settings.threads,
+            "device": device,
+            "rounds": settings.measure_rounds,
+            "seconds_per_model": settings.measure_seconds,
+            "eval_samples": settings.measure_eval_samples,
+        },
     }
 
 
@@ -182,14 +189,26 @@ def run_job(self, job_id: str) -> None:
     token = job_id_var.set(job_id)
     try:
         with session_factory()() as session:
-            job = claim(session, job_id, worker, stale_cutoff(settings.heartbeat_timeout_s),
-                        settings.job_max_attempts, dead_owner=_dead_owner_here(session, job_id, worker))
+            job = claim(
+                session,
+                job_id,
+                worker,
+                stale_cutoff(settings.heartbeat_timeout_s),
+                settings.job_max_attempts,
+                dead_owner=_dead_owner_here(session, job_id, worker),
+            )
             if job is None:
                 log.info("job not claimed: finished, cancelled or running elsewhere")
                 return
             if job.device == "cuda" and not worker_has_cuda():
-                finish(session, job_id, FAILED, worker=worker, code="no_gpu",
-                       message="this job asked for device 'cuda' but reached a worker without a GPU")
+                finish(
+                    session,
+                    job_id,
+                    FAILED,
+                    worker=worker,
+                    code="no_gpu",
+                    message="this job asked for device 'cuda' but reached a worker without a GPU",
+                )
                 return
             device = "cuda" if job.device in ("cuda", "auto") and worker_has_cuda() else "cpu"
             job.device_used = device
@@ -199,9 +218,14 @@ def run_job(self, job_id: str) -> None:
         log.info("job started on %s (attempt %d)", device, job.attempts)
         watch = JobWatch(job_id, worker, settings.heartbeat_interval_s)
         try:
-            outcome = supervise(spec, workdir, memory_limit_mb=settings.job_memory_limit_mb,
-                                time_limit_s=settings.job_time_limit_s, on_event=watch.on_event,
-                                should_stop=watch.should_stop)
+            outcome = supervise(
+                spec,
+                workdir,
+                memory_limit_mb=settings.job_memory_limit_mb,
+                time_limit_s=settings.job_time_limit_s,
+                on_event=watch.on_event,
+                should_stop=watch.should_stop,
+            )
         finally:
             watch.close()
         _conclude(job_id, worker, outcome, workdir / "out")
@@ -226,8 +250,14 @@ def _conclude(job_id: str, worker: str, outcome: Outcome, out_dir: Path) -> None
             except Exception as e:
                 log.exception("storing results failed")
                 session.rollback()
-                ended = finish(session, job_id, FAILED, worker=worker, code="internal",
-                               message=f"the job ran but its results could not be stored: {e}")
+                ended = finish(
+                    session,
+                    job_id,
+                    FAILED,
+                    worker=worker,
+                    code="internal",
+                    message=f"the job ran but its results could not be stored: {e}",
+                )
             else:
                 ended = finish(session, job_id, SUCCEEDED, worker=worker, results=results)
         else:
@@ -236,8 +266,9 @@ def _conclude(job_id: str, worker: str, outcome: Outcome, out_dir: Path) -> None
             if outcome.log_tail:  # the child's own log says more than one message can
                 add_event(session, job_id, "log", {"message": outcome.log_tail[-2000:]})
                 session.commit()
-        log.info("job ended: %s", "succeeded" if outcome.ok else (outcome.stopped or outcome.code),
-                 extra={"worker": worker})
+        log.info(
+            "job ended: %s", "succeeded" if outcome.ok else (outcome.stopped or outcome.code), extra={"worker": worker}
+        )
         if ended and session.get(Job, job_id).callback_url:
             _send_webhook(job_id, 1)
 
@@ -252,8 +283,8 @@ def deliver_webhook(job_id: str, attempt: int) -> None:
     with session_scope() as session:
         from app.jobs.tables import WebhookDelivery
 
-        if session.scalar(select(WebhookDelivery.id).where(WebhookDelivery.job_id == job_id,
-                                                           WebhookDelivery.delivered.is_(True))):
+        if session.scalar(
+            select(WebhookDelivery.id).where(WebhookDelivery.job_id == job_id, WebhookDelivery.delivered.is_(True))
+        ):
             return  # delivered already (a redelivered message)
     _send_webhook(job_id, attempt)
-

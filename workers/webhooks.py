@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import json
+import socket
 import time
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -19,6 +22,28 @@ from app.db import session_scope
 from app.jobs.tables import Job, WebhookDelivery
 
 
+def url_problem(url: str, allow_private: bool) -> str | None:
+    """Why this callback URL may not be called, or None. Without `allow_private`, hosts that resolve to
+    loopback, private or link-local addresses are refused, so a tenant cannot make the service probe
+    the network it runs in (checked at submission and again before each delivery)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "callback_url must be an http(s) URL with a host"
+    if allow_private:
+        return None
+    try:
+        addresses = {
+            info[4][0] for info in socket.getaddrinfo(parts.hostname, parts.port or 443, proto=socket.IPPROTO_TCP)
+        }
+    except OSError:
+        return f"callback_url's host {parts.hostname!r} does not resolve"
+    for address in addresses:
+        ip = ipaddress.ip_address(address.split("%")[0])
+        if ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_reserved or ip.is_multicast:
+            return f"callback_url's host {parts.hostname!r} is a private address ({ip}); use a public endpoint"
+    return None
+
+
 def sign(secret: str, timestamp: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
 
@@ -26,9 +51,18 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
 def payload(job: Job) -> dict:
     final = (job.results or {}).get("final")
     error = {"code": job.error_code, "message": job.error_message} if job.error_code else None
-    return {"event": "job.finished", "job": {
-        "id": job.id, "name": job.name, "status": job.status, "error": error, "final": final,
-        "finished_at": job.finished_at.isoformat() if job.finished_at else None, "url": f"/v1/jobs/{job.id}"}}
+    return {
+        "event": "job.finished",
+        "job": {
+            "id": job.id,
+            "name": job.name,
+            "status": job.status,
+            "error": error,
+            "final": final,
+            "finished_at": job.finished_at.isoformat() if job.finished_at else None,
+            "url": f"/v1/jobs/{job.id}",
+        },
+    }
 
 
 def deliver(job_id: str, attempt: int) -> bool:
@@ -41,20 +75,36 @@ def deliver(job_id: str, attempt: int) -> bool:
         secret = session.get(Tenant, job.tenant_id).webhook_secret
         url, body = job.callback_url, json.dumps(payload(job)).encode()
     timestamp = str(int(time.time()))
-    status, error = None, None
+    status, error = None, url_problem(url, settings.webhook_allow_private)
+    if error:  # the host changed to a private address since submission: recorded, not retried
+        with session_scope() as session:
+            session.add(WebhookDelivery(job_id=job_id, attempt=attempt, url=url, error=error, delivered=False))
+        return True
     try:
-        response = httpx.post(url, content=body, timeout=settings.webhook_timeout_s, follow_redirects=False,
-                              headers={"Content-Type": "application/json", "User-Agent": "squeeze-webhook/1",
-                                       "X-Squeeze-Timestamp": timestamp, "X-Squeeze-Event": "job.finished",
-                                       "X-Squeeze-Signature": sign(secret, timestamp, body)})
+        response = httpx.post(
+            url,
+            content=body,
+            timeout=settings.webhook_timeout_s,
+            follow_redirects=False,
+            headers={
+                "Content-Type": "application/json",
+                "User-Agent": "squeeze-webhook/1",
+                "X-Squeeze-Timestamp": timestamp,
+                "X-Squeeze-Event": "job.finished",
+                "X-Squeeze-Signature": sign(secret, timestamp, body),
+            },
+        )
         status = response.status_code
         if not 200 <= status < 300:
             error = f"HTTP {status}: {response.text[:200]}"
     except httpx.HTTPError as e:
         error = f"{type(e).__name__}: {e}"[:500]
     with session_scope() as session:
-        session.add(WebhookDelivery(job_id=job_id, attempt=attempt, url=url, status_code=status, error=error,
-                                    delivered=error is None))
+        session.add(
+            WebhookDelivery(
+                job_id=job_id, attempt=attempt, url=url, status_code=status, error=error, delivered=error is None
+            )
+        )
     return error is None
 
 

@@ -34,7 +34,5 @@ def download_artifact(artifact_id: str, session: SessionDep, tenant: TenantDep):
     headers = {"ETag": f'"{row.sha256}"', "X-Content-SHA256": row.sha256}
     if (path := store.local_file(row.blob_key)) is not None:
         return FileResponse(path, filename=row.filename, media_type="application/octet-stream", headers=headers)
-    headers |= {"Content-Length": str(row.size_bytes),
-                "Content-Disposition": f'attachment; filename="{row.filename}"'}
-    return StreamingResponse(store.iter_chunks(row.blob_key), media_type="application/octet-stream",
-                             headers=headers)
+    headers |= {"Content-Length": str(row.size_bytes), "Content-Disposition": f'attachment; filename="{row.filename}"'}
+    return StreamingResponse(store.iter_chunks(row.blob_key), media_type="application/octet-stream", headers=headers)

@@ -24,8 +24,19 @@ class ArtifactOut(BaseModel):
 
     @classmethod
     def of(cls, row, measurement: dict | None = None) -> ArtifactOut:
-        return cls(id=row.id, job_id=row.job_id, source_model_id=row.source_model_id, step_index=row.step_index,
-                   method=row.method, params=row.params, filename=row.filename, format=row.format,
-                   sha256=row.sha256, size_bytes=row.size_bytes, toolchain=row.toolchain,
-                   created_at=row.created_at, download_url=f"/v1/artifacts/{row.id}/download",
-                   measurement=measurement)
+        return cls(
+            id=row.id,
+            job_id=row.job_id,
+            source_model_id=row.source_model_id,
+            step_index=row.step_index,
+            method=row.method,
+            params=row.params,
+            filename=row.filename,
+            format=row.format,
+            sha256=row.sha256,
+            size_bytes=row.size_bytes,
+            toolchain=row.toolchain,
+            created_at=row.created_at,
+            download_url=f"/v1/artifacts/{row.id}/download",
+            measurement=measurement,
+        )

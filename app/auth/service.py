@@ -38,7 +38,8 @@ def create_key(session: Session, tenant_name: str, key: str | None = None) -> st
 
 def authenticate(session: Session, key: str) -> Tenant | None:
     row = session.execute(
-        select(Tenant).join(ApiKey, ApiKey.tenant_id == Tenant.id)
+        select(Tenant)
+        .join(ApiKey, ApiKey.tenant_id == Tenant.id)
         .where(ApiKey.key_hash == hash_key(key), ApiKey.revoked_at.is_(None))
     ).scalar_one_or_none()
     return row

@@ -22,7 +22,9 @@ def _fetch(job_id: str, after: int) -> tuple[list[tuple[int, str, dict]], str | 
     with session_factory()() as session:
         rows = session.execute(
             select(JobEvent.id, JobEvent.kind, JobEvent.data)
-            .where(JobEvent.job_id == job_id, JobEvent.id > after).order_by(JobEvent.id).limit(500)
+            .where(JobEvent.job_id == job_id, JobEvent.id > after)
+            .order_by(JobEvent.id)
+            .limit(500)
         ).all()
         status = session.scalar(select(Job.status).where(Job.id == job_id))
     return [tuple(r) for r in rows], status

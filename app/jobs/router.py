@@ -43,9 +43,19 @@ async def job_body(request: Request) -> JobIn:
         raise ApiError(422, "invalid_request", describe_validation(e.errors())) from None
 
 
-@router.post("", status_code=202, response_model=JobOut,
-             openapi_extra={"requestBody": {"required": True, "content": {
-                 "application/json": {"schema": JobIn.model_json_schema(ref_template="#/components/schemas/{model}")}}}})
+@router.post(
+    "",
+    status_code=202,
+    response_model=JobOut,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": JobIn.model_json_schema(ref_template="#/components/schemas/{model}")}
+            },
+        }
+    },
+)
 def submit_job(
     body: Annotated[JobIn, Depends(job_body)],
     response: Response,
@@ -94,5 +104,8 @@ def job_events(
 ) -> StreamingResponse:
     get_job(session, tenant, job_id)
     after = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
-    return StreamingResponse(event_stream(job_id, after, request), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return StreamingResponse(
+        event_stream(job_id, after, request),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

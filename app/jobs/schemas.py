@@ -37,9 +37,18 @@ class JobSummary(BaseModel):
 
     @classmethod
     def fields_of(cls, job) -> dict[str, Any]:
-        return dict(id=job.id, name=job.name, status=job.status, progress=job.progress, stage=job.stage,
-                    model_id=job.model_id, device=job.device, error=ErrorBody.of(job), created_at=job.created_at,
-                    finished_at=job.finished_at)
+        return dict(
+            id=job.id,
+            name=job.name,
+            status=job.status,
+            progress=job.progress,
+            stage=job.stage,
+            model_id=job.model_id,
+            device=job.device,
+            error=ErrorBody.of(job),
+            created_at=job.created_at,
+            finished_at=job.finished_at,
+        )
 
     @classmethod
     def of(cls, job) -> JobSummary:
@@ -66,9 +75,18 @@ class JobOut(JobSummary):
     @classmethod
     def of(cls, job, artifacts: list = ()) -> JobOut:
         return cls(
-            **cls.fields_of(job), dataset_id=job.dataset_id, eval_dataset_id=job.eval_dataset_id,
-            recipe=job.recipe, device_used=job.device_used, queue=job.queue, attempts=job.attempts,
-            worker=job.worker, cancel_requested=job.cancel_requested, callback_url=job.callback_url,
-            results=job.results, artifacts=[ArtifactOut.of(a) for a in artifacts], started_at=job.started_at,
+            **cls.fields_of(job),
+            dataset_id=job.dataset_id,
+            eval_dataset_id=job.eval_dataset_id,
+            recipe=job.recipe,
+            device_used=job.device_used,
+            queue=job.queue,
+            attempts=job.attempts,
+            worker=job.worker,
+            cancel_requested=job.cancel_requested,
+            callback_url=job.callback_url,
+            results=job.results,
+            artifacts=[ArtifactOut.of(a) for a in artifacts],
+            started_at=job.started_at,
             updated_at=job.updated_at,
         )

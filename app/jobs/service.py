@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from workers.compression.errors import RecipeError
 from workers.compression.formats.kinds import ModelFormat
 from workers.compression.recipe import check_formats, parse_recipe
+from workers.webhooks import url_problem
 
 from ..auth.tables import Tenant
 from ..config import get_settings
@@ -30,8 +31,11 @@ from .tables import CANCELLED, FAILED, QUEUED, RUNNING, TERMINAL, Job
 
 def _check_ready(row, kind: str) -> None:
     if row.status == PENDING:
-        raise ApiError(409, f"{kind}_not_ready",
-                       f"{kind} {row.id} is still being inspected; submit again when its status is 'ready'")
+        raise ApiError(
+            409,
+            f"{kind}_not_ready",
+            f"{kind} {row.id} is still being inspected; submit again when its status is 'ready'",
+        )
     if row.status == INVALID:
         raise ApiError(422, f"{kind}_invalid", f"{kind} {row.id} is invalid: {row.error_message}")
 
@@ -43,8 +47,11 @@ def _request_hash(body: JobIn) -> str:
 def _existing(session: Session, tenant: Tenant, key: str, digest: str) -> Job | None:
     job = session.scalar(select(Job).where(Job.tenant_id == tenant.id, Job.idempotency_key == key))
     if job is not None and job.request_hash != digest:
-        raise ApiError(409, "idempotency_conflict",
-                       f"Idempotency-Key {key!r} was already used for a different request (job {job.id})")
+        raise ApiError(
+            409,
+            "idempotency_conflict",
+            f"Idempotency-Key {key!r} was already used for a different request (job {job.id})",
+        )
     return job
 
 
@@ -53,6 +60,8 @@ def submit(session: Session, tenant: Tenant, body: JobIn, idempotency_key: str |
     digest = _request_hash(body)
     if idempotency_key and (job := _existing(session, tenant, idempotency_key, digest)):
         return job, False
+    if body.callback_url and (problem := url_problem(str(body.callback_url), get_settings().webhook_allow_private)):
+        raise ApiError(422, "invalid_callback_url", problem)
     model = get_owned(session, Model, tenant, body.model_id, "model")
     _check_ready(model, "model")
     for dataset_id in {body.dataset_id, body.eval_dataset_id} - {None}:
@@ -67,15 +76,28 @@ def submit(session: Session, tenant: Tenant, body: JobIn, idempotency_key: str |
     )
     limit = get_settings().max_active_jobs_per_tenant
     if active >= limit:
-        raise ApiError(429, "too_many_jobs", f"{active} jobs are queued or running (limit {limit}); "
-                       "wait for some to finish", {"Retry-After": "30"})
+        raise ApiError(
+            429,
+            "too_many_jobs",
+            f"{active} jobs are queued or running (limit {limit}); wait for some to finish",
+            {"Retry-After": "30"},
+        )
     queue = queue_for(body.device)
     job = Job(
-        id=new_id("job"), tenant_id=tenant.id, name=body.name, model_id=model.id, dataset_id=body.dataset_id,
-        eval_dataset_id=body.eval_dataset_id, recipe=recipe.model_dump(mode="json"), device=body.device,
-        queue=queue, status=QUEUED, progress=0.0,
+        id=new_id("job"),
+        tenant_id=tenant.id,
+        name=body.name,
+        model_id=model.id,
+        dataset_id=body.dataset_id,
+        eval_dataset_id=body.eval_dataset_id,
+        recipe=recipe.model_dump(mode="json"),
+        device=body.device,
+        queue=queue,
+        status=QUEUED,
+        progress=0.0,
         stage="waiting for a GPU worker" if queue == "gpu" else "waiting for a worker",
-        idempotency_key=idempotency_key, request_hash=digest,
+        idempotency_key=idempotency_key,
+        request_hash=digest,
         callback_url=str(body.callback_url) if body.callback_url else None,
     )
     session.add(job)

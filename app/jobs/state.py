@@ -23,8 +23,9 @@ def status_event(job: Job) -> dict[str, Any]:
     return {"status": job.status, "progress": job.progress, "stage": job.stage, "error": error}
 
 
-def claim(session: Session, job_id: str, worker: str, stale_before: datetime, max_attempts: int,
-          dead_owner: str | None = None) -> Job | None:
+def claim(
+    session: Session, job_id: str, worker: str, stale_before: datetime, max_attempts: int, dead_owner: str | None = None
+) -> Job | None:
     """Takes a queued job (or a running one whose worker stopped heart-beating, or whose owner
     `dead_owner` is known to be dead) for this worker. None when the job is finished, cancelled, or
     alive elsewhere."""
@@ -34,10 +35,24 @@ def claim(session: Session, job_id: str, worker: str, stale_before: datetime, ma
         taken_over = taken_over | ((Job.status == RUNNING) & (Job.worker == dead_owner))
     result = session.execute(
         update(Job)
-        .where(Job.id == job_id, Job.cancel_requested.is_(False), Job.attempts < max_attempts,
-               or_(Job.status == QUEUED, taken_over))
-        .values(status=RUNNING, worker=worker, attempts=Job.attempts + 1, heartbeat_at=now, started_at=now,
-                progress=0.0, stage="starting", error_code=None, error_message=None, updated_at=now)
+        .where(
+            Job.id == job_id,
+            Job.cancel_requested.is_(False),
+            Job.attempts < max_attempts,
+            or_(Job.status == QUEUED, taken_over),
+        )
+        .values(
+            status=RUNNING,
+            worker=worker,
+            attempts=Job.attempts + 1,
+            heartbeat_at=now,
+            started_at=now,
+            progress=0.0,
+            stage="starting",
+            error_code=None,
+            error_message=None,
+            updated_at=now,
+        )
     )
     if result.rowcount != 1:
         session.rollback()
@@ -49,8 +64,9 @@ def claim(session: Session, job_id: str, worker: str, stale_before: datetime, ma
     return job
 
 
-def heartbeat(session: Session, job_id: str, worker: str, progress: float | None = None,
-              stage: str | None = None) -> bool:
+def heartbeat(
+    session: Session, job_id: str, worker: str, progress: float | None = None, stage: str | None = None
+) -> bool:
     """Records liveness (and progress); False when this worker no longer owns the job."""
     values: dict[str, Any] = {"heartbeat_at": utcnow()}
     if progress is not None:
@@ -64,8 +80,17 @@ def heartbeat(session: Session, job_id: str, worker: str, progress: float | None
     return result.rowcount == 1
 
 
-def finish(session: Session, job_id: str, status: str, *, worker: str | None = None, code: str | None = None,
-           message: str | None = None, results: dict | None = None, stage: str | None = None) -> bool:
+def finish(
+    session: Session,
+    job_id: str,
+    status: str,
+    *,
+    worker: str | None = None,
+    code: str | None = None,
+    message: str | None = None,
+    results: dict | None = None,
+    stage: str | None = None,
+) -> bool:
     """Ends a job once: only a job not yet terminal (and, with `worker`, owned by it) changes."""
     assert status in TERMINAL
     now = utcnow()
@@ -76,8 +101,9 @@ def finish(session: Session, job_id: str, status: str, *, worker: str | None = N
     if worker is not None:
         cond.append(Job.worker == worker)
     duration = (now - job.started_at).total_seconds() if job.started_at else None
-    values: dict[str, Any] = dict(status=status, finished_at=now, updated_at=now, error_code=code,
-                                  error_message=message, duration_s=duration)
+    values: dict[str, Any] = dict(
+        status=status, finished_at=now, updated_at=now, error_code=code, error_message=message, duration_s=duration
+    )
     if status == SUCCEEDED:
         values.update(progress=1.0, stage="done")
     elif stage is not None:
@@ -104,15 +130,25 @@ def requeue_or_fail_stale(session: Session, stale_before: datetime, max_attempts
             ok = finish(session, job.id, CANCELLED, stage="cancelled (its worker had stopped)")
             new = CANCELLED
         elif job.attempts >= max_attempts:
-            ok = finish(session, job.id, FAILED, code="worker_lost",
-                        message=f"the worker running this job stopped responding {job.attempts} times "
-                        f"(last: {job.worker}); the job may need more memory or time than a worker has")
+            ok = finish(
+                session,
+                job.id,
+                FAILED,
+                code="worker_lost",
+                message=f"the worker running this job stopped responding {job.attempts} times "
+                f"(last: {job.worker}); the job may need more memory or time than a worker has",
+            )
             new = FAILED
         else:
             result = session.execute(
-                update(Job).where(Job.id == job.id, Job.status == RUNNING, Job.heartbeat_at < stale_before)
-                .values(status=QUEUED, stage=f"requeued: worker {job.worker} stopped responding", worker=None,
-                        updated_at=utcnow())
+                update(Job)
+                .where(Job.id == job.id, Job.status == RUNNING, Job.heartbeat_at < stale_before)
+                .values(
+                    status=QUEUED,
+                    stage=f"requeued: worker {job.worker} stopped responding",
+                    worker=None,
+                    updated_at=utcnow(),
+                )
             )
             ok, new = result.rowcount == 1, QUEUED
             if ok:

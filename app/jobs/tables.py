@@ -22,9 +22,7 @@ class Job(Base):
     name: Mapped[str | None] = mapped_column(String(300), nullable=True)
     model_id: Mapped[str] = mapped_column(ForeignKey("models.id", ondelete="RESTRICT"), index=True)
     dataset_id: Mapped[str | None] = mapped_column(ForeignKey("datasets.id", ondelete="RESTRICT"), nullable=True)
-    eval_dataset_id: Mapped[str | None] = mapped_column(
-        ForeignKey("datasets.id", ondelete="RESTRICT"), nullable=True
-    )
+    eval_dataset_id: Mapped[str | None] = mapped_column(ForeignKey("datasets.id", ondelete="RESTRICT"), nullable=True)
     recipe: Mapped[dict[str, Any]] = mapped_column(JSON)
     device: Mapped[str] = mapped_column(String(8))  # as asked: auto, cpu, cuda
     device_used: Mapped[str | None] = mapped_column(String(8), nullable=True)  # as run

@@ -37,8 +37,18 @@ async def upload_model(request: Request, session: SessionDep, tenant: TenantDep)
     if form.format and form.format != fmt:
         received.temp.unlink(missing_ok=True)
         raise ApiError(422, "format_mismatch", f"the file was declared {form.format} but its bytes are {fmt}")
-    row = await run_in_threadpool(record_upload, session, Model, tenant.id, received, fmt, store, "mdl",
-                                  form.name, load_options=form.load_options())
+    row = await run_in_threadpool(
+        record_upload,
+        session,
+        Model,
+        tenant.id,
+        received,
+        fmt,
+        store,
+        "mdl",
+        form.name,
+        load_options=form.load_options(),
+    )
     await run_in_threadpool(enqueue_inspection, session, row, "model")
     return ModelOut.of(row)
 

@@ -19,8 +19,11 @@ DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600)
 
 registry = CollectorRegistry()
 REQUEST_LATENCY = Histogram(
-    "squeeze_http_request_duration_seconds", "HTTP request latency", ["method", "route", "status"],
-    registry=registry, buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 120),
+    "squeeze_http_request_duration_seconds",
+    "HTTP request latency",
+    ["method", "route", "status"],
+    registry=registry,
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 120),
 )
 
 
@@ -40,8 +43,7 @@ def queue_depths() -> dict[str, int | None]:
 class StoreCollector:
     def collect(self):
         by_status = GaugeMetricFamily("squeeze_jobs", "jobs by status", labels=["status"])
-        duration = HistogramMetricFamily("squeeze_job_duration_seconds", "duration of finished jobs",
-                                         labels=["status"])
+        duration = HistogramMetricFamily("squeeze_job_duration_seconds", "duration of finished jobs", labels=["status"])
         depth = GaugeMetricFamily("squeeze_queue_depth", "messages waiting in the broker", labels=["queue"])
         with session_factory()() as session:
             counts = dict(session.execute(select(Job.status, func.count()).group_by(Job.status)).all())
@@ -50,7 +52,8 @@ class StoreCollector:
             cols = [func.sum(case((Job.duration_s <= b, 1), else_=0)) for b in DURATION_BUCKETS]
             rows = session.execute(
                 select(Job.status, func.count(), func.sum(Job.duration_s), *cols)
-                .where(Job.duration_s.is_not(None)).group_by(Job.status)
+                .where(Job.duration_s.is_not(None))
+                .group_by(Job.status)
             ).all()
         for status, count, total, *cum in rows:
             buckets = [(str(b), int(c or 0)) for b, c in zip(DURATION_BUCKETS, cum)] + [("+Inf", int(count))]

@@ -40,11 +40,18 @@ def _broker() -> None:
 
 @router.get("/readyz")
 async def readyz() -> JSONResponse:
-    checks = [await run_in_threadpool(_check, n, p)
-              for n, p in (("database", _database), ("broker", _broker),
-                           ("blob_store", lambda: get_blob_store().check_writable()))]
-    body = {"status": "ok" if all(err is None for _, err in checks) else "unavailable",
-            "checks": {n: ("ok" if err is None else err) for n, err in checks}}
+    checks = [
+        await run_in_threadpool(_check, n, p)
+        for n, p in (
+            ("database", _database),
+            ("broker", _broker),
+            ("blob_store", lambda: get_blob_store().check_writable()),
+        )
+    ]
+    body = {
+        "status": "ok" if all(err is None for _, err in checks) else "unavailable",
+        "checks": {n: ("ok" if err is None else err) for n, err in checks},
+    }
     return JSONResponse(body, status_code=200 if body["status"] == "ok" else 503)
 
 

@@ -29,6 +29,15 @@ class UploadOut(BaseModel):
 
     @classmethod
     def fields_of(cls, row) -> dict[str, Any]:
-        return dict(id=row.id, name=row.name, status=row.status, format=row.format, sha256=row.sha256,
-                    size_bytes=row.size_bytes, info=row.info, error=ErrorBody.of(row), created_at=row.created_at,
-                    updated_at=row.updated_at)
+        return dict(
+            id=row.id,
+            name=row.name,
+            status=row.status,
+            format=row.format,
+            sha256=row.sha256,
+            size_bytes=row.size_bytes,
+            info=row.info,
+            error=ErrorBody.of(row),
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+        )

@@ -29,11 +29,28 @@ def sniff(received: ReceivedUpload, detect: Callable) -> str:
         raise ApiError(SNIFF_STATUS.get(e.code, 415), e.code, e.message) from None
 
 
-def record_upload(session: Session, table, tenant_id: str, received: ReceivedUpload, fmt: str, store: BlobStore,
-                  prefix: str, name: str | None, **extra) -> object:
+def record_upload(
+    session: Session,
+    table,
+    tenant_id: str,
+    received: ReceivedUpload,
+    fmt: str,
+    store: BlobStore,
+    prefix: str,
+    name: str | None,
+    **extra,
+) -> object:
     key = store.commit(received.temp, received.sha256)
-    row = table(id=new_id(prefix), tenant_id=tenant_id, name=name or received.filename or received.sha256[:12],
-                format=fmt, sha256=received.sha256, size_bytes=received.size, blob_key=key, **extra)
+    row = table(
+        id=new_id(prefix),
+        tenant_id=tenant_id,
+        name=name or received.filename or received.sha256[:12],
+        format=fmt,
+        sha256=received.sha256,
+        size_bytes=received.size,
+        blob_key=key,
+        **extra,
+    )
     session.add(row)
     session.commit()
     return row
@@ -51,8 +68,9 @@ def blob_in_use(session: Session, key: str) -> bool:
     from ..datasets.tables import Dataset
     from ..models.tables import Model
 
-    return any(session.scalar(select(func.count()).select_from(t).where(t.blob_key == key))
-               for t in (Model, Dataset, Artifact))
+    return any(
+        session.scalar(select(func.count()).select_from(t).where(t.blob_key == key)) for t in (Model, Dataset, Artifact)
+    )
 
 
 def delete_upload(session: Session, row, store: BlobStore) -> None:

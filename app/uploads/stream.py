@@ -98,15 +98,27 @@ class _Receiver:
 async def receive_upload(request: Request, store: BlobStore, max_bytes: int) -> ReceivedUpload:
     ctype, options = parse_options_header(request.headers.get("content-type", ""))
     if ctype != b"multipart/form-data" or b"boundary" not in options:
-        raise ApiError(415, "unsupported_media_type",
-                       "send the file as multipart/form-data with a part named 'file' (curl -F file=@model.pt2)")
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            "send the file as multipart/form-data with a part named 'file' (curl -F file=@model.pt2)",
+        )
     length = request.headers.get("content-length")
     if length and length.isdigit() and int(length) > max_bytes + MAX_FIELD_BYTES * 4:
         raise ApiError(413, "too_large", f"the upload is larger than the limit of {max_bytes} bytes")
     receiver = _Receiver(store, max_bytes)
-    callbacks = {name: getattr(receiver, name) for name in (
-        "on_part_begin", "on_part_data", "on_part_end", "on_header_field", "on_header_value", "on_header_end",
-        "on_headers_finished")}
+    callbacks = {
+        name: getattr(receiver, name)
+        for name in (
+            "on_part_begin",
+            "on_part_data",
+            "on_part_end",
+            "on_header_field",
+            "on_header_value",
+            "on_header_end",
+            "on_headers_finished",
+        )
+    }
     parser = MultipartParser(options[b"boundary"], callbacks)
     keep = False
     try:
@@ -124,5 +136,4 @@ async def receive_upload(request: Request, store: BlobStore, max_bytes: int) -> 
         raise ApiError(400, "bad_request", f"malformed multipart body: {e}") from None
     finally:
         receiver.close(keep)
-    return ReceivedUpload(receiver.temp, receiver.digest.hexdigest(), receiver.size, receiver.filename,
-                          receiver.fields)
+    return ReceivedUpload(receiver.temp, receiver.digest.hexdigest(), receiver.size, receiver.filename, receiver.fields)

@@ -129,8 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "methods":
             print(json.dumps(catalogue(), indent=2))
         elif args.command == "inspect":
-            info = inspect_model(args.model, arch=args.arch, arch_kwargs=args.arch_kwargs,
-                                 input_shape=args.input_shape)
+            info = inspect_model(args.model, arch=args.arch, arch_kwargs=args.arch_kwargs, input_shape=args.input_shape)
             print(json.dumps(info))
         else:
             load = LoadOptions(input_shape=args.input_shape, arch=args.arch, arch_kwargs=args.arch_kwargs)

@@ -134,7 +134,8 @@ def check_fits(dataset: Dataset, spec: InputSpec, num_outputs: int | None = None
         raise InvalidDatasetError(f"token ids in 'x' go up to {int(dataset.x.max())}; the vocabulary has {spec.high}")
     if num_outputs is not None and dataset.y is not None and int(dataset.y.max()) >= num_outputs:
         raise InvalidDatasetError(
-            f"label {int(dataset.y.max())} is out of range: the model has {num_outputs} outputs (classes 0..{num_outputs - 1})"
+            f"label {int(dataset.y.max())} is out of range: the model has {num_outputs} outputs "
+            f"(classes 0..{num_outputs - 1})"
         )
 
 

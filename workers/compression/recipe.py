@@ -44,16 +44,19 @@ def describe_validation_error(e: ValidationError) -> str:
 
 def check_formats(recipe: Recipe, fmt: ModelFormat) -> list[ModelFormat]:
     """Walks the recipe over the model's format before any work; returns each step's output format."""
-    formats = []
+    formats, earlier = [], []
     for i, step in enumerate(recipe.steps, start=1):
         method = METHODS[step.method]
         accepted = method.formats(step)
+        variant = getattr(step, method.variants[0])
         if fmt not in accepted:
-            variant = getattr(step, method.variants[0])
             raise RecipeError(
                 f"step {i} ({step.method} {variant}) does not accept {fmt} models; "
                 f"it accepts {', '.join(sorted(accepted))}"
             )
+        if reason := method.check_order(step, earlier):
+            raise RecipeError(f"step {i} ({step.method} {variant}): {reason}")
+        earlier.append((step, fmt))
         fmt = method.output_format(step, fmt)
         formats.append(fmt)
     return formats

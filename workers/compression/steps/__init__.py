@@ -26,6 +26,8 @@ class Method:
     output_format: Callable[[BaseModel, ModelFormat], ModelFormat]
     verb: str  # "module:function" under workers.compression.methods
     variants: tuple[str, dict]  # (field that changes the accepted formats, {value: formats})
+    # why this step cannot follow the earlier ones ([(step, its input format)]), or None
+    check_order: Callable[[BaseModel, list[tuple[BaseModel, ModelFormat]]], str | None] = lambda step, earlier: None
 
     def runner(self) -> Callable:
         module, function = self.verb.split(":")
@@ -50,6 +52,7 @@ METHODS: dict[str, Method] = {
             export.output_format,
             "export:export",
             ("format", export.FORMATS),
+            export.check_order,
         ),
     )
 }

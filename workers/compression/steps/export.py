@@ -31,3 +31,15 @@ def formats(step: ExportStep) -> frozenset[ModelFormat]:
 
 def output_format(step: ExportStep, fmt: ModelFormat) -> ModelFormat:
     return ModelFormat(step.format)
+
+
+def check_order(step: ExportStep, earlier: list[tuple[BaseModel, ModelFormat]]) -> str | None:
+    torch_int8 = any(getattr(s, "scheme", None) == "int8_dynamic" and fmt != ModelFormat.ONNX for s, fmt in earlier)
+    if step.format == "onnx" and torch_int8:
+        # PT2E int8 programs call quantized_decomposed ops, which the ONNX exporter cannot translate
+        return (
+            "a PyTorch int8 program cannot be exported to ONNX; export first, then quantize: "
+            '[{"method": "export", "format": "onnx"}, {"method": "quantize", "scheme": "int8_dynamic"}] '
+            "runs int8 in onnxruntime"
+        )
+    return None
