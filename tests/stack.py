@@ -230,6 +230,13 @@ class Stack:
         assert out.returncode == 0, out.stderr
         return out.stdout.strip()
 
+    def sql(self, query: str, *params) -> list[tuple]:
+        """Rows straight from the stack's PostgreSQL database (to check what the API does not show)."""
+        import psycopg
+
+        with psycopg.connect(self.env["SQUEEZE_DATABASE_URL"].replace("+psycopg", "")) as conn:
+            return conn.execute(query, params).fetchall()
+
     # ---------------------------------------------------------------- HTTP
 
     def client(self, api_key: str | None = None) -> httpx.Client:

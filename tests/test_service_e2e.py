@@ -10,7 +10,6 @@ import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import numpy as np
-import psycopg
 import torch
 
 from tests.stack import sha256_of, wait_job
@@ -78,12 +77,10 @@ def test_measurements_are_stored_as_rows(prod_stack, ready_digits):
     model, dataset = ready_digits
     with prod_stack.client() as c:
         job = wait_job(c, submit(c, model, dataset, ONNX)["id"])
-    url = prod_stack.env["SQUEEZE_DATABASE_URL"].replace("+psycopg", "")
-    with psycopg.connect(url) as conn:
-        rows = conn.execute(
-            "SELECT role, step_index, artifact_id, size_bytes FROM measurements WHERE job_id = %s ORDER BY step_index",
-            (job["id"],),
-        ).fetchall()
+    rows = prod_stack.sql(
+        "SELECT role, step_index, artifact_id, size_bytes FROM measurements WHERE job_id = %s ORDER BY step_index",
+        job["id"],
+    )
     assert [(r[0], r[1]) for r in rows] == [("baseline", 0), ("step", 1)]
     assert (
         rows[1][2] == job["artifacts"][0]["id"]
@@ -151,10 +148,7 @@ def test_webhook_is_signed_retried_and_recorded(prod_stack, ready_digits):
         assert headers["X-Squeeze-Signature"] == f"sha256={expected}"
         payload = json.loads(body)
         assert payload["job"]["id"] == job["id"] and payload["job"]["status"] == "succeeded"
-    url = prod_stack.env["SQUEEZE_DATABASE_URL"].replace("+psycopg", "")
-    with psycopg.connect(url) as conn:
-        rows = conn.execute(
-            "SELECT attempt, status_code, delivered FROM webhook_deliveries WHERE job_id = %s ORDER BY attempt",
-            (job["id"],),
-        ).fetchall()
+    rows = prod_stack.sql(
+        "SELECT attempt, status_code, delivered FROM webhook_deliveries WHERE job_id = %s ORDER BY attempt", job["id"]
+    )
     assert rows == [(1, 500, False), (2, 200, True)]

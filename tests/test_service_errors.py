@@ -12,7 +12,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.stack import upload, wait_ready
+from tests.stack import upload, wait_job, wait_ready
 from workers.compression import save_model
 from workers.compression.formats import InputSpec
 
@@ -25,6 +25,14 @@ def error_of(response: httpx.Response, status: int, code: str | None = None) -> 
         assert body["error"]["code"] == code, body
     assert body["error"]["message"]
     return body["error"]["message"]
+
+
+def submit_export(client, model) -> dict:
+    r = client.post(
+        "/v1/jobs", json={"model_id": model["id"], "recipe": {"steps": [{"method": "export", "format": "pt2"}]}}
+    )
+    assert r.status_code == 202, r.text
+    return r.json()
 
 
 def temp_files(stack) -> list[str]:
@@ -48,9 +56,7 @@ def test_auth(prod_stack):
 def test_other_tenant_ids_are_not_found(prod_stack, ready_digits, other_key):
     model, dataset = ready_digits
     with prod_stack.client() as c:
-        job = c.post(
-            "/v1/jobs", json={"model_id": model["id"], "recipe": {"steps": [{"method": "export", "format": "pt2"}]}}
-        ).json()
+        job = submit_export(c, model)
     with prod_stack.client(api_key=other_key) as other:
         error_of(other.get(f"/v1/models/{model['id']}"), 404, "not_found")
         error_of(other.get(f"/v1/datasets/{dataset['id']}"), 404, "not_found")
@@ -207,12 +213,8 @@ def test_idempotency_key(prod_stack, ready_digits):
 def test_cancel_and_delete_conflicts(prod_stack, ready_digits, tmp_path):
     model, _ = ready_digits
     with prod_stack.client() as c:
-        job = c.post(
-            "/v1/jobs", json={"model_id": model["id"], "recipe": {"steps": [{"method": "export", "format": "pt2"}]}}
-        ).json()
+        job = submit_export(c, model)
         error_of(c.delete(f"/v1/models/{model['id']}"), 409, "in_use")
-        from tests.stack import wait_job
-
         wait_job(c, job["id"])
         error_of(c.post(f"/v1/jobs/{job['id']}/cancel"), 409, "already_finished")
 

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tests.stack import Stack, upload
+from tests.stack import Stack, upload, wait_job
 
 
 def test_methods_catalogue(prod_stack):
@@ -40,8 +40,6 @@ def test_logs_are_json_with_the_job_id(prod_stack, ready_digits):
         job = c.post(
             "/v1/jobs", json={"model_id": model["id"], "recipe": {"steps": [{"method": "export", "format": "pt2"}]}}
         ).json()
-        from tests.stack import wait_job
-
         wait_job(c, job["id"])
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:

@@ -21,7 +21,7 @@ def get_artifact(session, tenant, artifact_id: str) -> Artifact:
 def read_artifact(artifact_id: str, session: SessionDep, tenant: TenantDep) -> ArtifactOut:
     row = get_artifact(session, tenant, artifact_id)
     m = session.scalar(select(Measurement).where(Measurement.artifact_id == row.id))
-    return ArtifactOut.of(row, m.data if m else None)
+    return ArtifactOut.of(row, measurement=m.data if m else None)
 
 
 @router.get("/{artifact_id}/download", response_class=FileResponse)

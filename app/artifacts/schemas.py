@@ -3,10 +3,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import computed_field
+
+from ..schemas import RowOut
 
 
-class ArtifactOut(BaseModel):
+class ArtifactOut(RowOut):
     id: str
     job_id: str
     source_model_id: str
@@ -19,24 +21,9 @@ class ArtifactOut(BaseModel):
     size_bytes: int
     toolchain: dict[str, Any]
     created_at: datetime
-    download_url: str
     measurement: dict[str, Any] | None = None
 
-    @classmethod
-    def of(cls, row, measurement: dict | None = None) -> ArtifactOut:
-        return cls(
-            id=row.id,
-            job_id=row.job_id,
-            source_model_id=row.source_model_id,
-            step_index=row.step_index,
-            method=row.method,
-            params=row.params,
-            filename=row.filename,
-            format=row.format,
-            sha256=row.sha256,
-            size_bytes=row.size_bytes,
-            toolchain=row.toolchain,
-            created_at=row.created_at,
-            download_url=f"/v1/artifacts/{row.id}/download",
-            measurement=measurement,
-        )
+    @computed_field
+    @property
+    def download_url(self) -> str:
+        return f"/v1/artifacts/{self.id}/download"

@@ -8,6 +8,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
 from sqlalchemy import select
 
+from ..artifacts.schemas import ArtifactOut
 from ..artifacts.tables import Artifact
 from ..dependencies import SessionDep, TenantDep, get_owned
 from ..errors import ApiError, describe_validation
@@ -26,7 +27,7 @@ def get_job(session, tenant, job_id: str) -> Job:
 
 def job_out(session, job: Job) -> JobOut:
     artifacts = session.scalars(select(Artifact).where(Artifact.job_id == job.id).order_by(Artifact.step_index))
-    return JobOut.of(job, list(artifacts))
+    return JobOut.of(job, artifacts=[ArtifactOut.of(a) for a in artifacts])
 
 
 async def job_body(request: Request) -> JobIn:

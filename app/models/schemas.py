@@ -11,10 +11,6 @@ from ..uploads.schemas import UploadOut
 class ModelOut(UploadOut):
     load_options: dict[str, Any]
 
-    @classmethod
-    def of(cls, row) -> ModelOut:
-        return cls(**cls.fields_of(row), load_options=row.load_options or {})
-
 
 class ModelForm(BaseModel):
     """The optional form fields that travel with the file."""
