@@ -42,21 +42,21 @@ def test_format_is_followed_through_the_recipe(cnn_pt2, tmp_path):
 
 def test_orders_that_cannot_work_are_refused_before_any_work():
     from workers.compression.formats import ModelFormat
-    from workers.compression.recipe import check_formats
+    from workers.compression.recipe import check_recipe
 
     int8_then_onnx = parse_recipe(
         {"steps": [{"method": "quantize", "scheme": "int8_dynamic"}, {"method": "export", "format": "onnx"}]}
     )
     with pytest.raises(RecipeError, match="step 2 \\(export onnx\\): a PyTorch int8 program cannot be exported"):
-        check_formats(int8_then_onnx, ModelFormat.PT2)
+        check_recipe(int8_then_onnx, ModelFormat.PT2)
     onnx_then_int8 = parse_recipe(
         {"steps": [{"method": "export", "format": "onnx"}, {"method": "quantize", "scheme": "int8_dynamic"}]}
     )
-    assert check_formats(onnx_then_int8, ModelFormat.PT2) == ["onnx", "onnx"]
+    assert check_recipe(onnx_then_int8, ModelFormat.PT2) == ["onnx", "onnx"]
     int8_then_torchscript = parse_recipe(
         {"steps": [{"method": "quantize", "scheme": "int8_dynamic"}, {"method": "export", "format": "torchscript"}]}
     )
-    assert check_formats(int8_then_torchscript, ModelFormat.PT2) == ["pt2", "torchscript"]
+    assert check_recipe(int8_then_torchscript, ModelFormat.PT2) == ["pt2", "torchscript"]
 
 
 def test_catalogue_lists_schemas_and_formats():

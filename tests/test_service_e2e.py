@@ -73,6 +73,37 @@ def test_quantize_then_export_end_to_end(prod_stack, ready_digits, tmp_path, dig
         assert {j["id"] for j in jobs} <= {j["id"] for j in listed}
 
 
+def test_prune_then_quantize_pipeline_end_to_end(prod_stack, ready_digits, tmp_path, digits_npz):
+    model, dataset = ready_digits
+    assert [layer["name"] for layer in model["info"]["layers"]] == ["features.0", "features.3", "head.1", "head.3"]
+    recipe = {
+        "steps": [
+            {"method": "prune", "kind": "structured", "sparsity": 0.4, "criterion": "taylor", "finetune_epochs": 3},
+            {"method": "quantize", "scheme": "int8_dynamic"},
+        ]
+    }
+    with prod_stack.client() as c:
+        done = wait_job(c, submit(c, model, dataset, recipe)["id"])
+        assert done["status"] == "succeeded", done["error"]
+        results = done["results"]
+        pruned, quantized = results["steps"]
+        assert pruned["details"]["params_after"] < pruned["details"]["params_before"]
+        assert pruned["measurement"]["macs"] < results["baseline"]["macs"]
+        assert results["eval_data"]["held_out_fraction"] == 0.2  # the pruned model trained on the rest
+        assert [a["format"] for a in done["artifacts"]] == ["pt2", "pt2"]
+        assert results["final"]["artifact_id"] == quantized["artifact_id"] == done["artifacts"][1]["id"]
+        for artifact in done["artifacts"]:
+            check_artifact_runs(c, artifact, tmp_path, digits_npz)
+    # training reports every epoch as a stage of the job
+    stages = [
+        row[0]["stage"]
+        for row in prod_stack.sql(
+            "SELECT data FROM job_events WHERE job_id = %s AND kind = 'stage' ORDER BY id", done["id"]
+        )
+    ]
+    assert any("fine-tuning epoch 3/3" in s for s in stages), stages
+
+
 def test_measurements_are_stored_as_rows(prod_stack, ready_digits):
     model, dataset = ready_digits
     with prod_stack.client() as c:

@@ -183,6 +183,19 @@ def test_invalid_jobs_are_422_before_queueing(prod_stack, ready_digits, tmp_path
             "invalid_recipe",
         )
         assert "export first, then quantize" in message
+        # checked against the layers the worker found when it inspected the model
+        message = error_of(
+            job({"steps": [{"method": "prune", "kind": "structured", "exclude": ["features.*", "head.1"]}]}),
+            422,
+            "invalid_recipe",
+        )
+        assert "nothing is left to prune" in message
+        assert "features.0" in error_of(
+            job({"steps": [{"method": "prune", "kind": "structured", "exclude": ["fc"]}]}), 422
+        )
+        message = error_of(job({"steps": [{"method": "prune", "kind": "unstructured", "criterion": "taylor"}]}), 422)
+        assert "needs a dataset" in message
+        error_of(job({"steps": [{"method": "prune", "kind": "unstructured", "sparsity": 1}]}), 422, "invalid_recipe")
         error_of(job({"steps": [{"method": "export", "format": "pt2"}]}, device="tpu"), 422, "invalid_request")
         error_of(job({"steps": [{"method": "export", "format": "pt2"}]}, callback_url="not a url"), 422)
         error_of(job({"steps": [{"method": "export", "format": "pt2"}]}, dataset_id="dst_missing"), 404)

@@ -25,14 +25,16 @@ class Channel:
         self._out = os.fdopen(os.dup(1), "w", buffering=1)
         os.dup2(2, 1)
         self._last_progress = 0.0
+        self._last_stage: str | None = None
 
     def send(self, **message) -> None:
         self._out.write(json.dumps(message) + "\n")
 
     def progress(self, fraction: float, stage: str) -> None:
+        # a new stage (a training epoch, a step) always goes out; progress within one stage is throttled
         now = time.monotonic()
-        if now - self._last_progress >= 0.25 or fraction >= 1.0:
-            self._last_progress = now
+        if stage != self._last_stage or now - self._last_progress >= 0.25 or fraction >= 1.0:
+            self._last_progress, self._last_stage = now, stage
             self.send(event="progress", progress=round(float(fraction), 4), stage=stage)
 
 

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from workers.compression.errors import RecipeError
 from workers.compression.formats.kinds import ModelFormat
-from workers.compression.recipe import check_formats, parse_recipe
+from workers.compression.recipe import check_recipe, parse_recipe
 from workers.webhooks import url_problem
 
 from ..auth.tables import Tenant
@@ -68,7 +68,7 @@ def submit(session: Session, tenant: Tenant, body: JobIn, idempotency_key: str |
         _check_ready(get_owned(session, Dataset, tenant, dataset_id, "dataset"), "dataset")
     try:
         recipe = parse_recipe(body.recipe)
-        check_formats(recipe, ModelFormat(model.format))
+        check_recipe(recipe, ModelFormat(model.format), model_info=model.info, has_data=body.dataset_id is not None)
     except RecipeError as e:
         raise ApiError(422, e.code, e.message) from None
     active = session.scalar(

@@ -35,6 +35,16 @@ class Dataset:
     def head(self, n: int) -> Dataset:
         return Dataset(self.x[:n], None if self.y is None else self.y[:n], self.classes)
 
+    def split(self, fraction: float, *, seed: int = 0) -> tuple[Dataset, Dataset]:
+        """(rest, held out): a random `fraction` of the samples held out, the same every run."""
+        order = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))
+        cut = len(self) - max(1, int(round(fraction * len(self))))
+
+        def take(idx):
+            return Dataset(self.x[idx], None if self.y is None else self.y[idx], self.classes)
+
+        return take(order[:cut]), take(order[cut:])
+
     def describe(self) -> dict:
         return {
             "samples": len(self),

@@ -13,6 +13,9 @@ from .errors import InvalidModelError
 from .formats import load_model
 from .formats.spec import module_device
 from .measure.metrics import count_params, first_tensor
+from .pruning.layers import inspect_layers
+
+MAX_LAYERS_LISTED = 5000
 
 
 def inspect_model(path: str | Path, **load) -> dict:
@@ -39,6 +42,9 @@ def inspect_model(path: str | Path, **load) -> dict:
                 f"{type(e).__name__}: {e}"
             ) from None
     info["output_shape"] = [None, *out.shape[1:]]
+    # the prunable layers, so a recipe naming layers is checked at submission
+    if (layers := inspect_layers(model)) is not None:
+        info["layers"] = layers[:MAX_LAYERS_LISTED]
     return info
 
 

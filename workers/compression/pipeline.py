@@ -18,12 +18,14 @@ from .formats.spec import module_device
 from .measure import Measurement, MeasureSettings, Ratios, measure_models
 from .measure.metrics import first_tensor
 from .methods import StepContext
-from .recipe import Recipe, check_formats, parse_recipe
+from .recipe import Recipe, check_recipe, parse_recipe
 from .steps import METHODS
 
 Progress = Callable[[float, str], None]
 SPEEDUP_THRESHOLD = 1.05  # below 5 % a latency change is within run-to-run noise
 SIZE_THRESHOLD = 1.05
+HELD_OUT_FRACTION = 0.2  # of the dataset, for measuring recipes that train without an eval dataset
+MIN_SAMPLES_TO_HOLD_OUT = 50
 
 
 class LoadOptions(BaseModel):
@@ -61,12 +63,18 @@ def run_recipe(
 
     # everything that can be checked is checked before any work
     recipe = parse_recipe(recipe)
-    check_formats(recipe, load.format or detect_format(model_path))
+    check_recipe(recipe, load.format or detect_format(model_path), has_data=data_path is not None)
     report_progress(0.01, "loading model")
     load_kwargs = dict(load.model_dump(exclude_none=True), threads=threads, device=settings.device)
     baseline = load_model(model_path, **load_kwargs)
     data = load_dataset(data_path, baseline.input_spec) if data_path else None
     eval_data = load_dataset(eval_data_path, baseline.input_spec) if eval_data_path else data
+    held_out = None
+    if eval_data is data and data is not None and any(METHODS[s.method].trains(s) for s in recipe.steps):
+        # a model trained on the data would be graded on what it learnt: hold part of it out
+        if len(data) >= MIN_SAMPLES_TO_HOLD_OUT:
+            data, eval_data = data.split(HELD_OUT_FRACTION)
+            held_out = HELD_OUT_FRACTION
     spec = _settle_spec(baseline, data or eval_data)
     if data is not None or eval_data is not None:
         num_outputs = _num_outputs(baseline, spec)
@@ -107,6 +115,8 @@ def run_recipe(
         progress=lambda f, s: report_progress(0.7 + 0.28 * f, f"measuring: {s}"),
     )
     report = build_report(recipe, steps_out, measurements, ratios, spec, data, eval_data)
+    if held_out is not None:
+        report["eval_data"]["held_out_fraction"] = held_out
     (out_dir / "report.json").write_text(json.dumps(report, indent=2))
     report_progress(1.0, "done")
     return report
@@ -178,6 +188,7 @@ def build_report(
                 **r.model_dump(),
                 "verdict": _verdict(r),
                 "notes": [*result.notes, *_ratio_notes(r)],
+                **({"details": result.details} if result.details else {}),
             }
         )
     final_m, final_r = measurements[-1], ratios[-1]

@@ -42,20 +42,25 @@ def describe_validation_error(e: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def check_formats(recipe: Recipe, fmt: ModelFormat) -> list[ModelFormat]:
-    """Walks the recipe over the model's format before any work; returns each step's output format."""
+def check_recipe(
+    recipe: Recipe, fmt: ModelFormat, *, model_info: dict | None = None, has_data: bool | None = None
+) -> list[ModelFormat]:
+    """Walks the recipe over the model's format before any work; returns each step's output format.
+    `model_info` (what inspection found) and `has_data` add the checks that need them when known."""
     formats, earlier = [], []
     for i, step in enumerate(recipe.steps, start=1):
         method = METHODS[step.method]
         accepted = method.formats(step)
-        variant = getattr(step, method.variants[0])
+        where = f"step {i} ({step.method} {getattr(step, method.variants[0])})"
         if fmt not in accepted:
-            raise RecipeError(
-                f"step {i} ({step.method} {variant}) does not accept {fmt} models; "
-                f"it accepts {', '.join(sorted(accepted))}"
-            )
+            raise RecipeError(f"{where} does not accept {fmt} models; it accepts {', '.join(sorted(accepted))}")
         if reason := method.check_order(step, earlier):
-            raise RecipeError(f"step {i} ({step.method} {variant}): {reason}")
+            raise RecipeError(f"{where}: {reason}")
+        if has_data is False and (reason := method.needs_data(step)):
+            raise RecipeError(f"{where}: {reason}; give the job a dataset_id")
+        # the model as inspected is the input of the first step only; later steps see a changed model
+        if model_info and i == 1 and (reason := method.check_model(step, model_info)):
+            raise RecipeError(f"{where}: {reason}")
         earlier.append((step, fmt))
         fmt = method.output_format(step, fmt)
         formats.append(fmt)

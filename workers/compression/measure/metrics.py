@@ -13,19 +13,24 @@ from torch import nn
 
 from ..formats.onnx import OnnxModule
 from ..hardware import cpu_has_vnni, cpu_model
+from ..pruning.storage import BITS, SHAPE, VALUES
 
 # tensors that are not weights: normalisation statistics and quantization parameters
 _NOT_WEIGHTS = ("running_mean", "running_var", "num_batches_tracked", "_scale", "_zero_point", "zero_point", "scale")
 
 
 def weight_tensors(module: nn.Module) -> list[torch.Tensor]:
+    return [t for _, t in named_weight_tensors(module)]
+
+
+def named_weight_tensors(module: nn.Module) -> list[tuple[str, torch.Tensor]]:
     if isinstance(module, OnnxModule):
         import onnx
         from onnx import numpy_helper
 
         proto = onnx.load(str(module.model_path), load_external_data=True)
         return [
-            torch.from_numpy(numpy_helper.to_array(t).copy())
+            (t.name, torch.from_numpy(numpy_helper.to_array(t).copy()))
             for t in proto.graph.initializer
             if not t.name.endswith(_NOT_WEIGHTS) and len(t.dims) > 0
         ]
@@ -35,7 +40,7 @@ def weight_tensors(module: nn.Module) -> list[torch.Tensor]:
         if name.endswith(_NOT_WEIGHTS) or t.ndim == 0 or id(t) in seen:
             continue
         seen.add(id(t))
-        out.append(t.detach())
+        out.append((name, t.detach()))
     # graph modules keep quantized weights as plain tensor attributes, not parameters or buffers
     if isinstance(module, torch.fx.GraphModule):
         for node in module.graph.nodes:
@@ -43,7 +48,7 @@ def weight_tensors(module: nn.Module) -> list[torch.Tensor]:
                 t = _get_attr(module, node.target)
                 if isinstance(t, torch.Tensor) and t.ndim > 0 and id(t) not in seen:
                     seen.add(id(t))
-                    out.append(t.detach())
+                    out.append((node.target, t.detach()))
     return out
 
 
@@ -55,9 +60,17 @@ def _get_attr(module: nn.Module, target: str):
 
 
 def count_params(module: nn.Module) -> tuple[int, int]:
-    tensors = weight_tensors(module)
-    total = sum(t.numel() for t in tensors)
-    nonzero = sum(int(torch.count_nonzero(t)) for t in tensors)
+    """(parameters, non-zero parameters). A weight stored sparse (bitmask + values, pruning/storage.py)
+    counts as its dense tensor, with its stored values as the non-zeros."""
+    total = nonzero = 0
+    for name, t in named_weight_tensors(module):
+        if name.endswith(SHAPE):
+            total += int(t.prod())
+        elif name.endswith(VALUES):
+            nonzero += int(torch.count_nonzero(t))
+        elif not name.endswith(BITS):
+            total += t.numel()
+            nonzero += int(torch.count_nonzero(t))
     return total, nonzero
 
 

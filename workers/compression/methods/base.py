@@ -29,3 +29,4 @@ class StepResult:
     path: Path
     format: ModelFormat
     notes: list[str] = field(default_factory=list)
+    details: dict = field(default_factory=dict)  # method-specific facts for the report (layers kept, ...)

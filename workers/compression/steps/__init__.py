@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pydantic import BaseModel
 
 from ..formats.kinds import ModelFormat
-from . import export, quantize
+from . import export, prune, quantize
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,12 @@ class Method:
     variants: tuple[str, dict]  # (field that changes the accepted formats, {value: formats})
     # why this step cannot follow the earlier ones ([(step, its input format)]), or None
     check_order: Callable[[BaseModel, list[tuple[BaseModel, ModelFormat]]], str | None] = lambda step, earlier: None
+    # why the step cannot run without a dataset, or None
+    needs_data: Callable[[BaseModel], str | None] = lambda step: None
+    # whether the step trains on the dataset (then the measurement holds out part of it)
+    trains: Callable[[BaseModel], bool] = lambda step: False
+    # why the step cannot run on this model (its inspection info: layers, input, ...), or None
+    check_model: Callable[[BaseModel, dict], str | None] = lambda step, info: None
 
     def runner(self) -> Callable:
         module, function = self.verb.split(":")
@@ -53,6 +59,18 @@ METHODS: dict[str, Method] = {
             "export:export",
             ("format", export.FORMATS),
             export.check_order,
+        ),
+        Method(
+            "prune",
+            prune.PruneStep,
+            prune.formats,
+            prune.output_format,
+            "prune:prune",
+            ("kind", prune.FORMATS),
+            prune.check_order,
+            needs_data=prune.PruneStep.needs_data,
+            trains=prune.PruneStep.trains,
+            check_model=prune.check_model,
         ),
     )
 }

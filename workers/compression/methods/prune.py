@@ -1,0 +1,201 @@
+"""`prune`: remove weights (unstructured, 2:4) or whole channels (structured), in one go or over a
+gradual schedule with recovery fine-tuning between increments."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from ..errors import RecipeError, StepFailedError
+from ..formats import LoadedModel, ModelFormat, save_model
+from ..formats.spec import module_device
+from ..measure.metrics import count_macs, count_params
+from ..pruning import masks
+from ..pruning.layers import editable, output_layer, prunable_layers
+from ..pruning.sensitivity import layer_sensitivity
+from ..pruning.storage import pack_sparse_layers
+from ..pruning.structured import make_pruner, ratio_for_macs, schedule
+from ..steps.prune import PruneStep
+from ..training import accumulate_gradients, finetune
+from .base import StepContext, StepResult
+
+TAYLOR_BATCHES = 8  # gradient batches for Taylor scores: enough to rank weights, cheap next to training
+
+
+def prune(model: LoadedModel, step: PruneStep, ctx: StepContext) -> StepResult:
+    if (reason := step.needs_data()) and ctx.data is None:
+        raise RecipeError(f"{reason}; give the job a dataset")
+    spec = model.require_spec()
+    module = editable(model).to(ctx.device)
+    example = (ctx.data.x[:2] if ctx.data is not None else spec.example(2)).to(ctx.device)
+    kept = output_layer(module, example)
+    layers = dict(prunable_layers(module))
+    protected = {n for n in layers if step.excluded(n)} | ({kept} if kept else set())
+    eligible = {n: m for n, m in layers.items() if n not in protected}
+    if step.kind == "semi_structured_2_4":
+        eligible = {n: m for n, m in eligible.items() if isinstance(m, nn.Linear) and m.in_features % 4 == 0}
+    if not eligible:
+        raise RecipeError(
+            f"nothing to prune: of the layers {sorted(layers)}, {sorted(protected)} are kept "
+            "(excluded, or the output layer)"
+            + (" and 2:4 needs Linear layers with a multiple of 4 inputs" if step.kind == "semi_structured_2_4" else "")
+        )
+    params_before, _ = count_params(module)
+    macs_before = count_macs(module, example[:1])
+    notes, details = [], {"kept_whole": sorted(protected)}
+    if step.sensitivity:
+        ctx.progress(0.0, "sensitivity per layer")
+        details["sensitivity"] = layer_sensitivity(
+            module,
+            list(eligible),
+            kind=step.kind,
+            amount=step.amount,
+            data=ctx.data,
+            example=example,
+            device=ctx.device,
+        )
+    # without labels, recovery distils from the model as it was before pruning
+    reference = copy.deepcopy(module).eval() if step.trains() and ctx.data.y is None else None
+    run = {"structured": _structured, "unstructured": _unstructured, "semi_structured_2_4": _two_four}[step.kind]
+    notes += run(module, step, ctx, eligible, protected, example, reference)
+    module.eval()
+
+    params_after, nonzero_after = count_params(module)
+    macs_after = count_macs(module, example[:1])
+    details.update(
+        params_before=params_before,
+        params_after=params_after,
+        nonzero_after=nonzero_after,
+        macs_before=macs_before,
+        macs_after=macs_after,
+    )
+    fmt = ModelFormat(step.output)
+    if step.kind != "structured":
+        if fmt == ModelFormat.PT2 and step.storage == "sparse":
+            packed = pack_sparse_layers(module, list(eligible))
+            notes.append(
+                f"{packed} pruned layers stored as bitmask + non-zero values, so the file shrinks with the sparsity; "
+                "dense kernels do not run faster on zeros, so latency is not expected to improve"
+            )
+        elif fmt == ModelFormat.ONNX:
+            notes.append("ONNX stores the zeros densely: the file does not shrink; choose output 'pt2' for that")
+        else:
+            notes.append("zeros stored densely (storage 'dense'): the file does not shrink")
+    path = ctx.artifact_path(fmt, step.kind)
+    save_model(module, spec, fmt, path)
+    return StepResult(path, fmt, notes, details)
+
+
+def _increments(step: PruneStep, total: float) -> list[float]:
+    return schedule(step.schedule)(total, step.steps)[1:]
+
+
+def _recover(module, step: PruneStep, ctx: StepContext, reference, lo: float, hi: float, label: str) -> None:
+    if not step.trains():
+        return
+    finetune(
+        module,
+        ctx.data,
+        epochs=step.finetune_epochs,
+        learning_rate=step.learning_rate,
+        batch_size=step.batch_size,
+        device=ctx.device,
+        reference=reference,
+        progress=lambda f, s: ctx.progress(lo + (hi - lo) * f, f"{label}: fine-tuning {s}"),
+    )
+
+
+def _taylor_gradients(module, step: PruneStep, ctx: StepContext) -> None:
+    accumulate_gradients(module, ctx.data, batch_size=step.batch_size, max_batches=TAYLOR_BATCHES, device=ctx.device)
+
+
+def _unstructured(module, step, ctx, eligible, protected, example, reference) -> list[str]:
+    targets = _increments(step, step.amount)
+    for k, target in enumerate(targets, start=1):
+        label = f"increment {k}/{len(targets)} to {target:.1%}"
+        ctx.progress((k - 1) / len(targets), label)
+        masks.make_permanent(eligible)  # scores read plain weights; zeros already pruned score lowest
+        if step.criterion == "taylor":
+            _taylor_gradients(module, step, ctx)
+        layer_masks = masks.unstructured_masks(masks.scores(eligible, step.criterion), target, step.scope)
+        module.zero_grad(set_to_none=True)
+        masks.apply_masks(eligible, layer_masks)
+        _recover(module, step, ctx, reference, (k - 1) / len(targets), k / len(targets), label)
+    masks.make_permanent(eligible)
+    achieved = masks.achieved_sparsity(eligible)
+    return [
+        f"{achieved:.1%} of the weights in {len(eligible)} layers are zero ({step.criterion}, {step.scope} scope"
+        + (f", {step.steps} increments, {step.schedule} schedule" if step.steps > 1 else "")
+        + ")"
+    ]
+
+
+def _two_four(module, step, ctx, eligible, protected, example, reference) -> list[str]:
+    if step.criterion == "taylor":
+        _taylor_gradients(module, step, ctx)
+    layer_scores = masks.scores(eligible, step.criterion)
+    module.zero_grad(set_to_none=True)
+    masks.apply_masks(eligible, {n: masks.two_four_mask(s) for n, s in layer_scores.items()})
+    _recover(module, step, ctx, reference, 0.0, 1.0, "2:4")
+    masks.make_permanent(eligible)
+    notes = [f"2:4 sparsity in {len(eligible)} Linear layers: 2 of every 4 consecutive weights are zero"]
+    if ctx.device == "cuda":
+        notes.append("the artifact stores the 2:4 masked weights; semi-structured sparse kernels are not applied to it")
+    else:
+        notes.append("CPUs have no 2:4 sparse kernels: no speedup is expected on this worker")
+    return notes
+
+
+def _structured(module, step, ctx, eligible, protected, example, reference) -> list[str]:
+    notes = []
+    kept_modules = [module.get_submodule(n) for n in protected]
+    ratio = step.amount
+    if step.target_macs_reduction is not None:
+        ctx.progress(0.0, "finding the channel ratio for the MACs target")
+        try:
+            ratio = ratio_for_macs(
+                module, example[:1], step.target_macs_reduction, scope=step.scope, protected_names=sorted(protected)
+            )
+        except ValueError as e:
+            raise StepFailedError(str(e)) from None
+        notes.append(f"{ratio:.1%} of the channels removed to cut MACs by {step.target_macs_reduction:.0%}")
+    try:
+        pruner = make_pruner(
+            module,
+            example,
+            ratio=ratio,
+            criterion=step.criterion,
+            scope=step.scope,
+            protected=kept_modules,
+            steps=step.steps,
+            schedule_kind=step.schedule,
+        )
+    except Exception as e:  # Torch-Pruning could not trace the model
+        raise StepFailedError(f"cannot build the dependency graph of this model: {type(e).__name__}: {e}") from None
+    for k in range(1, step.steps + 1):
+        label = f"increment {k}/{step.steps}"
+        ctx.progress((k - 1) / step.steps, label)
+        if step.criterion == "taylor":
+            _taylor_gradients(module, step, ctx)
+        pruner.step()
+        module.zero_grad(set_to_none=True)
+        _check_runs(module, example)
+        _recover(module, step, ctx, reference, (k - 1) / step.steps, k / step.steps, label)
+    notes.append(
+        f"channels physically removed ({step.criterion}, {step.scope} scope, ratio {ratio:.0%}); "
+        f"layers kept whole: {', '.join(sorted(protected)) or 'none'}"
+    )
+    return notes
+
+
+def _check_runs(module: nn.Module, example: torch.Tensor) -> None:
+    try:
+        with torch.no_grad():
+            module.eval()(example.to(module_device(module)))
+    except Exception as e:
+        raise StepFailedError(
+            f"the model no longer runs after removing channels ({type(e).__name__}: {e}); an operation in it "
+            "hard-codes a channel count. Exclude the layers around it, or upload weights with an architecture name"
+        ) from None

@@ -1,0 +1,67 @@
+"""Which layers a model has to prune: an editable module tree for every torch format, its prunable
+Conv/Linear layers, and the output layer, which pruning always keeps whole."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..errors import InvalidModelError
+from ..formats.exported import load_pt2
+from ..formats.spec import LoadedModel, ModelFormat, module_device
+from ..measure.metrics import first_tensor
+from .lift import lift_layers
+
+PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+def editable(model: LoadedModel) -> nn.Module:
+    """The model as a tree of real layers: eager formats already are; a .pt2 graph gets its conv,
+    linear and batch-norm calls lifted into modules."""
+    if model.format == ModelFormat.PT2:
+        lift_layers(model.module)
+    elif model.format not in (ModelFormat.SAFETENSORS, ModelFormat.HUGGINGFACE):
+        raise InvalidModelError(f"{model.format} models cannot be pruned; upload a .pt2 program or weights")
+    return model.module
+
+
+def prunable_layers(module: nn.Module) -> list[tuple[str, nn.Module]]:
+    return [(name, m) for name, m in module.named_modules() if isinstance(m, PRUNABLE) and name]
+
+
+def output_layer(module: nn.Module, example: torch.Tensor) -> str | None:
+    """The last prunable layer that runs in a forward pass: its outputs are the model's outputs."""
+    order: list[str] = []
+    names = {id(m): name for name, m in prunable_layers(module)}
+    hooks = [
+        m.register_forward_hook(lambda mod, args, out: order.append(names[id(mod)]))
+        for m in (module.get_submodule(n) for n in names.values())
+    ]
+    try:
+        with torch.no_grad():
+            first_tensor(module(example.to(module_device(module))))
+    finally:
+        for h in hooks:
+            h.remove()
+    return order[-1] if order else None
+
+
+def describe_layers(module: nn.Module) -> list[dict]:
+    """What inspection records, so a recipe's layer names can be checked at submission."""
+    out = []
+    for name, m in prunable_layers(module):
+        if isinstance(m, nn.Linear):
+            out.append({"name": name, "type": "Linear", "in": m.in_features, "out": m.out_features})
+        else:
+            out.append({"name": name, "type": type(m).__name__, "in": m.in_channels, "out": m.out_channels})
+    return out
+
+
+def inspect_layers(model: LoadedModel) -> list[dict] | None:
+    """The prunable layers of an uploaded model, on a fresh copy (lifting changes the module)."""
+    if model.format == ModelFormat.PT2 and model.path is not None:
+        copy = load_pt2(model.path)
+        return describe_layers(editable(copy))
+    if model.format in (ModelFormat.SAFETENSORS, ModelFormat.HUGGINGFACE):
+        return describe_layers(model.module)
+    return None
