@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: install run test bench bench-service clean
+.PHONY: install run test bench bench-service bench-prune clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -26,6 +26,9 @@ test: install
 
 bench: install
 	$(PY) bench/engine.py
+
+bench-prune: install
+	$(PY) bench/prune.py
 
 bench-service: install
 	$(PY) bench/service.py

@@ -319,3 +319,28 @@ def test_exported_model_is_unchanged_by_lifting(cnn, cnn_pt2):
     assert torch.allclose(module(x), cnn(x), atol=1e-5)
     assert isinstance(module.get_submodule("head.1"), nn.Linear)
     _ = DigitsCNN
+
+
+def test_hugging_face_encoder_prunes_its_feed_forward_layers(tmp_path, quick):
+    import shutil
+
+    from .test_formats import _tiny_bert
+
+    _tiny_bert(tmp_path / "bert")
+    archive = shutil.make_archive(str(tmp_path / "bert"), "zip", tmp_path, "bert")
+    np.savez(tmp_path / "tokens.npz", x=np.random.default_rng(0).integers(0, 100, (32, 64)))
+    for kind in ("structured", "unstructured"):
+        report = run_recipe(
+            archive,
+            prune(kind=kind, sparsity=0.5),
+            data_path=tmp_path / "tokens.npz",
+            out_dir=tmp_path / kind,
+            settings=quick,
+        )
+        step = report["steps"][0]
+        assert step["measurement"]["nonzero_params"] < report["baseline"]["nonzero_params"]
+        assert step["measurement"]["agreement"] is not None
+        if kind == "structured":
+            assert step["measurement"]["params"] < report["baseline"]["params"]
+            assert "model.bert.encoder.layer.0.attention.self.query" in step["details"]["kept_whole"]
+            assert "model.bert.encoder.layer.0.intermediate.dense" not in step["details"]["kept_whole"]

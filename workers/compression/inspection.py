@@ -42,7 +42,7 @@ def inspect_model(path: str | Path, **load) -> dict:
                 f"{type(e).__name__}: {e}"
             ) from None
     info["output_shape"] = [None, *out.shape[1:]]
-    # the prunable layers, so a recipe naming layers is checked at submission
+    # the prunable layers, so a recipe naming layers is checked at submission (last: lifting changes the module)
     if (layers := inspect_layers(model)) is not None:
         info["layers"] = layers[:MAX_LAYERS_LISTED]
     return info

@@ -99,7 +99,7 @@ def finetune(
             loss.backward()
             optimizer.step()
             schedule.step()
-            total += float(loss) * len(x)
+            total += loss.item() * len(x)
             count += len(x)
         losses.append(total / max(1, count))
         progress((epoch + 1) / epochs, f"epoch {epoch + 1}/{epochs}, loss {losses[-1]:.4f}")

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from ..errors import InvalidModelError
+from ..pruning.storage import fold_packed_weights, is_packed
 from .spec import InputSpec, LoadedModel, ModelFormat, module_device
 
 EXAMPLE_BATCH = 2  # export specializes sizes 0 and 1, so trace with 2 to keep the batch dynamic
@@ -58,6 +59,9 @@ def load_pt2(path: Path) -> LoadedModel:
         raise InvalidModelError("the program's input is not a tensor")
     shape = tuple(int(d) if isinstance(d, int) else None for d in val.shape)
     module = program.module()
+    info = {}
+    if is_packed(module):  # pruned weights stored sparse: rebuilt once here, not on every call
+        info["sparse_weights_rebuilt"] = fold_packed_weights(module)
     # exported programs are captured in inference mode and refuse .eval(); the flag tells exporters so
     module.training = False
     return LoadedModel(
@@ -67,6 +71,7 @@ def load_pt2(path: Path) -> LoadedModel:
         size_bytes=path.stat().st_size,
         runtime="eager",
         path=path,
+        info=info,
     )
 
 
@@ -79,6 +84,15 @@ def export_program(module: nn.Module, spec: InputSpec) -> torch.export.ExportedP
         raise InvalidModelError(f"torch.export failed on this model: {type(e).__name__}: {e}") from None
 
 
+# node metadata that only serves debugging: source stack traces (which would also publish the worker's
+# file paths) and pass provenance; dropping them keeps small programs from being mostly JSON
+DEBUG_META = ("stack_trace", "from_node")
+
+
 def save_pt2(module: nn.Module, spec: InputSpec, path: Path) -> Path:
-    torch.export.save(export_program(module, spec), str(path))
+    program = export_program(module, spec)
+    for node in program.graph.nodes:
+        for key in DEBUG_META:
+            node.meta.pop(key, None)
+    torch.export.save(program, str(path))
     return path

@@ -33,6 +33,12 @@ def prune(model: LoadedModel, step: PruneStep, ctx: StepContext) -> StepResult:
     kept = output_layer(module, example)
     layers = dict(prunable_layers(module))
     protected = {n for n in layers if step.excluded(n)} | ({kept} if kept else set())
+    notes = []
+    if step.kind == "structured" and (hidden := _transformer_width(model)):
+        # attention reshapes its projections into (heads, head size) with constants, and every residual
+        # branch shares the hidden width: only the feed-forward inner width can shrink safely
+        protected |= {n for n, m in layers.items() if isinstance(m, nn.Linear) and m.out_features == hidden}
+        notes.append(f"transformer: attention and the hidden width ({hidden}) are kept; feed-forward layers shrink")
     eligible = {n: m for n, m in layers.items() if n not in protected}
     if step.kind == "semi_structured_2_4":
         eligible = {n: m for n, m in eligible.items() if isinstance(m, nn.Linear) and m.in_features % 4 == 0}
@@ -44,7 +50,7 @@ def prune(model: LoadedModel, step: PruneStep, ctx: StepContext) -> StepResult:
         )
     params_before, _ = count_params(module)
     macs_before = count_macs(module, example[:1])
-    notes, details = [], {"kept_whole": sorted(protected)}
+    details = {"kept_whole": sorted(protected)}
     if step.sensitivity:
         ctx.progress(0.0, "sensitivity per layer")
         details["sensitivity"] = layer_sensitivity(
@@ -86,6 +92,13 @@ def prune(model: LoadedModel, step: PruneStep, ctx: StepContext) -> StepResult:
     path = ctx.artifact_path(fmt, step.kind)
     save_model(module, spec, fmt, path)
     return StepResult(path, fmt, notes, details)
+
+
+def _transformer_width(model: LoadedModel) -> int | None:
+    if model.format != ModelFormat.HUGGINGFACE:
+        return None
+    config = getattr(getattr(model.module, "model", None), "config", None)
+    return getattr(config, "hidden_size", None)
 
 
 def _increments(step: PruneStep, total: float) -> list[float]:

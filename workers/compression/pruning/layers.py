@@ -7,7 +7,6 @@ import torch
 from torch import nn
 
 from ..errors import InvalidModelError
-from ..formats.exported import load_pt2
 from ..formats.spec import LoadedModel, ModelFormat, module_device
 from ..measure.metrics import first_tensor
 from .lift import lift_layers
@@ -58,10 +57,7 @@ def describe_layers(module: nn.Module) -> list[dict]:
 
 
 def inspect_layers(model: LoadedModel) -> list[dict] | None:
-    """The prunable layers of an uploaded model, on a fresh copy (lifting changes the module)."""
-    if model.format == ModelFormat.PT2 and model.path is not None:
-        copy = load_pt2(model.path)
-        return describe_layers(editable(copy))
-    if model.format in (ModelFormat.SAFETENSORS, ModelFormat.HUGGINGFACE):
-        return describe_layers(model.module)
+    """The prunable layers of an uploaded model. Lifts a .pt2 graph in place: call it last."""
+    if model.format in (ModelFormat.PT2, ModelFormat.SAFETENSORS, ModelFormat.HUGGINGFACE):
+        return describe_layers(editable(model))
     return None

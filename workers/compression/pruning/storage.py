@@ -87,3 +87,61 @@ def pack_sparse_layers(model: nn.Module, names: list[str]) -> int:
         setattr(model.get_submodule(owner) if owner else model, leaf, wrapped)
         packed += 1
     return packed
+
+
+def is_packed(module: nn.Module) -> bool:
+    return any(name.endswith(BITS) for name, _ in module.named_buffers())
+
+
+def fold_packed_weights(graph: torch.fx.GraphModule) -> int:
+    """Rebuilds packed weights once, at load, instead of on every call: every computation in the graph
+    that reads only stored tensors (the unpacking) is evaluated now and replaced by its result.
+    torch's `const_fold.split_const_subgraphs` does the same but returns a module whose outputs lose
+    their structure (a tuple instead of a tensor), so this small pass keeps the graph as it is.
+    Returns how many tensors were folded."""
+    from torch.fx.node import map_arg
+
+    const: set[torch.fx.Node] = set()
+    values: dict[torch.fx.Node, object] = {}
+    for node in graph.graph.nodes:
+        if node.op == "get_attr":
+            obj = graph
+            for part in node.target.split("."):
+                obj = getattr(obj, part)
+            const.add(node)
+            values[node] = obj
+        elif node.op == "call_function" and _constant_call(node, const):
+            const.add(node)
+            values[node] = node.target(*map_arg(node.args, values.get), **map_arg(node.kwargs, values.get))
+    frontier = [
+        n
+        for n in const
+        if n.op == "call_function" and isinstance(values[n], torch.Tensor) and any(u not in const for u in n.users)
+    ]
+    for i, node in enumerate(frontier):
+        name = f"folded_weight_{i}"
+        graph.register_buffer(name, values[node].detach().contiguous())
+        with graph.graph.inserting_before(node):
+            replacement = graph.graph.get_attr(name)
+        node.replace_all_uses_with(replacement)
+    for node in reversed(list(graph.graph.nodes)):
+        if node in const and not node.users and node.op == "call_function":
+            graph.graph.erase_node(node)
+    for node in list(graph.graph.nodes):
+        if node.op == "get_attr" and not node.users:
+            graph.graph.erase_node(node)
+    graph.recompile()
+    used = {n.target for n in graph.graph.nodes if n.op == "get_attr"}
+    for name, _ in list(graph.named_buffers()):
+        if name.endswith((BITS, VALUES, SHAPE)) and name not in used:
+            owner, _, leaf = name.rpartition(".")
+            del graph.get_submodule(owner)._buffers[leaf]
+    return len(frontier)
+
+
+def _constant_call(node: torch.fx.Node, const: set) -> bool:
+    if node.all_input_nodes:
+        return all(a in const for a in node.all_input_nodes)
+    # no tensor inputs: a factory such as zeros() is constant, a random one is not
+    tags = getattr(node.target, "tags", None)
+    return tags is not None and torch.Tag.nondeterministic_seeded not in tags

@@ -40,7 +40,7 @@ def make_pruner(
     import torch_pruning as tp
 
     importance = (
-        tp.importance.GroupTaylorImportance() if criterion == "taylor" else tp.importance.GroupMagnitudeImportance(p=1)
+        tp.importance.GroupTaylorImportance() if criterion == "taylor" else tp.importance.GroupMagnitudeImportance(p=2)
     )
     return tp.pruner.BasePruner(
         model,
