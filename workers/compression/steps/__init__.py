@@ -52,15 +52,6 @@ METHODS: dict[str, Method] = {
             ("scheme", quantize.FORMATS),
         ),
         Method(
-            "export",
-            export.ExportStep,
-            export.formats,
-            export.output_format,
-            "export:export",
-            ("format", export.FORMATS),
-            export.check_order,
-        ),
-        Method(
             "prune",
             prune.PruneStep,
             prune.formats,
@@ -71,6 +62,15 @@ METHODS: dict[str, Method] = {
             needs_data=prune.PruneStep.needs_data,
             trains=prune.PruneStep.trains,
             check_model=prune.check_model,
+        ),
+        Method(
+            "export",
+            export.ExportStep,
+            export.formats,
+            export.output_format,
+            "export:export",
+            ("format", export.FORMATS),
+            export.check_order,
         ),
     )
 }
