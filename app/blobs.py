@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from functools import lru_cache
@@ -82,6 +83,28 @@ class LocalBlobStore:
     def delete(self, key: str) -> None:
         self.local_path(key).unlink(missing_ok=True)
 
+    # named blobs (job checkpoints): overwritten in place, never content-addressed
+
+    def put_named(self, source: Path, key: str) -> None:
+        final = self.local_path(key)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        temp = self.new_temp()
+        shutil.copyfile(source, temp)
+        os.replace(temp, final)
+
+    def fetch_named(self, key: str, dest: Path) -> bool:
+        source = self.local_path(key)
+        if not source.is_file():
+            return False
+        shutil.copyfile(source, dest)
+        return True
+
+    def list_named(self, prefix: str) -> list[str]:
+        folder = self.local_path(prefix)
+        return (
+            sorted(f"{prefix.rstrip('/')}/{p.name}" for p in folder.iterdir() if p.is_file()) if folder.is_dir() else []
+        )
+
     def check_writable(self) -> None:
         probe = self.new_temp()
         probe.write_bytes(b"ok")
@@ -141,6 +164,21 @@ class S3BlobStore(LocalBlobStore):
     def delete(self, key: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self._object(key))
         (self.root / "cache" / _checked(key)).unlink(missing_ok=True)
+
+    def put_named(self, source: Path, key: str) -> None:
+        self.client.upload_file(str(source), self.bucket, self._object(key))
+
+    def fetch_named(self, key: str, dest: Path) -> bool:
+        if not self.exists(key):
+            return False
+        self.client.download_file(self.bucket, self._object(key), str(dest))
+        return True
+
+    def list_named(self, prefix: str) -> list[str]:
+        start = self._object(prefix.rstrip("/")) + "/"
+        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=start)
+        cut = len(self._object("x")) - 1  # the bucket prefix in front of every key
+        return sorted(obj["Key"][cut:] for page in pages for obj in page.get("Contents", []))
 
     def check_writable(self) -> None:
         probe = self._object("readyz-probe")

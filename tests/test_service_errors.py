@@ -11,7 +11,9 @@ import zipfile
 import httpx
 import numpy as np
 import pytest
+import torch
 
+from tests.digits import DigitsMLP
 from tests.stack import upload, wait_job, wait_ready
 from workers.compression import save_model
 from workers.compression.formats import InputSpec
@@ -196,6 +198,31 @@ def test_invalid_jobs_are_422_before_queueing(prod_stack, ready_digits, tmp_path
         message = error_of(job({"steps": [{"method": "prune", "kind": "unstructured", "criterion": "taylor"}]}), 422)
         assert "needs a dataset" in message
         error_of(job({"steps": [{"method": "prune", "kind": "unstructured", "sparsity": 1}]}), 422, "invalid_recipe")
+        # a distillation student must exist, belong to the tenant and produce the teacher's output shape
+        five = DigitsMLP()
+        five.net[-1] = torch.nn.Linear(512, 5)
+        five_path = save_model(five.eval(), InputSpec(shape=(None, 1, 8, 8)), "pt2", tmp_path / "five.pt2")
+        five_model = wait_ready(c, "models", upload(c, "models", five_path).json()["id"])
+
+        def distill(student_id, **extra):
+            step = {"method": "distill", "student": {"model_id": student_id}, **extra}
+            return job({"steps": [step]}, dataset_id=dataset["id"])
+
+        assert "does not match the teacher" in error_of(distill(five_model["id"]), 422, "invalid_recipe")
+        error_of(distill("mdl_nope"), 404)
+        unlabelled = tmp_path / "unlabelled.npz"
+        np.savez(unlabelled, x=np.zeros((4, 1, 8, 8), dtype=np.float32))
+        plain = wait_ready(c, "datasets", upload(c, "datasets", unlabelled).json()["id"])
+        message = error_of(
+            job(
+                {"steps": [{"method": "distill", "student": {"derive": {"width": 0.5}}, "compare_baseline": True}]},
+                dataset_id=plain["id"],
+            ),
+            422,
+        )
+        assert "needs labels" in message
+        message = error_of(job({"steps": [{"method": "distill", "student": {"derive": {"width": 0.5}}}]}), 422)
+        assert "needs a dataset" in message
         error_of(job({"steps": [{"method": "export", "format": "pt2"}]}, device="tpu"), 422, "invalid_request")
         error_of(job({"steps": [{"method": "export", "format": "pt2"}]}, callback_url="not a url"), 422)
         error_of(job({"steps": [{"method": "export", "format": "pt2"}]}, dataset_id="dst_missing"), 404)

@@ -52,6 +52,40 @@ def test_worker_killed_mid_job_is_rerun_elsewhere(prod_stack, ready_digits):
     assert len(done["artifacts"]) == 1  # the dead attempt left nothing behind
 
 
+def test_distillation_resumes_from_its_checkpoint_after_the_worker_dies(prod_stack, ready_digits):
+    model, dataset = ready_digits
+    recipe = {"steps": [{"method": "distill", "student": {"derive": {"width": 0.5}}, "epochs": 120, "batch_size": 8}]}
+    with prod_stack.client() as c:
+        job = submit(c, model, dataset, recipe)
+        running = wait_for(
+            c,
+            f"/v1/jobs/{job['id']}",
+            lambda b: "epoch 3/120" in (b["stage"] or "") or b["progress"] > 0.1,
+            every=0.05,
+            timeout=180,
+        )
+        worker = running["worker"].split("@")[0]
+        prod_stack.kill_worker(worker)
+        prod_stack.start_worker(f"{worker}r")
+        done = wait_job(c, job["id"], timeout=600)
+    assert done["status"] == "succeeded", done["error"]
+    assert done["attempts"] == 2
+    resumed = done["results"]["steps"][0]["details"]["resumed_from_epoch"]
+    assert 3 <= resumed < 120
+    stages = [
+        row[0]["stage"]
+        for row in prod_stack.sql(
+            "SELECT data FROM job_events WHERE job_id = %s AND kind = 'stage' ORDER BY id", job["id"]
+        )
+    ]
+    assert any(f"resumed from epoch {resumed}" in s for s in stages)
+    # finished: its checkpoints are gone from the blob store
+    listed = prod_stack.s3.client().list_objects_v2(
+        Bucket=prod_stack.s3.bucket, Prefix=f"blobs/checkpoints/{job['id']}"
+    )
+    assert listed.get("KeyCount", 0) == 0
+
+
 def test_cancel_a_running_job(prod_stack, ready_digits):
     model, dataset = ready_digits
     with prod_stack.client() as c:

@@ -68,6 +68,9 @@ def _run(spec: dict, channel: Channel) -> dict:
             load=spec.get("load_options"),
             settings=MeasureSettings(**spec["measure"]),
             progress=channel.progress,
+            models=spec.get("models"),
+            checkpoint_dir=spec.get("checkpoint_dir"),
+            on_checkpoint=lambda path: channel.send(event="checkpoint", path=str(path)),
         )
     raise ValueError(f"unknown action {action!r}")
 

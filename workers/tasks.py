@@ -26,6 +26,8 @@ from app.jobs.tables import CANCELLED, FAILED, RUNNING, SUCCEEDED, Job
 from app.logs import configure_logging, job_id_var
 from app.models.tables import Model
 from app.uploads.tables import INVALID, PENDING, READY
+from workers.compression.recipe import parse_step
+from workers.compression.steps import METHODS
 
 from . import webhooks
 from .celery_app import INSPECT_TASK, INSPECT_TIME_LIMIT_S, RUN_JOB_TASK, WEBHOOK_TASK, get_celery
@@ -131,6 +133,8 @@ class JobWatch:
         elif event.get("event") == "log":
             add_event(self.session, self.job_id, "log", {"message": str(event.get("message"))[:2000]})
             self.dirty = True
+        elif event.get("event") == "checkpoint":
+            save_checkpoint(self.job_id, Path(event["path"]))
 
     def should_stop(self) -> str | None:
         try:
@@ -157,9 +161,51 @@ class JobWatch:
         self.session.close()
 
 
-def _job_spec(session, job: Job, out_dir: Path, device: str) -> dict:
+# ---------------------------------------------------------------- checkpoints
+# Training steps checkpoint every epoch into the attempt's folder; each file is copied to the blob store
+# at once, and a retried attempt (its worker died) starts with them, so training resumes, not restarts.
+
+
+def _checkpoint_prefix(job_id: str) -> str:
+    return f"checkpoints/{job_id}"
+
+
+def save_checkpoint(job_id: str, path: Path) -> None:
+    try:
+        get_blob_store().put_named(path, f"{_checkpoint_prefix(job_id)}/{path.name}")
+    except Exception:  # a lost checkpoint costs a retry some epochs, never the job
+        log.exception("saving checkpoint %s failed", path.name)
+
+
+def restore_checkpoints(job_id: str, folder: Path) -> list[str]:
+    store = get_blob_store()
+    folder.mkdir(parents=True, exist_ok=True)
+    restored = []
+    for key in store.list_named(_checkpoint_prefix(job_id)):
+        name = key.rsplit("/", 1)[-1]
+        if store.fetch_named(key, folder / name):
+            restored.append(name)
+    return restored
+
+
+def drop_checkpoints(job_id: str) -> None:
+    store = get_blob_store()
+    try:
+        for key in store.list_named(_checkpoint_prefix(job_id)):
+            store.delete(key)
+    except Exception:
+        log.exception("removing the checkpoints of %s failed", job_id)
+
+
+def _job_spec(session, job: Job, out_dir: Path, device: str, checkpoint_dir: Path) -> dict:
     settings, store = get_settings(), get_blob_store()
     model = session.get(Model, job.model_id)
+    # other models the recipe names (a distillation student), checked for ownership at submission
+    referenced = {}
+    for step in job.recipe["steps"]:
+        for ref in METHODS[step["method"]].references(parse_step(step)):
+            if (row := session.get(Model, ref)) is not None:  # deleted since: the step says it is missing
+                referenced[ref] = str(store.local_path(row.blob_key))
 
     def dataset_path(dataset_id: str | None) -> str | None:
         return str(store.local_path(session.get(Dataset, dataset_id).blob_key)) if dataset_id else None
@@ -172,6 +218,8 @@ def _job_spec(session, job: Job, out_dir: Path, device: str) -> dict:
         "data_path": dataset_path(job.dataset_id),
         "eval_data_path": dataset_path(job.eval_dataset_id),
         "load_options": dict(model.load_options or {}, format=model.format),
+        "models": referenced,
+        "checkpoint_dir": str(checkpoint_dir),
         "measure": {
             "batch": settings.measure_batch,
             "threads": settings.threads,
@@ -214,7 +262,9 @@ def run_job(self, job_id: str) -> None:
             job.device_used = device
             session.commit()
             workdir = _workdir("jobs", job_id, f"attempt{job.attempts}")
-            spec = _job_spec(session, job, workdir / "out", device)
+            spec = _job_spec(session, job, workdir / "out", device, workdir / "checkpoints")
+        if restored := restore_checkpoints(job_id, workdir / "checkpoints"):
+            log.info("resuming from checkpoints %s", restored)
         log.info("job started on %s (attempt %d)", device, job.attempts)
         watch = JobWatch(job_id, worker, settings.heartbeat_interval_s)
         try:
@@ -269,6 +319,8 @@ def _conclude(job_id: str, worker: str, outcome: Outcome, out_dir: Path) -> None
         log.info(
             "job ended: %s", "succeeded" if outcome.ok else (outcome.stopped or outcome.code), extra={"worker": worker}
         )
+        if ended:
+            drop_checkpoints(job_id)
         if ended and session.get(Job, job_id).callback_url:
             _send_webhook(job_id, 1)
 

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from workers.compression.errors import RecipeError
 from workers.compression.formats.kinds import ModelFormat
 from workers.compression.recipe import check_recipe, parse_recipe
+from workers.compression.steps import METHODS
 from workers.webhooks import url_problem
 
 from ..auth.tables import Tenant
@@ -40,6 +41,17 @@ def _check_ready(row, kind: str) -> None:
         raise ApiError(422, f"{kind}_invalid", f"{kind} {row.id} is invalid: {row.error_message}")
 
 
+def _check_references(session: Session, tenant: Tenant, recipe, model: Model) -> None:
+    """Other models a step names (a distillation student): the tenant's own, ready, and compatible."""
+    for i, step in enumerate(recipe.steps, start=1):
+        method = METHODS[step.method]
+        for ref in method.references(step):
+            other = get_owned(session, Model, tenant, ref, "model")
+            _check_ready(other, "model")
+            if reason := method.check_reference(step, model.info or {}, other.info or {}):
+                raise ApiError(422, "invalid_recipe", f"step {i} ({step.method}): {reason}")
+
+
 def _request_hash(body: JobIn) -> str:
     return hashlib.sha256(json.dumps(body.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
 
@@ -64,13 +76,23 @@ def submit(session: Session, tenant: Tenant, body: JobIn, idempotency_key: str |
         raise ApiError(422, "invalid_callback_url", problem)
     model = get_owned(session, Model, tenant, body.model_id, "model")
     _check_ready(model, "model")
+    datasets = {}
     for dataset_id in {body.dataset_id, body.eval_dataset_id} - {None}:
-        _check_ready(get_owned(session, Dataset, tenant, dataset_id, "dataset"), "dataset")
+        datasets[dataset_id] = get_owned(session, Dataset, tenant, dataset_id, "dataset")
+        _check_ready(datasets[dataset_id], "dataset")
+    data_info = (datasets[body.dataset_id].info or {}) if body.dataset_id else None
     try:
         recipe = parse_recipe(body.recipe)
-        check_recipe(recipe, ModelFormat(model.format), model_info=model.info, has_data=body.dataset_id is not None)
+        check_recipe(
+            recipe,
+            ModelFormat(model.format),
+            model_info=model.info,
+            has_data=body.dataset_id is not None,
+            has_labels=data_info.get("labels") if data_info is not None else None,
+        )
     except RecipeError as e:
         raise ApiError(422, e.code, e.message) from None
+    _check_references(session, tenant, recipe, model)
     active = session.scalar(
         select(func.count()).select_from(Job).where(Job.tenant_id == tenant.id, Job.status.in_((QUEUED, RUNNING)))
     )

@@ -48,8 +48,15 @@ def run_recipe(
     load: LoadOptions | dict | None = None,
     settings: MeasureSettings | None = None,
     progress: Progress | None = None,
+    models: dict[str, str | Path] | None = None,
+    checkpoint_dir: str | Path | None = None,
+    on_checkpoint: Callable[[Path], None] | None = None,
 ) -> dict:
-    """Returns the report (DESIGN.md `results`) and writes it, with every artifact, to `out_dir`."""
+    """Returns the report (DESIGN.md `results`) and writes it, with every artifact, to `out_dir`.
+
+    `models` maps the ids of other models a step names (a distillation student) to their files.
+    Training steps checkpoint into `checkpoint_dir` (default `out_dir/checkpoints`) and resume from
+    what they find there; `on_checkpoint` hears of each new checkpoint file."""
     report_progress = progress or (lambda fraction, stage: None)
     settings = settings or MeasureSettings()
     load = LoadOptions.model_validate(load or {})
@@ -94,6 +101,10 @@ def run_recipe(
             index=i,
             method=step.method,
             data=data,
+            eval_data=eval_data,
+            models={k: Path(v) for k, v in (models or {}).items()},
+            checkpoint_dir=Path(checkpoint_dir) if checkpoint_dir else out_dir / "checkpoints",
+            on_checkpoint=on_checkpoint or (lambda path: None),
             device=settings.device,
             progress=lambda f, s, lo=lo, hi=hi, stage=stage: report_progress(lo + (hi - lo) * f, f"{stage}: {s}"),
         )

@@ -29,6 +29,11 @@ def parse_recipe(raw: dict | Recipe) -> Recipe:
         raise RecipeError(describe_validation_error(e)) from None
 
 
+def parse_step(raw: dict) -> BaseModel:
+    """One stored step (already validated at submission) back into its typed config."""
+    return METHODS[raw["method"]].step_type.model_validate(raw)
+
+
 def describe_validation_error(e: ValidationError) -> str:
     parts = []
     for err in e.errors():
@@ -43,21 +48,29 @@ def describe_validation_error(e: ValidationError) -> str:
 
 
 def check_recipe(
-    recipe: Recipe, fmt: ModelFormat, *, model_info: dict | None = None, has_data: bool | None = None
+    recipe: Recipe,
+    fmt: ModelFormat,
+    *,
+    model_info: dict | None = None,
+    has_data: bool | None = None,
+    has_labels: bool | None = None,
 ) -> list[ModelFormat]:
     """Walks the recipe over the model's format before any work; returns each step's output format.
-    `model_info` (what inspection found) and `has_data` add the checks that need them when known."""
+    `model_info` (what inspection found), `has_data` and `has_labels` add the checks that need them
+    when they are known."""
     formats, earlier = [], []
     for i, step in enumerate(recipe.steps, start=1):
         method = METHODS[step.method]
         accepted = method.formats(step)
-        where = f"step {i} ({step.method} {getattr(step, method.variants[0])})"
+        where = f"step {i} ({step.method} {method.variant(step)})"
         if fmt not in accepted:
             raise RecipeError(f"{where} does not accept {fmt} models; it accepts {', '.join(sorted(accepted))}")
         if reason := method.check_order(step, earlier):
             raise RecipeError(f"{where}: {reason}")
         if has_data is False and (reason := method.needs_data(step)):
             raise RecipeError(f"{where}: {reason}; give the job a dataset_id")
+        if has_labels is False and (reason := method.needs_labels(step)):
+            raise RecipeError(f"{where}: {reason}; the dataset has no 'y'")
         # the model as inspected is the input of the first step only; later steps see a changed model
         if model_info and i == 1 and (reason := method.check_model(step, model_info)):
             raise RecipeError(f"{where}: {reason}")

@@ -16,6 +16,11 @@ class StepContext:
     index: int  # 1-based position in the recipe
     method: str
     data: Dataset | None = None  # the job's dataset (calibration / training), when there is one
+    eval_data: Dataset | None = None  # what the measurement will score on (held out from `data` if trained)
+    models: dict[str, Path] = field(default_factory=dict)  # other uploaded models a step names, by id
+    # where training steps keep checkpoints, and who hears about a new one (the worker saves it away)
+    checkpoint_dir: Path | None = None
+    on_checkpoint: Callable[[Path], None] = lambda path: None
     device: str = "cpu"
     progress: Callable[[float, str], None] = lambda fraction, stage: None
 

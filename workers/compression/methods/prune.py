@@ -13,7 +13,7 @@ from ..formats import LoadedModel, ModelFormat, save_model
 from ..formats.spec import module_device
 from ..measure.metrics import count_macs, count_params
 from ..pruning import masks
-from ..pruning.layers import editable, output_layer, prunable_layers
+from ..pruning.layers import always_kept, editable, prunable_layers
 from ..pruning.sensitivity import layer_sensitivity
 from ..pruning.storage import pack_sparse_layers
 from ..pruning.structured import make_pruner, ratio_for_macs, schedule
@@ -30,15 +30,9 @@ def prune(model: LoadedModel, step: PruneStep, ctx: StepContext) -> StepResult:
     spec = model.require_spec()
     module = editable(model).to(ctx.device)
     example = (ctx.data.x[:2] if ctx.data is not None else spec.example(2)).to(ctx.device)
-    kept = output_layer(module, example)
     layers = dict(prunable_layers(module))
-    protected = {n for n in layers if step.excluded(n)} | ({kept} if kept else set())
-    notes = []
-    if step.kind == "structured" and (hidden := _transformer_width(model)):
-        # attention reshapes its projections into (heads, head size) with constants, and every residual
-        # branch shares the hidden width: only the feed-forward inner width can shrink safely
-        protected |= {n for n, m in layers.items() if isinstance(m, nn.Linear) and m.out_features == hidden}
-        notes.append(f"transformer: attention and the hidden width ({hidden}) are kept; feed-forward layers shrink")
+    kept, notes = always_kept(model, module, example, structured=step.kind == "structured")
+    protected = {n for n in layers if step.excluded(n)} | kept
     eligible = {n: m for n, m in layers.items() if n not in protected}
     if step.kind == "semi_structured_2_4":
         eligible = {n: m for n, m in eligible.items() if isinstance(m, nn.Linear) and m.in_features % 4 == 0}
@@ -92,13 +86,6 @@ def prune(model: LoadedModel, step: PruneStep, ctx: StepContext) -> StepResult:
     path = ctx.artifact_path(fmt, step.kind)
     save_model(module, spec, fmt, path)
     return StepResult(path, fmt, notes, details)
-
-
-def _transformer_width(model: LoadedModel) -> int | None:
-    if model.format != ModelFormat.HUGGINGFACE:
-        return None
-    config = getattr(getattr(model.module, "model", None), "config", None)
-    return getattr(config, "hidden_size", None)
 
 
 def _increments(step: PruneStep, total: float) -> list[float]:

@@ -61,3 +61,27 @@ def inspect_layers(model: LoadedModel) -> list[dict] | None:
     if model.format in (ModelFormat.PT2, ModelFormat.SAFETENSORS, ModelFormat.HUGGINGFACE):
         return describe_layers(editable(model))
     return None
+
+
+def always_kept(
+    model: LoadedModel, module: nn.Module, example: torch.Tensor, structured: bool
+) -> tuple[set[str], list[str]]:
+    """Layers pruning must leave whole, and why: the output layer (its outputs are the model's), and for
+    structured pruning of a transformer, attention and the hidden width: attention reshapes its
+    projections into (heads, head size) with constants, and every residual branch shares the hidden
+    width, so only the feed-forward inner width can shrink safely."""
+    kept, notes = set(), []
+    if name := output_layer(module, example):
+        kept.add(name)
+    hidden = _transformer_width(model) if structured else None
+    if hidden:
+        kept |= {n for n, m in prunable_layers(module) if isinstance(m, nn.Linear) and m.out_features == hidden}
+        notes.append(f"transformer: attention and the hidden width ({hidden}) are kept; feed-forward layers shrink")
+    return kept, notes
+
+
+def _transformer_width(model: LoadedModel) -> int | None:
+    if model.format != ModelFormat.HUGGINGFACE:
+        return None
+    config = getattr(getattr(model.module, "model", None), "config", None)
+    return getattr(config, "hidden_size", None)

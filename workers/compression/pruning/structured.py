@@ -74,3 +74,17 @@ def ratio_for_macs(
     raise ValueError(
         f"removing up to {MAX_LAYER_RATIO:.0%} of every layer's channels does not cut MACs by {reduction:.0%}"
     )
+
+
+def remove_channels(model: nn.Module, example: torch.Tensor, ratio: float, kept: list[str]) -> None:
+    """One-shot structured pruning (magnitude, the same ratio in every layer) that leaves `kept` whole;
+    used to derive a narrower student from its teacher."""
+    pruner = make_pruner(
+        model,
+        example,
+        ratio=ratio,
+        criterion="magnitude",
+        scope="layer",
+        protected=[model.get_submodule(n) for n in kept],
+    )
+    pruner.step()

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pydantic import BaseModel
 
 from ..formats.kinds import ModelFormat
-from . import export, prune, quantize
+from . import distill, export, prune, quantize
 
 
 @dataclass(frozen=True)
@@ -30,10 +30,20 @@ class Method:
     check_order: Callable[[BaseModel, list[tuple[BaseModel, ModelFormat]]], str | None] = lambda step, earlier: None
     # why the step cannot run without a dataset, or None
     needs_data: Callable[[BaseModel], str | None] = lambda step: None
+    # why the step cannot run on a dataset without labels, or None
+    needs_labels: Callable[[BaseModel], str | None] = lambda step: None
+    # other uploaded models the step reads (ids), and why one cannot serve: (step, model info, its info)
+    references: Callable[[BaseModel], list[str]] = lambda step: []
+    check_reference: Callable[[BaseModel, dict, dict], str | None] = lambda step, model, other: None
     # whether the step trains on the dataset (then the measurement holds out part of it)
     trains: Callable[[BaseModel], bool] = lambda step: False
     # why the step cannot run on this model (its inspection info: layers, input, ...), or None
     check_model: Callable[[BaseModel, dict], str | None] = lambda step, info: None
+
+    def variant(self, step: BaseModel) -> str:
+        """The value of the step's variant field (a distillation's student source), for messages."""
+        value = getattr(step, self.variants[0])
+        return getattr(value, "source", value)
 
     def runner(self) -> Callable:
         module, function = self.verb.split(":")
@@ -62,6 +72,19 @@ METHODS: dict[str, Method] = {
             needs_data=prune.PruneStep.needs_data,
             trains=prune.PruneStep.trains,
             check_model=prune.check_model,
+        ),
+        Method(
+            "distill",
+            distill.DistillStep,
+            distill.formats,
+            distill.output_format,
+            "distill:distill",
+            ("student", distill.FORMATS),
+            needs_data=distill.DistillStep.needs_data,
+            needs_labels=distill.DistillStep.needs_labels,
+            trains=distill.DistillStep.trains,
+            references=distill.references,
+            check_reference=distill.check_reference,
         ),
         Method(
             "export",
