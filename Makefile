@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: install run test bench bench-service bench-prune clean
+.PHONY: install run test bench bench-service bench-prune bench-distill clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -29,6 +29,9 @@ bench: install
 
 bench-prune: install
 	$(PY) bench/prune.py
+
+bench-distill: install
+	$(PY) bench/distill.py
 
 bench-service: install
 	$(PY) bench/service.py
