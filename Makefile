@@ -8,12 +8,14 @@ PORT   ?= 8000
 
 .PHONY: install run test bench bench-service bench-prune bench-distill clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml client/pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# torch first and pinned, so no later package can pull a different build
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
 	$(PY) -m pip install -q -e '.[test]'
+	# the SDK and `squeeze` CLI: their own package (client/), installable alone with httpx + tqdm
+	$(PY) -m pip install -q -e ./client
 	touch $(STAMP)
 
 install: $(STAMP)

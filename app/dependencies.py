@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterator
 from typing import Annotated
 
@@ -30,9 +31,20 @@ def get_session() -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
+# the web page signs in once and keeps the key in an HttpOnly cookie (JavaScript never sees it); a
+# second, readable cookie holds a CSRF token that the page echoes in a header on every write
+KEY_COOKIE = "squeeze_key"
+CSRF_COOKIE = "squeeze_csrf"
+CSRF_HEADER = "x-csrf-token"
+SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+
+
 def current_tenant(request: Request, session: SessionDep) -> Tenant:
     header = request.headers.get("authorization", "")
     scheme, _, key = header.partition(" ")
+    if not header and (cookie := request.cookies.get(KEY_COOKIE)):
+        _check_csrf(request)
+        scheme, key = "bearer", cookie
     if scheme.lower() != "bearer" or not key.strip():
         raise ApiError(
             401, "unauthorized", "send your API key as 'Authorization: Bearer <key>'", {"WWW-Authenticate": "Bearer"}
@@ -44,6 +56,16 @@ def current_tenant(request: Request, session: SessionDep) -> Tenant:
         )
     request.state.tenant_id = tenant.id
     return tenant
+
+
+def _check_csrf(request: Request) -> None:
+    """A write authenticated by the cookie must carry the CSRF cookie's value in a header, which only
+    a page of this origin can read."""
+    if request.method in SAFE_METHODS:
+        return
+    token = request.cookies.get(CSRF_COOKIE, "")
+    if not token or not secrets.compare_digest(token, request.headers.get(CSRF_HEADER, "")):
+        raise ApiError(403, "csrf_failed", "this request came without the page's CSRF token; reload the page")
 
 
 TenantDep = Annotated[Tenant, Depends(current_tenant)]

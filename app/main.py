@@ -26,6 +26,7 @@ from .models.router import router as models_router
 from .ops.metrics import REQUEST_LATENCY
 from .ops.router import router as ops_router
 from .sweeper import sweep_forever
+from .web.router import router as web_router
 
 log = logging.getLogger("squeeze.api")
 
@@ -101,7 +102,15 @@ def create_app() -> FastAPI:
         description="Compression as a service for PyTorch models: upload, compress, measure.",
     )
     install_error_handlers(app)
-    for router in (models_router, datasets_router, jobs_router, artifacts_router, methods_router, ops_router):
+    for router in (
+        models_router,
+        datasets_router,
+        jobs_router,
+        artifacts_router,
+        methods_router,
+        ops_router,
+        web_router,
+    ):
         app.include_router(router)
 
     app.add_middleware(ObserveMiddleware)

@@ -11,7 +11,7 @@ from workers.compression import RecipeError, catalogue, parse_recipe, run_recipe
 @pytest.mark.parametrize(
     ("recipe", "message"),
     [
-        ({"steps": [{"method": "shrink"}]}, "unknown method 'shrink'; available: quantize, prune, export"),
+        ({"steps": [{"method": "shrink"}]}, "unknown method 'shrink'; available: quantize, prune, distill, export"),
         ({"steps": [{"method": "quantize", "scheme": "int3"}]}, "steps.0.scheme: Input should be"),
         ({"steps": [{"method": "quantize", "scheme": "fp16", "colour": "red"}]}, "colour"),
         ({"steps": [{"scheme": "fp16"}]}, "needs a 'method'"),
@@ -61,7 +61,7 @@ def test_orders_that_cannot_work_are_refused_before_any_work():
 
 def test_catalogue_lists_schemas_and_formats():
     methods = {m["method"]: m for m in catalogue()}
-    assert set(methods) == {"quantize", "prune", "export"}
+    assert set(methods) == {"quantize", "prune", "distill", "export"}
     assert methods["quantize"]["schema"]["properties"]["scheme"]["enum"] == ["fp16", "bf16", "int8_dynamic"]
     assert "onnx" in methods["quantize"]["formats"]["scheme"]["int8_dynamic"]
     assert "torchscript" not in methods["quantize"]["formats"]["scheme"]["int8_dynamic"]

@@ -14,7 +14,7 @@ from tests.stack import Stack, upload, wait_job
 def test_methods_catalogue(prod_stack):
     with prod_stack.client() as c:
         methods = {m["method"]: m for m in c.get("/v1/methods").json()["methods"]}
-    assert {"quantize", "prune", "export"} <= set(methods)
+    assert {"quantize", "prune", "distill", "export"} <= set(methods)
     quantize = methods["quantize"]
     assert "scheme" in quantize["schema"]["properties"]
     assert "onnx" in quantize["formats"]["scheme"]["int8_dynamic"]

@@ -1,0 +1,185 @@
+"""The web page in a real browser (Debian's Chromium, headless, driven by Playwright) against the real
+service on PostgreSQL + Redis with a worker: sign in, upload, build a recipe, watch the job, read the
+table and the plots, download. A failing browser test leaves a screenshot in tests/out/screenshots/.
+Plus the session's security: HttpOnly cookie, CSRF on writes, login CSRF, no file outside static/."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import re
+import shutil
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import PROD_KEY
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+SHOTS = Path(__file__).parent / "out" / "screenshots"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if CHROMIUM is None:
+        pytest.fail("chromium is not installed (apt-get install chromium); .ci/run installs it")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        yield browser
+        browser.close()
+
+
+@contextlib.contextmanager
+def screenshot_on_failure(page, name: str):
+    try:
+        yield
+    except BaseException:
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        path = SHOTS / f"{name}.png"
+        with contextlib.suppress(Exception):
+            page.screenshot(path=str(path), full_page=True)
+            print(f"screenshot: {path}")
+        raise
+
+
+def test_sign_in_upload_submit_watch_and_download(prod_stack, browser, cnn_pt2, digits_npz, tmp_path):
+    from playwright.sync_api import expect
+
+    context = browser.new_context(accept_downloads=True)
+    page = context.new_page()
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    with screenshot_on_failure(page, "web_flow"):
+        page.goto(prod_stack.url + "/")
+        # a wrong key is refused, with the reason on the page
+        page.get_by_label("API key").fill("sqz_not_a_key")
+        page.get_by_role("button", name="Sign in").click()
+        expect(page.get_by_role("alert").filter(has_text="not valid")).to_be_visible()
+        page.get_by_label("API key").fill(PROD_KEY)
+        page.get_by_role("button", name="Sign in").click()
+        expect(page.get_by_role("link", name="New job")).to_be_visible()
+        cookies = {c["name"]: c for c in context.cookies()}
+        assert cookies["squeeze_key"]["httpOnly"] and cookies["squeeze_key"]["sameSite"] == "Strict"
+
+        # uploads, with their progress and their inspection result
+        page.set_input_files("#models-file", str(cnn_pt2))
+        page.fill("#models-name", "web-cnn")
+        page.get_by_role("button", name="Upload model").click()
+        expect(page.locator("#models-table tr", has_text="web-cnn").locator(".badge")).to_have_text(
+            "ready", timeout=60_000
+        )
+        page.set_input_files("#datasets-file", str(digits_npz))
+        page.fill("#datasets-name", "web-digits")
+        page.get_by_role("button", name="Upload dataset").click()
+        expect(page.locator("#datasets-table tr", has_text="web-digits").locator(".badge")).to_have_text(
+            "ready", timeout=60_000
+        )
+        bad = tmp_path / "model.pkl"
+        bad.write_bytes(b"\x80\x04\x95" + b"\x00" * 64)
+        page.set_input_files("#models-file", str(bad))
+        page.get_by_role("button", name="Upload model").click()
+        expect(page.locator("#upload-models .error")).to_contain_text("pickle")
+
+        # the recipe builder: a form from the catalogue; the server's refusal lands next to the field
+        page.get_by_role("link", name="New job").click()
+        for select, name in (("#job-model", "web-cnn"), ("#job-dataset", "web-digits")):
+            page.select_option(select, page.locator(f"{select} option", has_text=name).first.get_attribute("value"))
+        page.select_option("#job-device", "cpu")
+        page.locator("#step0-scheme").select_option("int8_dynamic")
+        page.select_option("#add-method", "prune")
+        page.get_by_role("button", name="Add step").click()
+        page.locator("#step1-kind").select_option("unstructured")
+        page.fill("#step1-sparsity", "1")
+        page.get_by_role("button", name="Submit job").click()
+        expect(page.locator("#step1-sparsity-error")).to_contain_text("less than 1")
+        expect(page.locator("#step1-sparsity")).to_have_attribute("aria-invalid", "true")
+        page.fill("#step1-sparsity", "0.5")
+        page.get_by_role("button", name="Submit job").click()
+        expect(page.locator("fieldset[data-step='1'] .error").last).to_contain_text("prune before quantizing")
+        page.get_by_role("button", name="Remove step 2").click()
+        page.fill("#job-name", "web-int8")
+        page.get_by_role("button", name="Submit job").click()
+
+        # the job page follows the job over SSE to its end, then shows the table, the plots and downloads
+        expect(page).to_have_url(re.compile(r"#/jobs/job_"), timeout=10_000)
+        job_id = page.url.rsplit("/", 1)[-1]
+        expect(page.locator("#job-status .badge")).to_have_text("succeeded", timeout=300_000)
+        expect(page.locator("#job-progress")).to_have_js_property("value", 1)
+        rows = page.locator("table.results tbody tr")
+        expect(rows).to_have_count(2)
+        expect(rows.nth(0)).to_contain_text("baseline")
+        expect(rows.nth(1)).to_contain_text("quantize int8_dynamic")
+        expect(rows.nth(1)).to_contain_text("accuracy")
+        expect(page.locator("svg.plot")).to_have_count(2)
+        expect(page.locator("svg.plot circle")).to_have_count(4)
+        page.locator("summary", has_text="Log").click()
+        expect(page.locator("#job-log li").first).to_be_visible()
+        with page.expect_download() as download:
+            page.get_by_role("link", name=re.compile("Download pt2")).click()
+        saved = tmp_path / "artifact.pt2"
+        download.value.save_as(saved)
+        with prod_stack.client() as c:
+            artifact = c.get(f"/v1/jobs/{job_id}").json()["artifacts"][0]
+        assert hashlib.sha256(saved.read_bytes()).hexdigest() == artifact["sha256"]
+
+        # the jobs list shows it; signing out ends the session
+        page.get_by_role("link", name="Jobs", exact=True).click()
+        expect(page.locator("#jobs-table")).to_contain_text("web-int8")
+        page.get_by_role("button", name="Sign out").click()
+        expect(page.get_by_label("API key")).to_be_visible()
+    assert errors == [], errors
+    context.close()
+
+
+def test_cancel_from_the_job_page(prod_stack, browser, ready_digits):
+    from playwright.sync_api import expect
+
+    model, dataset = ready_digits
+    with prod_stack.client() as c:
+        # long enough to be running when the button is pressed
+        recipe = {"steps": [{"method": "distill", "student": {"derive": {"width": 0.5}}, "epochs": 400}]}
+        job = c.post(
+            "/v1/jobs", json={"model_id": model["id"], "dataset_id": dataset["id"], "recipe": recipe, "device": "cpu"}
+        ).json()
+    context = browser.new_context()
+    page = context.new_page()
+    with screenshot_on_failure(page, "web_cancel"):
+        page.goto(prod_stack.url + "/")
+        page.get_by_label("API key").fill(PROD_KEY)
+        page.get_by_role("button", name="Sign in").click()
+        page.goto(f"{prod_stack.url}/#/jobs/{job['id']}")
+        expect(page.locator("#job-stage")).to_contain_text("epoch", timeout=120_000)
+        page.get_by_role("button", name="Cancel job").click()
+        expect(page.locator("#job-status .badge")).to_have_text("cancelled", timeout=60_000)
+        expect(page.get_by_role("button", name="Cancel job")).to_be_hidden()
+    context.close()
+
+
+def test_session_cookie_csrf_and_static_files(prod_stack):
+    with httpx.Client(base_url=prod_stack.url, timeout=30) as c:
+        page = c.get("/")
+        assert page.status_code == 200 and "default-src 'self'" in page.headers["content-security-policy"]
+        assert c.get("/ui/static/app.js").status_code == 200
+        assert c.get("/ui/static/..%2F..%2Fconfig.py").status_code == 404
+        assert c.get("/ui/session").json() == {"tenant": None}
+        wrong = c.post("/ui/session", data={"api_key": "sqz_wrong"})
+        assert wrong.status_code == 303 and wrong.headers["location"] == "/?signin=failed"
+        forged = c.post("/ui/session", data={"api_key": PROD_KEY}, headers={"Origin": "http://evil.example"})
+        assert forged.status_code == 403 and forged.json()["error"]["code"] == "csrf_failed"
+        ok = c.post("/ui/session", data={"api_key": PROD_KEY})
+        assert ok.status_code == 303
+        set_cookie = ok.headers.get_list("set-cookie")
+        key_cookie = next(h for h in set_cookie if h.startswith("squeeze_key="))
+        assert "HttpOnly" in key_cookie and "SameSite=strict" in key_cookie
+        assert c.get("/ui/session").json()["tenant"] == "default"
+        assert c.get("/v1/jobs").status_code == 200  # reads need no token
+        body = {"model_id": "mdl_nope", "recipe": {"steps": [{"method": "export", "format": "pt2"}]}}
+        refused = c.post("/v1/jobs", json=body)
+        assert refused.status_code == 403 and refused.json()["error"]["code"] == "csrf_failed"
+        allowed = c.post("/v1/jobs", json=body, headers={"X-CSRF-Token": c.cookies["squeeze_csrf"]})
+        assert allowed.status_code == 404  # past the CSRF check: the model does not exist
+        assert c.post("/ui/session/delete").status_code == 403
+        assert c.post("/ui/session/delete", headers={"X-CSRF-Token": c.cookies["squeeze_csrf"]}).status_code == 204
