@@ -57,7 +57,7 @@ export function resultsTable(results, artifacts) {
 function scatter(title, points, xLabel, format) {
   const W = 420, H = 260, L = 56, R = 16, T = 28, B = 44;
   const xs = points.map((p) => p.x), ys = points.map((p) => p.y);
-  const [x0, x1] = [0, Math.max(...xs) * 1.1 || 1];
+  const [x0, x1] = [0, Math.max(...xs) * 1.15 || 1];
   const yMin = Math.min(...ys), yMax = Math.max(...ys);
   const pad = Math.max(0.01, (yMax - yMin) * 0.15);
   const [y0, y1] = [Math.max(0, yMin - pad), Math.min(1, yMax + pad) + (yMax + pad > 1 ? 0.001 : 0)];
@@ -71,9 +71,16 @@ function scatter(title, points, xLabel, format) {
     ticks(x0, x1, 4).map((t) => s("text", { x: px(t), y: H - B + 16, "text-anchor": "middle", class: "tick" }, format(t))),
     ticks(y0, y1, 4).map((t) => s("text", { x: L - 6, y: py(t) + 4, "text-anchor": "end", class: "tick" }, t.toFixed(3))),
     s("text", { x: (L + W - R) / 2, y: H - 6, "text-anchor": "middle", class: "axis-label" }, xLabel),
-    points.map((p, i) => s("g", { class: i === 0 ? "point baseline" : "point" },
-      s("circle", { cx: px(p.x), cy: py(p.y), r: 6 }),
-      s("text", { x: px(p.x) + 9, y: py(p.y) - 8, class: "point-label" }, p.label))));
+    points.map((p, i) => {
+      // labels go left of points near the right edge, and alternate above/below so neighbours stay legible
+      const right = px(p.x) > W - R - 70;
+      return s("g", { class: i === 0 ? "point baseline" : "point" },
+        s("circle", { cx: px(p.x), cy: py(p.y), r: 6 }),
+        s("text", {
+          x: px(p.x) + (right ? -9 : 9), y: py(p.y) + (i % 2 ? 16 : -8),
+          "text-anchor": right ? "end" : "start", class: "point-label",
+        }, p.label));
+    }));
 }
 
 export function resultPlots(results) {
