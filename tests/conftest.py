@@ -34,6 +34,24 @@ def digits_npz(digits, workdir):
 
 
 @pytest.fixture(scope="session")
+def digits_train_npz(digits, workdir):
+    """The labelled training split, for methods that train (recovery fine-tuning, distillation)."""
+    x, y, _, _ = digits
+    path = workdir / "digits_train.npz"
+    np.savez(path, x=x, y=y)
+    return path
+
+
+@pytest.fixture(scope="session")
+def digits_unlabelled_npz(digits, workdir):
+    """The training split without labels: training falls back to distillation from the model."""
+    x, _, _, _ = digits
+    path = workdir / "digits_unlabelled.npz"
+    np.savez(path, x=x)
+    return path
+
+
+@pytest.fixture(scope="session")
 def cnn(digits):
     x, y, _, _ = digits
     return train(DigitsCNN(), x, y)

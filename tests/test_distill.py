@@ -25,22 +25,6 @@ def distill(**step):
 
 
 @pytest.fixture(scope="module")
-def train_npz(digits, tmp_path_factory):
-    x, y, _, _ = digits
-    path = tmp_path_factory.mktemp("distill") / "train.npz"
-    np.savez(path, x=x, y=y)
-    return path
-
-
-@pytest.fixture(scope="module")
-def unlabelled_npz(digits, tmp_path_factory):
-    x, _, _, _ = digits
-    path = tmp_path_factory.mktemp("distill") / "unlabelled.npz"
-    np.savez(path, x=x)
-    return path
-
-
-@pytest.fixture(scope="module")
 def small_student(tmp_path_factory):
     """An untrained narrow CNN, as a user would upload a student architecture."""
     torch.manual_seed(1)
@@ -83,11 +67,11 @@ def test_temperature_and_alpha_act_as_they_should():
     assert hard.item() == pytest.approx(F.cross_entropy(s, t.argmax(1)).item(), rel=1e-6)
 
 
-def test_derived_student_is_narrower_trains_and_keeps_accuracy(cnn_pt2, train_npz, digits_npz, tmp_path, quick):
+def test_derived_student_is_narrower_trains_and_keeps_accuracy(cnn_pt2, digits_train_npz, digits_npz, tmp_path, quick):
     report = run_recipe(
         cnn_pt2,
         distill(student={"derive": {"width": 0.5}}, epochs=4, compare_baseline=True),
-        data_path=train_npz,
+        data_path=digits_train_npz,
         eval_data_path=digits_npz,
         out_dir=tmp_path,
         settings=quick,
@@ -106,11 +90,11 @@ def test_derived_student_is_narrower_trains_and_keeps_accuracy(cnn_pt2, train_np
     )
 
 
-def test_unlabelled_data_is_pure_distillation(cnn_pt2, unlabelled_npz, small_student, tmp_path, quick):
+def test_unlabelled_data_is_pure_distillation(cnn_pt2, digits_unlabelled_npz, small_student, tmp_path, quick):
     report = run_recipe(
         cnn_pt2,
         distill(student={"model_id": "mdl_student"}, epochs=6, learning_rate=3e-3),
-        data_path=unlabelled_npz,
+        data_path=digits_unlabelled_npz,
         models={"mdl_student": small_student},
         out_dir=tmp_path,
         settings=quick,
@@ -124,11 +108,11 @@ def test_unlabelled_data_is_pure_distillation(cnn_pt2, unlabelled_npz, small_stu
     assert report["eval_data"]["held_out_fraction"] == 0.2
 
 
-def test_resume_continues_at_the_right_epoch_with_the_same_optimizer_state(cnn_pt2, train_npz, tmp_path, quick):
+def test_resume_continues_at_the_right_epoch_with_the_same_optimizer_state(cnn_pt2, digits_train_npz, tmp_path, quick):
     recipe = distill(student={"derive": {"width": 0.5}}, epochs=4, validation_split=0.1)
 
     def run(out, progress=None):
-        return run_recipe(cnn_pt2, recipe, data_path=train_npz, out_dir=out, settings=quick, progress=progress)
+        return run_recipe(cnn_pt2, recipe, data_path=digits_train_npz, out_dir=out, settings=quick, progress=progress)
 
     class Died(Exception):
         pass
@@ -160,12 +144,12 @@ def test_resume_continues_at_the_right_epoch_with_the_same_optimizer_state(cnn_p
     assert resumed["steps"][0]["measurement"]["accuracy"] == straight["steps"][0]["measurement"]["accuracy"]
 
 
-def test_onnx_teacher_with_an_uploaded_student(cnn, train_npz, small_student, tmp_path, quick):
+def test_onnx_teacher_with_an_uploaded_student(cnn, digits_train_npz, small_student, tmp_path, quick):
     teacher = save_model(cnn, InputSpec(shape=(None, 1, 8, 8)), "onnx", tmp_path / "teacher.onnx")
     report = run_recipe(
         teacher,
         distill(student={"model_id": "s"}, epochs=5, learning_rate=3e-3, features=[]),
-        data_path=train_npz,
+        data_path=digits_train_npz,
         models={"s": small_student},
         out_dir=tmp_path / "out",
         settings=quick,
@@ -177,7 +161,7 @@ def test_onnx_teacher_with_an_uploaded_student(cnn, train_npz, small_student, tm
     assert load_model(tmp_path / "out" / step["artifact_id"]).module(torch.randn(3, 1, 8, 8)).shape == (3, 10)
 
 
-def test_feature_matching_trains_a_projection(cnn_pt2, train_npz, tmp_path, quick):
+def test_feature_matching_trains_a_projection(cnn_pt2, digits_train_npz, tmp_path, quick):
     report = run_recipe(
         cnn_pt2,
         distill(
@@ -186,7 +170,7 @@ def test_feature_matching_trains_a_projection(cnn_pt2, train_npz, tmp_path, quic
             loss="hard",
             features=[{"teacher": "features.3", "student": "features.3"}],
         ),
-        data_path=train_npz,
+        data_path=digits_train_npz,
         out_dir=tmp_path,
         settings=quick,
     )
@@ -213,7 +197,7 @@ def test_hugging_face_student_keeps_every_other_layer(tmp_path, quick):
     assert "layers [0] of 2" in step["notes"][0]
 
 
-def test_a_student_that_cannot_match_the_teacher_is_refused_before_training(cnn_pt2, train_npz, tmp_path, quick):
+def test_a_student_that_cannot_match_the_teacher_is_refused_before_training(cnn_pt2, digits_train_npz, tmp_path, quick):
     wrong = DigitsMLP()
     wrong.net[-1] = torch.nn.Linear(512, 5)
     path = export_pt2(wrong.eval(), tmp_path / "five.pt2", torch.zeros(2, 1, 8, 8))
@@ -222,7 +206,7 @@ def test_a_student_that_cannot_match_the_teacher_is_refused_before_training(cnn_
         run_recipe(
             cnn_pt2,
             distill(student={"model_id": "five"}),
-            data_path=train_npz,
+            data_path=digits_train_npz,
             models={"five": path},
             out_dir=tmp_path,
             settings=quick,

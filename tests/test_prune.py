@@ -22,22 +22,6 @@ def prune(**step):
     return {"steps": [{"method": "prune", **step}]}
 
 
-@pytest.fixture(scope="module")
-def train_npz(digits, tmp_path_factory):
-    x, y, _, _ = digits
-    path = tmp_path_factory.mktemp("prune") / "digits_train.npz"
-    np.savez(path, x=x, y=y)
-    return path
-
-
-@pytest.fixture(scope="module")
-def unlabelled_npz(digits, tmp_path_factory):
-    x, _, _, _ = digits
-    path = tmp_path_factory.mktemp("prune") / "digits_unlabelled.npz"
-    np.savez(path, x=x)
-    return path
-
-
 def dense_weights(artifact_path, names):
     """The artifact's weights for the named layers as the file stores them, decoded from sparse storage
     (load_model rebuilds them once at load; this reads the file's own tensors)."""
@@ -60,7 +44,7 @@ PRUNED = ["features.0", "features.3", "head.1"]  # head.3 is the output layer: a
 
 @pytest.mark.parametrize("scope", ["global", "layer"])
 def test_unstructured_sparsity_is_exact_and_the_file_shrinks_with_it(
-    cnn_pt2, train_npz, digits_npz, tmp_path, quick, scope
+    cnn_pt2, digits_train_npz, digits_npz, tmp_path, quick, scope
 ):
     sizes = {}
     for sparsity in (0.5, 0.9):
@@ -103,12 +87,12 @@ def test_bit_packing_round_trips():
 
 
 def test_structured_removes_channels_and_reloads_without_the_source_class(
-    cnn_pt2, train_npz, digits_npz, tmp_path, quick
+    cnn_pt2, digits_train_npz, digits_npz, tmp_path, quick
 ):
     report = run_recipe(
         cnn_pt2,
         prune(kind="structured", sparsity=0.5),
-        data_path=train_npz,
+        data_path=digits_train_npz,
         eval_data_path=digits_npz,
         out_dir=tmp_path,
         settings=quick,
@@ -218,13 +202,13 @@ def test_two_four_pattern_is_exact(mlp_pt2, digits_npz, tmp_path, quick):
     assert any("no speedup" in n for n in step["notes"])
 
 
-def test_recovery_fine_tuning_restores_accuracy(cnn_pt2, train_npz, digits_npz, tmp_path, quick):
+def test_recovery_fine_tuning_restores_accuracy(cnn_pt2, digits_train_npz, digits_npz, tmp_path, quick):
     accuracy = {}
     for epochs in (0, 4):
         report = run_recipe(
             cnn_pt2,
             prune(kind="structured", sparsity=0.5, finetune_epochs=epochs),
-            data_path=train_npz,
+            data_path=digits_train_npz,
             eval_data_path=digits_npz,
             out_dir=tmp_path / str(epochs),
             settings=quick,
@@ -234,11 +218,13 @@ def test_recovery_fine_tuning_restores_accuracy(cnn_pt2, train_npz, digits_npz, 
     assert accuracy[4] > report["baseline"]["accuracy"] - 0.05
 
 
-def test_unlabelled_data_recovers_by_distillation_and_holds_out_eval_data(cnn_pt2, unlabelled_npz, tmp_path, quick):
+def test_unlabelled_data_recovers_by_distillation_and_holds_out_eval_data(
+    cnn_pt2, digits_unlabelled_npz, tmp_path, quick
+):
     report = run_recipe(
         cnn_pt2,
         prune(kind="unstructured", sparsity=0.9, steps=2, finetune_epochs=2, criterion="taylor"),
-        data_path=unlabelled_npz,
+        data_path=digits_unlabelled_npz,
         out_dir=tmp_path,
         settings=quick,
     )

@@ -94,5 +94,7 @@ def save_pt2(module: nn.Module, spec: InputSpec, path: Path) -> Path:
     for node in program.graph.nodes:
         for key in DEBUG_META:
             node.meta.pop(key, None)
+    # the random tracing input would be saved too (1.2 MB for a 224x224 model) and serves no one
+    program.example_inputs = None
     torch.export.save(program, str(path))
     return path

@@ -132,11 +132,15 @@ def _linear(graph, node):
         return None
     if b is not None and not _only_used_here(b, node):
         return None
+    return _owner_name(w), _linear_layer(weight, bias), x
+
+
+def _linear_layer(weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Linear:
     layer = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
     layer.weight = nn.Parameter(weight.detach())
     if bias is not None:
         layer.bias = nn.Parameter(bias.detach())
-    return _owner_name(w), layer, x
+    return layer
 
 
 def _matmul(graph, node):
@@ -158,11 +162,7 @@ def _matmul(graph, node):
         return None
     if not _only_used_here(w, wt) or (b is not None and not _only_used_here(b, node)):
         return None
-    layer = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
-    layer.weight = nn.Parameter(weight.detach())
-    if bias is not None:
-        layer.bias = nn.Parameter(bias.detach())
-    return _owner_name(w), layer, x
+    return _owner_name(w), _linear_layer(weight, bias), x
 
 
 def _batch_norm(graph, node):
