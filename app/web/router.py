@@ -20,19 +20,18 @@ SESSION_DAYS = 7
 
 router = APIRouter(include_in_schema=False)
 
-
-@router.get("/")
-def page() -> FileResponse:
-    # no-cache: a new release is picked up on the next load; the files are small
-    return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache", **SECURITY_HEADERS})
-
-
 SECURITY_HEADERS = {
     # the page loads only its own script and styles; no inline script, no framing by other sites
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; frame-ancestors 'none'",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "same-origin",
 }
+
+
+@router.get("/")
+def page() -> FileResponse:
+    # no-cache: a new release is picked up on the next load; the files are small
+    return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache", **SECURITY_HEADERS})
 
 
 @router.get("/ui/static/{name}")

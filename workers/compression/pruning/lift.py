@@ -64,15 +64,11 @@ def lift_layers(graph: fx.GraphModule) -> int:
 
 
 def _attr(graph: fx.GraphModule, node) -> torch.Tensor | None:
-    """The tensor behind a get_attr node used only by `user`-style layer calls, or None."""
+    """The tensor a get_attr node reads (a parameter, buffer or constant), or None."""
     if not isinstance(node, fx.Node) or node.op != "get_attr":
         return None
-    value = graph.get_parameter(node.target) if _is_param(graph, node.target) else _get(graph, node.target)
+    value = _get(graph, node.target)
     return value if isinstance(value, torch.Tensor) else None
-
-
-def _is_param(graph: fx.GraphModule, target: str) -> bool:
-    return target in dict(graph.named_parameters())
 
 
 def _get(graph: fx.GraphModule, target: str):
@@ -193,16 +189,10 @@ def _batch_norm(graph, node):
 def _install(graph: fx.GraphModule, name: str, layer: nn.Module) -> None:
     owner_path, _, leaf = name.rpartition(".")
     owner = graph.get_submodule(owner_path) if owner_path else graph
-    existing = getattr(owner, leaf, None)
     # the place holds a plain container of the layer's tensors (or nothing): the layer replaces it
-    if existing is not None and not isinstance(existing, nn.Module):
+    if getattr(owner, leaf, None) is not None:
         delattr(owner, leaf)
-    if isinstance(existing, nn.Module):
-        delattr(owner, leaf)
-    if not owner_path:
-        graph.add_submodule(leaf, layer)
-    else:
-        setattr(owner, leaf, layer)
+    setattr(owner, leaf, layer)
 
 
 def _free_reshapes(graph: fx.GraphModule) -> None:
