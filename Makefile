@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: install run test bench bench-service bench-prune bench-distill clean
+.PHONY: install run test bench bench-service bench-prune bench-distill bench-quantize clean
 
 $(STAMP): pyproject.toml client/pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -34,6 +34,10 @@ bench-prune: install
 
 bench-distill: install
 	$(PY) bench/distill.py
+
+bench-quantize: install
+	$(PY) -m pip install -q -e '.[bench]'
+	$(PY) bench/quantize.py
 
 bench-service: install
 	$(PY) bench/service.py

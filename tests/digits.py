@@ -63,3 +63,29 @@ def train(model: nn.Module, x: np.ndarray, y: np.ndarray, epochs: int = 15, seed
 def accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray) -> float:
     with torch.no_grad():
         return float((model(torch.from_numpy(x)).argmax(1).numpy() == y).mean())
+
+
+class DigitsEncoder(nn.Module):
+    """A small transformer encoder classifier: each image row is a token (8 tokens of 8 pixels), one
+    pre-norm self-attention block and feed-forward block, mean-pooled into a linear head. Written out
+    (not nn.TransformerEncoderLayer) so its Linear layers are plain calls every exporter sees."""
+
+    def __init__(self, dim: int = 32, heads: int = 4):
+        super().__init__()
+        self.heads = heads
+        self.embed = nn.Linear(8, dim)
+        self.position = nn.Parameter(torch.zeros(1, 8, dim))
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.ff1, self.ff2 = nn.Linear(dim, 2 * dim), nn.Linear(2 * dim, dim)
+        self.head = nn.Linear(dim, 10)
+
+    def forward(self, x):
+        h = self.embed(x.flatten(1, 2)) + self.position  # (B, 1, 8, 8) -> (B, 8 tokens, 8)
+        b, t, d = h.shape
+        q, k, v = self.qkv(self.norm1(h)).view(b, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        attention = torch.softmax(q @ k.transpose(-1, -2) / (d // self.heads) ** 0.5, dim=-1)
+        h = h + self.proj((attention @ v).transpose(1, 2).reshape(b, t, d))
+        h = h + self.ff2(torch.relu(self.ff1(self.norm2(h))))
+        return self.head(h.mean(1))

@@ -136,7 +136,7 @@ def test_int8_dynamic_on_a_torchvision_resnet_with_a_reused_relu(tmp_path, quick
     report = run_recipe(path, quantize("int8_dynamic"), out_dir=tmp_path / "out", settings=quick)
     assert report["final"]["size_ratio"] > 3.5
     assert report["steps"][0]["measurement"]["cosine_similarity"] > 0.98
-    assert "20 conv" in report["steps"][0]["notes"][0]
+    assert report["steps"][0]["details"]["int8_weights"] == {"conv": 20, "linear": 1}
 
 
 def test_safetensors_architecture_to_bf16(tmp_path, quick):

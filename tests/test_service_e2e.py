@@ -73,6 +73,53 @@ def test_quantize_then_export_end_to_end(prod_stack, ready_digits, tmp_path, dig
         assert {j["id"] for j in jobs} <= {j["id"] for j in listed}
 
 
+def test_int8_static_stores_every_runtime_and_names_the_recommended_one(prod_stack, ready_digits, tmp_path, digits_npz):
+    model, dataset = ready_digits
+    with prod_stack.client() as c:
+        done = wait_job(
+            c, submit(c, model, dataset, {"steps": [{"method": "quantize", "scheme": "int8_static"}]})["id"]
+        )
+        assert done["status"] == "succeeded", done["error"]
+        step = done["results"]["steps"][0]
+        artifacts = {a["id"]: a for a in done["artifacts"]}
+        assert {a["format"] for a in artifacts.values()} == {"pt2", "onnx"}
+        assert {r["artifact_id"] for r in step["runtimes"]} == set(artifacts)
+        assert {r["measurement"]["runtime"] for r in step["runtimes"]} == {"inductor", "onnxruntime"}
+        [recommended] = [r for r in step["runtimes"] if r["recommended"]]
+        assert step["recommended"] == step["artifact_id"] == recommended["artifact_id"]
+        assert done["results"]["final"]["artifact_id"] == step["artifact_id"]
+        for artifact in artifacts.values():
+            check_artifact_runs(c, artifact, tmp_path, digits_npz)
+
+
+def test_a_guard_that_cannot_hold_fails_the_job_and_keeps_the_best_candidate(prod_stack, digits, tmp_path):
+    from tests.stack import upload, wait_ready
+
+    from .conftest import export_pt2
+    from .digits import train
+
+    x, y, _, _ = digits
+    linear = train(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10)), x, y, epochs=5)
+    path = export_pt2(linear, tmp_path / "linear.pt2", torch.zeros(2, 1, 8, 8))
+    unlabelled = tmp_path / "unlabelled.npz"
+    np.savez(unlabelled, x=x)
+    recipe = {
+        "steps": [{"method": "quantize", "scheme": "binary", "keep_first_last": False, "max_accuracy_drop": 1e-4}]
+    }
+    with prod_stack.client() as c:
+        model = wait_ready(c, "models", upload(c, "models", path).json()["id"])
+        dataset = wait_ready(c, "datasets", upload(c, "datasets", unlabelled).json()["id"])
+        done = wait_job(c, submit(c, model, dataset, recipe)["id"])
+        assert done["status"] == "failed"
+        assert done["error"]["code"] == "step_failed"
+        assert "cannot meet max_accuracy_drop 0.0001" in done["error"]["message"]
+        [artifact] = done["artifacts"]  # the best candidate, stored and downloadable
+        assert done["results"]["steps"][0]["artifact_id"] == artifact["id"]
+        assert done["results"]["steps"][0]["details"]["guard"]["met"] is False
+        r = c.get(artifact["download_url"])
+        assert r.status_code == 200 and sha256_of(r.content) == artifact["sha256"]
+
+
 def test_prune_then_quantize_pipeline_end_to_end(prod_stack, ready_digits, tmp_path, digits_npz):
     model, dataset = ready_digits
     assert [layer["name"] for layer in model["info"]["layers"]] == ["features.0", "features.3", "head.1", "head.3"]

@@ -185,6 +185,17 @@ def test_invalid_jobs_are_422_before_queueing(prod_stack, ready_digits, tmp_path
             "invalid_recipe",
         )
         assert "export first, then quantize" in message
+        # quantization: a scheme the format cannot take, a dataset the scheme needs, a layer the model lacks
+        message = error_of(job({"steps": [{"method": "quantize", "scheme": "int8_qat"}]}, onnx_model["id"]), 422)
+        assert "(quantize int8_qat) does not accept onnx" in message
+        message = error_of(job({"steps": [{"method": "quantize", "scheme": "int8_static"}]}), 422, "invalid_recipe")
+        assert "calibrates activation ranges on data: add a dataset" in message
+        message = error_of(
+            job({"steps": [{"method": "quantize", "scheme": "binary", "exclude": ["fc"]}]}), 422, "invalid_recipe"
+        )
+        assert "'fc' matches no layer" in message and "features.0" in message
+        message = error_of(job({"steps": [{"method": "quantize", "scheme": "fp16", "group_size": 32}]}), 422)
+        assert "group_size applies to int8_weight_only and int4_weight_only only" in message
         # checked against the layers the worker found when it inspected the model
         message = error_of(
             job({"steps": [{"method": "prune", "kind": "structured", "exclude": ["features.*", "head.1"]}]}),

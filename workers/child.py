@@ -101,7 +101,8 @@ def main(spec_path: str) -> int:
 
         if isinstance(e, EngineError):
             print(f"{e.code}: {e.message}", file=sys.stderr)
-            channel.send(event="error", code=e.code, message=_clean(e.message))
+            # a failed run may still have measured what it made (a step's best candidate): the worker stores it
+            channel.send(event="error", code=e.code, message=_clean(e.message), results=e.report)
         elif "can't allocate memory" in str(e) or "out of memory" in str(e).lower():
             channel.send(
                 event="error", code="resource_exhausted", message=_clean(f"the job ran out of memory: {e}", 500)

@@ -37,29 +37,36 @@ def store_results(session: Session, job: Job, report: dict, out_dir: Path) -> di
     store = get_blob_store()
     results = copy.deepcopy(report)
     session.add(_measurement_row(job.id, None, "baseline", 0, report["baseline"]))
-    ids = {}
+    ids: dict[str, str] = {}
     for index, step in enumerate(results["steps"], start=1):
-        filename = step["artifact_id"]
-        key, sha256, size = store.put_file(out_dir / filename)
-        env = step["measurement"].get("env") or {}
-        artifact = Artifact(
-            id=new_id("art"),
-            tenant_id=job.tenant_id,
-            job_id=job.id,
-            source_model_id=job.model_id,
-            step_index=index,
-            method=step["method"],
-            params=step.get("params") or {},
-            filename=filename,
-            format=step["format"],
-            sha256=sha256,
-            size_bytes=size,
-            blob_key=key,
-            toolchain=env.get("versions") or env,
-        )
-        session.add(artifact)
-        session.flush()
-        session.add(_measurement_row(job.id, artifact.id, "step", index, step["measurement"]))
-        ids[filename] = step["artifact_id"] = artifact.id
+        # a step may have one artifact per runtime it measured: each is stored; the step names the recommended one
+        entries = [step, *(r for r in step.get("runtimes", []) if r["artifact_id"] != step["artifact_id"])]
+        for entry in entries:
+            filename = entry["artifact_id"]
+            key, sha256, size = store.put_file(out_dir / filename)
+            env = entry["measurement"].get("env") or {}
+            artifact = Artifact(
+                id=new_id("art"),
+                tenant_id=job.tenant_id,
+                job_id=job.id,
+                source_model_id=job.model_id,
+                step_index=index,
+                method=step["method"],
+                params=step.get("params") or {},
+                filename=filename,
+                format=entry["format"],
+                sha256=sha256,
+                size_bytes=size,
+                blob_key=key,
+                toolchain=env.get("versions") or env,
+            )
+            session.add(artifact)
+            session.flush()
+            session.add(_measurement_row(job.id, artifact.id, "step", index, entry["measurement"]))
+            ids[filename] = artifact.id
+        for entry in [step, *step.get("runtimes", [])]:
+            entry["artifact_id"] = ids[entry["artifact_id"]]
+        if "recommended" in step:
+            step["recommended"] = step["artifact_id"]
     results["final"]["artifact_id"] = ids[results["final"]["artifact_id"]]
     return results

@@ -107,6 +107,7 @@ def supervise(
                 outcome.ok, outcome.data = True, event.get("data")
             elif event.get("event") == "error":
                 outcome.code, outcome.message = event.get("code"), event.get("message")
+                outcome.data = event.get("results")
             else:
                 on_event(event)
 

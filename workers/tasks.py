@@ -312,7 +312,24 @@ def _conclude(job_id: str, worker: str, outcome: Outcome, out_dir: Path) -> None
                 ended = finish(session, job_id, SUCCEEDED, worker=worker, results=results)
         else:
             message = outcome.message or "the job failed"
-            ended = finish(session, job_id, FAILED, worker=worker, code=outcome.code or "internal", message=message)
+            results = None
+            if outcome.data:  # what the failed run measured (a step's best candidate) is kept
+                session.execute(delete(Measurement).where(Measurement.job_id == job_id))
+                session.execute(delete(Artifact).where(Artifact.job_id == job_id))
+                try:
+                    results = store_results(session, session.get(Job, job_id), outcome.data, out_dir)
+                except Exception:
+                    log.exception("storing the results of a failed job failed")
+                    session.rollback()
+            ended = finish(
+                session,
+                job_id,
+                FAILED,
+                worker=worker,
+                code=outcome.code or "internal",
+                message=message,
+                results=results,
+            )
             if outcome.log_tail:  # the child's own log says more than one message can
                 add_event(session, job_id, "log", {"message": outcome.log_tail[-2000:]})
                 session.commit()

@@ -5,11 +5,13 @@ the service maps them to HTTP statuses and job error bodies."""
 class EngineError(Exception):
     code = "engine_error"
 
-    def __init__(self, message: str, *, code: str | None = None):
+    def __init__(self, message: str, *, code: str | None = None, report: dict | None = None):
         super().__init__(message)
         self.message = message
         if code is not None:
             self.code = code
+        # what a failed run still measured and saved (a step's best candidate): the service stores it
+        self.report = report
 
     def to_dict(self) -> dict:
         return {"code": self.code, "message": self.message}

@@ -20,6 +20,7 @@ from .measure.metrics import first_tensor
 from .methods import StepContext
 from .recipe import Recipe, check_recipe, parse_recipe
 from .steps import METHODS
+from .steps.quantize import RECOMMEND_BUDGET
 
 Progress = Callable[[float, str], None]
 SPEEDUP_THRESHOLD = 1.05  # below 5 % a latency change is within run-to-run noise
@@ -88,7 +89,7 @@ def run_recipe(
         for d in {id(d): d for d in (data, eval_data) if d is not None}.values():
             check_fits(d, spec, num_outputs)
 
-    current_path, steps_out = model_path, []
+    current_path, steps_out, failure = model_path, [], None
     n = len(recipe.steps)
     for i, step in enumerate(recipe.steps, start=1):
         lo, hi = 0.05 + 0.6 * (i - 1) / n, 0.05 + 0.6 * i / n
@@ -116,19 +117,36 @@ def run_recipe(
             raise StepFailedError(f"step {i} ({step.method}) failed: {type(e).__name__}: {e}") from None
         steps_out.append((step, result))
         current_path = result.path
+        if result.failure:  # what the step produced is measured and stored, then the job fails
+            failure = f"step {i} ({step.method}) failed: {result.failure}"
+            break
 
     report_progress(0.7, "measuring")
-    candidates = [_load_step_input(r.path, False, load_kwargs, spec) for _, r in steps_out]
+    # every artifact of every step (a step may offer one per runtime), measured together with the baseline
+    artifacts = [r for _, result in steps_out for r in (result, *result.alternatives)]
+    candidates = [_load_step_input(r.path, False, load_kwargs, spec, runtime=r.runtime) for r in artifacts]
     measurements, ratios = measure_models(
         [baseline, *candidates],
         eval_data,
         settings,
         progress=lambda f, s: report_progress(0.7 + 0.28 * f, f"measuring: {s}"),
     )
-    report = build_report(recipe, steps_out, measurements, ratios, spec, data, eval_data)
+    measured = dict(zip(map(id, artifacts), zip(measurements[1:], ratios[1:])))
+    for r, model in zip(artifacts, candidates):
+        fallbacks = getattr(model.module, "fallback_shapes", None)
+        if fallbacks:  # see quantization/pt2e.py CompiledPerShape
+            r.notes.append(
+                f"inductor computed wrong outputs for input shape(s) {', '.join(map(str, fallbacks))}; those ran "
+                "uncompiled (dequantize -> fp32), and their latency is that of the uncompiled graph"
+            )
+    report = build_report(recipe, steps_out, measurements[0], measured, spec, data, eval_data)
     if held_out is not None:
         report["eval_data"]["held_out_fraction"] = held_out
+    if failure:
+        report["failed"] = failure
     (out_dir / "report.json").write_text(json.dumps(report, indent=2))
+    if failure:
+        raise StepFailedError(failure, report=report)
     report_progress(1.0, "done")
     return report
 
@@ -149,7 +167,9 @@ def _num_outputs(model: LoadedModel, spec: InputSpec) -> int | None:
     return int(out.shape[1]) if out.ndim == 2 else None
 
 
-def _load_step_input(path: Path, original: bool, load_kwargs: dict, spec: InputSpec) -> LoadedModel:
+def _load_step_input(
+    path: Path, original: bool, load_kwargs: dict, spec: InputSpec, runtime: str | None = None
+) -> LoadedModel:
     if original:
         model = load_model(path, **load_kwargs)
     else:  # artifacts are pt2/onnx/torchscript: only the shape may be missing (TorchScript)
@@ -157,6 +177,10 @@ def _load_step_input(path: Path, original: bool, load_kwargs: dict, spec: InputS
         model = load_model(path, input_shape=[1, *[d or 1 for d in spec.sample_shape]], **keep)
     if model.input_spec is None or model.input_spec.dtype == spec.dtype:
         model.input_spec = spec if model.input_spec is None else dataclasses.replace(model.input_spec, high=spec.high)
+    if runtime == "inductor":  # int8 PT2E graphs are fast only once inductor lowers them
+        from .quantization.pt2e import compile_for_cpu
+
+        model.module, model.runtime = compile_for_cpu(model.module), "inductor"
     return model
 
 
@@ -169,6 +193,20 @@ def _verdict(r: Ratios) -> str:
     )
 
 
+def _verdict_reason(r: Ratios, m: Measurement, batch: int) -> str:
+    """The measured facts behind the verdict, in words: size, then speed at each batch size."""
+    size = f"{r.size_ratio:.2f}x smaller" if r.size_ratio >= SIZE_THRESHOLD else f"size ratio {r.size_ratio:.2f}x"
+    speeds = [(label, s) for label, s in (("batch 1", r.speedup_b1), (f"batch {batch}", r.speedup_bN)) if s]
+    parts = [f"{s:.2f}x the speed at {label}" for label, s in speeds]
+    slower = [label for label, s in speeds if s < 1 / SPEEDUP_THRESHOLD]
+    text = f"{size}; " + ", ".join(parts) + f" (runtime {m.runtime})"
+    if slower:
+        text += f"; slower than the baseline here at {' and '.join(slower)}"
+    elif speeds and all(s < SPEEDUP_THRESHOLD for _, s in speeds):
+        text += "; not faster than the baseline here"
+    return text
+
+
 def _ratio_notes(r: Ratios) -> list[str]:
     notes = []
     for label, s in (("batch 1", r.speedup_b1), ("the large batch", r.speedup_bN)):
@@ -177,46 +215,88 @@ def _ratio_notes(r: Ratios) -> list[str]:
     return notes
 
 
+def _quality_drop(base: Measurement, m: Measurement) -> float | None:
+    if base.accuracy is not None and m.accuracy is not None:
+        return base.accuracy - m.accuracy
+    return None if m.agreement is None else 1.0 - m.agreement
+
+
+def _recommend(step, base: Measurement, options: list[tuple]) -> tuple:
+    """Among one step's artifacts (one per runtime): the fastest whose quality drop is within the step's
+    budget (max_accuracy_drop, else 1 point); if none is, the most accurate."""
+    if len(options) == 1:
+        return options[0]
+    budget = getattr(step, "max_accuracy_drop", None) or RECOMMEND_BUDGET
+
+    def speed(option):
+        _, _, r = option
+        return r.speedup_bN if r.speedup_bN is not None else (r.speedup_b1 or 0.0)
+
+    drops = [(_quality_drop(base, option[1]), option) for option in options]
+    within = [option for drop, option in drops if drop is None or drop <= budget]
+    if within:
+        return max(within, key=speed)
+    return min(drops, key=lambda pair: pair[0])[1]
+
+
+def _step_entry(step, result, m: Measurement, r: Ratios, batch: int) -> dict:
+    return {
+        "method": step.method,
+        "params": step.model_dump(exclude={"method"}),
+        "artifact_id": result.path.name,
+        "format": result.format.value,
+        "measurement": m.model_dump(),
+        **r.model_dump(),
+        "verdict": _verdict(r),
+        "verdict_reason": _verdict_reason(r, m, batch),
+        "notes": [*result.notes, *_ratio_notes(r)],
+        **({"details": result.details} if result.details else {}),
+    }
+
+
 def build_report(
     recipe: Recipe,
     steps_out: list,
-    measurements: list[Measurement],
-    ratios: list[Ratios],
+    base: Measurement,
+    measured: dict,
     spec: InputSpec,
     data: Dataset | None,
     eval_data: Dataset | None,
 ) -> dict:
-    base = measurements[0]
+    """`measured` maps id(StepResult) to its (Measurement, Ratios)."""
+    batch = base.latency_ms.batch
     steps = []
-    for (step, result), m, r in zip(steps_out, measurements[1:], ratios[1:]):
-        steps.append(
-            {
-                "method": step.method,
-                "params": step.model_dump(exclude={"method"}),
-                "artifact_id": result.path.name,
-                "format": result.format.value,
-                "measurement": m.model_dump(),
-                **r.model_dump(),
-                "verdict": _verdict(r),
-                "notes": [*result.notes, *_ratio_notes(r)],
-                **({"details": result.details} if result.details else {}),
-            }
-        )
-    final_m, final_r = measurements[-1], ratios[-1]
+    for step, result in steps_out:
+        options = [(res, *measured[id(res)]) for res in (result, *result.alternatives)]
+        chosen = _recommend(step, base, options)
+        entry = _step_entry(step, *chosen, batch)
+        if len(options) > 1:
+            entry["runtimes"] = [{**_step_entry(step, *o, batch), "recommended": o is chosen} for o in options]
+            for item in entry["runtimes"]:
+                item.pop("params")
+            entry["recommended"] = entry["artifact_id"]
+            entry["notes"].append(
+                f"measured {len(options)} runtimes; recommended: {chosen[0].runtime or chosen[1].runtime}, the fastest "
+                "within the accuracy budget"
+            )
+        steps.append(entry)
+    final = steps[-1]
+    final_m = final["measurement"]
     accuracy_delta = (
-        final_m.accuracy - base.accuracy if final_m.accuracy is not None and base.accuracy is not None else None
+        final_m["accuracy"] - base.accuracy if final_m["accuracy"] is not None and base.accuracy is not None else None
     )
     return {
         "baseline": base.model_dump(),
         "steps": steps,
         "final": {
-            "artifact_id": steps[-1]["artifact_id"],
-            "size_ratio": final_r.size_ratio,
-            "speedup_b1": final_r.speedup_b1,
-            "speedup_bN": final_r.speedup_bN,
+            "artifact_id": final["artifact_id"],
+            "size_ratio": final["size_ratio"],
+            "speedup_b1": final["speedup_b1"],
+            "speedup_bN": final["speedup_bN"],
             "accuracy_delta": accuracy_delta,
-            "agreement": final_m.agreement,
-            "verdict": steps[-1]["verdict"],
+            "agreement": final_m["agreement"],
+            "verdict": final["verdict"],
+            "verdict_reason": final["verdict_reason"],
         },
         "input": spec.to_dict(),
         "data": data.describe() if data is not None else None,

@@ -12,7 +12,16 @@ function quality(m, base) {
 function rowsOf(results) {
   const base = results.baseline;
   const rows = [{ name: "baseline", m: base, step: null }];
-  results.steps.forEach((step, i) => rows.push({ name: `step ${i + 1}: ${step.method} ${variant(step)}`, m: step.measurement, step }));
+  results.steps.forEach((step, i) => {
+    const name = `step ${i + 1}: ${step.method} ${variant(step)}`;
+    // a step measured on several runtimes shows each; the one the job recommends is marked
+    const entries = step.runtimes || [step];
+    entries.forEach((entry) => rows.push({
+      name: step.runtimes ? `${name} on ${entry.measurement.runtime}${entry.recommended ? " (recommended)" : ""}` : name,
+      m: entry.measurement,
+      step: entry,
+    }));
+  });
   return rows;
 }
 
@@ -39,7 +48,8 @@ export function resultsTable(results, artifacts) {
       h("td", { class: "num" }, step ? `${fixed(step.speedup_b1, 2, "x")} / ${fixed(step.speedup_bN, 2, "x")}` : "–"),
       h("td", { class: "num" }, step ? fixed(step.size_ratio, 2, "x") : "–"),
       h("td", { class: "num" }, `${fixed(q.value, 4)} ${q.label}`),
-      h("td", {}, step ? h("span", { class: `badge ${step.verdict}` }, step.verdict.replaceAll("_", " ")) : "–"),
+      h("td", {}, step ? h("span", { class: `badge ${step.verdict}`, title: step.verdict_reason || "" },
+        step.verdict.replaceAll("_", " ")) : "–"),
       h("td", {}, artifact ? h("a", { class: "button", href: artifact.download_url, download: artifact.filename },
         `Download ${artifact.format}`) : ""));
   });

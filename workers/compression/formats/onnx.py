@@ -33,6 +33,10 @@ class OnnxModule(nn.Module):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
+        # onnxruntime's worker threads spin for a while after each run; on a small machine that steals the
+        # cores from whatever runs next (the next model in an interleaved timing round), so they sleep instead
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
         if threads:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1

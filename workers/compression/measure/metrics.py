@@ -12,8 +12,10 @@ import torch
 from torch import nn
 
 from ..formats.onnx import OnnxModule
+from ..formats.packed import SPARSE_BITS as BITS
+from ..formats.packed import SPARSE_SHAPE as SHAPE
+from ..formats.packed import SPARSE_VALUES as VALUES
 from ..hardware import cpu_has_vnni, cpu_model
-from ..pruning.storage import BITS, SHAPE, VALUES
 
 # tensors that are not weights: normalisation statistics and quantization parameters
 _NOT_WEIGHTS = ("running_mean", "running_var", "num_batches_tracked", "_scale", "_zero_point", "zero_point", "scale")
@@ -23,7 +25,13 @@ def weight_tensors(module: nn.Module) -> list[torch.Tensor]:
     return [t for _, t in named_weight_tensors(module)]
 
 
+def uncompiled(module: nn.Module) -> nn.Module:
+    """The module behind a torch.compile wrapper (runtime inductor): its weights and FLOPs are the same."""
+    return getattr(module, "_orig_mod", module)
+
+
 def named_weight_tensors(module: nn.Module) -> list[tuple[str, torch.Tensor]]:
+    module = uncompiled(module)
     if isinstance(module, OnnxModule):
         import onnx
         from onnx import numpy_helper
@@ -80,6 +88,7 @@ def count_macs(module: nn.Module, example: torch.Tensor) -> int | None:
         return None  # onnxruntime runs outside the dispatcher: nothing to count
     from torch.utils.flop_counter import FlopCounterMode
 
+    module = uncompiled(module)
     try:
         with torch.inference_mode(), FlopCounterMode(display=False) as counter:
             module(example)

@@ -35,3 +35,9 @@ class StepResult:
     format: ModelFormat
     notes: list[str] = field(default_factory=list)
     details: dict = field(default_factory=dict)  # method-specific facts for the report (layers kept, ...)
+    runtime: str | None = None  # what must run the artifact to be measured as it is meant (inductor), else default
+    # the same step's artifacts for other runtimes: all are measured, the fastest within budget is recommended
+    alternatives: list[StepResult] = field(default_factory=list)
+    # set when the step could not do what was asked but produced something worth keeping (the best candidate
+    # under an accuracy budget): the pipeline measures and stores it, then fails the job with this message
+    failure: str | None = None

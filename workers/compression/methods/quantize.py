@@ -1,18 +1,29 @@
 """`quantize`: lower-precision weights (and activations) for a smaller, and where the runtime allows,
-faster model. One verb, one typed config; the scheme picks the technique."""
+faster model. One verb, one typed config; the scheme picks the technique, the runtime what executes it.
+
+Every int8/low-bit scheme goes through the same loop: build a candidate with some layers kept in full
+precision, score it, and let the accuracy guard (quantization/guard.py) decide which layers to keep."""
 
 from __future__ import annotations
+
+import shutil
+import tempfile
+from fnmatch import fnmatchcase
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from ..errors import StepFailedError
-from ..formats import LoadedModel, ModelFormat, export_program, save_model
-from ..hardware import cpu_has_vnni
-from ..steps.quantize import QuantizeStep, output_format
+from ..formats import LoadedModel, ModelFormat, save_model
+from ..measure.metrics import weight_tensors
+from ..pruning.layers import editable, execution_order
+from ..quantization.backends import onnx_backend, torch_backends
+from ..quantization.candidates import Backend, TorchCandidate
+from ..quantization.guard import Guarded, Scorer, guard
+from ..quantization.packed import packed_layer_bytes
+from ..steps.quantize import QuantizeStep
 from .base import StepContext, StepResult
-
-DYNAMIC_ONNX_OPS = ["MatMul", "Gemm", "Attention", "LSTM", "GRU"]
 
 
 class CastInputs(nn.Module):
@@ -34,132 +45,132 @@ class CastInputs(nn.Module):
 
 
 def quantize(model: LoadedModel, step: QuantizeStep, ctx: StepContext) -> StepResult:
+    if step.scheme in ("fp16", "bf16"):
+        return _half(model, step, ctx)
+    work = Path(tempfile.mkdtemp(prefix="squeeze-quantize-", dir=ctx.out_dir))
+    try:
+        return _quantize(model, step, ctx, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _quantize(model: LoadedModel, step: QuantizeStep, ctx: StepContext, work: Path) -> StepResult:
+    spec = model.require_spec()
+    data = ctx.eval_data or ctx.data
+    scorer = Scorer.over(data, model.module) if data is not None else None
+    if model.format == ModelFormat.ONNX:
+        backends = [onnx_backend(model.path, step, ctx, scorer, work)]
+        kept: list[str] = []
+    else:
+        module = editable(model).to(ctx.device)
+        order = execution_order(module, spec.example(1))
+        if not order:
+            raise StepFailedError(f"{step.scheme} found no Linear or Conv layer to quantize in this model")
+        kept = [n for n in order if any(fnmatchcase(n, p) for p in step.exclude)]
+        if step.scheme in ("binary", "ternary") and step.keep_first_last:
+            kept += [n for n in dict.fromkeys([order[0], order[-1]]) if n not in kept]
+        backends = torch_backends(module, spec, order, step, ctx, scorer, work)
+    outcomes = []
+    for backend in backends:
+        ctx.progress(len(outcomes) / len(backends), f"{step.scheme} on {backend.runtime}")
+        layer_kept = [n for n in backend.layers if n in kept or any(fnmatchcase(n, p) for p in step.exclude)]
+        if scorer is None:  # nothing to score on: quantize every layer that is not excluded
+            guarded = Guarded(backend.build(frozenset(layer_kept), False), None, [], True)
+        else:
+            guarded = guard(
+                backend.build,
+                backend.layers,
+                scorer,
+                step.max_accuracy_drop,
+                kept=layer_kept,
+                progress=lambda f, s, r=backend.runtime: ctx.progress(len(outcomes) / len(backends), f"{r}: {s}"),
+            )
+        outcomes.append((backend, guarded, layer_kept))
+    results = [_result(b, g, kept_now, step, ctx) for b, g, kept_now in outcomes]
+    met = [r for r, (_, g, _) in zip(results, outcomes) if g.met]
+    primary = met[0] if met else max(results, key=lambda r: r.details["guard"].get("quality") or 0.0)
+    if not met:
+        guard_info = primary.details["guard"]
+        drop = guard_info["baseline"] - guard_info["quality"]
+        kept_names = ", ".join(guard_info.get("kept_full_precision") or []) or "no layer"
+        primary.failure = (
+            f"{step.scheme} cannot meet max_accuracy_drop {step.max_accuracy_drop}: the best candidate ({kept_names} "
+            f"kept in full precision) loses {drop:.5f} {guard_info['metric']}; it is stored for inspection"
+        )
+    primary.alternatives = [r for r in results if r is not primary]
+    return primary
+
+
+def _result(backend: Backend, guarded: Guarded, kept: list[str], step: QuantizeStep, ctx: StepContext) -> StepResult:
+    path = ctx.artifact_path(backend.format, f"{step.scheme}_{backend.runtime}")
+    guarded.built.save(path)
+    full_precision = sorted(set(kept) | set(guarded.kept))
+    notes = list(backend.notes)
+    if guarded.kept:
+        notes.append(
+            f"accuracy guard kept the {len(guarded.kept)} most sensitive layer(s) in full precision: "
+            + ", ".join(guarded.kept)
+        )
+    details = {
+        **backend.details,
+        **_weight_bytes(guarded.built),
+        "runtime": backend.runtime,
+        "layers_quantized": len([n for n in backend.layers if n not in full_precision]),
+        "layers_full_precision": full_precision,
+        "guard": guarded.details or {"quality": guarded.quality},
+    }
+    return StepResult(path, backend.format, notes, details, runtime=backend.runtime)
+
+
+def _weight_bytes(built) -> dict:
+    """What the candidate stores: packed low-bit layers (bytes before and after) and int8 weight tensors."""
+    if not isinstance(built, TorchCandidate):
+        return {}
+    out = {}
+    counted = packed_layer_bytes(built.saved)
+    if counted["layers"]:
+        out["quantized_weights"] = counted
+    int8 = [t for t in weight_tensors(built.saved) if t.dtype == torch.int8]
+    if int8:
+        convs = sum(1 for t in int8 if t.ndim > 2)
+        out["int8_weights"] = {"conv": convs, "linear": len(int8) - convs}
+    return out
+
+
+# ---------------------------------------------------------------- half precision
+
+
+def _half(model: LoadedModel, step: QuantizeStep, ctx: StepContext) -> StepResult:
+    from ..steps.quantize import output_format
+
     fmt = output_format(step, model.format)
     path = ctx.artifact_path(fmt, step.scheme)
-    reduce_range = (not cpu_has_vnni()) if step.reduce_range is None else step.reduce_range
-    if step.scheme in ("fp16", "bf16"):
-        dtype = torch.float16 if step.scheme == "fp16" else torch.bfloat16
-        model.module.to(dtype)
-        save_model(CastInputs(model.module, dtype), model.require_spec(), fmt, path)
-        notes = [f"weights and compute in {step.scheme}; inputs and outputs stay fp32"]
-        if ctx.device == "cpu":
-            notes.append(
-                f"{step.scheme} compute on CPU is only fast with native half-precision units; see the measured latency"
-            )
-        return StepResult(path, fmt, notes)
-    if model.format == ModelFormat.ONNX:
-        return _int8_dynamic_onnx(model, path, reduce_range)
-    return _int8_dynamic_torch(model, path, reduce_range)
-
-
-def _int8_dynamic_torch(model: LoadedModel, path, reduce_range: bool) -> StepResult:
-    # PT2E rather than torchao's quantize_(): quantize_ swaps nn.Linear modules, and an uploaded .pt2
-    # program is a graph with no modules to swap. PT2E (torchao.quantization.pt2e) works on the exported
-    # graph of every torch format we load, so one path serves them all.
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-    from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as x86
-
-    spec = model.require_spec()
-    graph = export_program(model.module, spec).module()
-    split_reused_modules(graph)
-    quantizer = x86.X86InductorQuantizer()
-    quantizer.set_global(x86.get_default_x86_inductor_quantization_config(is_dynamic=True, reduce_range=reduce_range))
-    try:
-        prepared = prepare_pt2e(graph, quantizer)
-        with torch.no_grad():
-            prepared(spec.example(2))  # dynamic: observers only see weights, any input will do
-        converted = convert_pt2e(prepared)
-    except Exception as e:
-        raise StepFailedError(f"int8 dynamic quantization failed: {type(e).__name__}: {e}") from None
-    int8_weights = drop_unused_weights(converted)
-    if not int8_weights:
-        raise StepFailedError("int8_dynamic found no Linear or Conv layer to quantize in this model; try fp16 or bf16")
-    save_model(converted, spec, ModelFormat.PT2, path)
-    convs = sum(1 for t in int8_weights if t.ndim > 2)
-    return StepResult(
-        path,
-        ModelFormat.PT2,
-        [
-            f"int8 per-channel weights: {len(int8_weights) - convs} linear, {convs} conv; activations quantized per "
-            "batch" + (" with reduce_range (CPU without VNNI)" if reduce_range else ""),
-            "eager PyTorch runs int8 weights through dequantize, so this artifact is smaller but not faster "
-            "on CPU; for int8 speed on CPU export to onnx first, then int8_dynamic runs in onnxruntime",
-        ],
-    )
-
-
-def split_reused_modules(graph: torch.fx.GraphModule) -> int:
-    """Gives each call of a reused single-op module (torchvision's ResNet calls one ReLU several times)
-    its own source partition. The x86 quantizer groups nodes by their innermost source module
-    (`nn_module_stack`) and rejects a group with several outputs. Returns how many nodes were relabelled."""
-    groups: dict[str, list[torch.fx.Node]] = {}
-    for node in graph.graph.nodes:
-        stack = node.meta.get("nn_module_stack")
-        if node.op == "call_function" and stack:
-            groups.setdefault(list(stack.values())[-1][0], []).append(node)
-    relabelled = 0
-    for fqn, nodes in groups.items():
-        members = set(nodes)
-        # one op per call and no call feeding another: separate uses of one module, not one multi-op module
-        if len(nodes) < 2 or len({n.target for n in nodes}) != 1 or any(u in members for n in nodes for u in n.users):
-            continue
-        for n in nodes:
-            stack = dict(n.meta["nn_module_stack"])
-            key, (_, cls) = list(stack.items())[-1]
-            stack[key] = (f"{fqn}@{n.name}", cls)
-            n.meta["nn_module_stack"] = stack
-            relabelled += 1
-    return relabelled
-
-
-def drop_unused_weights(graph: torch.fx.GraphModule) -> list[torch.Tensor]:
-    """convert_pt2e folds int8 weights into new constants but keeps the fp32 originals as parameters;
-    saving those would make the int8 artifact larger than fp32. Removes every parameter the graph no
-    longer reads; returns the int8 weight constants the graph holds."""
-    graph.graph.eliminate_dead_code()
-    used = {n.target for n in graph.graph.nodes if n.op == "get_attr"}
-    for name, _ in list(graph.named_parameters()):
-        if name not in used:
-            owner, _, leaf = name.rpartition(".")
-            delattr(graph.get_submodule(owner) if owner else graph, leaf)
-    graph.recompile()
-    int8 = []
-    for target in sorted(used):
-        obj = graph
-        for part in target.split("."):
-            obj = getattr(obj, part)
-        if isinstance(obj, torch.Tensor) and obj.dtype == torch.int8:
-            int8.append(obj)
-    return int8
-
-
-def _int8_dynamic_onnx(model: LoadedModel, path, reduce_range: bool) -> StepResult:
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    pre = path.with_name(path.stem + "_pre.onnx")
-    try:
-        quant_pre_process(str(model.path), str(pre), skip_symbolic_shape=True)
-        # MatMul-like ops only, as in the torch path: ORT's dynamic ConvInteger is slower than fp32 Conv on
-        # CPU, and convolutions want static quantization (calibrated activations) instead
-        quantize_dynamic(
-            str(pre),
-            str(path),
-            weight_type=QuantType.QInt8,
-            reduce_range=reduce_range,
-            op_types_to_quantize=DYNAMIC_ONNX_OPS,
+    dtype = torch.float16 if step.scheme == "fp16" else torch.bfloat16
+    data = ctx.eval_data or ctx.data
+    scorer = Scorer.over(data, model.module) if data is not None and step.max_accuracy_drop is not None else None
+    model.module.to(dtype)
+    wrapped = CastInputs(model.module, dtype)
+    save_model(wrapped, model.require_spec(), fmt, path)
+    notes = [f"weights and compute in {step.scheme}; inputs and outputs stay fp32"]
+    if ctx.device == "cpu":
+        notes.append(
+            f"{step.scheme} compute on CPU is only fast with native half-precision units; see the measured latency"
         )
-    except Exception as e:
-        raise StepFailedError(f"onnxruntime dynamic quantization failed: {type(e).__name__}: {e}") from None
-    finally:
-        pre.unlink(missing_ok=True)
-    return StepResult(
-        path,
-        ModelFormat.ONNX,
-        [
-            "onnxruntime dynamic quantization: int8 weights for "
-            + ", ".join(DYNAMIC_ONNX_OPS)
-            + (", reduce_range" if reduce_range else ""),
-            "convolutions stay fp32 under dynamic quantization",
-        ],
-    )
+    result = StepResult(path, fmt, notes)
+    if scorer is not None:
+        quality = scorer(wrapped)
+        met = scorer.baseline - quality <= step.max_accuracy_drop
+        result.details["guard"] = {
+            "metric": scorer.metric,
+            "baseline": scorer.baseline,
+            "quality": quality,
+            "budget": step.max_accuracy_drop,
+            "met": met,
+        }
+        if not met:
+            # half precision has no per-layer fallback here: the whole model is cast
+            result.failure = (
+                f"{step.scheme} loses {scorer.baseline - quality:.4f} {scorer.metric}, over "
+                f"max_accuracy_drop {step.max_accuracy_drop}; the artifact is stored for inspection"
+            )
+    return result

@@ -28,8 +28,12 @@ def prunable_layers(module: nn.Module) -> list[tuple[str, nn.Module]]:
     return [(name, m) for name, m in module.named_modules() if isinstance(m, PRUNABLE) and name]
 
 
-def output_layer(module: nn.Module, example: torch.Tensor) -> str | None:
-    """The last prunable layer that runs in a forward pass: its outputs are the model's outputs."""
+def execution_order(module: nn.Module, example: torch.Tensor) -> list[str]:
+    """The prunable (Linear/Conv) layers in the order a forward pass first runs them."""
+    return list(dict.fromkeys(_calls(module, example)))
+
+
+def _calls(module: nn.Module, example: torch.Tensor) -> list[str]:
     order: list[str] = []
     names = {id(m): name for name, m in prunable_layers(module)}
     hooks = [
@@ -42,6 +46,12 @@ def output_layer(module: nn.Module, example: torch.Tensor) -> str | None:
     finally:
         for h in hooks:
             h.remove()
+    return order
+
+
+def output_layer(module: nn.Module, example: torch.Tensor) -> str | None:
+    """The last prunable layer that runs in a forward pass: its outputs are the model's outputs."""
+    order = _calls(module, example)
     return order[-1] if order else None
 
 

@@ -60,6 +60,10 @@ METHODS: dict[str, Method] = {
             quantize.output_format,
             "quantize:quantize",
             ("scheme", quantize.FORMATS),
+            quantize.check_order,
+            needs_data=quantize.QuantizeStep.needs_data,
+            trains=quantize.QuantizeStep.trains,
+            check_model=quantize.check_model,
         ),
         Method(
             "prune",

@@ -34,12 +34,17 @@ def output_format(step: ExportStep, fmt: ModelFormat) -> ModelFormat:
 
 
 def check_order(step: ExportStep, earlier: list[tuple[BaseModel, ModelFormat]]) -> str | None:
-    torch_int8 = any(getattr(s, "scheme", None) == "int8_dynamic" and fmt != ModelFormat.ONNX for s, fmt in earlier)
+    torch_int8 = any(
+        getattr(s, "scheme", None) in ("int8_dynamic", "int8_static", "int8_qat")
+        and fmt != ModelFormat.ONNX
+        and getattr(s, "runtime", None) != "onnxruntime"
+        for s, fmt in earlier
+    )
     if step.format == "onnx" and torch_int8:
         # PT2E int8 programs call quantized_decomposed ops, which the ONNX exporter cannot translate
         return (
-            "a PyTorch int8 program cannot be exported to ONNX; export first, then quantize: "
-            '[{"method": "export", "format": "onnx"}, {"method": "quantize", "scheme": "int8_dynamic"}] '
-            "runs int8 in onnxruntime"
+            "a PyTorch int8 program cannot be exported to ONNX; quantize with runtime onnxruntime instead "
+            '([{"method": "quantize", "scheme": "int8_static", "runtime": "onnxruntime"}]), or export first, '
+            'then quantize: [{"method": "export", "format": "onnx"}, {"method": "quantize", ...}]'
         )
     return None

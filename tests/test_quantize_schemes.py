@@ -1,0 +1,339 @@
+"""Every quantization scheme on the digits CNN and a small transformer encoder: runs, shrinks by the
+expected factor, keeps accuracy within a stated tolerance; int8 runtimes measured side by side; the
+accuracy guard; packed low-bit weights."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import onnx
+import pytest
+import torch
+
+from workers.compression import ModelFormat, StepFailedError, load_model, run_recipe
+from workers.compression.formats import InputSpec, save_model
+from workers.compression.formats.packed import pack_bits, unpack_bits
+from workers.compression.measure.metrics import weight_tensors
+from workers.compression.quantization.packed import IntWeight, SignWeight, sign_codes
+
+from .conftest import export_pt2
+from .digits import DigitsEncoder, accuracy, train
+
+
+def quantize(scheme, **options):
+    return {"steps": [{"method": "quantize", "scheme": scheme, **options}]}
+
+
+@pytest.fixture(scope="module")
+def encoder(digits, tmp_path_factory):
+    x, y, _, _ = digits
+    net = train(DigitsEncoder(), x, y, epochs=15)
+    return net, export_pt2(net, tmp_path_factory.mktemp("encoder") / "encoder.pt2", torch.zeros(2, 1, 8, 8))
+
+
+def int8_initializers(path) -> int:
+    model = onnx.load(str(path))
+    return sum(1 for t in model.graph.initializer if t.data_type == onnx.TensorProto.INT8 and len(t.dims) > 1)
+
+
+# ---------------------------------------------------------------- int8 static: runtimes side by side
+
+
+def test_int8_static_measures_every_runtime_and_recommends_the_fastest_within_budget(
+    cnn_pt2, digits_train_npz, digits_npz, tmp_path, quick
+):
+    report = run_recipe(
+        cnn_pt2,
+        quantize("int8_static", calibration_batches=8),
+        data_path=digits_train_npz,
+        eval_data_path=digits_npz,
+        out_dir=tmp_path,
+        settings=quick,
+    )
+    step, base = report["steps"][0], report["baseline"]
+    runtimes = {r["measurement"]["runtime"]: r for r in step["runtimes"]}
+    assert set(runtimes) == {"inductor", "onnxruntime"}
+    for r in runtimes.values():  # stated tolerance: 1 point on 397 held-out digits
+        assert base["accuracy"] - r["measurement"]["accuracy"] <= 0.01, r["measurement"]
+        assert r["verdict"] in ("faster_and_smaller", "smaller_only", "faster_only", "no_gain")
+        assert r["verdict_reason"].startswith(f"{r['size_ratio']:.2f}x")
+    recommended = [r for r in step["runtimes"] if r["recommended"]]
+    assert len(recommended) == 1 and recommended[0]["artifact_id"] == step["artifact_id"] == step["recommended"]
+    assert recommended[0]["speedup_bN"] == max(r["speedup_bN"] for r in step["runtimes"])
+    assert report["final"]["artifact_id"] == step["artifact_id"]
+    # the inductor artifact is an int8 program; the onnxruntime one a QDQ graph with int8 weights
+    program = load_model(tmp_path / runtimes["inductor"]["artifact_id"])
+    assert sum(t.dtype == torch.int8 for t in weight_tensors(program.module)) == 4
+    onnx_path = tmp_path / runtimes["onnxruntime"]["artifact_id"]
+    assert int8_initializers(onnx_path) == 4
+    assert any(n.op_type == "QuantizeLinear" for n in onnx.load(str(onnx_path)).graph.node)
+    assert step["details"]["reduce_range"]["chosen"] in (True, False)
+    assert "why" in step["details"]["reduce_range"]
+
+
+def test_int8_static_on_onnx_from_the_torchscript_exporter(cnn, digits_train_npz, digits_npz, tmp_path, quick):
+    # the legacy exporter names nodes and weights its own way ("onnx::Conv_12"), not as this project exports
+    path = tmp_path / "legacy.onnx"
+    torch.onnx.export(
+        cnn, (torch.zeros(1, 1, 8, 8),), str(path), dynamo=False, input_names=["x"], dynamic_axes={"x": {0: "n"}}
+    )
+    for scheme in ("int8_static", "int8_dynamic"):
+        report = run_recipe(
+            path,
+            quantize(scheme),
+            data_path=digits_train_npz,
+            eval_data_path=digits_npz,
+            out_dir=tmp_path / scheme,
+            settings=quick,
+        )
+        step = report["steps"][0]
+        assert step["format"] == "onnx" and step["measurement"]["runtime"] == "onnxruntime"
+        assert report["final"]["accuracy_delta"] >= -0.01
+        assert int8_initializers(tmp_path / scheme / step["artifact_id"]) == (4 if scheme == "int8_static" else 2)
+
+
+def test_runtime_onnxruntime_alone_exports_then_quantizes(cnn_pt2, digits_train_npz, tmp_path, quick):
+    report = run_recipe(
+        cnn_pt2,
+        quantize("int8_static", runtime="onnxruntime"),
+        data_path=digits_train_npz,
+        out_dir=tmp_path,
+        settings=quick,
+    )
+    step = report["steps"][0]
+    assert step["format"] == "onnx" and "runtimes" not in step
+    assert step["measurement"]["agreement"] >= 0.97
+
+
+# ---------------------------------------------------------------- packed weights
+
+
+def test_binary_and_ternary_packing_round_trips_bit_exact():
+    torch.manual_seed(0)
+    w = torch.randn(24, 3, 3, 3)
+    mask = torch.rand(1001) > 0.5
+    assert torch.equal(unpack_bits(pack_bits(mask), 1001), mask)
+    per_bit_plane = (w.numel() + 7) // 8
+    for levels, planes in ((2, 1), (3, 2)):
+        codes, scale = sign_codes(w, levels)
+        packed = SignWeight(w, levels)
+        assert torch.equal(packed(), (codes * scale).view(w.shape))  # exact: same codes, same fp32 scale
+        assert set(codes.unique().tolist()) <= ({-1.0, 1.0} if levels == 2 else {-1.0, 0.0, 1.0})
+        code_bytes = sum(b.nbytes for name, b in packed.named_buffers() if not name.endswith("scale"))
+        assert code_bytes == planes * per_bit_plane  # 1 bit (binary) / 2 bits (ternary) per weight
+
+
+@pytest.mark.parametrize(("bits", "group"), [(8, None), (4, 9), (4, None)])
+def test_int_weights_round_trip_their_codes_exactly(bits, group):
+    torch.manual_seed(0)
+    w = torch.randn(24, 3, 3, 3)
+    q = IntWeight(w, bits, group)
+    scale = q.qweight_scale  # (out, groups, 1)
+    qmax = 2 ** (bits - 1) - 1
+    codes = torch.round(w.reshape(24, scale.shape[1], -1) / scale).clamp(-qmax - 1, qmax)
+    assert torch.equal(q(), (codes * scale).view(w.shape))
+    assert q.qweight_codes.nbytes == w.numel() * bits // 8
+
+
+@pytest.mark.parametrize(("scheme", "factor", "tolerance"), [("binary", 20, 0.03), ("ternary", 12, 0.02)])
+def test_binary_and_ternary_keep_first_and_last_layers_and_shrink_the_rest(
+    cnn_pt2, digits_npz, tmp_path, quick, scheme, factor, tolerance
+):
+    report = run_recipe(cnn_pt2, quantize(scheme), data_path=digits_npz, out_dir=tmp_path, settings=quick)
+    step = report["steps"][0]
+    details = step["details"]
+    assert details["layers_full_precision"] == ["features.0", "head.3"]
+    assert details["quantized_weights"]["layers"] == 2
+    assert details["quantized_weights"]["ratio"] >= factor  # 32x (binary) / 16x (ternary) less the scales
+    assert report["final"]["accuracy_delta"] >= -tolerance
+    assert report["final"]["size_ratio"] >= 3
+    # a plain .pt2: any PyTorch loads and runs it without this project's code
+    script = "import torch; m = torch.export.load(r'%s').module(); print(tuple(m(torch.zeros(3, 1, 8, 8)).shape))" % (
+        tmp_path / step["artifact_id"]
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd="/")
+    assert out.stdout.strip() == "(3, 10)"
+
+
+def test_straight_through_finetuning_recovers_binary_accuracy(encoder, digits_train_npz, digits_npz, tmp_path, quick):
+    _, path = encoder
+    results = {}
+    for epochs in (0, 8):
+        report = run_recipe(
+            path,
+            quantize("binary", finetune_epochs=epochs, learning_rate=2e-3),
+            data_path=digits_train_npz,
+            eval_data_path=digits_npz,
+            out_dir=tmp_path / str(epochs),
+            settings=quick,
+        )
+        results[epochs] = report["final"]["accuracy_delta"]
+    assert results[0] < -0.05, "binary weights should cost the encoder accuracy before fine-tuning"
+    assert results[8] > results[0] + 0.05, results
+
+
+@pytest.mark.parametrize(("scheme", "factor"), [("int8_weight_only", 3.8), ("int4_weight_only", 6.0)])
+def test_weight_only_schemes_pack_every_layer(cnn_pt2, digits_npz, tmp_path, quick, scheme, factor):
+    report = run_recipe(cnn_pt2, quantize(scheme), data_path=digits_npz, out_dir=tmp_path, settings=quick)
+    step = report["steps"][0]
+    assert step["details"]["quantized_weights"]["layers"] == 4
+    assert step["details"]["quantized_weights"]["ratio"] >= factor
+    assert report["final"]["accuracy_delta"] >= -0.01
+    assert any("not faster" in n or "smaller, not faster" in n for n in step["notes"])
+
+
+def test_int4_group_size_sets_one_scale_per_group(mlp_pt2, digits_npz, tmp_path, quick):
+    report = run_recipe(
+        mlp_pt2, quantize("int4_weight_only", group_size=16), data_path=digits_npz, out_dir=tmp_path, settings=quick
+    )
+    program = torch.export.load(str(tmp_path / report["steps"][0]["artifact_id"]))
+    scales = {k: v.shape for k, v in program.state_dict.items() if k.endswith("qweight_scale")}
+    scales |= {k: v.shape for k, v in program.constants.items() if k.endswith("qweight_scale")}
+    assert scales["net.1.weight.qweight_scale"] == (512, 4, 1)  # 64 inputs / 16
+    assert scales["net.3.weight.qweight_scale"] == (512, 32, 1)
+    assert report["final"]["accuracy_delta"] >= -0.02
+
+
+# ---------------------------------------------------------------- QAT
+
+
+def test_qat_without_labels_distils_from_the_fp32_model(cnn_pt2, digits_unlabelled_npz, digits_npz, tmp_path, quick):
+    report = run_recipe(
+        cnn_pt2,
+        quantize("int8_qat", finetune_epochs=1, calibration_batches=4),
+        data_path=digits_unlabelled_npz,
+        eval_data_path=digits_npz,
+        out_dir=tmp_path,
+        settings=quick,
+    )
+    step = report["steps"][0]
+    assert step["measurement"]["runtime"] == "inductor"
+    assert report["final"]["accuracy_delta"] >= -0.01
+    program = load_model(tmp_path / step["artifact_id"])
+    assert sum(t.dtype == torch.int8 for t in weight_tensors(program.module)) == 4
+
+
+# ---------------------------------------------------------------- the transformer encoder
+
+
+@pytest.mark.parametrize(
+    ("scheme", "tolerance", "min_size_ratio"),
+    [
+        ("int8_static", 0.02, 2.0),
+        ("int8_dynamic", 0.02, 1.5),
+        ("int8_weight_only", 0.01, 1.5),
+        ("int4_weight_only", 0.03, 1.5),
+        ("ternary", 0.06, 1.5),
+    ],
+)
+def test_schemes_on_a_transformer_encoder(
+    encoder, digits, digits_npz, digits_train_npz, tmp_path, quick, scheme, tolerance, min_size_ratio
+):
+    net, path = encoder
+    _, _, xt, yt = digits
+    report = run_recipe(
+        path, quantize(scheme), data_path=digits_train_npz, eval_data_path=digits_npz, out_dir=tmp_path, settings=quick
+    )
+    assert report["baseline"]["accuracy"] == pytest.approx(accuracy(net, xt, yt), abs=1e-6)
+    assert report["final"]["accuracy_delta"] >= -tolerance, report["final"]
+    assert report["final"]["size_ratio"] >= min_size_ratio
+    for entry in report["steps"][0].get("runtimes", [report["steps"][0]]):
+        assert entry["measurement"]["accuracy"] >= report["baseline"]["accuracy"] - tolerance, entry["measurement"]
+
+
+# ---------------------------------------------------------------- the accuracy guard
+
+
+@pytest.fixture(scope="module")
+def sensitive_mlp_pt2(mlp, tmp_path_factory):
+    """The digits MLP with one hidden unit scaled up 2000x and the next layer's weights for it scaled down by
+    the same factor: ReLU makes the fp32 function identical, but per-tensor int8 activations for the
+    second layer now spend their whole range on that one unit."""
+    import copy
+
+    net = copy.deepcopy(mlp)
+    with torch.no_grad():
+        net.net[1].weight[7] *= 2000
+        net.net[1].bias[7] *= 2000
+        net.net[3].weight[:, 7] /= 2000
+    return export_pt2(net, tmp_path_factory.mktemp("sensitive") / "mlp.pt2", torch.zeros(2, 1, 8, 8))
+
+
+def test_guard_keeps_the_sensitive_layer_in_full_precision(
+    sensitive_mlp_pt2, digits_train_npz, digits_npz, tmp_path, quick
+):
+    kwargs = dict(data_path=digits_train_npz, eval_data_path=digits_npz, settings=quick)
+    plain = run_recipe(sensitive_mlp_pt2, quantize("int8_static", runtime="inductor"), out_dir=tmp_path / "a", **kwargs)
+    assert plain["final"]["accuracy_delta"] < -0.02, "the model was built to lose accuracy under int8"
+    guarded = run_recipe(
+        sensitive_mlp_pt2,
+        quantize("int8_static", runtime="inductor", max_accuracy_drop=0.01),
+        out_dir=tmp_path / "b",
+        **kwargs,
+    )
+    step = guarded["steps"][0]
+    guard = step["details"]["guard"]
+    assert guard["met"] and guard["kept_full_precision"][0] == "net.3", guard
+    assert guard["sensitivity"]["net.3"] == max(guard["sensitivity"].values())
+    assert step["details"]["layers_full_precision"] == guard["kept_full_precision"]
+    assert guarded["final"]["accuracy_delta"] >= -0.01
+    assert any("accuracy guard kept" in n for n in step["notes"])
+    program = load_model(tmp_path / "b" / step["artifact_id"])  # the other two layers are still int8
+    assert sum(t.dtype == torch.int8 for t in weight_tensors(program.module)) == 2
+
+
+def test_guard_that_cannot_be_met_fails_the_step_and_keeps_the_best_candidate(
+    digits, digits_unlabelled_npz, tmp_path, quick
+):
+    # a linear classifier has one layer, and at least one layer must stay quantized: binary weights change
+    # some of its predictions, so agreement with the fp32 model cannot stay within 0.0001
+    x, y, _, _ = digits
+    linear = train(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10)), x, y, epochs=5)
+    path = export_pt2(linear, tmp_path / "linear.pt2", torch.zeros(2, 1, 8, 8))
+    with pytest.raises(StepFailedError, match="cannot meet max_accuracy_drop 0.0001") as failure:
+        run_recipe(
+            path,
+            quantize("binary", keep_first_last=False, max_accuracy_drop=0.0001),
+            data_path=digits_unlabelled_npz,
+            out_dir=tmp_path / "out",
+            settings=quick,
+        )
+    report = failure.value.report
+    step = report["steps"][0]
+    assert report["failed"].startswith("step 1 (quantize) failed")
+    assert (tmp_path / "out" / step["artifact_id"]).is_file()
+    guard = step["details"]["guard"]
+    assert guard["met"] is False and guard["metric"] == "agreement"
+    assert step["measurement"]["agreement"] < 1.0
+
+
+def test_fp16_guard_reports_quality(cnn_pt2, digits_npz, tmp_path, quick):
+    report = run_recipe(
+        cnn_pt2, quantize("fp16", max_accuracy_drop=0.01), data_path=digits_npz, out_dir=tmp_path, settings=quick
+    )
+    assert report["steps"][0]["details"]["guard"]["met"] is True
+
+
+def test_scheme_format_pairs_that_cannot_work_are_refused(cnn, tmp_path):
+    from workers.compression import RecipeError
+
+    onnx_path = save_model(cnn, InputSpec((None, 1, 8, 8)), ModelFormat.ONNX, tmp_path / "cnn.onnx")
+    for scheme in ("int8_qat", "binary", "int4_weight_only"):
+        with pytest.raises(RecipeError, match=f"\\(quantize {scheme}\\) does not accept onnx"):
+            run_recipe(onnx_path, quantize(scheme), out_dir=tmp_path / scheme)
+    with pytest.raises(RecipeError, match="calibrates activation ranges on data: add a dataset"):
+        run_recipe(onnx_path, quantize("int8_static"), out_dir=tmp_path / "nodata")
+    with pytest.raises(RecipeError, match="runtime 'onnxruntime' does not apply to binary"):
+        run_recipe(onnx_path, quantize("binary", runtime="onnxruntime"), out_dir=tmp_path / "rt")
+    with pytest.raises(RecipeError, match="already quantized"):
+        run_recipe(
+            onnx_path,
+            {
+                "steps": [
+                    {"method": "quantize", "scheme": "int8_dynamic"},
+                    {"method": "quantize", "scheme": "int8_dynamic"},
+                ]
+            },
+            out_dir=tmp_path / "twice",
+        )

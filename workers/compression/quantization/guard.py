@@ -1,0 +1,127 @@
+"""The accuracy guard: a quantized model must lose at most `max_accuracy_drop` (accuracy on labels,
+agreement with the fp32 model without them). When it loses more, a per-layer sensitivity pass
+quantizes one layer at a time, and the most sensitive layers go back to full precision, one by one,
+until the budget holds (mixed precision). If even one quantized layer is too many, the best candidate
+is returned with `met=False`: the step fails and stores it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+
+from ..data import Dataset
+from ..measure.metrics import first_tensor
+from ..training import is_classifier
+
+GUARD_SAMPLES = 512  # enough to resolve a 0.5-point change; sensitivity runs once per layer
+SCORE_BATCH = 64
+
+
+class Built(Protocol):
+    """One quantized candidate: callable on a batch, savable as an artifact."""
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor: ...
+
+    def save(self, path: Path) -> Path: ...
+
+
+Build = Callable[[frozenset[str], bool], Built]  # (layers kept in full precision, quick) -> candidate
+
+
+@dataclass
+class Scorer:
+    """Quality on a fixed slice of data: accuracy with labels, else top-1 agreement (classifiers) or
+    cosine similarity with the fp32 model's outputs."""
+
+    x: torch.Tensor
+    labels: torch.Tensor | None
+    reference: torch.Tensor
+    baseline: float = 0.0
+    metric: str = "accuracy"
+
+    @classmethod
+    def over(cls, data: Dataset, fp32: Callable[[torch.Tensor], torch.Tensor]) -> Scorer:
+        part = data.head(GUARD_SAMPLES)
+        reference = _outputs(fp32, part.x)
+        labels = part.y if part.y is not None and is_classifier(reference) else None
+        metric = "accuracy" if labels is not None else ("agreement" if is_classifier(reference) else "cosine")
+        scorer = cls(part.x, labels, reference, metric=metric)
+        scorer.baseline = scorer.quality(reference)
+        return scorer
+
+    def quality(self, outputs: torch.Tensor) -> float:
+        if self.labels is not None:
+            return float((outputs.argmax(1) == self.labels).float().mean())
+        if is_classifier(self.reference):
+            return float((outputs.argmax(1) == self.reference.argmax(1)).float().mean())
+        return float(F.cosine_similarity(outputs.flatten(1), self.reference.flatten(1), dim=1).mean())
+
+    def __call__(self, model: Callable[[torch.Tensor], torch.Tensor]) -> float:
+        return self.quality(_outputs(model, self.x))
+
+
+def _outputs(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    with torch.inference_mode():
+        return torch.cat(
+            [first_tensor(model(x[i : i + SCORE_BATCH])).float().cpu() for i in range(0, len(x), SCORE_BATCH)]
+        )
+
+
+@dataclass
+class Guarded:
+    built: Built
+    quality: float
+    kept: list[str]  # layers the guard returned to full precision, most sensitive first
+    met: bool
+    details: dict = field(default_factory=dict)
+
+
+def guard(
+    build: Build,
+    layers: Sequence[str],
+    scorer: Scorer,
+    max_drop: float | None,
+    *,
+    kept: Sequence[str] = (),
+    progress: Callable[[float, str], None] = lambda f, s: None,
+) -> Guarded:
+    """Quantizes every layer in `layers` except `kept`; then, if the drop exceeds `max_drop`, keeps the
+    most sensitive layers in full precision until it does not."""
+    kept = frozenset(kept)
+    built = build(kept, False)
+    quality = scorer(built)
+    record = {"metric": scorer.metric, "baseline": scorer.baseline, "quantized_all": quality, "samples": len(scorer.x)}
+    if max_drop is None or scorer.baseline - quality <= max_drop:
+        return Guarded(built, quality, [], True, {**record, "budget": max_drop, "met": True})
+    candidates = [name for name in layers if name not in kept]
+    sensitivity = {}
+    for i, name in enumerate(candidates):
+        progress(i / len(candidates), f"sensitivity {i + 1}/{len(candidates)}: {name}")
+        others = frozenset(candidates) - {name} | kept
+        sensitivity[name] = scorer.baseline - scorer(build(others, True))
+    order = sorted(candidates, key=lambda n: sensitivity[n], reverse=True)
+    best = Guarded(built, quality, [], False)
+    # keep one more layer each round, most sensitive first; at least one layer must stay quantized
+    for k in range(1, len(order)):
+        progress(k / len(order), f"keeping {k} most sensitive layer(s) in full precision")
+        trial = build(kept | frozenset(order[:k]), False)
+        q = scorer(trial)
+        if q > best.quality:
+            best = Guarded(trial, q, order[:k], False)
+        if scorer.baseline - q <= max_drop:
+            best = Guarded(trial, q, order[:k], True)
+            break
+    best.details = {
+        **record,
+        "budget": max_drop,
+        "met": best.met,
+        "quality": best.quality,
+        "sensitivity": {n: round(sensitivity[n], 6) for n in order},
+        "kept_full_precision": best.kept,
+    }
+    return best

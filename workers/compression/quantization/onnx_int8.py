@@ -1,0 +1,106 @@
+"""int8 ONNX models through onnxruntime.quantization: static (QDQ, calibrated on the job's dataset)
+and dynamic, per-channel weights, after ORT's own pre-processing (shape inference, graph optimization).
+
+Layers are named by their weight initializer ("features.0" for "features.0.weight", as PyTorch's
+exporter writes them), else by the node name, so recipes and the accuracy guard name ONNX layers the
+way they name torch layers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+from onnxruntime.quantization import CalibrationDataReader
+
+from ..errors import StepFailedError
+
+LAYER_OPS = ("Conv", "Gemm", "MatMul", "ConvTranspose")
+DYNAMIC_OPS = ["MatMul", "Gemm", "Attention", "LSTM", "GRU"]
+
+
+def onnx_layers(path: Path) -> dict[str, str]:
+    """{layer name: node name} for every Conv/Gemm/MatMul node whose weight is a stored initializer."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    initializers = {t.name for t in model.graph.initializer}
+    layers = {}
+    for node in model.graph.node:
+        if node.op_type in LAYER_OPS and len(node.input) > 1 and node.input[1] in initializers:
+            weight = node.input[1]
+            layers[weight.removesuffix(".weight") if weight.endswith(".weight") else node.name] = node.name
+    return layers
+
+
+def preprocess(source: Path, target: Path) -> Path:
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    try:
+        quant_pre_process(str(source), str(target), skip_symbolic_shape=True)
+    except Exception as e:
+        raise StepFailedError(f"onnxruntime pre-processing failed: {type(e).__name__}: {e}") from None
+    return target
+
+
+class _Calibration(CalibrationDataReader):
+    """onnxruntime's calibration reader over a list of input batches."""
+
+    def __init__(self, input_name: str, batches: Iterable[np.ndarray]):
+        self.input_name, self.batches = input_name, iter(batches)
+
+    def get_next(self):
+        x = next(self.batches, None)
+        return None if x is None else {self.input_name: x}
+
+
+def quantize_static(
+    source: Path,
+    target: Path,
+    batches: list[np.ndarray],
+    *,
+    reduce_range: bool,
+    exclude_nodes: Iterable[str] = (),
+) -> Path:
+    """QDQ int8: u8 activations (calibrated min/max), s8 per-channel weights. `source` is pre-processed."""
+    import onnxruntime as ort
+    from onnxruntime.quantization import QuantFormat, QuantType
+    from onnxruntime.quantization import quantize_static as ort_quantize_static
+
+    input_name = ort.InferenceSession(str(source), providers=["CPUExecutionProvider"]).get_inputs()[0].name
+    reader = _Calibration(input_name, batches)
+    try:
+        ort_quantize_static(
+            str(source),
+            str(target),
+            reader,
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            reduce_range=reduce_range,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            nodes_to_exclude=list(exclude_nodes),
+        )
+    except Exception as e:
+        raise StepFailedError(f"onnxruntime static quantization failed: {type(e).__name__}: {e}") from None
+    return target
+
+
+def quantize_dynamic(source: Path, target: Path, *, reduce_range: bool, exclude_nodes: Iterable[str] = ()) -> Path:
+    from onnxruntime.quantization import QuantType
+    from onnxruntime.quantization import quantize_dynamic as ort_quantize_dynamic
+
+    try:
+        # MatMul-like ops only: ORT's dynamic ConvInteger is slower than fp32 Conv on CPU, and
+        # convolutions want static quantization (calibrated activations) instead
+        ort_quantize_dynamic(
+            str(source),
+            str(target),
+            weight_type=QuantType.QInt8,
+            reduce_range=reduce_range,
+            op_types_to_quantize=DYNAMIC_OPS,
+            nodes_to_exclude=list(exclude_nodes),
+        )
+    except Exception as e:
+        raise StepFailedError(f"onnxruntime dynamic quantization failed: {type(e).__name__}: {e}") from None
+    return target
