@@ -246,17 +246,19 @@ def test_schemes_on_a_transformer_encoder(
 
 
 @pytest.fixture(scope="module")
-def sensitive_mlp_pt2(mlp, tmp_path_factory):
-    """The digits MLP with one hidden unit scaled up 2000x and the next layer's weights for it scaled down by
-    the same factor: ReLU makes the fp32 function identical, but per-tensor int8 activations for the
-    second layer now spend their whole range on that one unit."""
+def sensitive_mlp_pt2(mlp, digits, tmp_path_factory):
+    """The digits MLP with its most active hidden unit scaled up 2000x and the next layer's weights for it
+    scaled down by the same factor: ReLU makes the fp32 function identical, but per-tensor int8 activations
+    for the second layer now spend their whole range on that one unit."""
     import copy
 
     net = copy.deepcopy(mlp)
+    x = torch.from_numpy(digits[0]).flatten(1)
     with torch.no_grad():
-        net.net[1].weight[7] *= 2000
-        net.net[1].bias[7] *= 2000
-        net.net[3].weight[:, 7] /= 2000
+        unit = int(torch.relu(net.net[1](x)).mean(0).argmax())  # a live unit: a dead one would change nothing
+        net.net[1].weight[unit] *= 2000
+        net.net[1].bias[unit] *= 2000
+        net.net[3].weight[:, unit] /= 2000
     return export_pt2(net, tmp_path_factory.mktemp("sensitive") / "mlp.pt2", torch.zeros(2, 1, 8, 8))
 
 

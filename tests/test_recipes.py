@@ -62,9 +62,12 @@ def test_orders_that_cannot_work_are_refused_before_any_work():
 def test_catalogue_lists_schemas_and_formats():
     methods = {m["method"]: m for m in catalogue()}
     assert set(methods) == {"quantize", "prune", "distill", "export"}
-    assert methods["quantize"]["schema"]["properties"]["scheme"]["enum"] == ["fp16", "bf16", "int8_dynamic"]
-    assert "onnx" in methods["quantize"]["formats"]["scheme"]["int8_dynamic"]
-    assert "torchscript" not in methods["quantize"]["formats"]["scheme"]["int8_dynamic"]
+    schemes = ["int8_dynamic", "int8_static", "int8_qat", "int8_weight_only", "int4_weight_only", "fp16", "bf16"]
+    assert methods["quantize"]["schema"]["properties"]["scheme"]["enum"] == [*schemes, "binary", "ternary"]
+    formats = methods["quantize"]["formats"]["scheme"]
+    assert "onnx" in formats["int8_dynamic"] and "onnx" in formats["int8_static"]
+    assert "onnx" not in formats["int8_qat"] and "onnx" not in formats["binary"]
+    assert "torchscript" not in formats["int8_dynamic"]
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="only meaningful on a machine without a GPU")

@@ -284,6 +284,13 @@ def run_job(self, job_id: str) -> None:
         job_id_var.reset(token)
 
 
+def _replace_results(session, job_id: str, report: dict, out_dir: Path) -> dict:
+    """Stores the run's artifacts and measurements; a retried job replaces whatever an earlier attempt stored."""
+    session.execute(delete(Measurement).where(Measurement.job_id == job_id))
+    session.execute(delete(Artifact).where(Artifact.job_id == job_id))
+    return store_results(session, session.get(Job, job_id), report, out_dir)
+
+
 def _conclude(job_id: str, worker: str, outcome: Outcome, out_dir: Path) -> None:
     with session_factory()() as session:
         if outcome.stopped == "lost":
@@ -292,11 +299,8 @@ def _conclude(job_id: str, worker: str, outcome: Outcome, out_dir: Path) -> None
         if outcome.stopped == "cancel":
             ended = finish(session, job_id, CANCELLED, worker=worker, stage="cancelled while running")
         elif outcome.ok:
-            # a retried job replaces whatever an earlier attempt stored
-            session.execute(delete(Measurement).where(Measurement.job_id == job_id))
-            session.execute(delete(Artifact).where(Artifact.job_id == job_id))
             try:
-                results = store_results(session, session.get(Job, job_id), outcome.data, out_dir)
+                results = _replace_results(session, job_id, outcome.data, out_dir)
             except Exception as e:
                 log.exception("storing results failed")
                 session.rollback()
@@ -314,10 +318,8 @@ def _conclude(job_id: str, worker: str, outcome: Outcome, out_dir: Path) -> None
             message = outcome.message or "the job failed"
             results = None
             if outcome.data:  # what the failed run measured (a step's best candidate) is kept
-                session.execute(delete(Measurement).where(Measurement.job_id == job_id))
-                session.execute(delete(Artifact).where(Artifact.job_id == job_id))
                 try:
-                    results = store_results(session, session.get(Job, job_id), outcome.data, out_dir)
+                    results = _replace_results(session, job_id, outcome.data, out_dir)
                 except Exception:
                     log.exception("storing the results of a failed job failed")
                     session.rollback()

@@ -137,16 +137,7 @@ def _qat(source, spec, step, ctx, rr, kept, quick, calibration) -> torch.fx.Grap
         for x in calibration[:4] if quick else calibration:
             prepared(x)
     if not quick and step.epochs:
-        finetune(
-            prepared,
-            ctx.data,
-            epochs=step.epochs,
-            learning_rate=step.learning_rate,
-            batch_size=step.batch_size,
-            device=ctx.device,
-            reference=reference,
-            progress=lambda f, s: ctx.progress(f, f"quantization-aware training: {s}"),
-        )
+        _train(prepared, step, ctx, reference, "quantization-aware training")
     prepared.eval()  # batch norm and dropout back in inference form before conversion
     graph, _ = pt2e.convert(prepared)
     return graph
@@ -206,11 +197,8 @@ def _packed_note(step: QuantizeStep) -> str:
     )
 
 
-def _finetune_signs(model: nn.Module, names: list[str], levels: int, step, ctx, reference: nn.Module) -> None:
-    """Straight-through-estimator fine-tuning: the forward pass uses binary/ternary weights, the
-    optimizer updates the latent fp32 weights, which are then quantized for good."""
-    for name in names:
-        parametrize.register_parametrization(model.get_submodule(name), "weight", SignSTE(levels))
+def _train(model: nn.Module, step: QuantizeStep, ctx: StepContext, reference: nn.Module, stage: str) -> None:
+    """The step's fine-tuning: labels when the dataset has them, else distilling the fp32 `reference`."""
     finetune(
         model,
         ctx.data,
@@ -219,8 +207,16 @@ def _finetune_signs(model: nn.Module, names: list[str], levels: int, step, ctx, 
         batch_size=step.batch_size,
         device=ctx.device,
         reference=reference,
-        progress=lambda f, s: ctx.progress(f, f"straight-through fine-tuning: {s}"),
+        progress=lambda f, s: ctx.progress(f, f"{stage}: {s}"),
     )
+
+
+def _finetune_signs(model: nn.Module, names: list[str], levels: int, step, ctx, reference: nn.Module) -> None:
+    """Straight-through-estimator fine-tuning: the forward pass uses binary/ternary weights, the
+    optimizer updates the latent fp32 weights, which are then quantized for good."""
+    for name in names:
+        parametrize.register_parametrization(model.get_submodule(name), "weight", SignSTE(levels))
+    _train(model, step, ctx, reference, "straight-through fine-tuning")
     for name in names:
         parametrize.remove_parametrizations(model.get_submodule(name), "weight", leave_parametrized=False)
 

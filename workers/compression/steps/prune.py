@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..formats.kinds import ModelFormat
+from .layers import unmatched_exclude
 
 # pruning needs layers it can change: eager modules, or .pt2 graphs whose layers it lifts into modules
 FORMATS = {
@@ -133,10 +134,9 @@ def check_model(step: PruneStep, info: dict) -> str | None:
     layers = info.get("layers")
     if not layers:
         return None
-    names = [layer["name"] for layer in layers]
-    for pattern in step.exclude:
-        if not any(fnmatchcase(n, pattern) for n in names):
-            return f"exclude pattern {pattern!r} matches no layer; the prunable layers are: {', '.join(names[:40])}"
+    unmatched = unmatched_exclude(step.exclude, [layer["name"] for layer in layers])
+    if unmatched:
+        return unmatched
     eligible = [layer for layer in layers if not step.excluded(layer["name"])]
     if step.kind == "semi_structured_2_4":
         eligible = [layer for layer in eligible if layer["type"] == "Linear" and layer["in"] % 4 == 0]

@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..formats.kinds import ModelFormat
+from .layers import unmatched_exclude
 
 TORCH_FORMATS = frozenset({ModelFormat.PT2, ModelFormat.SAFETENSORS, ModelFormat.HUGGINGFACE})
 FORMATS = {
@@ -143,9 +144,9 @@ def check_model(step: QuantizeStep, info: dict) -> str | None:
     names = [layer["name"] for layer in info.get("layers") or []]
     if not names:
         return None
-    for pattern in step.exclude:
-        if not any(fnmatchcase(n, pattern) for n in names):
-            return f"exclude pattern {pattern!r} matches no layer; the layers are: {', '.join(names[:40])}"
+    unmatched = unmatched_exclude(step.exclude, names)
+    if unmatched:
+        return unmatched
     if all(any(fnmatchcase(n, p) for p in step.exclude) for n in names):
         return "every layer is excluded: nothing is left to quantize"
     return None
