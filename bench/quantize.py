@@ -201,7 +201,9 @@ def bench_model(name: str, folder: Path, settings: MeasureSettings) -> dict:
             eval_data_path=eval_path,
             out_dir=out,
             load=load,
-            settings=MeasureSettings(batch=8, rounds=3, seconds_per_model=0.1, threads=settings.threads),
+            # the job measures at the bench's batch, as a job with default settings does: its recommendation
+            # rests on this measurement
+            settings=MeasureSettings(batch=settings.batch, rounds=5, seconds_per_model=1.0, threads=settings.threads),
         )
         entry = report["steps"][0]
         for r in entry.get("runtimes", [entry]):
