@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: install run test bench bench-service bench-prune bench-distill bench-quantize clean
+.PHONY: install run test bench bench-service bench-prune bench-distill bench-quantize bench-auto clean
 
 $(STAMP): pyproject.toml client/pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -38,6 +38,9 @@ bench-distill: install
 bench-quantize: install
 	$(PY) -m pip install -q -e '.[bench]'
 	$(PY) bench/quantize.py
+
+bench-auto: install
+	$(PY) bench/auto.py
 
 bench-service: install
 	$(PY) bench/service.py

@@ -68,7 +68,7 @@ def test_inspect_and_methods(cnn_pt2):
     assert info["format"] == "pt2" and info["input"]["shape"] == [None, 1, 8, 8]
     assert info["params"] > 30_000 and info["nonzero_params"] <= info["params"]
     methods = json.loads(cli("methods").stdout)
-    assert [m["method"] for m in methods] == ["quantize", "prune", "distill", "export"]
+    assert [m["method"] for m in methods] == ["quantize", "prune", "distill", "export", "auto"]
 
 
 def test_engine_imports_no_web_or_database_code():

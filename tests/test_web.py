@@ -158,6 +158,42 @@ def test_cancel_from_the_job_page(prod_stack, browser, ready_digits):
     context.close()
 
 
+def test_auto_job_page_shows_the_front_and_the_search(prod_stack, browser, ready_digits):
+    from playwright.sync_api import expect
+
+    from tests.stack import wait_job
+
+    model, dataset = ready_digits
+    recipe = {"steps": [{"method": "auto", "budget_minutes": 0.3, "techniques": ["quantize"]}]}
+    with prod_stack.client() as c:
+        job = c.post(
+            "/v1/jobs", json={"model_id": model["id"], "dataset_id": dataset["id"], "recipe": recipe, "device": "cpu"}
+        ).json()
+        done = wait_job(c, job["id"], timeout=400)
+    assert done["status"] == "succeeded", done["error"]
+    step = done["results"]["steps"][0]
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    with screenshot_on_failure(page, "web_auto"):
+        page.goto(prod_stack.url + "/")
+        page.get_by_label("API key").fill(PROD_KEY)
+        page.get_by_role("button", name="Sign in").click()
+        page.goto(f"{prod_stack.url}/#/jobs/{job['id']}")
+        table = page.locator("table.results").first
+        expect(table).to_contain_text("(recommended)", timeout=30_000)
+        # one row per front member, each with its download link
+        for member in step["front"]:
+            expect(table).to_contain_text(member["details"]["label"])
+        expect(table.get_by_role("link", name="Download")).to_have_count(len(step["front"]))
+        search = page.locator("details.candidates")
+        expect(search).to_contain_text(f"Search: {len(step['search']['candidates'])} candidates")
+        search.locator("summary").click()
+        expect(search.locator("tbody tr").first).to_contain_text("c01")
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SHOTS / "web_auto.png"), full_page=True)
+    context.close()
+
+
 def test_session_cookie_csrf_and_static_files(prod_stack):
     with httpx.Client(base_url=prod_stack.url, timeout=30) as c:
         page = c.get("/")

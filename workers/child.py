@@ -71,6 +71,7 @@ def _run(spec: dict, channel: Channel) -> dict:
             models=spec.get("models"),
             checkpoint_dir=spec.get("checkpoint_dir"),
             on_checkpoint=lambda path: channel.send(event="checkpoint", path=str(path)),
+            on_partial=lambda report: channel.send(event="partial", report=report),
         )
     raise ValueError(f"unknown action {action!r}")
 

@@ -39,8 +39,10 @@ def store_results(session: Session, job: Job, report: dict, out_dir: Path) -> di
     session.add(_measurement_row(job.id, None, "baseline", 0, report["baseline"]))
     ids: dict[str, str] = {}
     for index, step in enumerate(results["steps"], start=1):
-        # a step may have one artifact per runtime it measured: each is stored; the step names the recommended one
-        entries = [step, *(r for r in step.get("runtimes", []) if r["artifact_id"] != step["artifact_id"])]
+        # a step may have several artifacts (one per runtime it measured, or a search's Pareto front): each is
+        # stored; the step names the recommended one
+        options = [*step.get("runtimes", []), *step.get("front", [])]
+        entries = [step, *(r for r in options if r["artifact_id"] != step["artifact_id"])]
         for entry in entries:
             filename = entry["artifact_id"]
             key, sha256, size = store.put_file(out_dir / filename)
@@ -64,9 +66,19 @@ def store_results(session: Session, job: Job, report: dict, out_dir: Path) -> di
             session.flush()
             session.add(_measurement_row(job.id, artifact.id, "step", index, entry["measurement"]))
             ids[filename] = artifact.id
-        for entry in [step, *step.get("runtimes", [])]:
+        for entry in [step, *options]:
             entry["artifact_id"] = ids[entry["artifact_id"]]
         if "recommended" in step:
             step["recommended"] = step["artifact_id"]
+        _store_candidates(session, job.id, index, step.get("search"), ids)
     results["final"]["artifact_id"] = ids[results["final"]["artifact_id"]]
     return results
+
+
+def _store_candidates(session: Session, job_id: str, index: int, search: dict | None, ids: dict[str, str]) -> None:
+    """A search's every measured candidate gets a measurement row (role `candidate`); those on the front
+    point at their stored artifact, the others' files were not kept."""
+    for candidate in (search or {}).get("candidates", []):
+        for found in candidate.get("artifacts", []):
+            found["artifact"] = ids.get(found.get("artifact"))
+            session.add(_measurement_row(job_id, found["artifact"], "candidate", index, found["measurement"]))

@@ -116,6 +116,10 @@ class JobWatch:
         self.progress: float | None = None
         self.dirty = False
         self.last_event_progress = -1.0
+        # what a search step has found so far (the job's results shape, engine file names): shown while the
+        # job runs, and stored with its artifacts if the job is cancelled or stopped before it finishes
+        self.partial: dict | None = None
+        self.partial_unsaved = False
 
     def on_event(self, event: dict) -> None:
         if event.get("event") == "progress":
@@ -135,6 +139,9 @@ class JobWatch:
             self.dirty = True
         elif event.get("event") == "checkpoint":
             save_checkpoint(self.job_id, Path(event["path"]))
+        elif event.get("event") == "partial" and isinstance(event.get("report"), dict):
+            self.partial, self.partial_unsaved, self.dirty = event["report"], True, True
+            add_event(self.session, self.job_id, "front", {"front": front_summary(self.partial)})
 
     def should_stop(self) -> str | None:
         try:
@@ -148,8 +155,10 @@ class JobWatch:
         now = time.monotonic()
         if self.dirty or now - self.last_beat >= self.heartbeat_s:
             self.dirty, self.last_beat = False, now
-            if not heartbeat(self.session, self.job_id, self.worker, self.progress, self.stage):
+            results = self.partial if self.partial_unsaved else None
+            if not heartbeat(self.session, self.job_id, self.worker, self.progress, self.stage, results):
                 return "lost"
+            self.partial_unsaved = False
         self.session.expire_all()
         job = self.session.get(Job, self.job_id)
         if job is None or job.status != RUNNING or job.worker != self.worker:
@@ -159,6 +168,26 @@ class JobWatch:
     def close(self) -> None:
         self.session.commit()
         self.session.close()
+
+
+def front_summary(report: dict) -> list[dict]:
+    """The front of a search so far, a line per member, for the job's event stream."""
+    rows = []
+    for step in report.get("steps", []):
+        for member in step.get("front", []):
+            rows.append(
+                {
+                    "label": (member.get("details") or {}).get("label"),
+                    "runtime": member["measurement"].get("runtime"),
+                    "accuracy": member["measurement"].get("accuracy"),
+                    "agreement": member["measurement"].get("agreement"),
+                    "speedup_b1": member.get("speedup_b1"),
+                    "speedup_bN": member.get("speedup_bN"),
+                    "size_ratio": member.get("size_ratio"),
+                    "recommended": member.get("recommended", False),
+                }
+            )
+    return rows
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -278,7 +307,7 @@ def run_job(self, job_id: str) -> None:
             )
         finally:
             watch.close()
-        _conclude(job_id, worker, outcome, workdir / "out")
+        _conclude(job_id, worker, outcome, workdir / "out", partial=watch.partial)
         shutil.rmtree(workdir, ignore_errors=True)
     finally:
         job_id_var.reset(token)
@@ -291,13 +320,34 @@ def _replace_results(session, job_id: str, report: dict, out_dir: Path) -> dict:
     return store_results(session, session.get(Job, job_id), report, out_dir)
 
 
-def _conclude(job_id: str, worker: str, outcome: Outcome, out_dir: Path) -> None:
+def _stored_partial(session, job_id: str, partial: dict | None, out_dir: Path) -> dict | None:
+    """What a search found before the job was cancelled or stopped, stored with its artifacts."""
+    if not partial:
+        return None
+    try:
+        return _replace_results(session, job_id, partial, out_dir)
+    except Exception:
+        log.exception("storing the partial results failed")
+        session.rollback()
+        return None
+
+
+def _conclude(job_id: str, worker: str, outcome: Outcome, out_dir: Path, partial: dict | None = None) -> None:
     with session_factory()() as session:
         if outcome.stopped == "lost":
             log.warning("job taken over or ended elsewhere; this worker's result is dropped")
             return
         if outcome.stopped == "cancel":
-            ended = finish(session, job_id, CANCELLED, worker=worker, stage="cancelled while running")
+            results = _stored_partial(session, job_id, partial, out_dir)
+            # a running job's results hold the search's progress: a cancelled one keeps only what was stored
+            ended = finish(
+                session,
+                job_id,
+                CANCELLED,
+                worker=worker,
+                stage="cancelled while running",
+                results=results if results is not None else ({} if partial else None),
+            )
         elif outcome.ok:
             try:
                 results = _replace_results(session, job_id, outcome.data, out_dir)
@@ -316,13 +366,9 @@ def _conclude(job_id: str, worker: str, outcome: Outcome, out_dir: Path) -> None
                 ended = finish(session, job_id, SUCCEEDED, worker=worker, results=results)
         else:
             message = outcome.message or "the job failed"
-            results = None
-            if outcome.data:  # what the failed run measured (a step's best candidate) is kept
-                try:
-                    results = _replace_results(session, job_id, outcome.data, out_dir)
-                except Exception:
-                    log.exception("storing the results of a failed job failed")
-                    session.rollback()
+            # what the failed run measured (a step's best candidate, the earlier steps), or what a search had
+            # found when the job was stopped (time limit), is kept
+            results = _stored_partial(session, job_id, outcome.data or partial, out_dir)
             ended = finish(
                 session,
                 job_id,

@@ -39,7 +39,7 @@ class Measurement(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
     artifact_id: Mapped[str | None] = mapped_column(ForeignKey("artifacts.id", ondelete="CASCADE"), nullable=True)
-    role: Mapped[str] = mapped_column(String(16))  # baseline | step
+    role: Mapped[str] = mapped_column(String(16))  # baseline | step | candidate (a search's)
     step_index: Mapped[int] = mapped_column(Integer)  # 0 for the baseline
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     params: Mapped[int] = mapped_column(BigInteger)

@@ -67,6 +67,21 @@ def _existing(session: Session, tenant: Tenant, key: str, digest: str) -> Job | 
     return job
 
 
+def _check_budget(recipe) -> None:
+    """A search budget the job's time limit would cut short is refused now, not killed later."""
+    limit_s = get_settings().job_time_limit_s
+    for step in recipe.steps:
+        budget = getattr(step, "budget_minutes", None)
+        if budget is not None and budget * 60 > 0.9 * limit_s:
+            raise ApiError(
+                422,
+                "invalid_recipe",
+                f"budget_minutes {budget:g} does not fit this service's job time limit of {limit_s / 60:.0f} "
+                f"minutes (the search needs time to load data and store results too); use at most "
+                f"{0.9 * limit_s / 60:.0f}",
+            )
+
+
 def submit(session: Session, tenant: Tenant, body: JobIn, idempotency_key: str | None) -> tuple[Job, bool]:
     """Returns (job, created). A repeated Idempotency-Key with the same body returns the first job."""
     digest = _request_hash(body)
@@ -92,6 +107,7 @@ def submit(session: Session, tenant: Tenant, body: JobIn, idempotency_key: str |
         )
     except RecipeError as e:
         raise ApiError(422, e.code, e.message) from None
+    _check_budget(recipe)
     _check_references(session, tenant, recipe, model)
     active = session.scalar(
         select(func.count()).select_from(Job).where(Job.tenant_id == tenant.id, Job.status.in_((QUEUED, RUNNING)))

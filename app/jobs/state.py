@@ -65,10 +65,18 @@ def claim(
 
 
 def heartbeat(
-    session: Session, job_id: str, worker: str, progress: float | None = None, stage: str | None = None
+    session: Session,
+    job_id: str,
+    worker: str,
+    progress: float | None = None,
+    stage: str | None = None,
+    results: dict | None = None,
 ) -> bool:
-    """Records liveness (and progress); False when this worker no longer owns the job."""
+    """Records liveness (and progress, and what a search has found so far); False when this worker no longer
+    owns the job."""
     values: dict[str, Any] = {"heartbeat_at": utcnow()}
+    if results is not None:
+        values["results"] = results
     if progress is not None:
         values["progress"] = max(0.0, min(1.0, progress))
     if stage is not None:

@@ -210,6 +210,12 @@ def _job_text(job: Job) -> str:
         for i, step in enumerate(results["steps"], start=1):
             label = f"{i}. {step['method']} {step['params'].get('scheme') or step['params'].get('kind') or ''}"
             lines.append(_measure_line(label, step["measurement"], step))
+            for member in step.get("front", []):  # an auto step: its Pareto front, the recommended marked *
+                mark = "*" if member.get("recommended") else " "
+                name = f"  {mark} {member['measurement']['runtime']}: {(member.get('details') or {}).get('label', '')}"
+                lines.append(_measure_line(name, member["measurement"], member))
+            if step.get("recommendation_reason"):
+                lines.append(f"  {step['recommendation_reason']}")
     for a in d.get("artifacts") or []:
         lines.append(
             f"artifact {a['id']}  {a['format']}  {a['size_bytes']:,} bytes  ->  squeeze artifacts download {a['id']}"

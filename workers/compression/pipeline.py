@@ -19,6 +19,7 @@ from .measure import Measurement, MeasureSettings, Ratios, measure_models
 from .measure.metrics import first_tensor
 from .methods import StepContext
 from .recipe import Recipe, check_recipe, parse_recipe
+from .search.objective import Point, recommend, speedup
 from .steps import METHODS
 from .steps.quantize import RECOMMEND_BUDGET
 
@@ -52,12 +53,17 @@ def run_recipe(
     models: dict[str, str | Path] | None = None,
     checkpoint_dir: str | Path | None = None,
     on_checkpoint: Callable[[Path], None] | None = None,
+    on_partial: Callable[[dict], None] | None = None,
 ) -> dict:
     """Returns the report (DESIGN.md `results`) and writes it, with every artifact, to `out_dir`.
 
     `models` maps the ids of other models a step names (a distillation student) to their files.
     Training steps checkpoint into `checkpoint_dir` (default `out_dir/checkpoints`) and resume from
-    what they find there; `on_checkpoint` hears of each new checkpoint file."""
+    what they find there; `on_checkpoint` hears of each new checkpoint file. A search step (auto) sends
+    `on_partial` a report of what it has found so far after each candidate.
+
+    A step that fails after earlier ones succeeded fails the job, but the earlier steps' artifacts are
+    still measured and reported: the StepFailedError carries that report."""
     report_progress = progress or (lambda fraction, stage: None)
     settings = settings or MeasureSettings()
     load = LoadOptions.model_validate(load or {})
@@ -89,14 +95,15 @@ def run_recipe(
         for d in {id(d): d for d in (data, eval_data) if d is not None}.values():
             check_fits(d, spec, num_outputs)
 
-    current_path, steps_out, failure = model_path, [], None
+    current_path, steps_out, failure, failure_code = model_path, [], None, "step_failed"
     n = len(recipe.steps)
     for i, step in enumerate(recipe.steps, start=1):
         lo, hi = 0.05 + 0.6 * (i - 1) / n, 0.05 + 0.6 * i / n
         stage = f"step {i}/{n}: {step.method}"
         report_progress(lo, stage)
         # each step gets a fresh copy: methods may change their input in place, the baseline must not change
-        step_input = _load_step_input(current_path, current_path == model_path, load_kwargs, spec)
+        original = current_path == model_path
+        step_input = _load_step_input(current_path, original, load_kwargs, spec)
         ctx = StepContext(
             out_dir=out_dir,
             index=i,
@@ -108,13 +115,22 @@ def run_recipe(
             on_checkpoint=on_checkpoint or (lambda path: None),
             device=settings.device,
             progress=lambda f, s, lo=lo, hi=hi, stage=stage: report_progress(lo + (hi - lo) * f, f"{stage}: {s}"),
+            measure=settings,
+            load_input=lambda path=current_path, original=original: _load_step_input(path, original, load_kwargs, spec),
+            load_artifact=lambda path, runtime=None: _load_step_input(Path(path), False, load_kwargs, spec, runtime),
+            on_partial=on_partial or (lambda report: None),
         )
         try:
             result = METHODS[step.method].runner()(step_input, step, ctx)
-        except EngineError as e:
-            raise StepFailedError(f"step {i} ({step.method}) failed: {e.message}", code=e.code) from None
-        except Exception as e:  # library errors: the job fails with the reason, never a crash
-            raise StepFailedError(f"step {i} ({step.method}) failed: {type(e).__name__}: {e}") from None
+        except Exception as e:  # library errors too: the job fails with the reason, never a crash
+            reason = e.message if isinstance(e, EngineError) else f"{type(e).__name__}: {e}"
+            failure = f"step {i} ({step.method}) failed: {reason}"
+            failure_code = e.code if isinstance(e, EngineError) else "step_failed"
+            if not steps_out:
+                raise StepFailedError(failure, code=failure_code) from None
+            # the earlier steps' artifacts are measured and kept; the job fails with this step's reason
+            failure += f"; the artifacts of steps 1-{i - 1} are kept" if i > 2 else "; the artifact of step 1 is kept"
+            break
         steps_out.append((step, result))
         current_path = result.path
         if result.failure:  # what the step produced is measured and stored, then the job fails
@@ -139,14 +155,14 @@ def run_recipe(
                 f"inductor computed wrong outputs for input shape(s) {', '.join(map(str, fallbacks))}; those ran "
                 "uncompiled (dequantize -> fp32), and their latency is that of the uncompiled graph"
             )
-    report = build_report(recipe, steps_out, measurements[0], measured, spec, data, eval_data)
+    report = build_report(steps_out, measurements[0], measured, spec, data, eval_data)
     if held_out is not None:
         report["eval_data"]["held_out_fraction"] = held_out
     if failure:
         report["failed"] = failure
     (out_dir / "report.json").write_text(json.dumps(report, indent=2))
     if failure:
-        raise StepFailedError(failure, report=report)
+        raise StepFailedError(failure, code=failure_code, report=report)
     report_progress(1.0, "done")
     return report
 
@@ -254,8 +270,40 @@ def _step_entry(step, result, m: Measurement, r: Ratios, batch: int) -> dict:
     }
 
 
+def _auto_entry(step, result, base: Measurement, options: list[tuple], batch: int) -> dict:
+    """An auto step: the Pareto front measured again here, beside the baseline, and the member recommended for
+    the objective within the accuracy budget (or the closest, saying so); the whole search in `search`."""
+    drops = [_quality_drop(base, m) for _, m, _ in options]
+    points = [
+        Point(i, 1.0 if drop is None else drop, speedup(r.speedup_b1, r.speedup_bN), r.size_ratio)
+        for i, (drop, (_, _, r)) in enumerate(zip(drops, options))
+    ]
+    rec = recommend(points, step.objective, step.max_accuracy_drop)
+    chosen = options[rec.point.key]
+
+    def entry_of(option) -> dict:
+        entry = _step_entry(step, *option, batch)
+        if "details" in entry:  # the search's record goes once, on the step
+            entry["details"] = {k: v for k, v in entry["details"].items() if k != "search"}
+        return entry
+
+    entry = entry_of(chosen)
+    entry["front"] = [{**entry_of(o), "recommended": o is chosen} for o in options]
+    for item in entry["front"]:
+        item.pop("params")
+    entry.update(
+        recommended=entry["artifact_id"],
+        objective=step.objective,
+        within_budget=rec.within_budget,
+        recommendation_reason=rec.reason,
+        search=result.details.get("search"),
+    )
+    search_notes = (result.details.get("search") or {}).get("notes", [])
+    entry["notes"] = [*chosen[0].notes, rec.reason, *search_notes, *_ratio_notes(chosen[2])]
+    return entry
+
+
 def build_report(
-    recipe: Recipe,
     steps_out: list,
     base: Measurement,
     measured: dict,
@@ -263,11 +311,14 @@ def build_report(
     data: Dataset | None,
     eval_data: Dataset | None,
 ) -> dict:
-    """`measured` maps id(StepResult) to its (Measurement, Ratios)."""
+    """`steps_out` is [(step config, StepResult)]; `measured` maps id(StepResult) to its (Measurement, Ratios)."""
     batch = base.latency_ms.batch
     steps = []
     for step, result in steps_out:
         options = [(res, *measured[id(res)]) for res in (result, *result.alternatives)]
+        if step.method == "auto":
+            steps.append(_auto_entry(step, result, base, options, batch))
+            continue
         chosen = _recommend(step, base, options)
         entry = _step_entry(step, *chosen, batch)
         if len(options) > 1:
@@ -297,6 +348,7 @@ def build_report(
             "agreement": final_m["agreement"],
             "verdict": final["verdict"],
             "verdict_reason": final["verdict_reason"],
+            **({"within_budget": final["within_budget"]} if "within_budget" in final else {}),
         },
         "input": spec.to_dict(),
         "data": data.describe() if data is not None else None,

@@ -65,6 +65,8 @@ def check_recipe(
         where = f"step {i} ({step.method} {method.variant(step)})"
         if fmt not in accepted:
             raise RecipeError(f"{where} does not accept {fmt} models; it accepts {', '.join(sorted(accepted))}")
+        if any(s.method == "auto" for s, _ in earlier):
+            raise RecipeError(f"{where}: auto is a whole search and comes alone; it cannot be followed by other steps")
         if reason := method.check_order(step, earlier):
             raise RecipeError(f"{where}: {reason}")
         if has_data is False and (reason := method.needs_data(step)):

@@ -302,6 +302,8 @@ async function jobView(id) {
     log.append(h("li", {}, d.stage));
   });
   on("log", (d) => log.append(h("li", { class: "log-line" }, d.message)));
+  // a search found a new front: its results are stored at the worker's next heartbeat, then shown
+  on("front", () => setTimeout(refresh, 1000));
   on("status", async (d) => {
     status.replaceChildren(statusBadge(d.status));
     if (TERMINAL.has(d.status)) { stream.close(); await refresh(); }

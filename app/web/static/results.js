@@ -14,20 +14,22 @@ function rowsOf(results) {
   const rows = [{ name: "baseline", m: base, step: null }];
   results.steps.forEach((step, i) => {
     const name = `step ${i + 1}: ${step.method} ${variant(step)}`;
-    // a step measured on several runtimes shows each; the one the job recommends is marked
-    const entries = step.runtimes || [step];
-    entries.forEach((entry) => rows.push({
-      name: step.runtimes ? `${name} on ${entry.measurement.runtime}${entry.recommended ? " (recommended)" : ""}` : name,
-      m: entry.measurement,
-      step: entry,
-    }));
+    // a step measured on several runtimes shows each, a search (auto) its Pareto front; the recommended is marked
+    const entries = step.runtimes || step.front || [step];
+    entries.forEach((entry, j) => {
+      const mark = entry.recommended ? " (recommended)" : "";
+      let label = name;
+      if (step.front) label = `${name}: ${entry.details.label} on ${entry.measurement.runtime}${mark}`;
+      else if (step.runtimes) label = `${name} on ${entry.measurement.runtime}${mark}`;
+      rows.push({ name: label, short: step.front ? `front ${j + 1}` : `step ${i + 1}`, m: entry.measurement, step: entry });
+    });
   });
   return rows;
 }
 
 function variant(step) {
   const p = step.params || {};
-  return p.scheme || p.kind || p.format || (p.student ? "student" : "");
+  return p.scheme || p.kind || p.format || p.objective || (p.student ? "student" : "");
 }
 
 export function resultsTable(results, artifacts) {
@@ -54,13 +56,39 @@ export function resultsTable(results, artifacts) {
         `Download ${artifact.format}`) : ""));
   });
   const notes = results.steps.flatMap((step, i) => (step.notes || []).map((n) => h("li", {}, `step ${i + 1}: ${n}`)));
+  if (results.partial) notes.unshift(h("li", {}, "the search is still running (or was stopped): this is what it has found so far"));
   return h("div", {},
     h("div", { class: "table-wrap" },
       h("table", { class: "results" },
         h("caption", {}, "Measured in one run on the same machine; speedups are medians of interleaved pairs"),
         h("thead", {}, h("tr", {}, head.map((c) => h("th", { scope: "col" }, c)))),
         h("tbody", {}, body))),
-    notes.length ? h("ul", { class: "notes" }, notes) : null);
+    notes.length ? h("ul", { class: "notes" }, notes) : null,
+    ...results.steps.filter((step) => step.search).map((step) => candidatesTable(step.search)));
+}
+
+// Every candidate a search tried, in order, with what became of it (figures from the search's own timing).
+function candidatesTable(search) {
+  const pct = (x) => (x === null || x === undefined ? "–" : `${(x * 100).toFixed(2)} pt`);
+  const rows = search.candidates.flatMap((c) => {
+    const found = c.artifacts && c.artifacts.length ? c.artifacts : [null];
+    return found.map((a) => h("tr", {},
+      h("th", { scope: "row" }, `${c.id} ${c.label}`),
+      h("td", {}, c.rung),
+      h("td", {}, a ? `${c.status}${a.on_front ? ", on the front" : ""}` : `${c.status}: ${c.reason || ""}`),
+      h("td", {}, a ? a.runtime : "–"),
+      h("td", { class: "num" }, a ? pct(a.accuracy_drop) : "–"),
+      h("td", { class: "num" }, a ? `${fixed(a.speedup_b1, 2, "x")} / ${fixed(a.speedup_bN, 2, "x")}` : "–"),
+      h("td", { class: "num" }, a ? fixed(a.size_ratio, 2, "x") : "–")));
+  });
+  const head = ["candidate", "rung", "status", "runtime", "accuracy drop", "speedup b1 / bN", "size ratio"];
+  return h("details", { class: "candidates" },
+    h("summary", {}, `Search: ${search.candidates.length} candidates in ${Math.round(search.search_s)} s ` +
+      `(objective ${search.objective}, budget ${search.max_accuracy_drop * 100} pt; validated on ${search.validation})`),
+    h("div", { class: "table-wrap" },
+      h("table", { class: "results" },
+        h("thead", {}, h("tr", {}, head.map((c) => h("th", { scope: "col" }, c)))),
+        h("tbody", {}, rows))));
 }
 
 // A scatter of quality (y) against a cost (x); labels name every point, so it reads without colour.
@@ -96,7 +124,7 @@ function scatter(title, points, xLabel, format) {
 export function resultPlots(results) {
   const base = results.baseline;
   const rows = rowsOf(results).filter(({ m }) => quality(m, base).value !== null && quality(m, base).value !== undefined);
-  const label = (r, i) => (i === 0 ? "baseline" : r.name.split(":")[0]);
+  const label = (r, i) => (i === 0 ? "baseline" : r.short);
   const q = quality(base, base).label;
   const bySize = rows.map((r, i) => ({ x: r.m.size_bytes / 1e6, y: quality(r.m, base).value, label: label(r, i) }));
   const byLatency = rows

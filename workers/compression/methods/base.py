@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..data import Dataset
-from ..formats.spec import FILE_SUFFIX, ModelFormat
+from ..formats.spec import FILE_SUFFIX, LoadedModel, ModelFormat
+from ..measure.types import MeasureSettings
 
 
 @dataclass
@@ -23,6 +24,13 @@ class StepContext:
     on_checkpoint: Callable[[Path], None] = lambda path: None
     device: str = "cpu"
     progress: Callable[[float, str], None] = lambda fraction, stage: None
+    # for steps that build and measure many models (auto): how the job measures, a fresh copy of this
+    # step's input, an artifact loaded as the job will load it (path, runtime), and where a report of
+    # what was found so far goes (the worker keeps it, so a cancelled search keeps its results)
+    measure: MeasureSettings | None = None
+    load_input: Callable[[], LoadedModel] | None = None
+    load_artifact: Callable[[Path, str | None], LoadedModel] | None = None
+    on_partial: Callable[[dict], None] = lambda report: None
 
     def artifact_path(self, fmt: ModelFormat, tag: str = "") -> Path:
         name = f"step{self.index}_{self.method}{('_' + tag) if tag else ''}{FILE_SUFFIX[fmt]}"

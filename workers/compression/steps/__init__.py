@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pydantic import BaseModel
 
 from ..formats.kinds import ModelFormat
-from . import distill, export, prune, quantize
+from . import auto, distill, export, prune, quantize
 
 
 @dataclass(frozen=True)
@@ -84,6 +84,7 @@ METHODS: dict[str, Method] = {
             distill.output_format,
             "distill:distill",
             ("student", distill.FORMATS),
+            distill.check_order,
             needs_data=distill.DistillStep.needs_data,
             needs_labels=distill.DistillStep.needs_labels,
             trains=distill.DistillStep.trains,
@@ -98,6 +99,18 @@ METHODS: dict[str, Method] = {
             "export:export",
             ("format", export.FORMATS),
             export.check_order,
+        ),
+        Method(
+            "auto",
+            auto.AutoStep,
+            auto.formats,
+            auto.output_format,
+            "auto:auto",
+            ("method", auto.FORMATS),
+            auto.check_order,
+            needs_data=auto.AutoStep.needs_data,
+            trains=auto.AutoStep.trains,
+            check_model=auto.check_model,
         ),
     )
 }

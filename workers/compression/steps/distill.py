@@ -141,3 +141,14 @@ def check_reference(step: DistillStep, teacher: dict, student: dict) -> str | No
             f"the teacher {ti.get('dtype')} {ti.get('shape')}"
         )
     return None
+
+
+def check_order(step: DistillStep, earlier: list[tuple[BaseModel, ModelFormat]]) -> str | None:
+    quantized = [s for s, _ in earlier if getattr(s, "method", None) == "quantize"]
+    if step.student.derive is not None and quantized:
+        # a derived student is the teacher with channels or layers removed: it needs float, trainable layers
+        return (
+            f"a student derived from the model needs float layers, but an earlier step quantized it "
+            f"({quantized[0].scheme}); distil first, then quantize"
+        )
+    return None

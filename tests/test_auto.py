@@ -1,0 +1,158 @@
+"""Pipelines and `auto` in the engine: every step's artifact measured and kept, a failing later step keeps
+the earlier ones, orders that cannot work refused up front, and the budgeted search (front, recommendation
+under the accuracy budget, a tiny time budget still returning a result)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from workers.compression import load_model, run_recipe
+from workers.compression.errors import RecipeError, StepFailedError
+from workers.compression.formats import ModelFormat
+from workers.compression.recipe import check_recipe, parse_recipe
+from workers.compression.search.objective import Point, pareto_front, recommend
+
+from .test_quantize_schemes import sensitive_mlp_pt2  # noqa: F401  (fixture)
+
+PRUNE = {"method": "prune", "kind": "structured", "sparsity": 0.5, "finetune_epochs": 1}
+
+
+def test_a_failing_later_step_keeps_the_earlier_artifacts_measured(
+    cnn_pt2, digits_train_npz, digits_npz, tmp_path, quick
+):
+    # a ResNet-18 student expects 3-channel images: distilling the 1-channel digits model into it fails at
+    # run time, after the pruning step has produced its model
+    recipe = {"steps": [PRUNE, {"method": "distill", "student": {"arch": "resnet18"}, "epochs": 1}]}
+    with pytest.raises(StepFailedError, match=r"step 2 \(distill\) failed: .*the artifact of step 1 is kept") as e:
+        run_recipe(
+            cnn_pt2, recipe, data_path=digits_train_npz, eval_data_path=digits_npz, out_dir=tmp_path, settings=quick
+        )
+    report = e.value.report
+    assert report["failed"] == e.value.message
+    [pruned] = report["steps"]
+    assert pruned["method"] == "prune" and (tmp_path / pruned["artifact_id"]).exists()
+    assert pruned["measurement"]["macs"] < report["baseline"]["macs"]
+    assert report["final"]["artifact_id"] == pruned["artifact_id"]
+
+
+def test_a_failing_first_step_has_nothing_to_keep(cnn_pt2, digits_train_npz, tmp_path, quick):
+    recipe = {"steps": [{"method": "distill", "student": {"arch": "resnet18"}, "epochs": 1}, PRUNE]}
+    with pytest.raises(StepFailedError, match=r"step 1 \(distill\) failed") as e:
+        run_recipe(cnn_pt2, recipe, data_path=digits_train_npz, out_dir=tmp_path, settings=quick)
+    assert e.value.report is None
+
+
+@pytest.mark.parametrize(
+    "steps, reason",
+    [
+        ([{"method": "quantize", "scheme": "int8_static"}, PRUNE], "prune before quantizing"),
+        (
+            [
+                {"method": "quantize", "scheme": "int8_dynamic"},
+                {"method": "distill", "student": {"derive": {"width": 0.5}}},
+            ],
+            "distil first, then quantize",
+        ),
+        ([PRUNE, {"method": "auto"}], "give it as the only step"),
+        ([{"method": "auto"}, {"method": "export", "format": "onnx"}], "auto is a whole search and comes alone"),
+    ],
+)
+def test_orders_that_cannot_work_are_refused_with_the_reason(steps, reason):
+    with pytest.raises(RecipeError, match=reason):
+        check_recipe(parse_recipe({"steps": steps}), ModelFormat.PT2, has_data=True)
+
+
+def test_auto_needs_a_dataset():
+    with pytest.raises(RecipeError, match="auto calibrates, trains and scores candidates on data"):
+        check_recipe(parse_recipe({"steps": [{"method": "auto"}]}), ModelFormat.PT2, has_data=False)
+
+
+def test_pareto_front_and_recommendation():
+    a = Point("a", 0.000, 1.0, 1.0)
+    b = Point("b", 0.005, 3.0, 4.0)
+    c = Point("c", 0.004, 2.0, 3.0)  # not dominated by b: more accurate
+    d = Point("d", 0.006, 2.5, 3.5)  # dominated by b
+    e = Point("e", 0.050, 6.0, 4.0)  # fastest, but over a 1-point budget
+    assert {p.key for p in pareto_front([a, b, c, d, e])} == {"a", "b", "c", "e"}
+    rec = recommend([a, b, c, d, e], "latency", 0.01)
+    assert rec.point is b and rec.within_budget
+    closest = recommend([d, e], "latency", 0.001)
+    assert closest.point is d and not closest.within_budget and "closest" in closest.reason
+
+
+def test_auto_does_not_recommend_a_candidate_over_the_accuracy_budget(
+    sensitive_mlp_pt2,  # noqa: F811
+    digits_train_npz,
+    digits_npz,
+    tmp_path,
+    quick,
+):
+    recipe = {
+        "steps": [{"method": "auto", "max_accuracy_drop": 0.01, "budget_minutes": 1.5, "techniques": ["quantize"]}]
+    }
+    report = run_recipe(
+        sensitive_mlp_pt2,
+        recipe,
+        data_path=digits_train_npz,
+        eval_data_path=digits_npz,
+        out_dir=tmp_path,
+        settings=quick,
+    )
+    step = report["steps"][0]
+    search = step["search"]
+    measured = [a for c in search["candidates"] for a in c.get("artifacts", [])]
+    # the model is made so that plain int8 loses accuracy: the search must have seen such a candidate ...
+    assert any(a["accuracy_drop"] > 0.02 for a in measured), measured
+    # ... and recommends one that keeps the budget on the held-out evaluation data
+    assert step["within_budget"] and report["final"]["within_budget"]
+    assert report["final"]["accuracy_delta"] >= -0.01, report["final"]
+    assert step["recommended"] == report["final"]["artifact_id"]
+    [recommended] = [m for m in step["front"] if m["recommended"]]
+    assert recommended["artifact_id"] == step["artifact_id"]
+    # every candidate is kept with its figures; only the front's files remain on disk
+    assert len(measured) >= 3 and all(a["measurement"]["size_bytes"] > 0 for a in measured)
+    on_front = {a["artifact"] for a in measured if a["on_front"]}
+    assert on_front == {m["artifact_id"] for m in step["front"]}
+    for member in step["front"]:
+        assert (tmp_path / member["artifact_id"]).exists()
+        assert member["details"]["recipe"][-1]["method"] in ("quantize", "export")
+    assert not any((tmp_path / a["artifact"]).exists() for a in measured if a["artifact"] and not a["on_front"])
+
+
+def test_a_tiny_time_budget_still_returns_a_result(cnn_pt2, digits_train_npz, digits_npz, tmp_path, quick):
+    recipe = {"steps": [{"method": "auto", "budget_minutes": 0.01, "objective": "size"}]}
+    report = run_recipe(
+        cnn_pt2, recipe, data_path=digits_train_npz, eval_data_path=digits_npz, out_dir=tmp_path, settings=quick
+    )
+    step = report["steps"][0]
+    search = step["search"]
+    statuses = [c["status"] for c in search["candidates"]]
+    assert statuses[0] == "measured" and "skipped" in statuses, statuses
+    assert search["stopped"] == "budget"
+    assert any("the time budget (0.01 min) ran out" in n for n in step["notes"]), step["notes"]
+    model = load_model(tmp_path / report["final"]["artifact_id"])
+    with torch.inference_mode():
+        assert model.module(torch.zeros(3, 1, 8, 8)).shape == (3, 10)
+    assert report["final"]["size_ratio"] > 1.5  # the first candidate for size is 4-bit weights
+
+
+def test_auto_on_an_onnx_model_searches_onnxruntime_int8(mlp, digits_train_npz, digits_npz, tmp_path, quick):
+    from workers.compression.formats import InputSpec, save_model
+
+    onnx_path = save_model(mlp, InputSpec((None, 1, 8, 8)), ModelFormat.ONNX, tmp_path / "mlp.onnx")
+    recipe = {"steps": [{"method": "auto", "budget_minutes": 0.5}]}
+    report = run_recipe(
+        onnx_path,
+        recipe,
+        data_path=digits_train_npz,
+        eval_data_path=digits_npz,
+        out_dir=tmp_path / "out",
+        settings=quick,
+    )
+    step = report["steps"][0]
+    labels = [c["label"] for c in step["search"]["candidates"]]
+    assert labels == ["int8_static (4-batch calibration)", "int8_dynamic"], labels
+    assert {m["measurement"]["runtime"] for m in step["front"]} == {"onnxruntime"}
+    assert step["within_budget"] and report["final"]["size_ratio"] > 3.0
+    assert step["front"][0]["details"]["recipe"][0]["method"] == "quantize"
