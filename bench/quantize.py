@@ -87,12 +87,12 @@ def digits_model(folder: Path) -> tuple[Path, Path, Path, dict]:
     return export(net, torch.zeros(2, 1, 8, 8), folder / "digits.pt2"), folder / "train.npz", folder / "test.npz", {}
 
 
-def resnet18_model(folder: Path) -> tuple[Path, Path, Path, dict]:
+def resnet18_model(folder: Path, calibration_images: int = 128) -> tuple[Path, Path, Path, dict]:
     import torchvision
 
     torch.manual_seed(0)
     net = torchvision.models.resnet18(weights=None, num_classes=1000).eval()
-    np.savez(folder / "calib.npz", x=torch.randn(128, 3, 224, 224).numpy())
+    np.savez(folder / "calib.npz", x=torch.randn(calibration_images, 3, 224, 224).numpy())
     np.savez(folder / "images.npz", x=torch.randn(64, 3, 224, 224).numpy())
     path = export(net, torch.zeros(2, 3, 224, 224), folder / "resnet18.pt2")
     return path, folder / "calib.npz", folder / "images.npz", {}

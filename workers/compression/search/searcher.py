@@ -22,6 +22,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from ..errors import EngineError, StepFailedError
 from ..formats import LoadedModel, ModelFormat
 from ..measure import Measurement, MeasureSettings, Ratios, measure_models
@@ -255,6 +257,9 @@ class Search:
             progress=lambda f, s: self._stage(cid, cand.label, f"measuring: {s}"),
         )
         measure_s = (time.monotonic() - t) / (len(loaded) + 1)
+        del loaded
+        # each inductor candidate compiles new graphs; dropping dynamo's caches keeps a long search's memory flat
+        torch._dynamo.reset()
         self.base = self.base or ms[0]
         found = []
         for i, (a, m, r) in enumerate(zip(artifacts, ms[1:], rs[1:])):
