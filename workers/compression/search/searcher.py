@@ -40,6 +40,7 @@ VALIDATION_FRACTION = 0.2
 FRONT_LIMIT = 6  # front members measured again and kept as artifacts; the rest keep their search figures
 QUICK_SECONDS = 0.5  # search timing per model and batch size (the final measurement uses the job's)
 PROMISING_GAIN = 1.05  # a pruning ratio that buys less than 5 % is not worth training
+COMBINED_ARMS = 2  # trained models per halving round combined with the best quantizations
 
 
 class OutOfTime(BaseException):
@@ -125,10 +126,10 @@ class Search:
         return arms
 
     def successive_halving(self, arms: list[tuple[str, float]]) -> None:
-        """Every arm trains FIRST_EPOCHS; an arm within the accuracy budget is done (more epochs would not make
-        it faster or smaller) and is combined with the best quantization; of the arms over the budget, those
-        that would beat the best arm within it go on, the better half (least accuracy lost), with twice the
-        epochs, until they fit, run out of epochs, or the time budget ends."""
+        """Every arm trains FIRST_EPOCHS. An arm within the accuracy budget is done (more epochs would not make
+        it faster or smaller), and the best two are combined with the best quantizations. Of the arms over the
+        budget, those that would beat the best arm within it go on, the better half (least accuracy lost), with
+        twice the epochs, until they fit, run out of epochs, or the time budget ends."""
         epochs = space.FIRST_EPOCHS
         budget, objective = self.auto.max_accuracy_drop, self.auto.objective
         while arms and epochs <= space.MAX_EPOCHS and not self.stopped:
@@ -137,9 +138,10 @@ class Search:
                 found = self.evaluate(space.training_arm(kind, value, epochs, self.auto.seed))
                 if found:
                     scored.append(((kind, value), max(found, key=self._rank)))
-            within = [e for _, e in scored if e.point.drop <= budget]
-            if within:  # the best trained model within budget, made faster still by the best runtime
-                best = max(within, key=lambda e: gain(objective, e.point))
+            within = sorted((e for _, e in scored if e.point.drop <= budget), key=lambda e: -gain(objective, e.point))
+            # the best two trained models within budget, made faster still by the best runtimes: two, because the
+            # eager speed of a trained model predicts its speed under int8 only roughly
+            for best in within[:COMBINED_ARMS]:
                 for finisher in self.finishers():
                     self.evaluate(space.with_finisher(best.candidate, finisher))
             trained = [e for e in self.evaluated if e.candidate.rung == "train" and e.point.drop <= budget]
