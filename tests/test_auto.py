@@ -156,3 +156,24 @@ def test_auto_on_an_onnx_model_searches_onnxruntime_int8(mlp, digits_train_npz, 
     assert {m["measurement"]["runtime"] for m in step["front"]} == {"onnxruntime"}
     assert step["within_budget"] and report["final"]["size_ratio"] > 3.0
     assert step["front"][0]["details"]["recipe"][0]["method"] == "quantize"
+
+
+def test_without_labels_a_one_sided_original_is_judged_on_the_output_cosine(digits, tmp_path, quick):
+    import numpy as np
+
+    from .conftest import export_pt2
+    from .digits import DigitsMLP
+
+    torch.manual_seed(0)
+    net = DigitsMLP(hidden=64).eval()
+    with torch.no_grad():
+        net.net[-1].bias[3] += 100.0  # predicts class 3 for every input: top-1 agreement says nothing
+    path = export_pt2(net, tmp_path / "one_sided.pt2", torch.zeros(2, 1, 8, 8))
+    np.savez(tmp_path / "x.npz", x=digits[0])
+    recipe = {"steps": [{"method": "auto", "budget_minutes": 0.01}]}
+    report = run_recipe(path, recipe, data_path=tmp_path / "x.npz", out_dir=tmp_path / "out", settings=quick)
+    step = report["steps"][0]
+    assert step["search"]["quality"] == "cosine"
+    assert any("predicts one class for 100%" in n and "cosine" in n for n in step["notes"]), step["notes"]
+    [measured] = [a for c in step["search"]["candidates"] for a in c.get("artifacts", [])][:1]
+    assert measured["accuracy_drop"] == pytest.approx(1 - measured["measurement"]["cosine_similarity"])

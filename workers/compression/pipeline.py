@@ -19,7 +19,7 @@ from .measure import Measurement, MeasureSettings, Ratios, measure_models
 from .measure.metrics import first_tensor
 from .methods import StepContext
 from .recipe import Recipe, check_recipe, parse_recipe
-from .search.objective import Point, recommend, speedup
+from .search.objective import Point, candidate_drop, recommend, speedup
 from .steps import METHODS
 from .steps.quantize import RECOMMEND_BUDGET
 
@@ -273,10 +273,10 @@ def _step_entry(step, result, m: Measurement, r: Ratios, batch: int) -> dict:
 def _auto_entry(step, result, base: Measurement, options: list[tuple], batch: int) -> dict:
     """An auto step: the Pareto front measured again here, beside the baseline, and the member recommended for
     the objective within the accuracy budget (or the closest, saying so); the whole search in `search`."""
-    drops = [_quality_drop(base, m) for _, m, _ in options]
+    quality = (result.details.get("search") or {}).get("quality", "accuracy")
     points = [
-        Point(i, 1.0 if drop is None else drop, speedup(r.speedup_b1, r.speedup_bN), r.size_ratio)
-        for i, (drop, (_, _, r)) in enumerate(zip(drops, options))
+        Point(i, candidate_drop(quality, base, m), speedup(r.speedup_b1, r.speedup_bN), r.size_ratio)
+        for i, (_, m, r) in enumerate(options)
     ]
     rec = recommend(points, step.objective, step.max_accuracy_drop)
     chosen = options[rec.point.key]

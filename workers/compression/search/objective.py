@@ -32,6 +32,14 @@ def quality_drop(base_accuracy: float | None, accuracy: float | None, agreement:
     return 1.0 - agreement if agreement is not None else math.inf
 
 
+def candidate_drop(quality: str, base, m) -> float:
+    """The drop the accuracy budget is checked against, for the search's quality metric (accuracy, agreement,
+    or cosine when top-1 agreement is uninformative); `base` and `m` are Measurements."""
+    if quality == "cosine" and m.cosine_similarity is not None:
+        return 1.0 - m.cosine_similarity
+    return quality_drop(base.accuracy, m.accuracy, m.agreement)
+
+
 def gain(objective: str, p: Point) -> float:
     if objective == "latency":
         return p.speedup

@@ -26,20 +26,21 @@ import torch
 
 from ..errors import EngineError, StepFailedError
 from ..formats import LoadedModel, ModelFormat
-from ..measure import Measurement, MeasureSettings, Ratios, measure_models
+from ..measure import Measurement, MeasureSettings, Ratios, measure_models, outputs_of
 from ..methods.base import StepContext, StepResult
 from ..steps import METHODS
 from ..steps.auto import AutoStep
 from ..steps.export import ExportStep
 from ..steps.quantize import QuantizeStep
 from . import space
-from .objective import Point, gain, pareto_front, quality_drop, recommend, speedup
+from .objective import Point, candidate_drop, gain, pareto_front, recommend, speedup
 
 MIN_VALIDATION = 100  # below this many training samples the search validates on the evaluation data
 VALIDATION_FRACTION = 0.2
 FRONT_LIMIT = 6  # front members measured again and kept as artifacts; the rest keep their search figures
 QUICK_SECONDS = 0.5  # search timing per model and batch size (the final measurement uses the job's)
 PROMISING_GAIN = 1.05  # a pruning ratio that buys less than 5 % is not worth training
+DEGENERATE_TOP1_SHARE = 0.9  # without labels, an original this one-sided makes top-1 agreement uninformative
 COMBINED_ARMS = 2  # trained models per halving round combined with the best quantizations
 
 
@@ -77,6 +78,7 @@ class Search:
             self.train, self.val = data, ctx.eval_data or data
             self.validation = f"the evaluation data ({len(self.val)} samples): too little training data to split"
         self.onnx = model.format == ModelFormat.ONNX
+        self.quality, self.quality_note = self._quality_metric()
         self.records: list[dict] = []
         self.evaluated: list[Evaluated] = []
         self.built: dict[str, StepResult] = {}
@@ -265,11 +267,30 @@ class Search:
         self.base = self.base or ms[0]
         found = []
         for i, (a, m, r) in enumerate(zip(artifacts, ms[1:], rs[1:])):
-            drop = quality_drop(ms[0].accuracy, m.accuracy, m.agreement)
+            drop = candidate_drop(self.quality, ms[0], m)
             point = Point(f"{cid}-{_runtime(a)}", drop, speedup(r.speedup_b1, r.speedup_bN), r.size_ratio)
             found.append(Evaluated(point.key, cand, a, _runtime(a), m, r, point, load_s[i], measure_s))
         self.evaluated.extend(found)
         return found
+
+    def _quality_metric(self) -> tuple[str, str | None]:
+        """What the accuracy budget is applied to: accuracy with labels, else top-1 agreement with the original,
+        unless the original predicts one class for nearly every sample (a model far from its training data, a
+        random-weight one): then agreement cannot tell candidates apart and the output cosine similarity is used."""
+        if self.val.y is not None:
+            return "accuracy", None
+        out = outputs_of(self.model, self.val.x, self.quick.batch, self.ctx.device)
+        if out.ndim != 2 or out.shape[1] < 2:
+            return "agreement", None
+        share = float(out.argmax(1).bincount().max()) / len(out)
+        if share < DEGENERATE_TOP1_SHARE:
+            return "agreement", None
+        note = (
+            f"the original predicts one class for {share:.0%} of the search's validation samples, so top-1 agreement "
+            "cannot tell candidates apart: the accuracy budget was applied to the output cosine similarity "
+            "(1 - cosine <= max_accuracy_drop)"
+        )
+        return "cosine", note
 
     # ------------------------------------------------------------ time
 
@@ -355,7 +376,7 @@ class Search:
                 if not a["on_front"]:
                     a["artifact"] = None  # measured, then deleted: only the front's files are kept
             candidates.append(item)
-        notes = []
+        notes = [self.quality_note] if self.quality_note else []
         if self.stopped:
             skipped = sum(r["status"] in ("skipped", "stopped") for r in self.records)
             notes.append(
@@ -370,6 +391,7 @@ class Search:
             "search_s": round(self.elapsed(), 1),
             "stopped": self.stopped,
             "validation": self.validation,
+            "quality": self.quality,
             "candidates": candidates,
             "front": [e.id for e in members],
         }
