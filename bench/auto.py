@@ -192,16 +192,30 @@ def print_model(name: str, res: dict) -> None:
         )
 
 
+def lost(row: dict) -> float:
+    """Accuracy lost; without labels the larger of top-1 disagreement and 1 - output cosine (a random-weight
+    ResNet-18 predicts nearly one class for every input, so top-1 agreement alone says little)."""
+    if row["accuracy_delta"] is not None:
+        return -row["accuracy_delta"]
+    return max(1 - row["agreement"], 1 - row["cosine"])
+
+
 def targets(results: dict) -> list[str]:
     lines = []
     for name, res in results.items():
         auto, *singles = res["rows"]
-        best = max(singles, key=lambda r: r["speedup_b32"] or 0)
-        drop = -auto["accuracy_delta"] if auto["accuracy_delta"] is not None else 1 - auto["agreement"]
+        drop = lost(auto)
+        fitting = [r for r in singles if lost(r) <= BUDGET] or singles
+        for label, best in (
+            ("within the budget", max(fitting, key=lambda r: r["speedup_b32"] or 0)),
+            ("at any accuracy", max(singles, key=lambda r: r["speedup_b32"] or 0)),
+        ):
+            lines.append(
+                f"{name}: auto vs fastest single recipe {label} ({best['label']}, {lost(best) * 100:.2f} pt lost): "
+                f"b32 {auto['speedup_b32'] / best['speedup_b32']:.2f}, "
+                f"b1 {auto['speedup_b1'] / best['speedup_b1']:.2f} (>= 1.0 is at least as fast)"
+            )
         lines += [
-            f"{name}: auto vs best single recipe ({best['label']}): "
-            f"b32 {auto['speedup_b32'] / best['speedup_b32']:.2f}, "
-            f"b1 {auto['speedup_b1'] / best['speedup_b1']:.2f} (>= 1.0 is at least as fast)",
             f"{name}: auto's recommended within the 1-point budget: {drop * 100:.2f} pt lost "
             f"({'yes' if drop <= BUDGET else 'NO'})",
             f"{name}: found in <= 15 min: {res['auto_seconds'] / 60:.1f} min",

@@ -90,7 +90,7 @@ class Search:
     # ------------------------------------------------------------ the plan
 
     def run(self) -> StepResult:
-        quant = space.screen_quantization(self.auto, self.onnx)
+        quant = space.screen_quantization(self.auto, self.onnx, self.ctx.device)
         head, tail = quant[:3], quant[3:]
         if self.auto.objective != "latency":  # low-bit weights are the size gains: screen them all first
             head, tail = quant, []

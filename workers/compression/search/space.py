@@ -80,12 +80,16 @@ def int8_runtime(auto: AutoStep, onnx_model: bool) -> str | None:
     return None if not allowed else ("auto" if len(allowed) == 2 else allowed[0])
 
 
-def screen_quantization(auto: AutoStep, onnx_model: bool) -> list[Candidate]:
+def screen_quantization(auto: AutoStep, onnx_model: bool, device: str = "cpu") -> list[Candidate]:
     """Every scheme and runtime that applies, untrained, short calibration: cheap to build and measure."""
     if "quantize" not in auto.techniques:
         return []
     out = []
     for name in PRIORITY[auto.objective]:
+        if auto.objective == "latency" and device == "cpu" and name in ("fp16", "bf16"):
+            # no half-precision kernels on this CPU path: measured 10-20x slower than fp32, and timing a large
+            # model at batch 32 in half precision alone takes minutes of the budget
+            continue
         if name == "int8_static":
             if runtime := int8_runtime(auto, onnx_model):
                 step = QuantizeStep(
