@@ -12,9 +12,10 @@ import sys
 
 from sqlalchemy import select
 
+from app.store.db import session_scope
+from app.store.tables.auth import Tenant
+
 from .auth.service import create_key, revoke_keys
-from .auth.tables import Tenant
-from .db import session_scope
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,9 +9,10 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
+from app.store.db import session_factory
+from app.store.tables.auth import Tenant
+
 from .auth.service import authenticate
-from .auth.tables import Tenant
-from .db import session_factory
 from .errors import ApiError, not_found
 
 

@@ -12,16 +12,19 @@ import time
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from app.store.config import get_settings
+from app.store.db import session_scope
+from app.store.logs import configure_logging, request_id_var
 
 from .artifacts.router import router as artifacts_router
 from .auth.service import ensure_bootstrap_key
 from .catalog.router import router as methods_router
-from .config import get_settings
 from .datasets.router import router as datasets_router
-from .db import session_scope
 from .errors import install_error_handlers
+from .jobs.router import body_schemas as job_body_schemas
 from .jobs.router import router as jobs_router
-from .logs import configure_logging, request_id_var
 from .models.router import router as models_router
 from .ops.metrics import REQUEST_LATENCY
 from .ops.router import router as ops_router
@@ -114,6 +117,15 @@ def create_app() -> FastAPI:
         app.include_router(router)
 
     app.add_middleware(ObserveMiddleware)
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            schema.setdefault("components", {}).setdefault("schemas", {}).update(job_body_schemas())
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi
     return app
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
-from workers.celery_app import CPU_QUEUE, GPU_QUEUE, INSPECT_TASK, RUN_JOB_TASK, get_celery
+from app.store.broker import CPU_QUEUE, GPU_QUEUE, INSPECT_TASK, RUN_JOB_TASK, get_celery
 
 from .errors import ApiError
 from .uploads.service import mark_unqueued

@@ -18,11 +18,11 @@ import uvicorn
 from alembic import command
 from alembic.config import Config
 
+from app.store.config import get_settings
+from app.store.db import session_scope
 from workers.lifecycle import die_with_parent
 
 from .auth.service import ensure_bootstrap_key
-from .config import get_settings
-from .db import session_scope
 
 ROOT = Path(__file__).resolve().parents[1]
 

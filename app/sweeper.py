@@ -12,16 +12,16 @@ from datetime import timedelta
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
 
-from workers.celery_app import INSPECT_TIME_LIMIT_S
+from app.store.broker import INSPECT_TIME_LIMIT_S
+from app.store.config import get_settings
+from app.store.db import session_factory, utcnow
+from app.store.job_state import requeue_or_fail_stale, stale_cutoff
+from app.store.tables.datasets import Dataset
+from app.store.tables.jobs import QUEUED, Job
+from app.store.tables.models import Model
+from app.store.tables.uploads import PENDING
 
-from .config import get_settings
-from .datasets.tables import Dataset
-from .db import session_factory, utcnow
-from .jobs.state import requeue_or_fail_stale, stale_cutoff
-from .jobs.tables import QUEUED, Job
-from .models.tables import Model
 from .queue import enqueue_inspection, enqueue_job
-from .uploads.tables import PENDING
 
 log = logging.getLogger("squeeze.sweeper")
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from alembic import context
 
-from app.config import get_settings
-from app.db import make_engine
-from app.tables import Base
+from app.store.config import get_settings
+from app.store.db import make_engine
+from app.store.tables import Base
 
 target_metadata = Base.metadata
 

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from workers.compression import load_model, run_recipe
-from workers.compression.errors import RecipeError, StepFailedError
+from workers.compression.contract.errors import RecipeError, StepFailedError
+from workers.compression.contract.recipe import check_recipe, parse_recipe
 from workers.compression.formats import ModelFormat
-from workers.compression.recipe import check_recipe, parse_recipe
 from workers.compression.search.objective import Point, pareto_front, recommend
 
 from .test_quantize_schemes import sensitive_mlp_pt2  # noqa: F401  (fixture)
@@ -28,7 +28,7 @@ def test_a_failing_later_step_keeps_the_earlier_artifacts_measured(
         run_recipe(
             cnn_pt2, recipe, data_path=digits_train_npz, eval_data_path=digits_npz, out_dir=tmp_path, settings=quick
         )
-    report = e.value.report
+    report = e.value.report.model_dump(mode="json")
     assert report["failed"] == e.value.message
     [pruned] = report["steps"]
     assert pruned["method"] == "prune" and (tmp_path / pruned["artifact_id"]).exists()

@@ -12,6 +12,7 @@ import httpx
 import pytest
 from squeeze_client import (
     PRESETS,
+    Artifact,
     ChecksumMismatch,
     Client,
     ConnectionFailed,
@@ -199,3 +200,128 @@ def test_cli_exit_codes_and_messages(prod_stack, uploaded, tmp_path):
     assert "error (invalid_recipe)" in failed.stderr and "does not run on the teacher's input" in failed.stderr
     refused = squeeze(prod_stack, "jobs", "submit", "--model", model, "--preset", "prune50")
     assert refused.returncode == 3 and "needs a dataset" in refused.stderr
+
+
+# ---------------------------------------------------------------- without the service: httpx.MockTransport
+
+
+def _form_fields(request: httpx.Request) -> dict[str, str]:
+    """The text fields of a multipart/form-data request (the file part left out)."""
+    import email
+
+    message = email.message_from_bytes(
+        b"Content-Type: " + request.headers["content-type"].encode() + b"\r\n\r\n" + request.read()
+    )
+    fields = {}
+    for part in message.get_payload():
+        if part.get_param("filename", header="content-disposition") is None:
+            fields[part.get_param("name", header="content-disposition")] = part.get_payload(decode=True).decode()
+    return fields
+
+
+def _recording_models_endpoint(seen: list[dict[str, str]]):
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert (request.method, request.url.path) == ("POST", "/v1/models")
+        seen.append(_form_fields(request))
+        return httpx.Response(201, json={"id": "mdl_1", "status": "pending", "format": "safetensors", "name": "w"})
+
+    return handler
+
+
+def test_upload_model_sends_arch_and_arch_kwargs_as_form_fields(tmp_path):
+    weights = tmp_path / "w.safetensors"
+    weights.write_bytes(b"\0" * 64)
+    seen: list[dict[str, str]] = []
+    with Client("http://squeeze.test", PROD_KEY, transport=httpx.MockTransport(_recording_models_endpoint(seen))) as c:
+        model = c.upload_model(weights, name="w", arch="resnet18", arch_kwargs={"num_classes": 10}, wait=False)
+        c.upload_model(weights, wait=False)
+    assert model.id == "mdl_1" and model.status == "pending"
+    with_arch, without = seen
+    assert with_arch == {"name": "w", "arch": "resnet18", "arch_kwargs": '{"num_classes": 10}'}
+    assert json.loads(with_arch["arch_kwargs"]) == {"num_classes": 10}
+    assert without == {}  # nothing sent for options not given
+
+
+class _BreaksMidStream(httpx.SyncByteStream):
+    def __init__(self, head: bytes):
+        self.head = head
+
+    def __iter__(self):
+        yield self.head
+        raise httpx.ReadError("the connection was reset mid-stream")
+
+
+def test_download_retries_a_503_and_a_broken_stream_through_the_shared_helper(tmp_path, monkeypatch):
+    import hashlib
+
+    payload = bytes(range(256)) * 1024
+    answers = [
+        httpx.Response(503, headers={"Retry-After": "2"}, json={"error": {"code": "unavailable", "message": "later"}}),
+        httpx.Response(200, stream=_BreaksMidStream(payload[:1000])),
+        httpx.Response(200, content=payload),
+    ]
+    calls: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(f"{request.method} {request.url.path}")
+        return answers.pop(0)
+
+    sleeps: list[tuple[int, str | None]] = []
+    monkeypatch.setattr(Client, "_sleep", lambda self, attempt, retry_after: sleeps.append((attempt, retry_after)))
+    helper, used = Client._with_retries, []
+
+    def spy(self, attempt, *, failure):
+        used.append(failure)
+        return helper(self, attempt, failure=failure)
+
+    monkeypatch.setattr(Client, "_with_retries", spy)
+    artifact = {"id": "art_1", "filename": "model.pt2", "sha256": hashlib.sha256(payload).hexdigest()}
+    with Client("http://squeeze.test", PROD_KEY, transport=httpx.MockTransport(handler)) as c:
+        path = Artifact(c, artifact).download(tmp_path)
+    assert path == tmp_path / "model.pt2" and path.read_bytes() == payload
+    assert not list(tmp_path.glob("*.part"))
+    assert calls == ["GET /v1/artifacts/art_1/download"] * 3
+    assert used == ["download of art_1 failed"]  # one pass through the helper, which retried twice
+    assert sleeps == [(0, "2"), (1, None)]  # the 503's Retry-After is honoured, as for any request
+
+
+def test_download_never_retries_4xx_and_gives_up_after_the_retries(tmp_path, monkeypatch):
+    monkeypatch.setattr(Client, "_sleep", lambda self, attempt, retry_after: None)
+    calls: list[int] = []
+
+    def not_found(request: httpx.Request) -> httpx.Response:
+        calls.append(404)
+        return httpx.Response(404, json={"error": {"code": "not_found", "message": "no artifact art_1"}})
+
+    artifact = {"id": "art_1", "filename": "model.pt2", "sha256": "0" * 64}
+    with Client("http://squeeze.test", PROD_KEY, transport=httpx.MockTransport(not_found)) as c:
+        with pytest.raises(NotFound) as e:
+            Artifact(c, artifact).download(tmp_path)
+    assert e.value.code == "not_found" and calls == [404]
+
+    def unreachable(request: httpx.Request) -> httpx.Response:
+        calls.append(0)
+        raise httpx.ConnectError("connection refused", request=request)
+
+    with Client("http://squeeze.test", PROD_KEY, retries=2, transport=httpx.MockTransport(unreachable)) as c:
+        with pytest.raises(ConnectionFailed) as e:
+            Artifact(c, artifact).download(tmp_path)
+    assert "download of art_1 failed" in e.value.message and calls == [404, 0, 0, 0]
+
+
+def test_cli_models_upload_passes_arch_and_arch_kwargs(tmp_path, monkeypatch, capsys):
+    from squeeze_client import cli
+
+    weights = tmp_path / "w.safetensors"
+    weights.write_bytes(b"\0" * 64)
+    seen: list[dict[str, str]] = []
+    transport = httpx.MockTransport(_recording_models_endpoint(seen))
+    monkeypatch.setattr(cli, "Client", lambda url, key: Client(url, key, transport=transport))
+    base = ["--url", "http://squeeze.test", "--api-key", PROD_KEY, "--json", "models", "upload", str(weights)]
+    code = cli.main([*base, "--arch", "timm:resnet18", "--arch-kwargs", '{"num_classes": 10}', "--no-wait"])
+    assert code == 0, capsys.readouterr().err
+    assert json.loads(capsys.readouterr().out)["id"] == "mdl_1"
+    assert seen == [{"arch": "timm:resnet18", "arch_kwargs": '{"num_classes": 10}'}]
+    code = cli.main([*base, "--arch", "resnet18", "--arch-kwargs", "[10]", "--no-wait"])
+    assert code == 2 and "--arch-kwargs" in capsys.readouterr().err
+    assert len(seen) == 1  # refused before anything was sent

@@ -11,10 +11,10 @@ import torch
 import torch.nn.functional as F
 
 from workers.compression import RecipeError, load_model, run_recipe
+from workers.compression.contract.recipe import check_recipe, parse_recipe
+from workers.compression.contract.recipe.distill import check_reference
 from workers.compression.distillation.losses import distillation_loss, soft_kd
 from workers.compression.formats import InputSpec, save_model
-from workers.compression.recipe import check_recipe, parse_recipe
-from workers.compression.steps.distill import check_reference
 
 from .conftest import export_pt2
 from .digits import DigitsCNN, DigitsMLP

@@ -11,10 +11,10 @@ from alembic.config import Config
 from sqlalchemy.orm import sessionmaker
 
 from app.auth.service import get_or_create_tenant
-from app.db import make_engine, utcnow
-from app.jobs.state import claim, finish, heartbeat, requeue_or_fail_stale, stale_cutoff
-from app.jobs.tables import Job, JobEvent
-from app.models.tables import Model
+from app.store.db import make_engine, utcnow
+from app.store.job_state import claim, finish, heartbeat, requeue_or_fail_stale, stale_cutoff
+from app.store.tables.jobs import Job, JobEvent
+from app.store.tables.models import Model
 from tests.stack import ROOT
 
 

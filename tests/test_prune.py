@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 from workers.compression import RecipeError, load_model, run_recipe
+from workers.compression.contract.recipe import check_recipe, parse_recipe
 from workers.compression.pruning.storage import BITS, SHAPE, VALUES, pack_bits, unpack_bits
-from workers.compression.recipe import check_recipe, parse_recipe
 
 from .digits import DigitsCNN
 

@@ -309,7 +309,7 @@ def test_guard_that_cannot_be_met_fails_the_step_and_keeps_the_best_candidate(
             out_dir=tmp_path / "out",
             settings=quick,
         )
-    report = failure.value.report
+    report = failure.value.report.model_dump(mode="json")
     step = report["steps"][0]
     assert report["failed"].startswith("step 1 (quantize) failed")
     assert (tmp_path / "out" / step["artifact_id"]).is_file()

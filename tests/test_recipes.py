@@ -41,8 +41,8 @@ def test_format_is_followed_through_the_recipe(cnn_pt2, tmp_path):
 
 
 def test_orders_that_cannot_work_are_refused_before_any_work():
+    from workers.compression.contract.recipe import check_recipe
     from workers.compression.formats import ModelFormat
-    from workers.compression.recipe import check_recipe
 
     int8_then_onnx = parse_recipe(
         {"steps": [{"method": "quantize", "scheme": "int8_dynamic"}, {"method": "export", "format": "onnx"}]}

@@ -10,8 +10,8 @@ from alembic.config import Config
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 
-from app.db import make_engine
-from app.tables import Base
+from app.store.db import make_engine
+from app.store.tables import Base
 from tests.stack import ROOT, create_pg_database, drop_pg_database, pg_url
 
 

@@ -2,12 +2,12 @@
 
 Untrusted model files are loaded only here. The parent (workers/supervisor.py) limits its memory and
 time and kills it on cancel, so a crash, an OOM or a hang fails one job and leaves the worker alive.
-Protocol: one JSON object per line on the original stdout (progress, log, and a final result or error);
-whatever libraries print goes to stderr, which the parent keeps as the job's log."""
+Protocol (workers/compression/contract/protocol.py): the spec file is a `Spec`; each line on the original
+stdout is one `Event` (progress, checkpoint, partial, and a final completed/inspected or failed); whatever
+libraries print goes to stderr, which the parent keeps as the job's log."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import resource
@@ -16,6 +16,21 @@ import sys
 import time
 import traceback
 
+from pydantic import BaseModel
+
+from workers.compression.contract.errors import EngineError, JobErrorCode
+from workers.compression.contract.protocol import (
+    CheckpointEvent,
+    CompletedEvent,
+    FailedEvent,
+    InspectDataset,
+    InspectedEvent,
+    InspectModel,
+    PartialEvent,
+    ProgressEvent,
+    RunRecipe,
+    Spec,
+)
 from workers.lifecycle import die_with_parent
 
 
@@ -27,15 +42,15 @@ class Channel:
         self._last_progress = 0.0
         self._last_stage: str | None = None
 
-    def send(self, **message) -> None:
-        self._out.write(json.dumps(message) + "\n")
+    def send(self, event: BaseModel) -> None:
+        self._out.write(event.model_dump_json() + "\n")
 
     def progress(self, fraction: float, stage: str) -> None:
         # a new stage (a training epoch, a step) always goes out; progress within one stage is throttled
         now = time.monotonic()
         if stage != self._last_stage or now - self._last_progress >= 0.25 or fraction >= 1.0:
             self._last_progress, self._last_stage = now, stage
-            self.send(event="progress", progress=round(float(fraction), 4), stage=stage)
+            self.send(ProgressEvent(progress=round(float(fraction), 4), stage=stage))
 
 
 def _limit_memory(limit_mb: int | None) -> None:
@@ -46,34 +61,34 @@ def _limit_memory(limit_mb: int | None) -> None:
         resource.setrlimit(resource.RLIMIT_DATA, (cap, cap))
 
 
-def _run(spec: dict, channel: Channel) -> dict:
-    action = spec["action"]
-    if action == "inspect_model":
+def _run(work: InspectModel | InspectDataset | RunRecipe, channel: Channel) -> BaseModel:
+    if isinstance(work, InspectModel):
         from workers.compression.inspection import inspect_model
 
-        return inspect_model(spec["path"], format=spec.get("format"), **spec.get("load_options", {}))
-    if action == "inspect_dataset":
+        return InspectedEvent(info=inspect_model(work.path, **work.load.model_dump(exclude_none=True)))
+    if isinstance(work, InspectDataset):
         from workers.compression.inspection import inspect_dataset
 
-        return inspect_dataset(spec["path"])
-    if action == "run_recipe":
-        from workers.compression import MeasureSettings, run_recipe
+        return InspectedEvent(info=inspect_dataset(work.path))
+    from workers.compression.pipeline import Hooks, run
 
-        return run_recipe(
-            spec["model_path"],
-            spec["recipe"],
-            out_dir=spec["out_dir"],
-            data_path=spec.get("data_path"),
-            eval_data_path=spec.get("eval_data_path"),
-            load=spec.get("load_options"),
-            settings=MeasureSettings(**spec["measure"]),
+    report = run(
+        work.model_path,
+        work.recipe,
+        out_dir=work.out_dir,
+        data_path=work.data_path,
+        eval_data_path=work.eval_data_path,
+        load=work.load,
+        settings=work.measure,
+        hooks=Hooks(
             progress=channel.progress,
-            models=spec.get("models"),
-            checkpoint_dir=spec.get("checkpoint_dir"),
-            on_checkpoint=lambda path: channel.send(event="checkpoint", path=str(path)),
-            on_partial=lambda report: channel.send(event="partial", report=report),
-        )
-    raise ValueError(f"unknown action {action!r}")
+            on_checkpoint=lambda path: channel.send(CheckpointEvent(path=str(path))),
+            on_partial=lambda report: channel.send(PartialEvent(report=report)),
+        ),
+        models=work.models,
+        checkpoint_dir=work.checkpoint_dir,
+    )
+    return CompletedEvent(report=report)
 
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -88,29 +103,26 @@ def _clean(message: str, limit: int = 1500) -> str:
 def main(spec_path: str) -> int:
     channel = Channel()
     with open(spec_path) as f:
-        spec = json.load(f)
+        spec = Spec.model_validate_json(f.read())
     # a worker killed with SIGKILL must not leave its job running as an orphan
-    die_with_parent(signal.SIGKILL, spec["parent_pid"])
-    _limit_memory(spec.get("memory_limit_mb"))
+    die_with_parent(signal.SIGKILL, spec.parent_pid)
+    _limit_memory(spec.memory_limit_mb)
     try:
-        channel.send(event="result", data=_run(spec, channel))
+        channel.send(_run(spec.work, channel))
         return 0
     except MemoryError:
-        channel.send(event="error", code="resource_exhausted", message="the job ran out of memory")
+        channel.send(FailedEvent(code=JobErrorCode.RESOURCE_EXHAUSTED, message="the job ran out of memory"))
     except Exception as e:
-        from workers.compression.errors import EngineError
-
         if isinstance(e, EngineError):
             print(f"{e.code}: {e.message}", file=sys.stderr)
             # a failed run may still have measured what it made (a step's best candidate): the worker stores it
-            channel.send(event="error", code=e.code, message=_clean(e.message), results=e.report)
+            channel.send(FailedEvent(code=e.code, message=_clean(e.message), report=e.report))
         elif "can't allocate memory" in str(e) or "out of memory" in str(e).lower():
-            channel.send(
-                event="error", code="resource_exhausted", message=_clean(f"the job ran out of memory: {e}", 500)
-            )
+            message = _clean(f"the job ran out of memory: {e}", 500)
+            channel.send(FailedEvent(code=JobErrorCode.RESOURCE_EXHAUSTED, message=message))
         else:
             traceback.print_exc()
-            channel.send(event="error", code="internal", message=_clean(f"{type(e).__name__}: {e}"))
+            channel.send(FailedEvent(code=JobErrorCode.INTERNAL, message=_clean(f"{type(e).__name__}: {e}")))
     return 1
 
 

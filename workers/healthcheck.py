@@ -6,7 +6,7 @@ from __future__ import annotations
 import socket
 import sys
 
-from .celery_app import get_celery
+from app.store.broker import get_celery
 
 
 def main() -> int:

@@ -11,9 +11,9 @@ import os
 import socket
 import sys
 
-from app.config import get_settings
+from app.store.broker import CPU_QUEUE, GPU_QUEUE, get_celery
+from app.store.config import get_settings
 
-from .celery_app import CPU_QUEUE, GPU_QUEUE, get_celery
 from .hardware import worker_has_cuda
 
 

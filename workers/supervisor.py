@@ -1,10 +1,9 @@
 """Runs a child process (workers/child.py) under limits: resident memory, wall time, and a stop
-request (cancel, lost ownership). Reports what happened as an `Outcome`, never raises for the child's
+request (cancel, lost ownership). Reports what happened as an `ChildOutcome`, never raises for the child's
 sake, so the worker process itself survives anything the job does."""
 
 from __future__ import annotations
 
-import json
 import os
 import queue
 import signal
@@ -13,24 +12,37 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
+from pydantic import ValidationError
+
+from workers.compression.contract.errors import JobErrorCode
+from workers.compression.contract.protocol import (
+    EVENT,
+    CompletedEvent,
+    FailedEvent,
+    InspectedEvent,
+    Spec,
+    StopReason,
+    Work,
+)
+from workers.compression.contract.report import Report
 
 POLL_S = 0.1
 
 
 @dataclass
-class Outcome:
+class ChildOutcome:
     ok: bool
-    data: dict | None = None
+    report: Report | None = None  # a run's report; for a failed run, what it still measured
+    info: dict | None = None  # an inspection's findings
     code: str | None = None
     message: str | None = None
-    stopped: str | None = None  # why the supervisor killed it: memory, time, cancel, lost
+    stopped: StopReason | None = None  # why the supervisor killed it
     peak_rss_mb: float = 0.0
     log_tail: str = ""
-    events: list = field(default_factory=list)
 
 
 def _tree_rss(proc: psutil.Process) -> int:
@@ -61,20 +73,21 @@ def _tail(path: Path, n: int = 4000) -> str:
 
 
 def supervise(
-    spec: dict,
+    work: Work,
     workdir: Path,
     *,
     memory_limit_mb: int,
     time_limit_s: float,
-    on_event: Callable[[dict], None] = lambda e: None,
-    should_stop: Callable[[], str | None] = lambda: None,
+    on_event: Callable[[object], None] = lambda e: None,
+    should_stop: Callable[[], StopReason | None] = lambda: None,
     check_every_s: float = 0.5,
     env: dict | None = None,
-) -> Outcome:
+) -> ChildOutcome:
     """`should_stop` is polled every `check_every_s`; a non-None answer (the reason) kills the child."""
     workdir.mkdir(parents=True, exist_ok=True)
     spec_path, log_path = workdir / "spec.json", workdir / "child.log"
-    spec_path.write_text(json.dumps(dict(spec, memory_limit_mb=memory_limit_mb, parent_pid=os.getpid())))
+    spec = Spec(work=work, memory_limit_mb=memory_limit_mb, parent_pid=os.getpid())
+    spec_path.write_text(spec.model_dump_json())
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "workers.child", str(spec_path)],
@@ -90,7 +103,7 @@ def supervise(
     reader.start()
     ps = psutil.Process(proc.pid)
     deadline, next_check = time.monotonic() + time_limit_s, 0.0
-    outcome = Outcome(ok=False)
+    outcome = ChildOutcome(ok=False)
     limit = memory_limit_mb * 1024 * 1024
 
     def drain() -> None:
@@ -100,14 +113,15 @@ def supervise(
             except queue.Empty:
                 return
             try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            if event.get("event") == "result":
-                outcome.ok, outcome.data = True, event.get("data")
-            elif event.get("event") == "error":
-                outcome.code, outcome.message = event.get("code"), event.get("message")
-                outcome.data = event.get("results")
+                event = EVENT.validate_json(line)
+            except ValidationError:
+                continue  # not a protocol line: the child's fd 1 is stderr, so only a bug writes one
+            if isinstance(event, CompletedEvent):
+                outcome.ok, outcome.report = True, event.report
+            elif isinstance(event, InspectedEvent):
+                outcome.ok, outcome.info = True, event.info
+            elif isinstance(event, FailedEvent):
+                outcome.code, outcome.message, outcome.report = event.code, event.message, event.report
             else:
                 on_event(event)
 
@@ -115,9 +129,9 @@ def supervise(
         rss = _tree_rss(ps)
         outcome.peak_rss_mb = max(outcome.peak_rss_mb, rss / 2**20)
         if rss > limit:
-            outcome.stopped = "memory"
+            outcome.stopped = StopReason.MEMORY
         elif time.monotonic() > deadline:
-            outcome.stopped = "time"
+            outcome.stopped = StopReason.TIME
         elif time.monotonic() >= next_check:
             next_check = time.monotonic() + check_every_s
             outcome.stopped = should_stop()
@@ -129,20 +143,20 @@ def supervise(
     reader.join(timeout=5)
     drain()
     outcome.log_tail = _tail(log_path)
-    if outcome.stopped == "memory":
-        outcome.ok, outcome.code = False, "resource_exhausted"
+    if outcome.stopped == StopReason.MEMORY:
+        outcome.ok, outcome.code = False, JobErrorCode.RESOURCE_EXHAUSTED
         outcome.message = (
             f"the job used more than its memory limit of {memory_limit_mb} MB and was stopped; "
             "use a smaller model, batch or dataset, or a worker with more memory"
         )
-    elif outcome.stopped == "time":
-        outcome.ok, outcome.code = False, "timeout"
+    elif outcome.stopped == StopReason.TIME:
+        outcome.ok, outcome.code = False, JobErrorCode.TIMEOUT
         outcome.message = f"the job ran longer than its time limit of {time_limit_s:.0f} s and was stopped"
     elif outcome.stopped is None and not outcome.ok and outcome.code is None:
         rc = proc.returncode
         cause = f"signal {signal.Signals(-rc).name}" if rc < 0 else f"exit code {rc}"
         near_limit = outcome.peak_rss_mb > 0.9 * memory_limit_mb
-        outcome.code = "resource_exhausted" if near_limit else "worker_crashed"
+        outcome.code = JobErrorCode.RESOURCE_EXHAUSTED if near_limit else JobErrorCode.WORKER_CRASHED
         outcome.message = f"the job's process died ({cause}) without a result" + (
             f" near its memory limit of {memory_limit_mb} MB" if near_limit else ""
         )

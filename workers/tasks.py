@@ -16,24 +16,36 @@ from celery.signals import setup_logging, worker_process_init
 from sqlalchemy import delete, select
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
-from app.artifacts.tables import Artifact, Measurement
-from app.blobs import get_blob_store
-from app.config import get_settings
-from app.datasets.tables import Dataset
-from app.db import get_engine, session_factory, session_scope
-from app.jobs.state import add_event, claim, finish, heartbeat, stale_cutoff
-from app.jobs.tables import CANCELLED, FAILED, RUNNING, SUCCEEDED, Job
-from app.logs import configure_logging, job_id_var
-from app.models.tables import Model
-from app.uploads.tables import INVALID, PENDING, READY
-from workers.compression.recipe import parse_step
-from workers.compression.steps import METHODS
+from app.store.blobs import get_blob_store
+from app.store.broker import INSPECT_TASK, INSPECT_TIME_LIMIT_S, RUN_JOB_TASK, WEBHOOK_TASK, get_celery
+from app.store.config import get_settings
+from app.store.db import get_engine, session_factory, session_scope
+from app.store.job_state import add_event, claim, finish, heartbeat, stale_cutoff
+from app.store.logs import configure_logging, job_id_var
+from app.store.tables.artifacts import Artifact, Measurement
+from app.store.tables.datasets import Dataset
+from app.store.tables.jobs import CANCELLED, FAILED, RUNNING, SUCCEEDED, Job
+from app.store.tables.models import Model
+from app.store.tables.uploads import INVALID, PENDING, READY
+from workers.compression.contract.load import LoadOptions
+from workers.compression.contract.measure import MeasureSettings
+from workers.compression.contract.protocol import (
+    CheckpointEvent,
+    InspectDataset,
+    InspectModel,
+    LogEvent,
+    PartialEvent,
+    ProgressEvent,
+    RunRecipe,
+    StopReason,
+)
+from workers.compression.contract.recipe import METHODS, Recipe
+from workers.compression.contract.report import Report
 
 from . import webhooks
-from .celery_app import INSPECT_TASK, INSPECT_TIME_LIMIT_S, RUN_JOB_TASK, WEBHOOK_TASK, get_celery
 from .hardware import worker_has_cuda
 from .results import store_results
-from .supervisor import Outcome, supervise
+from .supervisor import ChildOutcome, supervise
 
 log = logging.getLogger("squeeze.worker")
 celery = get_celery()
@@ -82,21 +94,21 @@ def inspect_upload(self, kind: str, upload_id: str) -> None:
         if row is None or row.status != PENDING:
             return  # deleted, or inspected already (a redelivered message)
         path = str(get_blob_store().local_path(row.blob_key))
-        spec = (
-            {"action": "inspect_model", "path": path, "format": row.format, "load_options": row.load_options}
+        work = (
+            InspectModel(path=path, load=LoadOptions.model_validate({**(row.load_options or {}), "format": row.format}))
             if kind == "model"
-            else {"action": "inspect_dataset", "path": path}
+            else InspectDataset(path=path)
         )
     settings = get_settings()
     workdir = _workdir("inspect", upload_id)
-    outcome = supervise(spec, workdir, memory_limit_mb=settings.job_memory_limit_mb, time_limit_s=INSPECT_TIME_LIMIT_S)
+    outcome = supervise(work, workdir, memory_limit_mb=settings.job_memory_limit_mb, time_limit_s=INSPECT_TIME_LIMIT_S)
     shutil.rmtree(workdir, ignore_errors=True)
     with session_scope() as session:
         row = session.get(table, upload_id)
         if row is None or row.status != PENDING:
             return
         if outcome.ok:
-            row.status, row.info = READY, outcome.data
+            row.status, row.info = READY, outcome.info
         else:
             row.status, row.error_code, row.error_message = INVALID, outcome.code, outcome.message
     log.info("%s %s inspected: %s", kind, upload_id, "ready" if outcome.ok else outcome.code)
@@ -116,14 +128,14 @@ class JobWatch:
         self.progress: float | None = None
         self.dirty = False
         self.last_event_progress = -1.0
-        # what a search step has found so far (the job's results shape, engine file names): shown while the
-        # job runs, and stored with its artifacts if the job is cancelled or stopped before it finishes
-        self.partial: dict | None = None
+        # what a search step has found so far (engine file names): shown while the job runs, and stored with
+        # its artifacts if the job is cancelled or stopped before it finishes
+        self.partial: Report | None = None
         self.partial_unsaved = False
 
-    def on_event(self, event: dict) -> None:
-        if event.get("event") == "progress":
-            self.progress, stage = event["progress"], event.get("stage")
+    def on_event(self, event: ProgressEvent | LogEvent | CheckpointEvent | PartialEvent) -> None:
+        if isinstance(event, ProgressEvent):
+            self.progress, stage = event.progress, event.stage
             if stage != self.stage:
                 self.stage = stage
                 add_event(self.session, self.job_id, "stage", {"stage": stage, "progress": self.progress})
@@ -134,16 +146,16 @@ class JobWatch:
                 return
             self.last_event_progress = self.progress
             self.dirty = True
-        elif event.get("event") == "log":
-            add_event(self.session, self.job_id, "log", {"message": str(event.get("message"))[:2000]})
+        elif isinstance(event, LogEvent):
+            add_event(self.session, self.job_id, "log", {"message": event.message[:2000]})
             self.dirty = True
-        elif event.get("event") == "checkpoint":
-            save_checkpoint(self.job_id, Path(event["path"]))
-        elif event.get("event") == "partial" and isinstance(event.get("report"), dict):
-            self.partial, self.partial_unsaved, self.dirty = event["report"], True, True
+        elif isinstance(event, CheckpointEvent):
+            save_checkpoint(self.job_id, Path(event.path))
+        elif isinstance(event, PartialEvent):
+            self.partial, self.partial_unsaved, self.dirty = event.report, True, True
             add_event(self.session, self.job_id, "front", {"front": front_summary(self.partial)})
 
-    def should_stop(self) -> str | None:
+    def should_stop(self) -> StopReason | None:
         try:
             return self._check()
         except SQLAlchemyError as e:  # the store is briefly unreachable: keep the job running, beat later
@@ -151,43 +163,41 @@ class JobWatch:
             log.warning("heartbeat failed: %s", e)
             return None
 
-    def _check(self) -> str | None:
+    def _check(self) -> StopReason | None:
         now = time.monotonic()
         if self.dirty or now - self.last_beat >= self.heartbeat_s:
             self.dirty, self.last_beat = False, now
-            results = self.partial if self.partial_unsaved else None
+            results = self.partial.model_dump(mode="json") if self.partial and self.partial_unsaved else None
             if not heartbeat(self.session, self.job_id, self.worker, self.progress, self.stage, results):
-                return "lost"
+                return StopReason.LOST
             self.partial_unsaved = False
         self.session.expire_all()
         job = self.session.get(Job, self.job_id)
         if job is None or job.status != RUNNING or job.worker != self.worker:
-            return "lost"
-        return "cancel" if job.cancel_requested else None
+            return StopReason.LOST
+        return StopReason.CANCEL if job.cancel_requested else None
 
     def close(self) -> None:
         self.session.commit()
         self.session.close()
 
 
-def front_summary(report: dict) -> list[dict]:
+def front_summary(report: Report) -> list[dict]:
     """The front of a search so far, a line per member, for the job's event stream."""
-    rows = []
-    for step in report.get("steps", []):
-        for member in step.get("front", []):
-            rows.append(
-                {
-                    "label": (member.get("details") or {}).get("label"),
-                    "runtime": member["measurement"].get("runtime"),
-                    "accuracy": member["measurement"].get("accuracy"),
-                    "agreement": member["measurement"].get("agreement"),
-                    "speedup_b1": member.get("speedup_b1"),
-                    "speedup_bN": member.get("speedup_bN"),
-                    "size_ratio": member.get("size_ratio"),
-                    "recommended": member.get("recommended", False),
-                }
-            )
-    return rows
+    return [
+        {
+            "label": (member.details or {}).get("label"),
+            "runtime": member.measurement.runtime,
+            "accuracy": member.measurement.accuracy,
+            "agreement": member.measurement.agreement,
+            "speedup_b1": member.speedup_b1,
+            "speedup_bN": member.speedup_bN,
+            "size_ratio": member.size_ratio,
+            "recommended": bool(member.recommended),
+        }
+        for step in report.steps
+        for member in step.front or []
+    ]
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -226,38 +236,38 @@ def drop_checkpoints(job_id: str) -> None:
         log.exception("removing the checkpoints of %s failed", job_id)
 
 
-def _job_spec(session, job: Job, out_dir: Path, device: str, checkpoint_dir: Path) -> dict:
+def _job_work(session, job: Job, out_dir: Path, device: str, checkpoint_dir: Path) -> RunRecipe:
     settings, store = get_settings(), get_blob_store()
     model = session.get(Model, job.model_id)
+    recipe = Recipe.model_validate(job.recipe)  # validated at submission; stored as its JSON
     # other models the recipe names (a distillation student), checked for ownership at submission
     referenced = {}
-    for step in job.recipe["steps"]:
-        for ref in METHODS[step["method"]].references(parse_step(step)):
+    for step in recipe.steps:
+        for ref in METHODS[step.method].references(step):
             if (row := session.get(Model, ref)) is not None:  # deleted since: the step says it is missing
                 referenced[ref] = str(store.local_path(row.blob_key))
 
     def dataset_path(dataset_id: str | None) -> str | None:
         return str(store.local_path(session.get(Dataset, dataset_id).blob_key)) if dataset_id else None
 
-    return {
-        "action": "run_recipe",
-        "model_path": str(store.local_path(model.blob_key)),
-        "recipe": job.recipe,
-        "out_dir": str(out_dir),
-        "data_path": dataset_path(job.dataset_id),
-        "eval_data_path": dataset_path(job.eval_dataset_id),
-        "load_options": dict(model.load_options or {}, format=model.format),
-        "models": referenced,
-        "checkpoint_dir": str(checkpoint_dir),
-        "measure": {
-            "batch": settings.measure_batch,
-            "threads": settings.threads,
-            "device": device,
-            "rounds": settings.measure_rounds,
-            "seconds_per_model": settings.measure_seconds,
-            "eval_samples": settings.measure_eval_samples,
-        },
-    }
+    return RunRecipe(
+        model_path=str(store.local_path(model.blob_key)),
+        recipe=recipe,
+        out_dir=str(out_dir),
+        data_path=dataset_path(job.dataset_id),
+        eval_data_path=dataset_path(job.eval_dataset_id),
+        load=LoadOptions.model_validate({**(model.load_options or {}), "format": model.format}),
+        models=referenced,
+        checkpoint_dir=str(checkpoint_dir),
+        measure=MeasureSettings(
+            batch=settings.measure_batch,
+            threads=settings.threads,
+            device=device,
+            rounds=settings.measure_rounds,
+            seconds_per_model=settings.measure_seconds,
+            eval_samples=settings.measure_eval_samples,
+        ),
+    )
 
 
 @celery.task(name=RUN_JOB_TASK, bind=True, acks_late=True, reject_on_worker_lost=True, **STORE_RETRY)
@@ -291,14 +301,14 @@ def run_job(self, job_id: str) -> None:
             job.device_used = device
             session.commit()
             workdir = _workdir("jobs", job_id, f"attempt{job.attempts}")
-            spec = _job_spec(session, job, workdir / "out", device, workdir / "checkpoints")
+            work = _job_work(session, job, workdir / "out", device, workdir / "checkpoints")
         if restored := restore_checkpoints(job_id, workdir / "checkpoints"):
             log.info("resuming from checkpoints %s", restored)
         log.info("job started on %s (attempt %d)", device, job.attempts)
         watch = JobWatch(job_id, worker, settings.heartbeat_interval_s)
         try:
             outcome = supervise(
-                spec,
+                work,
                 workdir,
                 memory_limit_mb=settings.job_memory_limit_mb,
                 time_limit_s=settings.job_time_limit_s,
@@ -313,14 +323,14 @@ def run_job(self, job_id: str) -> None:
         job_id_var.reset(token)
 
 
-def _replace_results(session, job_id: str, report: dict, out_dir: Path) -> dict:
+def _replace_results(session, job_id: str, report: Report, out_dir: Path) -> dict:
     """Stores the run's artifacts and measurements; a retried job replaces whatever an earlier attempt stored."""
     session.execute(delete(Measurement).where(Measurement.job_id == job_id))
     session.execute(delete(Artifact).where(Artifact.job_id == job_id))
     return store_results(session, session.get(Job, job_id), report, out_dir)
 
 
-def _stored_partial(session, job_id: str, partial: dict | None, out_dir: Path) -> dict | None:
+def _stored_partial(session, job_id: str, partial: Report | None, out_dir: Path) -> dict | None:
     """What a search found before the job was cancelled or stopped, stored with its artifacts."""
     if not partial:
         return None
@@ -332,12 +342,12 @@ def _stored_partial(session, job_id: str, partial: dict | None, out_dir: Path) -
         return None
 
 
-def _conclude(job_id: str, worker: str, outcome: Outcome, out_dir: Path, partial: dict | None = None) -> None:
+def _conclude(job_id: str, worker: str, outcome: ChildOutcome, out_dir: Path, partial: Report | None = None) -> None:
     with session_factory()() as session:
-        if outcome.stopped == "lost":
+        if outcome.stopped == StopReason.LOST:
             log.warning("job taken over or ended elsewhere; this worker's result is dropped")
             return
-        if outcome.stopped == "cancel":
+        if outcome.stopped == StopReason.CANCEL:
             results = _stored_partial(session, job_id, partial, out_dir)
             # a running job's results hold the search's progress: a cancelled one keeps only what was stored
             ended = finish(
@@ -350,7 +360,7 @@ def _conclude(job_id: str, worker: str, outcome: Outcome, out_dir: Path, partial
             )
         elif outcome.ok:
             try:
-                results = _replace_results(session, job_id, outcome.data, out_dir)
+                results = _replace_results(session, job_id, outcome.report, out_dir)
             except Exception as e:
                 log.exception("storing results failed")
                 session.rollback()
@@ -368,7 +378,7 @@ def _conclude(job_id: str, worker: str, outcome: Outcome, out_dir: Path, partial
             message = outcome.message or "the job failed"
             # what the failed run measured (a step's best candidate, the earlier steps), or what a search had
             # found when the job was stopped (time limit), is kept
-            results = _stored_partial(session, job_id, outcome.data or partial, out_dir)
+            results = _stored_partial(session, job_id, outcome.report or partial, out_dir)
             ended = finish(
                 session,
                 job_id,
@@ -398,7 +408,7 @@ def _send_webhook(job_id: str, attempt: int) -> None:
 @celery.task(name=WEBHOOK_TASK, acks_late=True)
 def deliver_webhook(job_id: str, attempt: int) -> None:
     with session_scope() as session:
-        from app.jobs.tables import WebhookDelivery
+        from app.store.tables.jobs import WebhookDelivery
 
         if session.scalar(
             select(WebhookDelivery.id).where(WebhookDelivery.job_id == job_id, WebhookDelivery.delivered.is_(True))

@@ -4,11 +4,12 @@ from fastapi import APIRouter
 from fastapi.responses import FileResponse, StreamingResponse
 from sqlalchemy import select
 
-from ..blobs import get_blob_store
+from app.store.blobs import get_blob_store
+from app.store.tables.artifacts import Artifact, Measurement
+
 from ..dependencies import SessionDep, TenantDep, get_owned
 from ..errors import ApiError
 from .schemas import ArtifactOut
-from .tables import Artifact, Measurement
 
 router = APIRouter(prefix="/v1/artifacts", tags=["artifacts"])
 

@@ -8,8 +8,8 @@ import secrets
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ..db import new_id, utcnow
-from .tables import ApiKey, Tenant
+from app.store.db import new_id, utcnow
+from app.store.tables.auth import ApiKey, Tenant
 
 DEFAULT_TENANT = "default"
 

@@ -4,7 +4,7 @@ from functools import lru_cache
 
 from fastapi import APIRouter
 
-from workers.compression.steps import catalogue
+from workers.compression.contract.recipe import catalogue
 
 router = APIRouter(prefix="/v1/methods", tags=["methods"])
 

@@ -4,10 +4,11 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import or_, select
 
-from workers.compression.formats.detect import detect_dataset_format
+from app.store.blobs import get_blob_store
+from app.store.config import get_settings
+from app.store.tables.datasets import Dataset
+from workers.compression.contract.sniff import detect_dataset_format
 
-from ..blobs import get_blob_store
-from ..config import get_settings
 from ..dependencies import SessionDep, TenantDep, get_owned
 from ..errors import ApiError
 from ..pagination import Page, PageParams, page_params, paginate
@@ -15,7 +16,6 @@ from ..queue import enqueue_inspection
 from ..uploads.service import delete_upload, record_upload, sniff
 from ..uploads.stream import receive_upload
 from .schemas import DatasetOut
-from .tables import Dataset
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
@@ -51,7 +51,7 @@ def read_dataset(dataset_id: str, session: SessionDep, tenant: TenantDep) -> Dat
 
 @router.delete("/{dataset_id}", status_code=204)
 def remove_dataset(dataset_id: str, session: SessionDep, tenant: TenantDep) -> None:
-    from ..jobs.tables import Job
+    from app.store.tables.jobs import Job
 
     row = get_dataset(session, tenant, dataset_id)
     used = select(Job.id).where(or_(Job.dataset_id == row.id, Job.eval_dataset_id == row.id)).limit(1)

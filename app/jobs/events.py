@@ -11,8 +11,8 @@ from fastapi import Request
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
 
-from ..db import session_factory
-from .tables import TERMINAL, Job, JobEvent
+from app.store.db import session_factory
+from app.store.tables.jobs import TERMINAL, Job, JobEvent
 
 POLL_S = 0.5
 KEEPALIVE_S = 15.0

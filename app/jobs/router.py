@@ -8,17 +8,20 @@ from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
 from sqlalchemy import select
 
+from app.store.tables.artifacts import Artifact
+from app.store.tables.jobs import STATUSES, Job
+from workers.compression.contract.recipe import describe_validation_error
+
 from ..artifacts.schemas import ArtifactOut
-from ..artifacts.tables import Artifact
 from ..dependencies import SessionDep, TenantDep, get_owned
 from ..errors import ApiError, describe_validation
 from ..pagination import Page, PageParams, page_params, paginate
 from . import service
 from .events import event_stream
 from .schemas import JobIn, JobOut, JobSummary
-from .tables import STATUSES, Job
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+RECIPE_SHAPE = 'a recipe is a JSON object like {"steps": [{"method": "quantize", "scheme": "fp16"}]}'
 
 
 def get_job(session, tenant, job_id: str) -> Job:
@@ -30,6 +33,13 @@ def job_out(session, job: Job) -> JobOut:
     return JobOut.of(job, artifacts=[ArtifactOut.of(a) for a in artifacts])
 
 
+def body_schemas() -> dict[str, dict]:
+    """JobIn and every schema it refers to (the recipe's step union), for the OpenAPI components: the body
+    is read by `job_body`, not by FastAPI, so FastAPI does not collect them itself."""
+    schema = JobIn.model_json_schema(ref_template="#/components/schemas/{model}")
+    return {**schema.pop("$defs", {}), "JobIn": schema}
+
+
 async def job_body(request: Request) -> JobIn:
     """The body is read as JSON whatever its Content-Type says: `curl -d '{...}'` sends
     application/x-www-form-urlencoded, and refusing that would only confuse."""
@@ -38,9 +48,15 @@ async def job_body(request: Request) -> JobIn:
         data = json.loads(raw)
     except ValueError:
         raise ApiError(400, "malformed_json", "the request body is not valid JSON") from None
+    if isinstance(data, dict) and not isinstance(data.get("recipe", {}), dict):
+        raise ApiError(422, "invalid_recipe", RECIPE_SHAPE)
     try:
         return JobIn.model_validate(data)
     except ValidationError as e:
+        # the recipe is parsed here, once: its errors say where in the recipe, under their own code
+        recipe = [dict(err, loc=err["loc"][1:]) for err in e.errors() if err["loc"][:1] == ("recipe",)]
+        if recipe:
+            raise ApiError(422, "invalid_recipe", describe_validation_error(recipe)) from None
         raise ApiError(422, "invalid_request", describe_validation(e.errors())) from None
 
 
@@ -51,9 +67,7 @@ async def job_body(request: Request) -> JobIn:
     openapi_extra={
         "requestBody": {
             "required": True,
-            "content": {
-                "application/json": {"schema": JobIn.model_json_schema(ref_template="#/components/schemas/{model}")}
-            },
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/JobIn"}}},
         }
     },
 )

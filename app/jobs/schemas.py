@@ -5,6 +5,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl
 
+from workers.compression.contract.recipe import Recipe
+from workers.compression.contract.report import Report
+
 from ..artifacts.schemas import ArtifactOut
 from ..schemas import ErrorBody, RowOut
 
@@ -15,10 +18,17 @@ class JobIn(BaseModel):
     model_id: str = Field(max_length=40)
     dataset_id: str | None = Field(None, max_length=40, description="calibration / training data")
     eval_dataset_id: str | None = Field(None, max_length=40, description="measured on; default: dataset_id")
-    recipe: dict[str, Any] = Field(description='{"steps": [{"method": ..., ...}, ...]}; see GET /v1/methods')
+    recipe: Recipe = Field(description='{"steps": [{"method": ..., ...}, ...]}; see GET /v1/methods')
     device: Literal["auto", "cpu", "cuda"] = "auto"
     name: str | None = Field(None, max_length=300)
     callback_url: HttpUrl | None = Field(None, description="receives a signed POST when the job ends")
+
+
+class PartialResults(BaseModel):
+    """What a running or cancelled job holds before (or instead of) a full report: `{}` when a cancelled
+    search had nothing stored yet."""
+
+    model_config = ConfigDict(extra="forbid")
 
 
 class JobSummary(RowOut):
@@ -41,14 +51,18 @@ class JobOut(JobSummary):
 
     dataset_id: str | None
     eval_dataset_id: str | None
-    recipe: dict[str, Any]
+    # stored rows that an older version wrote still read, as plain JSON, rather than fail the request
+    recipe: Recipe | dict[str, Any] = Field(union_mode="left_to_right")
     device_used: str | None
     queue: str
     attempts: int
     worker: str | None
     cancel_requested: bool
     callback_url: str | None
-    results: dict[str, Any] | None
+    results: Report | PartialResults | dict[str, Any] | None = Field(
+        union_mode="left_to_right",
+        description="the report once the job has ended (or a search's front so far, with partial: true)",
+    )
     artifacts: list[ArtifactOut] = []
     started_at: datetime | None
     updated_at: datetime

@@ -10,24 +10,23 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from workers.compression.errors import RecipeError
-from workers.compression.formats.kinds import ModelFormat
-from workers.compression.recipe import check_recipe, parse_recipe
-from workers.compression.steps import METHODS
-from workers.webhooks import url_problem
+from app.store.callback_urls import url_problem
+from app.store.config import get_settings
+from app.store.db import new_id, utcnow
+from app.store.job_state import add_event, finish, status_event
+from app.store.tables.auth import Tenant
+from app.store.tables.datasets import Dataset
+from app.store.tables.jobs import CANCELLED, FAILED, QUEUED, RUNNING, TERMINAL, Job
+from app.store.tables.models import Model
+from app.store.tables.uploads import INVALID, PENDING
+from workers.compression.contract.errors import RecipeError
+from workers.compression.contract.formats import ModelFormat
+from workers.compression.contract.recipe import METHODS, check_recipe
 
-from ..auth.tables import Tenant
-from ..config import get_settings
-from ..datasets.tables import Dataset
-from ..db import new_id, utcnow
 from ..dependencies import get_owned
 from ..errors import ApiError
-from ..models.tables import Model
 from ..queue import enqueue_job, queue_for
-from ..uploads.tables import INVALID, PENDING
 from .schemas import JobIn
-from .state import add_event, finish, status_event
-from .tables import CANCELLED, FAILED, QUEUED, RUNNING, TERMINAL, Job
 
 
 def _check_ready(row, kind: str) -> None:
@@ -96,8 +95,8 @@ def submit(session: Session, tenant: Tenant, body: JobIn, idempotency_key: str |
         datasets[dataset_id] = get_owned(session, Dataset, tenant, dataset_id, "dataset")
         _check_ready(datasets[dataset_id], "dataset")
     data_info = (datasets[body.dataset_id].info or {}) if body.dataset_id else None
+    recipe = body.recipe
     try:
-        recipe = parse_recipe(body.recipe)
         check_recipe(
             recipe,
             ModelFormat(model.format),

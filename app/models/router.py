@@ -4,10 +4,11 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
 
-from workers.compression.formats.detect import detect_format
+from app.store.blobs import get_blob_store
+from app.store.config import get_settings
+from app.store.tables.models import Model
+from workers.compression.contract.sniff import detect_format
 
-from ..blobs import get_blob_store
-from ..config import get_settings
 from ..dependencies import SessionDep, TenantDep, get_owned
 from ..errors import ApiError
 from ..pagination import Page, PageParams, page_params, paginate
@@ -15,7 +16,6 @@ from ..queue import enqueue_inspection
 from ..uploads.service import delete_upload, record_upload, sniff
 from ..uploads.stream import receive_upload
 from .schemas import ModelForm, ModelOut
-from .tables import Model
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
@@ -66,7 +66,7 @@ def read_model(model_id: str, session: SessionDep, tenant: TenantDep) -> ModelOu
 
 @router.delete("/{model_id}", status_code=204)
 def remove_model(model_id: str, session: SessionDep, tenant: TenantDep) -> None:
-    from ..jobs.tables import Job
+    from app.store.tables.jobs import Job
 
     row = get_model(session, tenant, model_id)
     if session.scalar(select(Job.id).where(Job.model_id == row.id).limit(1)):

@@ -9,10 +9,9 @@ from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from sqlalchemy import case, func, select
 
-from workers.celery_app import CPU_QUEUE, GPU_QUEUE, get_celery
-
-from ..db import session_factory
-from ..jobs.tables import STATUSES, Job
+from app.store.broker import CPU_QUEUE, GPU_QUEUE, get_celery
+from app.store.db import session_factory
+from app.store.tables.jobs import STATUSES, Job
 
 log = logging.getLogger("squeeze.metrics")
 DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600)

@@ -6,10 +6,10 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
-from workers.celery_app import get_celery
+from app.store.blobs import get_blob_store
+from app.store.broker import get_celery
+from app.store.db import get_engine
 
-from ..blobs import get_blob_store
-from ..db import get_engine
 from .metrics import registry
 
 router = APIRouter(tags=["operations"])

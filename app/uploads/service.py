@@ -8,13 +8,13 @@ from collections.abc import Callable
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from workers.compression.errors import UnsupportedFormatError
+from app.store.blobs import BlobStore
+from app.store.db import new_id
+from app.store.tables.uploads import INVALID
+from workers.compression.contract.errors import UnsupportedFormatError
 
-from ..blobs import BlobStore
-from ..db import new_id
 from ..errors import ApiError
 from .stream import ReceivedUpload
-from .tables import INVALID
 
 # why the bytes were refused -> HTTP status: unsupported kinds are 415, broken files 400
 SNIFF_STATUS = {"pickle_refused": 415, "unsupported_format": 415, "empty_file": 400, "corrupt_archive": 400}
@@ -64,9 +64,9 @@ def mark_unqueued(session: Session, row, error: Exception) -> ApiError:
 
 
 def blob_in_use(session: Session, key: str) -> bool:
-    from ..artifacts.tables import Artifact
-    from ..datasets.tables import Dataset
-    from ..models.tables import Model
+    from app.store.tables.artifacts import Artifact
+    from app.store.tables.datasets import Dataset
+    from app.store.tables.models import Model
 
     return any(
         session.scalar(select(func.count()).select_from(t).where(t.blob_key == key)) for t in (Model, Dataset, Artifact)

@@ -15,7 +15,8 @@ from fastapi import Request
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect
 
-from ..blobs import BlobStore
+from app.store.blobs import BlobStore
+
 from ..errors import ApiError
 
 MAX_FIELD_BYTES = 64 * 1024

@@ -1,6 +1,6 @@
 """`squeeze`: the command line, built on the SDK.
 
-    squeeze models upload FILE [--name N] [--input-shape '[1,3,224,224]']
+    squeeze models upload FILE [--name N] [--input-shape '[1,3,224,224]'] [--arch A [--arch-kwargs JSON]]
     squeeze datasets upload FILE [--name N]
     squeeze jobs submit --model ID (--recipe FILE | --preset NAME) [--dataset ID] [--wait]
     squeeze jobs watch ID | jobs list [--status S] | jobs show ID | jobs cancel ID
@@ -45,6 +45,8 @@ def _parser() -> argparse.ArgumentParser:
         if kind == "models":
             up.add_argument("--input-shape", help="JSON list, e.g. '[1, 3, 224, 224]'")
             up.add_argument("--format")
+            up.add_argument("--arch", help="safetensors weights: a torchvision name (resnet18) or timm:NAME")
+            up.add_argument("--arch-kwargs", metavar="JSON", help="its arguments, e.g. '{\"num_classes\": 10}'")
         up.add_argument("--no-wait", action="store_true", help="return at once, status pending")
         g.add_parser("list")
         show = g.add_parser("show")
@@ -94,6 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     except SqueezeError as e:
         print(f"error ({e.code}): {e.message}", file=sys.stderr)
         return EXIT_REFUSED
+    except _UsageError as e:
+        print(f"error (bad_usage): {e}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
 
@@ -108,11 +113,14 @@ def _run(client: Client, args) -> int:
             progress = not args.json and sys.stderr.isatty()
             if group == "models":
                 shape = json.loads(args.input_shape) if args.input_shape else None
+                arch_kwargs = _json_object("--arch-kwargs", args.arch_kwargs)
                 row = client.upload_model(
                     args.file,
                     name=args.name,
                     input_shape=shape,
                     format=args.format,
+                    arch=args.arch,
+                    arch_kwargs=arch_kwargs,
                     wait=not args.no_wait,
                     progress=progress,
                 )
@@ -164,6 +172,23 @@ def _run(client: Client, args) -> int:
     methods = client.methods()
     _out(args, methods, lambda: "\n".join(f"{m['method']:<10} {m['description'].splitlines()[0]}" for m in methods))
     return 0
+
+
+def _json_object(option: str, text: str | None) -> dict | None:
+    """An option's JSON object, or None when the option is absent; anything else is a usage error."""
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise _UsageError(f"{option}: not valid JSON ({e})") from None
+    if not isinstance(value, dict):
+        raise _UsageError(f"{option}: expected a JSON object such as '{{\"num_classes\": 10}}', got {text!r}")
+    return value
+
+
+class _UsageError(Exception):
+    pass
 
 
 def _read_recipe(path: Path) -> dict:

@@ -9,6 +9,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 
@@ -17,6 +18,7 @@ from .errors import ChecksumMismatch, ConnectionFailed, JobFailed, SqueezeError,
 RETRY_STATUS = {502, 503, 504}
 TERMINAL = {"succeeded", "failed", "cancelled"}
 CHUNK = 1 << 20
+T = TypeVar("T")
 
 
 class Client:
@@ -57,24 +59,28 @@ class Client:
 
     def request(self, method: str, path: str, *, body: Callable[[], dict] | None = None, **kwargs) -> httpx.Response:
         """One call with retries. `body` makes fresh keyword arguments per attempt (an upload reopens its file)."""
-        for attempt in range(self.retries + 1):
+
+        def attempt() -> httpx.Response:
+            return _raise_for_status(self.http.request(method, path, **(body() if body else {}), **kwargs))
+
+        return self._with_retries(attempt, failure=f"cannot reach {self.url}")
+
+    def _with_retries(self, attempt: Callable[[], T], *, failure: str) -> T:
+        """Runs `attempt` until it returns, at most `retries` + 1 times: the one retry loop of the client.
+        Transport errors and 502/503/504 (raised by `_raise_for_status`) are retried after a back-off with
+        jitter that honours Retry-After; other errors (4xx above all) propagate at once. After the last try
+        a transport error raises ConnectionFailed (`failure: error`), a 5xx its typed error."""
+        for n in range(self.retries + 1):
             try:
-                response = self.http.request(method, path, **(body() if body else {}), **kwargs)
+                return attempt()
             except httpx.TransportError as e:
-                if attempt == self.retries:
-                    raise ConnectionFailed(f"cannot reach {self.url}: {e}", code="connection_failed") from None
-                self._sleep(attempt, None)
-                continue
-            if response.status_code in RETRY_STATUS and attempt < self.retries:
-                self._sleep(attempt, response.headers.get("retry-after"))
-                continue
-            if response.status_code >= 400:
-                try:
-                    payload = response.json()
-                except ValueError:
-                    payload = None
-                raise from_response(response.status_code, payload)
-            return response
+                if n == self.retries:
+                    raise ConnectionFailed(f"{failure}: {e}", code="connection_failed") from None
+                self._sleep(n, None)
+            except _Retryable as e:
+                if n == self.retries:
+                    raise from_response(e.status, e.payload) from None
+                self._sleep(n, e.retry_after)
         raise AssertionError("unreachable")
 
     def _sleep(self, attempt: int, retry_after: str | None) -> None:
@@ -105,11 +111,21 @@ class Client:
         name: str | None = None,
         input_shape: list[int] | None = None,
         format: str | None = None,
+        arch: str | None = None,
+        arch_kwargs: dict | None = None,
         wait: bool = True,
         progress: bool = False,
     ) -> Model:
-        """Uploads a model file; by default waits until a worker has inspected it (ready or invalid)."""
-        fields = {"name": name, "format": format, "input_shape": json.dumps(input_shape) if input_shape else None}
+        """Uploads a model file; by default waits until a worker has inspected it (ready or invalid).
+        Safetensors weights need `arch` (a torchvision name such as "resnet18", or "timm:NAME") and, when
+        the architecture takes any, its constructor's `arch_kwargs` (e.g. {"num_classes": 10})."""
+        fields = {
+            "name": name,
+            "format": format,
+            "input_shape": json.dumps(input_shape) if input_shape else None,
+            "arch": arch,
+            "arch_kwargs": json.dumps(arch_kwargs) if arch_kwargs is not None else None,
+        }
         model = Model(self, self._upload("models", path, fields, progress))
         return model.wait() if wait else model
 
@@ -314,36 +330,30 @@ class Artifact(_Resource):
         if target.is_dir():
             target = target / self.data["filename"]
         partial = target.with_name(target.name + ".part")
-        for attempt in range(self.client.retries + 1):
-            digest = hashlib.sha256()
-            try:
-                with self.client.http.stream("GET", f"/v1/artifacts/{self.id}/download") as response:
-                    if response.status_code >= 400:
-                        response.read()
-                        if response.status_code in {502, 503, 504} and attempt < self.client.retries:
-                            self.client._sleep(attempt, None)
-                            continue
-                        raise from_response(response.status_code, _json(response))
-                    bar = (
-                        _bar(int(response.headers.get("content-length", 0)) or None, target.name) if progress else None
-                    )
+
+        def attempt() -> str:
+            digest = hashlib.sha256()  # afresh per attempt: a retry rewrites the partial file from its start
+            with self.client.http.stream("GET", f"/v1/artifacts/{self.id}/download") as response:
+                _raise_for_status(response)
+                size = int(response.headers.get("content-length", 0)) or None
+                bar = _bar(size, target.name) if progress else None
+                try:
                     with open(partial, "wb") as out:
                         for chunk in response.iter_bytes(CHUNK):
                             digest.update(chunk)
                             out.write(chunk)
                             if bar is not None:
                                 bar.update(len(chunk))
+                finally:
                     if bar is not None:
                         bar.close()
-                break
-            except httpx.TransportError as e:
-                if attempt == self.client.retries:
-                    raise ConnectionFailed(f"download of {self.id} failed: {e}", code="connection_failed") from None
-                self.client._sleep(attempt, None)
-        if digest.hexdigest() != self.sha256:
+            return digest.hexdigest()
+
+        got = self.client._with_retries(attempt, failure=f"download of {self.id} failed")
+        if got != self.sha256:
             partial.unlink(missing_ok=True)
             raise ChecksumMismatch(
-                f"downloaded bytes hash to {digest.hexdigest()}, the artifact is {self.sha256}",
+                f"downloaded bytes hash to {got}, the artifact is {self.sha256}",
                 code="checksum_mismatch",
             )
         partial.replace(target)
@@ -355,3 +365,23 @@ def _json(response: httpx.Response):
         return response.json()
     except ValueError:
         return None
+
+
+class _Retryable(Exception):
+    """A 502/503/504 answer, raised inside an attempt so that `Client._with_retries` tries again."""
+
+    def __init__(self, status: int, payload, retry_after: str | None):
+        super().__init__(f"HTTP {status}")
+        self.status, self.payload, self.retry_after = status, payload, retry_after
+
+
+def _raise_for_status(response: httpx.Response) -> httpx.Response:
+    """Returns a successful response; raises _Retryable for 502/503/504 and the typed error for any other
+    error status. A streamed error response is read (it is small) so its JSON error can be decoded."""
+    if response.status_code < 400:
+        return response
+    response.read()
+    payload = _json(response)
+    if response.status_code in RETRY_STATUS:
+        raise _Retryable(response.status_code, payload, response.headers.get("retry-after"))
+    raise from_response(response.status_code, payload)

@@ -4,35 +4,37 @@
     report = run_recipe("model.pt2", {"steps": [{"method": "quantize", "scheme": "int8_dynamic"}]},
                         data_path="digits.npz", out_dir="out/")
 
-Exports resolve lazily: errors, format detection, recipes and the catalogue are torch-free (the API
-process uses them); everything else imports PyTorch on first use.
+Exports resolve lazily: errors, format detection, recipes, the report and the catalogue are the
+torch-free contract (`contract/`, which the API process uses); everything else imports PyTorch on first
+use.
 """
 
 from ._lazy import lazy_exports
 
 _EXPORTS = {
-    "EngineError": "errors",
-    "InvalidDatasetError": "errors",
-    "InvalidModelError": "errors",
-    "RecipeError": "errors",
-    "StepFailedError": "errors",
-    "UnsupportedFormatError": "errors",
-    "ModelFormat": "formats",
-    "detect_format": "formats",
+    "EngineError": "contract.errors",
+    "InvalidDatasetError": "contract.errors",
+    "InvalidModelError": "contract.errors",
+    "RecipeError": "contract.errors",
+    "StepFailedError": "contract.errors",
+    "UnsupportedFormatError": "contract.errors",
+    "ModelFormat": "contract.formats",
+    "detect_format": "contract.sniff",
     "InputSpec": "formats",
     "LoadedModel": "formats",
     "load_model": "formats",
     "save_model": "formats",
     "Dataset": "data",
     "load_dataset": "data",
-    "Measurement": "measure",
-    "MeasureSettings": "measure",
+    "Measurement": "contract.measure",
+    "MeasureSettings": "contract.measure",
     "measure_models": "measure",
-    "METHODS": "steps",
-    "catalogue": "steps",
-    "Recipe": "recipe",
-    "parse_recipe": "recipe",
-    "LoadOptions": "pipeline",
+    "METHODS": "contract.recipe",
+    "catalogue": "contract.recipe",
+    "Recipe": "contract.recipe",
+    "parse_recipe": "contract.recipe",
+    "LoadOptions": "contract.load",
+    "Report": "contract.report",
     "run_recipe": "pipeline",
 }
 __all__ = sorted(_EXPORTS)

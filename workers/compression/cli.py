@@ -8,11 +8,12 @@ import sys
 import time
 from pathlib import Path
 
-from .errors import EngineError
+from .contract.errors import EngineError
+from .contract.load import LoadOptions
+from .contract.recipe import catalogue
 from .inspection import inspect_model
 from .measure import MeasureSettings
-from .pipeline import LoadOptions, run_recipe
-from .steps import catalogue
+from .pipeline import run_recipe
 
 
 def _json_arg(text: str):

@@ -13,8 +13,8 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import torch
 
-from .errors import InvalidDatasetError, UnsupportedFormatError
-from .formats.detect import DATASET_FORMATS_TEXT, detect_dataset_format
+from .contract.errors import InvalidDatasetError, UnsupportedFormatError
+from .contract.sniff import DATASET_FORMATS_TEXT, detect_dataset_format
 from .formats.spec import InputSpec
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import torch
 
+from .contract.errors import InvalidModelError
 from .data import load_dataset
-from .errors import InvalidModelError
 from .formats import load_model
 from .formats.spec import module_device
 from .measure.metrics import count_params, first_tensor

@@ -8,14 +8,14 @@ import copy
 import torch
 from torch import nn
 
-from ..errors import RecipeError
+from ..contract.errors import RecipeError
+from ..contract.recipe.distill import DistillStep
 from ..formats import LoadedModel, ModelFormat, load_model
 from ..formats.spec import module_device
 from ..formats.weights import build_architecture
 from ..measure.metrics import first_tensor
 from ..pruning.layers import always_kept, editable
 from ..pruning.structured import remove_channels
-from ..steps.distill import DistillStep
 
 TRAINABLE = (ModelFormat.PT2, ModelFormat.SAFETENSORS, ModelFormat.HUGGINGFACE)
 

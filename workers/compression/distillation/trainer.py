@@ -17,10 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..contract.errors import RecipeError
+from ..contract.recipe.distill import DistillStep
 from ..data import Dataset
-from ..errors import RecipeError
 from ..measure.metrics import first_tensor
-from ..steps.distill import DistillStep
 from ..training import is_classifier
 from .losses import distillation_loss
 
@@ -38,7 +38,7 @@ class Phase:
 
 
 @dataclass
-class Outcome:
+class TrainingOutcome:
     history: list[dict] = field(default_factory=list)
     best_epoch: int = 0
     best_metric: float | None = None
@@ -114,7 +114,7 @@ def train(
     step: DistillStep,
     phase: Phase,
     device: str,
-) -> Outcome:
+) -> TrainingOutcome:
     """Trains `student` in place and leaves it at its best validation epoch. `teacher` None trains on
     the labels alone."""
     student.to(device)
@@ -157,7 +157,7 @@ def train(
     amp_dtype = _amp_dtype(step.amp, device)
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
 
-    outcome = Outcome()
+    outcome = TrainingOutcome()
     best_state = None
     start = 0
     print_fp = fingerprint(step, phase.name, len(train_data))
@@ -263,7 +263,7 @@ def train(
     return outcome
 
 
-def stale_epochs_exceeded(step: DistillStep, outcome: Outcome, epoch: int) -> bool:
+def stale_epochs_exceeded(step: DistillStep, outcome: TrainingOutcome, epoch: int) -> bool:
     """Early stopping: `patience` epochs have passed since the best validation."""
     return step.patience is not None and outcome.best_metric is not None and epoch - outcome.best_epoch >= step.patience
 

@@ -1,16 +1,17 @@
 """Model formats: detect from bytes, load into a runnable module, save to a file.
 
-Exports resolve lazily: `kinds` and `detect` are torch-free; the rest imports PyTorch on first use."""
+Exports resolve lazily: the format names and the sniffing come from the torch-free contract; the rest
+imports PyTorch on first use."""
 
 from .._lazy import lazy_exports
 
 _EXPORTS = {
-    "ACCEPTED_FORMATS_TEXT": "kinds",
-    "FILE_SUFFIX": "kinds",
-    "ModelFormat": "kinds",
-    "PICKLE_REFUSAL": "detect",
-    "classify_zip": "detect",
-    "detect_format": "detect",
+    "ACCEPTED_FORMATS_TEXT": ".contract.formats",
+    "FILE_SUFFIX": ".contract.formats",
+    "ModelFormat": ".contract.formats",
+    "PICKLE_REFUSAL": ".contract.sniff",
+    "classify_zip": ".contract.sniff",
+    "detect_format": ".contract.sniff",
     "InputSpec": "spec",
     "LoadedModel": "spec",
     "export_program": "exported",

@@ -6,7 +6,7 @@ import stat
 import zipfile
 from pathlib import Path, PurePosixPath
 
-from ..errors import InvalidModelError
+from ..contract.errors import InvalidModelError
 
 MAX_MEMBERS = 10_000
 MAX_UNCOMPRESSED_BYTES = 64 * 2**30  # a zip bomb stops here, a real checkpoint does not

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import InvalidModelError
+from ..contract.errors import InvalidModelError
 from .packed import fold_packed_weights, is_packed
 from .spec import InputSpec, LoadedModel, ModelFormat, module_device
 

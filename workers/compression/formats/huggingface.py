@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import InvalidModelError
+from ..contract.errors import InvalidModelError
 from .archive import extract_zip
 from .spec import InputSpec, LoadedModel, ModelFormat
 

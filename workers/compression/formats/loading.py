@@ -6,8 +6,8 @@ from pathlib import Path
 
 from torch import nn
 
-from ..errors import InvalidModelError
-from .detect import detect_format
+from ..contract.errors import InvalidModelError
+from ..contract.sniff import detect_format
 from .exported import load_pt2, save_pt2
 from .huggingface import load_huggingface
 from .onnx import load_onnx, save_onnx

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import InvalidModelError
+from ..contract.errors import InvalidModelError
 from .archive import extract_zip
 from .exported import EXAMPLE_BATCH
 from .spec import InputSpec, LoadedModel, ModelFormat

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .kinds import ACCEPTED_FORMATS_TEXT, FILE_SUFFIX, ModelFormat
+from ..contract.formats import ACCEPTED_FORMATS_TEXT, FILE_SUFFIX, ModelFormat
 
 __all__ = ["ACCEPTED_FORMATS_TEXT", "FILE_SUFFIX", "InputSpec", "LoadedModel", "ModelFormat", "module_device"]
 
@@ -61,7 +61,7 @@ class LoadedModel:
 
     def require_spec(self) -> InputSpec:
         if self.input_spec is None:
-            from ..errors import InvalidModelError
+            from ..contract.errors import InvalidModelError
 
             raise InvalidModelError(
                 f"this {self.format} model does not record its input shape: pass input_shape, e.g. [1, 3, 224, 224]"

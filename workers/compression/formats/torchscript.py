@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import InvalidModelError
+from ..contract.errors import InvalidModelError
 from .spec import InputSpec, LoadedModel, ModelFormat
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import InvalidModelError
-from .detect import safetensors_metadata
+from ..contract.errors import InvalidModelError
+from ..contract.sniff import safetensors_metadata
 from .spec import InputSpec, LoadedModel, ModelFormat
 
 

@@ -8,11 +8,11 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from ..contract.measure import Latency, LatencyStats, Measurement, MeasureSettings, Ratios
 from ..data import Dataset
 from ..formats.spec import LoadedModel
 from .metrics import count_macs, count_params, environment, first_tensor, peak_memory
 from .timing import time_interleaved
-from .types import Latency, LatencyStats, Measurement, MeasureSettings, Ratios
 
 __all__ = ["Latency", "LatencyStats", "MeasureSettings", "Measurement", "Ratios", "measure_models", "outputs_of"]
 

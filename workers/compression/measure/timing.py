@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from .types import LatencyStats
+from ..contract.measure import LatencyStats
 
 
 def _sync(device: str) -> None:

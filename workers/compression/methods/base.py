@@ -6,9 +6,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..contract.formats import FILE_SUFFIX, ModelFormat
+from ..contract.measure import MeasureSettings
+from ..contract.report import Report, SearchRecord
 from ..data import Dataset
-from ..formats.spec import FILE_SUFFIX, LoadedModel, ModelFormat
-from ..measure.types import MeasureSettings
+from ..formats.spec import LoadedModel
 
 
 @dataclass
@@ -30,7 +32,7 @@ class StepContext:
     measure: MeasureSettings | None = None
     load_input: Callable[[], LoadedModel] | None = None
     load_artifact: Callable[[Path, str | None], LoadedModel] | None = None
-    on_partial: Callable[[dict], None] = lambda report: None
+    on_partial: Callable[[Report], None] = lambda report: None
 
     def artifact_path(self, fmt: ModelFormat, tag: str = "") -> Path:
         name = f"step{self.index}_{self.method}{('_' + tag) if tag else ''}{FILE_SUFFIX[fmt]}"
@@ -38,14 +40,17 @@ class StepContext:
 
 
 @dataclass
-class StepResult:
+class StepOutput:
+    """What a verb made: the artifact file, and what the report should say about it."""
+
     path: Path
     format: ModelFormat
     notes: list[str] = field(default_factory=list)
     details: dict = field(default_factory=dict)  # method-specific facts for the report (layers kept, ...)
     runtime: str | None = None  # what must run the artifact to be measured as it is meant (inductor), else default
     # the same step's artifacts for other runtimes: all are measured, the fastest within budget is recommended
-    alternatives: list[StepResult] = field(default_factory=list)
+    alternatives: list[StepOutput] = field(default_factory=list)
     # set when the step could not do what was asked but produced something worth keeping (the best candidate
     # under an accuracy budget): the pipeline measures and stores it, then fails the job with this message
     failure: str | None = None
+    search: SearchRecord | None = None  # auto: every candidate the search tried

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
+from ..contract.errors import RecipeError
+from ..contract.recipe.distill import DistillStep
 from ..distillation.students import build_student, check_outputs
 from ..distillation.trainer import Phase, train, validate
-from ..errors import RecipeError
 from ..formats import LoadedModel, ModelFormat, save_model
 from ..measure.metrics import count_params
-from ..steps.distill import DistillStep
-from .base import StepContext, StepResult
+from .base import StepContext, StepOutput
 
 MIN_VALIDATION = 10  # fewer held-out samples than this cannot rank epochs
 
 
-def distill(model: LoadedModel, step: DistillStep, ctx: StepContext) -> StepResult:
+def distill(model: LoadedModel, step: DistillStep, ctx: StepContext) -> StepOutput:
     if ctx.data is None:
         raise RecipeError("distillation needs a dataset (labels optional)")
     if step.compare_baseline and ctx.data.y is None:
@@ -57,7 +57,7 @@ def distill(model: LoadedModel, step: DistillStep, ctx: StepContext) -> StepResu
     fmt = ModelFormat(step.output)
     path = ctx.artifact_path(fmt, "student")
     save_model(student.eval(), spec, fmt, path)
-    return StepResult(path, fmt, notes, details)
+    return StepOutput(path, fmt, notes, details)
 
 
 def _baseline(step, model, ctx, student, train_data, val_data, example) -> dict:

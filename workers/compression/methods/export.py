@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from ..contract.recipe.export import ExportStep
 from ..formats import LoadedModel, ModelFormat, save_model
-from ..steps.export import ExportStep
-from .base import StepContext, StepResult
+from .base import StepContext, StepOutput
 
 
-def export(model: LoadedModel, step: ExportStep, ctx: StepContext) -> StepResult:
+def export(model: LoadedModel, step: ExportStep, ctx: StepContext) -> StepOutput:
     target = ModelFormat(step.format)
     path = save_model(model.module, model.require_spec(), target, ctx.artifact_path(target))
-    return StepResult(path, target, [f"exported to {step.format}"])
+    return StepOutput(path, target, [f"exported to {step.format}"])

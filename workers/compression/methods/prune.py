@@ -8,7 +8,8 @@ import copy
 import torch
 from torch import nn
 
-from ..errors import RecipeError, StepFailedError
+from ..contract.errors import RecipeError, StepFailedError
+from ..contract.recipe.prune import PruneStep
 from ..formats import LoadedModel, ModelFormat, save_model
 from ..formats.spec import module_device
 from ..measure.metrics import count_macs, count_params
@@ -17,14 +18,13 @@ from ..pruning.layers import always_kept, editable, prunable_layers
 from ..pruning.sensitivity import layer_sensitivity
 from ..pruning.storage import pack_sparse_layers
 from ..pruning.structured import make_pruner, ratio_for_macs, schedule
-from ..steps.prune import PruneStep
 from ..training import accumulate_gradients, finetune
-from .base import StepContext, StepResult
+from .base import StepContext, StepOutput
 
 TAYLOR_BATCHES = 8  # gradient batches for Taylor scores: enough to rank weights, cheap next to training
 
 
-def prune(model: LoadedModel, step: PruneStep, ctx: StepContext) -> StepResult:
+def prune(model: LoadedModel, step: PruneStep, ctx: StepContext) -> StepOutput:
     if (reason := step.needs_data()) and ctx.data is None:
         raise RecipeError(f"{reason}; give the job a dataset")
     spec = model.require_spec()
@@ -85,11 +85,11 @@ def prune(model: LoadedModel, step: PruneStep, ctx: StepContext) -> StepResult:
             notes.append("zeros stored densely (storage 'dense'): the file does not shrink")
     path = ctx.artifact_path(fmt, step.kind)
     save_model(module, spec, fmt, path)
-    return StepResult(path, fmt, notes, details)
+    return StepOutput(path, fmt, notes, details)
 
 
 def _increments(step: PruneStep, total: float) -> list[float]:
-    return schedule(step.schedule)(total, step.steps)[1:]
+    return schedule(step.schedule)(total, step.increments)[1:]
 
 
 def _recover(module, step: PruneStep, ctx: StepContext, reference, lo: float, hi: float, label: str) -> None:
@@ -127,7 +127,7 @@ def _unstructured(module, step, ctx, eligible, protected, example, reference) ->
     achieved = masks.achieved_sparsity(eligible)
     return [
         f"{achieved:.1%} of the weights in {len(eligible)} layers are zero ({step.criterion}, {step.scope} scope"
-        + (f", {step.steps} increments, {step.schedule} schedule" if step.steps > 1 else "")
+        + (f", {step.increments} increments, {step.schedule} schedule" if step.increments > 1 else "")
         + ")"
     ]
 
@@ -169,20 +169,20 @@ def _structured(module, step, ctx, eligible, protected, example, reference) -> l
             criterion=step.criterion,
             scope=step.scope,
             protected=kept_modules,
-            steps=step.steps,
+            steps=step.increments,
             schedule_kind=step.schedule,
         )
     except Exception as e:  # Torch-Pruning could not trace the model
         raise StepFailedError(f"cannot build the dependency graph of this model: {type(e).__name__}: {e}") from None
-    for k in range(1, step.steps + 1):
-        label = f"increment {k}/{step.steps}"
-        ctx.progress((k - 1) / step.steps, label)
+    for k in range(1, step.increments + 1):
+        label = f"increment {k}/{step.increments}"
+        ctx.progress((k - 1) / step.increments, label)
         if step.criterion == "taylor":
             _taylor_gradients(module, step, ctx)
         pruner.step()
         module.zero_grad(set_to_none=True)
         _check_runs(module, example)
-        _recover(module, step, ctx, reference, (k - 1) / step.steps, k / step.steps, label)
+        _recover(module, step, ctx, reference, (k - 1) / step.increments, k / step.increments, label)
     notes.append(
         f"channels physically removed ({step.criterion}, {step.scope} scope, ratio {ratio:.0%}); "
         f"layers kept whole: {', '.join(sorted(protected)) or 'none'}"

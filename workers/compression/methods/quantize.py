@@ -14,7 +14,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import StepFailedError
+from ..contract.errors import StepFailedError
+from ..contract.recipe.quantize import QuantizeConfig
 from ..formats import LoadedModel, ModelFormat, save_model
 from ..measure.metrics import weight_tensors
 from ..pruning.layers import editable, execution_order
@@ -22,8 +23,7 @@ from ..quantization.backends import onnx_backend, torch_backends
 from ..quantization.candidates import Backend, TorchCandidate
 from ..quantization.guard import Guarded, Scorer, guard
 from ..quantization.packed import packed_layer_bytes
-from ..steps.quantize import QuantizeStep
-from .base import StepContext, StepResult
+from .base import StepContext, StepOutput
 
 
 class CastInputs(nn.Module):
@@ -44,7 +44,7 @@ class CastInputs(nn.Module):
         return out.float() if out.is_floating_point() else out
 
 
-def quantize(model: LoadedModel, step: QuantizeStep, ctx: StepContext) -> StepResult:
+def quantize(model: LoadedModel, step: QuantizeConfig, ctx: StepContext) -> StepOutput:
     if step.scheme in ("fp16", "bf16"):
         return _half(model, step, ctx)
     work = Path(tempfile.mkdtemp(prefix="squeeze-quantize-", dir=ctx.out_dir))
@@ -54,7 +54,7 @@ def quantize(model: LoadedModel, step: QuantizeStep, ctx: StepContext) -> StepRe
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _quantize(model: LoadedModel, step: QuantizeStep, ctx: StepContext, work: Path) -> StepResult:
+def _quantize(model: LoadedModel, step: QuantizeConfig, ctx: StepContext, work: Path) -> StepOutput:
     spec = model.require_spec()
     data = ctx.eval_data or ctx.data
     scorer = Scorer.over(data, model.module) if data is not None else None
@@ -101,7 +101,7 @@ def _quantize(model: LoadedModel, step: QuantizeStep, ctx: StepContext, work: Pa
     return primary
 
 
-def _result(backend: Backend, guarded: Guarded, kept: list[str], step: QuantizeStep, ctx: StepContext) -> StepResult:
+def _result(backend: Backend, guarded: Guarded, kept: list[str], step: QuantizeConfig, ctx: StepContext) -> StepOutput:
     path = ctx.artifact_path(backend.format, f"{step.scheme}_{backend.runtime}")
     guarded.built.save(path)
     full_precision = sorted(set(kept) | set(guarded.kept))
@@ -119,7 +119,7 @@ def _result(backend: Backend, guarded: Guarded, kept: list[str], step: QuantizeS
         "layers_full_precision": full_precision,
         "guard": guarded.details or {"quality": guarded.quality},
     }
-    return StepResult(path, backend.format, notes, details, runtime=backend.runtime)
+    return StepOutput(path, backend.format, notes, details, runtime=backend.runtime)
 
 
 def _weight_bytes(built) -> dict:
@@ -140,8 +140,8 @@ def _weight_bytes(built) -> dict:
 # ---------------------------------------------------------------- half precision
 
 
-def _half(model: LoadedModel, step: QuantizeStep, ctx: StepContext) -> StepResult:
-    from ..steps.quantize import output_format
+def _half(model: LoadedModel, step: QuantizeConfig, ctx: StepContext) -> StepOutput:
+    from ..contract.recipe.quantize import output_format
 
     fmt = output_format(step, model.format)
     path = ctx.artifact_path(fmt, step.scheme)
@@ -156,7 +156,7 @@ def _half(model: LoadedModel, step: QuantizeStep, ctx: StepContext) -> StepResul
         notes.append(
             f"{step.scheme} compute on CPU is only fast with native half-precision units; see the measured latency"
         )
-    result = StepResult(path, fmt, notes)
+    result = StepOutput(path, fmt, notes)
     if scorer is not None:
         quality = scorer(wrapped)
         met = scorer.baseline - quality <= step.max_accuracy_drop

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..errors import InvalidModelError
+from ..contract.errors import InvalidModelError
 from ..formats.spec import LoadedModel, ModelFormat, module_device
 from ..measure.metrics import first_tensor
 from .lift import lift_layers

@@ -12,12 +12,12 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from ..errors import StepFailedError
+from ..contract.errors import StepFailedError
+from ..contract.recipe.quantize import QuantizeConfig
 from ..formats import ModelFormat, save_model
 from ..formats.packed import replace_weight
 from ..formats.spec import InputSpec
 from ..hardware import cpu_has_vnni
-from ..steps.quantize import QuantizeStep
 from ..training import finetune
 from . import onnx_int8, pt2e
 from .candidates import Backend, OnnxCandidate, TorchCandidate, calibration_batches, choose_reduce_range
@@ -34,7 +34,7 @@ def torch_backends(
     module: nn.Module,
     spec: InputSpec,
     order: list[str],
-    step: QuantizeStep,
+    step: QuantizeConfig,
     ctx: StepContext,
     scorer: Scorer | None,
     work: Path,
@@ -68,7 +68,8 @@ def torch_backends(
 
 
 def _pt2e_backend(module, spec, order, step, ctx, scorer, mode: str) -> Backend:
-    calibration = calibration_batches(ctx.data, step.calibration_batches, ctx.device) if ctx.data is not None else []
+    calibrated = mode != "dynamic" and ctx.data is not None  # dynamic int8: observers only see weights
+    calibration = calibration_batches(ctx.data, step.calibration_batches, ctx.device) if calibrated else []
     quick_calibration = calibration[:4]
     lowered = mode != "dynamic"  # dynamic int8 has no inductor lowering that beats fp32 on CPU here
 
@@ -184,7 +185,7 @@ def _fitting_group(weight: torch.Tensor, group: int | None) -> int | None:
     return group if group is not None and inputs % group == 0 else None
 
 
-def _packed_note(step: QuantizeStep) -> str:
+def _packed_note(step: QuantizeConfig) -> str:
     match step.scheme:
         case "binary":
             return "binary weights: sign (1 bit) x mean|W| per output channel, packed 8 per byte"
@@ -197,7 +198,7 @@ def _packed_note(step: QuantizeStep) -> str:
     )
 
 
-def _train(model: nn.Module, step: QuantizeStep, ctx: StepContext, reference: nn.Module, stage: str) -> None:
+def _train(model: nn.Module, step: QuantizeConfig, ctx: StepContext, reference: nn.Module, stage: str) -> None:
     """The step's fine-tuning: labels when the dataset has them, else distilling the fp32 `reference`."""
     finetune(
         model,
@@ -221,7 +222,7 @@ def _finetune_signs(model: nn.Module, names: list[str], levels: int, step, ctx, 
         parametrize.remove_parametrizations(model.get_submodule(name), "weight", leave_parametrized=False)
 
 
-def onnx_backend(source: Path, step: QuantizeStep, ctx: StepContext, scorer: Scorer | None, work: Path) -> Backend:
+def onnx_backend(source: Path, step: QuantizeConfig, ctx: StepContext, scorer: Scorer | None, work: Path) -> Backend:
     if step.scheme not in ("int8_static", "int8_dynamic"):
         raise StepFailedError(f"{step.scheme} does not apply to ONNX models; use int8_static or int8_dynamic")
     pre = onnx_int8.preprocess(source, work / "pre.onnx")

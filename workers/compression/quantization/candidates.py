@@ -12,12 +12,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..contract.recipe.quantize import QuantizeConfig
 from ..data import Dataset
 from ..formats import ModelFormat, save_model
 from ..formats.onnx import OnnxModule
 from ..formats.spec import InputSpec
 from ..hardware import cpu_has_vnni
-from ..steps.quantize import QuantizeStep
 from ..training import batches
 from .guard import Scorer
 
@@ -78,7 +78,7 @@ def calibration_batches(data: Dataset, batches_wanted: int, device: str) -> list
 
 
 def choose_reduce_range(
-    step: QuantizeStep, build: Callable[[bool], object], scorer: Scorer | None
+    step: QuantizeConfig, build: Callable[[bool], object], scorer: Scorer | None
 ) -> tuple[bool, dict]:
     """Whether to use 7-bit activations: the user's choice; else off on CPUs with VNNI (no saturation);
     else both are built and scored on the runtime that will run them, and reduce_range is used only when

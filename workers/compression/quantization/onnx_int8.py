@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from onnxruntime.quantization import CalibrationDataReader
 
-from ..errors import StepFailedError
+from ..contract.errors import StepFailedError
 
 LAYER_OPS = ("Conv", "Gemm", "MatMul", "ConvTranspose")
 DYNAMIC_OPS = ["MatMul", "Gemm", "Attention", "LSTM", "GRU"]

@@ -13,7 +13,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from ..errors import StepFailedError
+from ..contract.errors import StepFailedError
 from ..formats import export_program
 from ..formats.spec import InputSpec
 

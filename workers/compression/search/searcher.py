@@ -24,14 +24,14 @@ from pathlib import Path
 
 import torch
 
-from ..errors import EngineError, StepFailedError
+from ..contract import report as results_report
+from ..contract.errors import EngineError, StepFailedError
+from ..contract.recipe import AutoStep, ExportStep, QuantizeConfig
+from ..contract.report import SearchRecord
 from ..formats import LoadedModel, ModelFormat
 from ..measure import Measurement, MeasureSettings, Ratios, measure_models, outputs_of
-from ..methods.base import StepContext, StepResult
-from ..steps import METHODS
-from ..steps.auto import AutoStep
-from ..steps.export import ExportStep
-from ..steps.quantize import QuantizeStep
+from ..methods import run_step
+from ..methods.base import StepContext, StepOutput
 from . import space
 from .objective import Point, candidate_drop, gain, pareto_front, recommend, speedup
 
@@ -52,7 +52,7 @@ class OutOfTime(BaseException):
 class Evaluated:
     id: str
     candidate: space.Candidate
-    result: StepResult
+    result: StepOutput
     runtime: str
     measurement: Measurement
     ratios: Ratios
@@ -81,7 +81,7 @@ class Search:
         self.quality, self.quality_note = self._quality_metric()
         self.records: list[dict] = []
         self.evaluated: list[Evaluated] = []
-        self.built: dict[str, StepResult] = {}
+        self.built: dict[str, StepOutput] = {}
         self.files: set[Path] = set()
         self.cost_s: dict[str, float] = {}  # seconds per candidate (per epoch for training) by kind
         self.base: Measurement | None = None
@@ -89,7 +89,7 @@ class Search:
 
     # ------------------------------------------------------------ the plan
 
-    def run(self) -> StepResult:
+    def run(self) -> StepOutput:
         quant = space.screen_quantization(self.auto, self.onnx, self.ctx.device)
         head, tail = quant[:3], quant[3:]
         if self.auto.objective != "latency":  # low-bit weights are the size gains: screen them all first
@@ -153,7 +153,7 @@ class Search:
             arms = [arm for arm, _ in over[: (len(over) + 1) // 2]]  # the better half, rounded up
             epochs *= 2
 
-    def finishers(self) -> list[QuantizeStep | ExportStep]:
+    def finishers(self) -> list[QuantizeConfig | ExportStep]:
         """The single-step quantizations (or ONNX export) within the accuracy budget, best first (at most 2)."""
         fits = [
             e
@@ -220,7 +220,7 @@ class Search:
         self._publish()
         return found
 
-    def _build(self, cand: space.Candidate, cid: str) -> StepResult:
+    def _build(self, cand: space.Candidate, cid: str) -> StepOutput:
         """Runs the candidate's steps; a prefix already built (the pruned model a combination starts from)
         is reused, not rebuilt."""
         result = None
@@ -241,12 +241,12 @@ class Search:
                 progress=lambda f, s, cid=cid, label=cand.label: self._stage(cid, label, s),
                 measure=self.ctx.measure,
             )
-            result = METHODS[step.method].runner()(model, step, sub)
+            result = run_step(model, step, sub)
             self.files.update(r.path for r in (result, *result.alternatives))
             self.built[key] = result
         return result
 
-    def _measure(self, cid: str, cand: space.Candidate, artifacts: list[StepResult], started: float):
+    def _measure(self, cid: str, cand: space.Candidate, artifacts: list[StepOutput], started: float):
         loaded, load_s = [], []
         for a in artifacts:
             t = time.monotonic()
@@ -335,7 +335,6 @@ class Search:
         return [by_key[p.key] for p in members]
 
     def _describe(self, e: Evaluated) -> dict:
-        m = e.measurement.model_dump(exclude={"env"})
         return {
             "candidate": e.id,
             "runtime": e.runtime,
@@ -344,13 +343,15 @@ class Search:
             "speedup_b1": e.ratios.speedup_b1,
             "speedup_bN": e.ratios.speedup_bN,
             "size_ratio": e.ratios.size_ratio,
-            "measurement": m,
+            "measurement": e.measurement.model_copy(update={"env": {}}),
         }
 
-    def _front_results(self) -> tuple[list[StepResult], dict]:
-        members, results, measured = self.front(), [], {}
+    def _front_results(self) -> tuple[list[StepOutput], list]:
+        from ..results import Measured
+
+        members, results, measured = self.front(), [], []
         for e in members:
-            r = StepResult(
+            r = StepOutput(
                 e.result.path,
                 e.result.format,
                 notes=[f"auto candidate {e.id}: {e.candidate.label}", *e.result.notes],
@@ -363,10 +364,10 @@ class Search:
                 runtime=e.result.runtime,
             )
             results.append(r)
-            measured[id(r)] = (e.measurement, e.ratios)
+            measured.append(Measured(r, e.measurement, e.ratios))
         return results, measured
 
-    def summary(self, members: list[Evaluated]) -> dict:
+    def summary(self, members: list[Evaluated]) -> SearchRecord:
         on_front = {e.id for e in members}
         candidates = []
         for record in self.records:
@@ -383,33 +384,33 @@ class Search:
                 f"the time budget ({self.auto.budget_minutes:g} min) ran out: {len(self.evaluated)} artifact(s) "
                 f"measured, {skipped} candidate(s) not tried or stopped; the best found so far is returned"
             )
-        return {
-            "notes": notes,
-            "objective": self.auto.objective,
-            "max_accuracy_drop": self.auto.max_accuracy_drop,
-            "budget_s": self.budget_s,
-            "search_s": round(self.elapsed(), 1),
-            "stopped": self.stopped,
-            "validation": self.validation,
-            "quality": self.quality,
-            "candidates": candidates,
-            "front": [e.id for e in members],
-        }
+        return SearchRecord(
+            notes=notes,
+            objective=self.auto.objective,
+            max_accuracy_drop=self.auto.max_accuracy_drop,
+            budget_s=self.budget_s,
+            search_s=round(self.elapsed(), 1),
+            stopped=self.stopped,
+            validation=self.validation,
+            quality=self.quality,
+            candidates=[results_report.Candidate.model_validate(c) for c in candidates],
+            front=[e.id for e in members],
+        )
 
     def _publish(self) -> None:
         """A report of the front so far (the job's results shape), for progress and for a cancelled job."""
-        from ..pipeline import build_report
+        from ..results import build_report
 
         results, measured = self._front_results()
         main, *rest = results
         main.alternatives = rest
-        main.details["search"] = self.summary(self.front())
+        main.search = self.summary(self.front())
         spec = self.model.require_spec()
-        report = build_report([(self.auto, main)], self.base, measured, spec, self.train, self.val)
-        report["partial"] = True
+        report = build_report([(self.auto, measured)], self.base, spec, self.train, self.val)
+        report.partial = True
         self.ctx.on_partial(report)
 
-    def finish(self) -> StepResult:
+    def finish(self) -> StepOutput:
         if not self.evaluated:
             failures = [f"{r['label']}: {r.get('reason')}" for r in self.records]
             raise StepFailedError("auto found no candidate it could build: " + "; ".join(failures))
@@ -417,7 +418,7 @@ class Search:
         results, _ = self._front_results()
         main, *rest = results
         main.alternatives = rest
-        main.details["search"] = self.summary(members)
+        main.search = self.summary(members)
         kept = {r.path for r in results}
         for path in self.files - kept:
             path.unlink(missing_ok=True)
@@ -442,7 +443,7 @@ def _kind(cand: space.Candidate) -> str:
     return "+".join(f"{s.method}:{getattr(s, 'scheme', getattr(s, 'kind', ''))}" for s in cand.steps)
 
 
-def _runtime(result: StepResult) -> str:
+def _runtime(result: StepOutput) -> str:
     if result.runtime:
         return result.runtime
     return "onnxruntime" if result.format == ModelFormat.ONNX else "eager"

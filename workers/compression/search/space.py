@@ -8,11 +8,11 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel
 
-from ..steps.auto import AutoStep
-from ..steps.distill import Derive, DistillStep, Student
-from ..steps.export import ExportStep
-from ..steps.prune import PruneStep
-from ..steps.quantize import QuantizeStep
+from ..contract.recipe.auto import AutoStep
+from ..contract.recipe.distill import Derive, DistillStep, Student
+from ..contract.recipe.export import ExportStep
+from ..contract.recipe.prune import PruneStep
+from ..contract.recipe.quantize import QuantizeConfig, quantize_step
 
 SCREEN_CALIBRATION_BATCHES = 4  # a short calibration ranks int8 runtimes; the winner is redone with the full one
 FULL_CALIBRATION_BATCHES = 32
@@ -92,36 +92,34 @@ def screen_quantization(auto: AutoStep, onnx_model: bool, device: str = "cpu") -
             continue
         if name == "int8_static":
             if runtime := int8_runtime(auto, onnx_model):
-                step = QuantizeStep(
-                    scheme="int8_static", runtime=runtime, calibration_batches=SCREEN_CALIBRATION_BATCHES
-                )
+                step = quantize_step("int8_static", runtime=runtime, calibration_batches=SCREEN_CALIBRATION_BATCHES)
                 label = f"int8_static ({SCREEN_CALIBRATION_BATCHES}-batch calibration)"
                 out.append(Candidate(label, (step,), "screen"))
         elif name == "int8_dynamic" and ("onnxruntime" if onnx_model else "eager") in auto.runtimes:
-            out.append(Candidate("int8_dynamic", (QuantizeStep(scheme="int8_dynamic"),), "screen"))
+            out.append(Candidate("int8_dynamic", (quantize_step("int8_dynamic"),), "screen"))
         elif onnx_model:
             continue  # onnxruntime's int8 schemes are the only ones that apply to an ONNX model
         elif name == "onnx" and "onnxruntime" in auto.runtimes:
             out.append(Candidate("fp32 on onnxruntime", (ExportStep(format="onnx"),), "screen"))
         elif name not in ("onnx", "int8_static", "int8_dynamic") and "eager" in auto.runtimes:
-            out.append(Candidate(name, (QuantizeStep(scheme=name),), "screen"))
+            out.append(Candidate(name, (quantize_step(name),), "screen"))
     return out
 
 
-def guarded_quantization(auto: AutoStep, screened: QuantizeStep, budget: float) -> list[Candidate]:
+def guarded_quantization(auto: AutoStep, screened: QuantizeConfig, budget: float) -> list[Candidate]:
     """The screen's best int8 scheme, over the budget: full calibration with the accuracy guard (the most
     sensitive layers stay in float until the drop fits), then quantization-aware training."""
     out = []
     if screened.scheme == "int8_static":
-        step = QuantizeStep(
-            scheme="int8_static",
+        step = quantize_step(
+            "int8_static",
             runtime=screened.runtime,
             calibration_batches=FULL_CALIBRATION_BATCHES,
             max_accuracy_drop=budget,
         )
         out.append(Candidate("int8_static, full calibration, sensitive layers kept in float", (step,), "guarded"))
         if "inductor" in auto.runtimes:
-            qat = QuantizeStep(scheme="int8_qat", finetune_epochs=2)
+            qat = quantize_step("int8_qat", finetune_epochs=2)
             out.append(Candidate("int8_qat (2 epochs)", (qat,), "guarded", epochs=2))
     elif screened.max_accuracy_drop is None and screened.scheme not in ("fp16", "bf16"):
         step = screened.model_copy(update={"max_accuracy_drop": budget})
@@ -162,7 +160,7 @@ def runnable(auto: AutoStep, cand: Candidate) -> Candidate | None:
     return None
 
 
-def with_finisher(base: Candidate, finisher: QuantizeStep | ExportStep) -> Candidate:
+def with_finisher(base: Candidate, finisher: QuantizeConfig | ExportStep) -> Candidate:
     """A trained model followed by one of the best single steps found: a quantization (int8 with the full
     calibration) or the export that puts it on onnxruntime."""
     if isinstance(base.steps[-1], ExportStep):  # the trained model was measured on onnxruntime: start before
@@ -171,5 +169,7 @@ def with_finisher(base: Candidate, finisher: QuantizeStep | ExportStep) -> Candi
         return Candidate(f"{base.label} -> onnxruntime fp32", (*base.steps, finisher), "combo", base.epochs)
     if finisher.scheme == "int8_static":
         finisher = finisher.model_copy(update={"calibration_batches": FULL_CALIBRATION_BATCHES})
-    label = f"{base.label} -> {finisher.scheme}" + (f" ({finisher.runtime})" if finisher.runtime != "auto" else "")
+    label = f"{base.label} -> {finisher.scheme}" + (
+        f" ({finisher.runtime})" if getattr(finisher, "runtime", "auto") != "auto" else ""
+    )
     return Candidate(label, (*base.steps, finisher), "combo", base.epochs)

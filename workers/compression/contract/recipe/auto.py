@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..formats.kinds import ModelFormat
+from ..formats import ModelFormat
 
 TORCH_FORMATS = frozenset({ModelFormat.PT2, ModelFormat.SAFETENSORS, ModelFormat.HUGGINGFACE})
 # ONNX models can only be quantized by onnxruntime, so the search there is over int8 schemes alone

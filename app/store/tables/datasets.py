@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from ..db import Base
-from ..uploads.tables import UploadColumns
+from .uploads import UploadColumns
 
 
 class Dataset(UploadColumns, Base):

@@ -1,11 +1,11 @@
 """Every table, imported once so SQLAlchemy's metadata (and Alembic) sees the whole schema."""
 
-from .artifacts.tables import Artifact, Measurement
-from .auth.tables import ApiKey, Tenant
-from .datasets.tables import Dataset
-from .db import Base
-from .jobs.tables import Job, JobEvent, WebhookDelivery
-from .models.tables import Model
+from ..db import Base
+from .artifacts import Artifact, Measurement
+from .auth import ApiKey, Tenant
+from .datasets import Dataset
+from .jobs import Job, JobEvent, WebhookDelivery
+from .models import Model
 
 __all__ = [
     "ApiKey",

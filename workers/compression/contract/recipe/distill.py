@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ..formats.kinds import ModelFormat
+from ..formats import ModelFormat
 
 ANY = frozenset(ModelFormat)
 EAGER = frozenset({ModelFormat.PT2, ModelFormat.SAFETENSORS, ModelFormat.HUGGINGFACE})

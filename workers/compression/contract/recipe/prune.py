@@ -6,9 +6,9 @@ from __future__ import annotations
 from fnmatch import fnmatchcase
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
 
-from ..formats.kinds import ModelFormat
+from ..formats import ModelFormat
 from .layers import unmatched_exclude
 
 # pruning needs layers it can change: eager modules, or .pt2 graphs whose layers it lifts into modules
@@ -23,7 +23,7 @@ class PruneStep(BaseModel):
     physically removed: smaller and faster) or semi_structured_2_4 (2 of every 4 weights in Linear
     layers). Optional gradual schedule and recovery fine-tuning on the job's dataset."""
 
-    model_config = ConfigDict(extra="forbid", title="prune")
+    model_config = ConfigDict(extra="forbid", title="prune", populate_by_name=True)
     method: Literal["prune"] = "prune"
     kind: Literal["unstructured", "structured", "semi_structured_2_4"] = Field(
         description="unstructured: zero single weights; structured: remove whole channels/filters with every "
@@ -57,7 +57,14 @@ class PruneStep(BaseModel):
         description="layer names (glob patterns such as 'layer1.*' or 'fc') that are never pruned; "
         "the output layer is always kept whole",
     )
-    steps: int = Field(1, ge=1, le=50, description="prune in this many increments, fine-tuning after each")
+    # `steps` on the wire since the first release; `increments` says what it is (a recipe has steps too)
+    increments: int = Field(
+        1,
+        ge=1,
+        le=50,
+        validation_alias=AliasChoices("increments", "steps"),
+        description="prune in this many increments, fine-tuning after each (also accepted as `steps`)",
+    )
     schedule: Literal["linear", "cubic"] = Field(
         "cubic",
         description="how the sparsity grows over the increments; cubic prunes more early, when the network "
@@ -150,7 +157,7 @@ def check_model(step: PruneStep, info: dict) -> str | None:
 
 def check_order(step: PruneStep, earlier: list[tuple[BaseModel, ModelFormat]]) -> str | None:
     for s, fmt in earlier:
-        if getattr(s, "method", None) == "quantize":
+        if s.method == "quantize":
             return (
                 "pruning needs float weights and trainable layers; prune before quantizing, e.g. "
                 '[{"method": "prune", ...}, {"method": "quantize", ...}]'

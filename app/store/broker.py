@@ -10,7 +10,7 @@ from functools import lru_cache
 from celery import Celery
 from kombu import Queue
 
-from app.config import get_settings
+from .config import get_settings
 
 CPU_QUEUE, GPU_QUEUE = "cpu", "gpu"
 INSPECT_TIME_LIMIT_S = 600  # a worker stops an upload's inspection after this long

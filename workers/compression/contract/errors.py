@@ -1,11 +1,32 @@
-"""Errors the engine raises for bad input. Each carries a stable `code` and a message a person can act on;
-the service maps them to HTTP statuses and job error bodies."""
+"""Errors the engine raises for bad input, and the codes a failed job reports. Each error carries a
+stable `code` and a message a person can act on; the service maps them to HTTP statuses and job error
+bodies."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .report import Report
+
+
+class JobErrorCode(StrEnum):
+    """`error.code` of a failed job, besides the engine errors' own codes below."""
+
+    STEP_FAILED = "step_failed"
+    RESOURCE_EXHAUSTED = "resource_exhausted"  # over the job's memory limit
+    TIMEOUT = "timeout"  # over the job's time limit
+    WORKER_CRASHED = "worker_crashed"  # the job's process died without a result
+    WORKER_LOST = "worker_lost"  # its worker died too often
+    NO_GPU = "no_gpu"
+    INTERNAL = "internal"
 
 
 class EngineError(Exception):
     code = "engine_error"
 
-    def __init__(self, message: str, *, code: str | None = None, report: dict | None = None):
+    def __init__(self, message: str, *, code: str | None = None, report: Report | None = None):
         super().__init__(message)
         self.message = message
         if code is not None:

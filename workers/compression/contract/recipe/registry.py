@@ -1,30 +1,28 @@
-"""The method registry: each recipe method, its typed step config, the formats it takes, and where its
-verb lives. Torch-free (the verb is imported only when a step runs), so the API validates recipes and
-serves the catalogue without PyTorch.
+"""The method registry: each recipe method, its typed step config, the formats it takes and the checks
+a recipe passes at submission. Torch-free, so the API validates recipes and serves the catalogue
+without PyTorch; the engine finds each method's verb by the config's type (workers.compression.methods).
 
 A new method is a config module here (a pydantic step model with a `method` literal, `formats(step)`,
-`output_format(step, fmt)`, and a table of the formats per variant), a verb in `methods/`, and one
-`Method` row below."""
+`output_format(step, fmt)`, and a table of the formats per variant), one `Method` row below, and a verb
+registered for its config type in the engine's `methods/`."""
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter
 
-from ..formats.kinds import ModelFormat
+from ..formats import ModelFormat
 from . import auto, distill, export, prune, quantize
 
 
 @dataclass(frozen=True)
 class Method:
     name: str
-    step_type: type[BaseModel]
+    step_type: object  # the pydantic config class, or an annotated union of them (quantize: one per scheme)
     formats: Callable[[BaseModel], frozenset[ModelFormat]]
     output_format: Callable[[BaseModel, ModelFormat], ModelFormat]
-    verb: str  # "module:function" under workers.compression.methods
     variants: tuple[str, dict]  # (field that changes the accepted formats, {value: formats})
     # why this step cannot follow the earlier ones ([(step, its input format)]), or None
     check_order: Callable[[BaseModel, list[tuple[BaseModel, ModelFormat]]], str | None] = lambda step, earlier: None
@@ -45,9 +43,36 @@ class Method:
         value = getattr(step, self.variants[0])
         return getattr(value, "source", value)
 
-    def runner(self) -> Callable:
-        module, function = self.verb.split(":")
-        return getattr(importlib.import_module(f"workers.compression.methods.{module}"), function)
+    def schema(self) -> dict:
+        """The step's JSON Schema. A union of configs (quantize: one per scheme) is given as the exact `oneOf`
+        and, beside it, every option in one `properties` map, each naming the variants that take it
+        (`x-variants`), so a form can be built from one object and still validate exactly."""
+        schema = TypeAdapter(self.step_type).json_schema()
+        if "oneOf" not in schema:
+            return schema
+        field = self.variants[0]
+        properties: dict[str, dict] = {}
+        for ref in schema["oneOf"]:
+            variant = schema["$defs"][ref["$ref"].rsplit("/", 1)[-1]]
+            tag = variant["properties"][field]["const"]
+            for name, prop in variant["properties"].items():
+                if name != field:
+                    properties.setdefault(name, dict(prop, **{"x-variants": []}))["x-variants"].append(tag)
+        tags = [schema["$defs"][r["$ref"].rsplit("/", 1)[-1]]["properties"][field]["const"] for r in schema["oneOf"]]
+        return {
+            "title": self.name,
+            "type": "object",
+            "properties": {
+                "method": {"const": self.name, "type": "string"},
+                field: {"type": "string", "enum": tags, "description": VARIANT_HELP.get(self.name, "")},
+                **{k: v for k, v in properties.items() if k != "method"},
+            },
+            "required": [field],
+            **schema,
+        }
+
+    def parse(self, raw: dict) -> BaseModel:
+        return TypeAdapter(self.step_type).validate_python(raw)
 
 
 METHODS: dict[str, Method] = {
@@ -58,11 +83,10 @@ METHODS: dict[str, Method] = {
             quantize.QuantizeStep,
             quantize.formats,
             quantize.output_format,
-            "quantize:quantize",
             ("scheme", quantize.FORMATS),
             quantize.check_order,
-            needs_data=quantize.QuantizeStep.needs_data,
-            trains=quantize.QuantizeStep.trains,
+            needs_data=lambda step: step.needs_data(),
+            trains=lambda step: step.trains(),
             check_model=quantize.check_model,
         ),
         Method(
@@ -70,7 +94,6 @@ METHODS: dict[str, Method] = {
             prune.PruneStep,
             prune.formats,
             prune.output_format,
-            "prune:prune",
             ("kind", prune.FORMATS),
             prune.check_order,
             needs_data=prune.PruneStep.needs_data,
@@ -82,7 +105,6 @@ METHODS: dict[str, Method] = {
             distill.DistillStep,
             distill.formats,
             distill.output_format,
-            "distill:distill",
             ("student", distill.FORMATS),
             distill.check_order,
             needs_data=distill.DistillStep.needs_data,
@@ -96,7 +118,6 @@ METHODS: dict[str, Method] = {
             export.ExportStep,
             export.formats,
             export.output_format,
-            "export:export",
             ("format", export.FORMATS),
             export.check_order,
         ),
@@ -105,7 +126,6 @@ METHODS: dict[str, Method] = {
             auto.AutoStep,
             auto.formats,
             auto.output_format,
-            "auto:auto",
             ("method", auto.FORMATS),
             auto.check_order,
             needs_data=auto.AutoStep.needs_data,
@@ -116,6 +136,10 @@ METHODS: dict[str, Method] = {
 }
 
 
+DESCRIPTIONS = {"quantize": "Lower-precision weights (and activations for the int8 schemes)."}
+VARIANT_HELP = {"quantize": quantize.SCHEME_HELP}
+
+
 def catalogue() -> list[dict]:
     """Every method with its parameters as JSON Schema and the formats each variant accepts."""
     out = []
@@ -124,8 +148,8 @@ def catalogue() -> list[dict]:
         out.append(
             {
                 "method": m.name,
-                "description": (m.step_type.__doc__ or "").strip(),
-                "schema": m.step_type.model_json_schema(),
+                "description": DESCRIPTIONS.get(m.name) or (getattr(m.step_type, "__doc__", None) or "").strip(),
+                "schema": m.schema(),
                 "formats": {field: {value: sorted(f.value for f in fmts) for value, fmts in table.items()}},
             }
         )

@@ -11,8 +11,8 @@ import struct
 import zipfile
 from pathlib import Path, PurePosixPath
 
-from ..errors import UnsupportedFormatError
-from .kinds import ACCEPTED_FORMATS_TEXT, ModelFormat
+from .errors import UnsupportedFormatError
+from .formats import ACCEPTED_FORMATS_TEXT, ModelFormat
 
 PICKLE_REFUSAL = (
     "this file is a Python pickle (for example torch.save(model)); pickles can run arbitrary code when "

@@ -10,8 +10,8 @@ from typing import Any
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
-from ..db import utcnow
-from .tables import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, TERMINAL, Job, JobEvent
+from .db import utcnow
+from .tables.jobs import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, TERMINAL, Job, JobEvent
 
 
 def add_event(session: Session, job_id: str, kind: str, data: dict[str, Any]) -> None:

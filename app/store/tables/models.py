@@ -6,7 +6,7 @@ from sqlalchemy import JSON
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ..db import Base
-from ..uploads.tables import UploadColumns
+from .uploads import UploadColumns
 
 
 class Model(UploadColumns, Base):

@@ -1,0 +1,141 @@
+"""The job report (DESIGN.md `results`, the engine CLI's report.json), typed. The engine builds it, the
+child sends it, the worker validates it, stores its artifacts and swaps engine file names for stored ids
+(`with_artifact_ids`), and the API documents it as `GET /v1/jobs/{id}`'s `results`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .formats import ModelFormat
+from .measure import Measurement
+
+Verdict = Literal["faster_and_smaller", "smaller_only", "faster_only", "no_gain"]
+
+
+def _omitted_when_none(description: str, default: Any = None) -> Any:
+    """A section only some entries have (a step's runtimes, a search's front): absent, not null, when unset."""
+    return Field(default, description=description, exclude_if=lambda v: v is None)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ArtifactReport(_Section):
+    """One measured artifact of a step, beside the baseline."""
+
+    method: str
+    params: dict[str, Any] | None = _omitted_when_none("the step's options as given in the recipe")
+    artifact_id: str = Field(description="the stored artifact's id (in the engine's report.json: its file name)")
+    format: ModelFormat
+    measurement: Measurement
+    size_ratio: float = Field(description="baseline size / this size")
+    speedup_b1: float | None = Field(description="baseline latency / this latency at batch 1 (> 1 is faster)")
+    speedup_bN: float | None = Field(description="the same at the larger batch")
+    verdict: Verdict
+    verdict_reason: str
+    notes: list[str] = []
+    details: dict[str, Any] | None = _omitted_when_none("method-specific facts (layers kept, training history, ...)")
+    recommended: bool | None = _omitted_when_none("among several artifacts of one step: the one recommended")
+
+
+class CandidateArtifact(_Section):
+    """What a search measured of one artifact of a candidate."""
+
+    candidate: str
+    runtime: str
+    artifact: str | None = Field(description="the stored artifact (front members only; the others were deleted)")
+    accuracy_drop: float
+    speedup_b1: float | None
+    speedup_bN: float | None
+    size_ratio: float
+    measurement: Measurement
+    on_front: bool | None = _omitted_when_none("whether it made the Pareto front")
+
+
+class Candidate(_Section):
+    """One recipe a search tried, whatever became of it."""
+
+    id: str
+    label: str
+    rung: str = Field(description="screen, guard, train or combine")
+    recipe: list[dict[str, Any]]
+    status: Literal["measured", "failed", "skipped", "stopped"] | None = None
+    reason: str | None = _omitted_when_none("why it failed, was skipped or stopped")
+    seconds: float | None = _omitted_when_none("building and measuring it took")
+    artifacts: list[CandidateArtifact] | None = _omitted_when_none("its measured artifacts")
+
+
+class SearchRecord(_Section):
+    """The whole search of an `auto` step."""
+
+    notes: list[str]
+    objective: str
+    max_accuracy_drop: float
+    budget_s: float
+    search_s: float
+    stopped: str | None
+    validation: str
+    quality: Literal["accuracy", "agreement", "cosine"]
+    candidates: list[Candidate]
+    front: list[str] = Field(description="the candidate ids on the front")
+
+
+class StepReport(ArtifactReport):
+    """A recipe step: its recommended artifact's entry, and every other artifact it offered."""
+
+    recommended: str | None = _omitted_when_none("the recommended artifact's id, when the step offers several")
+    runtimes: list[ArtifactReport] | None = _omitted_when_none("one artifact per runtime measured")
+    front: list[ArtifactReport] | None = _omitted_when_none("auto: the Pareto front, measured again here")
+    objective: str | None = _omitted_when_none("auto: what the recommendation optimises")
+    within_budget: bool | None = _omitted_when_none("auto: whether the recommended artifact meets the accuracy budget")
+    recommendation_reason: str | None = _omitted_when_none("auto: why this one")
+    search: SearchRecord | None = _omitted_when_none("auto: every candidate tried")
+
+    def artifacts(self) -> list[ArtifactReport]:
+        """The step's own entry, then every other artifact it offers (runtimes, front), each once."""
+        others = [a for a in [*(self.runtimes or []), *(self.front or [])] if a.artifact_id != self.artifact_id]
+        return [self, *others]
+
+
+class Final(_Section):
+    artifact_id: str
+    size_ratio: float
+    speedup_b1: float | None
+    speedup_bN: float | None
+    accuracy_delta: float | None
+    agreement: float | None
+    verdict: Verdict
+    verdict_reason: str
+    within_budget: bool | None = _omitted_when_none("auto: whether the accuracy budget was met")
+
+
+class Report(_Section):
+    """Baseline and every step measured in one run, on one machine."""
+
+    baseline: Measurement
+    steps: list[StepReport]
+    final: Final
+    input: dict[str, Any] = Field(description="the input spec the model was measured with")
+    data: dict[str, Any] | None = Field(None, description="the dataset the steps used")
+    eval_data: dict[str, Any] | None = Field(None, description="what quality was scored on, when not `data`")
+    failed: str | None = _omitted_when_none("a step failed after earlier ones: why (their artifacts are kept)")
+    partial: bool | None = _omitted_when_none("a search's results while it still runs (or when it was stopped)")
+
+    def with_artifact_ids(self, stored: Mapping[str, str]) -> Report:
+        """A copy in which every artifact reference (an engine file name) is its stored id; a search's
+        candidates whose files were not kept (off the front) point at None."""
+        report = self.model_copy(deep=True)
+        for step in report.steps:
+            for entry in [step, *(step.runtimes or []), *(step.front or [])]:
+                entry.artifact_id = stored[entry.artifact_id]
+            if step.recommended is not None:
+                step.recommended = step.artifact_id
+            for candidate in step.search.candidates if step.search else []:
+                for found in candidate.artifacts or []:
+                    found.artifact = stored.get(found.artifact) if found.artifact else None
+        report.final.artifact_id = stored[report.final.artifact_id]
+        return report

@@ -1,0 +1,154 @@
+"""From measurements to the typed report: each artifact's entry (ratios, verdict and the reason in words),
+the recommendation among one step's artifacts, and the whole `Report`. A method whose step offers more
+than runtimes (auto's Pareto front) contributes its own entry (`report_entry` in its verb module)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .contract.measure import Measurement, Ratios
+from .contract.recipe.quantize import RECOMMEND_BUDGET
+from .contract.report import ArtifactReport, Final, Report, StepReport
+from .data import Dataset
+from .formats import InputSpec
+from .methods import StepOutput, report_entry_for
+
+SPEEDUP_THRESHOLD = 1.05  # below 5 % a latency change is within run-to-run noise
+SIZE_THRESHOLD = 1.05
+
+
+@dataclass(frozen=True)
+class Measured:
+    """One artifact a step produced, with what the measurement found."""
+
+    output: StepOutput
+    measurement: Measurement
+    ratios: Ratios
+
+
+def verdict(r: Ratios) -> str:
+    speeds = [s for s in (r.speedup_b1, r.speedup_bN) if s is not None]
+    faster = bool(speeds) and max(speeds) >= SPEEDUP_THRESHOLD and min(speeds) >= 1.0
+    smaller = r.size_ratio >= SIZE_THRESHOLD
+    return {(True, True): "faster_and_smaller", (False, True): "smaller_only", (True, False): "faster_only"}.get(
+        (faster, smaller), "no_gain"
+    )
+
+
+def verdict_reason(r: Ratios, m: Measurement, batch: int) -> str:
+    """The measured facts behind the verdict, in words: size, then speed at each batch size."""
+    size = f"{r.size_ratio:.2f}x smaller" if r.size_ratio >= SIZE_THRESHOLD else f"size ratio {r.size_ratio:.2f}x"
+    speeds = [(label, s) for label, s in (("batch 1", r.speedup_b1), (f"batch {batch}", r.speedup_bN)) if s]
+    parts = [f"{s:.2f}x the speed at {label}" for label, s in speeds]
+    slower = [label for label, s in speeds if s < 1 / SPEEDUP_THRESHOLD]
+    text = f"{size}; " + ", ".join(parts) + f" (runtime {m.runtime})"
+    if slower:
+        text += f"; slower than the baseline here at {' and '.join(slower)}"
+    elif speeds and all(s < SPEEDUP_THRESHOLD for _, s in speeds):
+        text += "; not faster than the baseline here"
+    return text
+
+
+def ratio_notes(r: Ratios) -> list[str]:
+    notes = []
+    for label, s in (("batch 1", r.speedup_b1), ("the large batch", r.speedup_bN)):
+        if s is not None and s < 1 / SPEEDUP_THRESHOLD:
+            notes.append(f"slower than the baseline at {label}: {s:.2f}x")
+    return notes
+
+
+def artifact_entry(step, measured: Measured, batch: int, *, params: bool = True) -> ArtifactReport:
+    out, m, r = measured.output, measured.measurement, measured.ratios
+    return ArtifactReport(
+        method=step.method,
+        params=step.model_dump(mode="json", exclude={"method"}) if params else None,
+        artifact_id=out.path.name,
+        format=out.format,
+        measurement=m,
+        size_ratio=r.size_ratio,
+        speedup_b1=r.speedup_b1,
+        speedup_bN=r.speedup_bN,
+        verdict=verdict(r),
+        verdict_reason=verdict_reason(r, m, batch),
+        notes=[*out.notes, *ratio_notes(r)],
+        details=out.details or None,
+    )
+
+
+def step_report(entry: ArtifactReport, **more) -> StepReport:
+    return StepReport(**dict(entry), **more)
+
+
+def _quality_drop(base: Measurement, m: Measurement) -> float | None:
+    if base.accuracy is not None and m.accuracy is not None:
+        return base.accuracy - m.accuracy
+    return None if m.agreement is None else 1.0 - m.agreement
+
+
+def recommend_runtime(step, base: Measurement, options: Sequence[Measured]) -> Measured:
+    """Among one step's artifacts (one per runtime): the fastest whose quality drop is within the step's
+    budget (max_accuracy_drop, else 1 point); if none is, the most accurate."""
+    if len(options) == 1:
+        return options[0]
+    budget = getattr(step, "max_accuracy_drop", None) or RECOMMEND_BUDGET
+
+    def speed(option: Measured) -> float:
+        r = option.ratios
+        return r.speedup_bN if r.speedup_bN is not None else (r.speedup_b1 or 0.0)
+
+    drops = [(_quality_drop(base, option.measurement), option) for option in options]
+    within = [option for drop, option in drops if drop is None or drop <= budget]
+    if within:
+        return max(within, key=speed)
+    return min(drops, key=lambda pair: pair[0])[1]
+
+
+def runtimes_entry(step, base: Measurement, options: Sequence[Measured], batch: int) -> StepReport:
+    """The default entry: the step's artifact, or the recommended one of several runtimes beside the others."""
+    chosen = recommend_runtime(step, base, options)
+    entry = step_report(artifact_entry(step, chosen, batch))
+    if len(options) > 1:
+        entry.runtimes = [
+            artifact_entry(step, o, batch, params=False).model_copy(update={"recommended": o is chosen})
+            for o in options
+        ]
+        entry.recommended = entry.artifact_id
+        entry.notes.append(
+            f"measured {len(options)} runtimes; recommended: {chosen.output.runtime or chosen.measurement.runtime}, "
+            "the fastest within the accuracy budget"
+        )
+    return entry
+
+
+def build_report(
+    steps: Sequence[tuple[object, Sequence[Measured]]],
+    base: Measurement,
+    spec: InputSpec,
+    data: Dataset | None,
+    eval_data: Dataset | None,
+) -> Report:
+    """`steps` is [(step config, its measured artifacts: the step's own first, then its alternatives)]."""
+    batch = base.latency_ms.batch
+    entries = [(report_entry_for(step) or runtimes_entry)(step, base, options, batch) for step, options in steps]
+    final = entries[-1]
+    fm = final.measurement
+    accuracy_delta = fm.accuracy - base.accuracy if fm.accuracy is not None and base.accuracy is not None else None
+    return Report(
+        baseline=base,
+        steps=entries,
+        final=Final(
+            artifact_id=final.artifact_id,
+            size_ratio=final.size_ratio,
+            speedup_b1=final.speedup_b1,
+            speedup_bN=final.speedup_bN,
+            accuracy_delta=accuracy_delta,
+            agreement=fm.agreement,
+            verdict=final.verdict,
+            verdict_reason=final.verdict_reason,
+            within_budget=final.within_budget,
+        ),
+        input=spec.to_dict(),
+        data=data.describe() if data is not None else None,
+        eval_data=eval_data.describe() if eval_data is not None and eval_data is not data else None,
+    )
