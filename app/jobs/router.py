@@ -10,7 +10,6 @@ from sqlalchemy import select
 
 from app.store.tables.artifacts import Artifact
 from app.store.tables.jobs import STATUSES, Job
-from workers.compression.contract.recipe import describe_validation_error
 
 from ..artifacts.schemas import ArtifactOut
 from ..dependencies import SessionDep, TenantDep, get_owned
@@ -21,7 +20,6 @@ from .events import event_stream
 from .schemas import JobIn, JobOut, JobSummary
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
-RECIPE_SHAPE = 'a recipe is a JSON object like {"steps": [{"method": "quantize", "scheme": "fp16"}]}'
 
 
 def get_job(session, tenant, job_id: str) -> Job:
@@ -48,15 +46,9 @@ async def job_body(request: Request) -> JobIn:
         data = json.loads(raw)
     except ValueError:
         raise ApiError(400, "malformed_json", "the request body is not valid JSON") from None
-    if isinstance(data, dict) and not isinstance(data.get("recipe", {}), dict):
-        raise ApiError(422, "invalid_recipe", RECIPE_SHAPE)
     try:
         return JobIn.model_validate(data)
     except ValidationError as e:
-        # the recipe is parsed here, once: its errors say where in the recipe, under their own code
-        recipe = [dict(err, loc=err["loc"][1:]) for err in e.errors() if err["loc"][:1] == ("recipe",)]
-        if recipe:
-            raise ApiError(422, "invalid_recipe", describe_validation_error(recipe)) from None
         raise ApiError(422, "invalid_request", describe_validation(e.errors())) from None
 
 

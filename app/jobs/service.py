@@ -21,7 +21,7 @@ from app.store.tables.models import Model
 from app.store.tables.uploads import INVALID, PENDING
 from workers.compression.contract.errors import RecipeError
 from workers.compression.contract.formats import ModelFormat
-from workers.compression.contract.recipe import METHODS, check_recipe
+from workers.compression.contract.recipe import METHODS, check_recipe, parse_recipe
 
 from ..dependencies import get_owned
 from ..errors import ApiError
@@ -52,7 +52,8 @@ def _check_references(session: Session, tenant: Tenant, recipe, model: Model) ->
 
 
 def _request_hash(body: JobIn) -> str:
-    return hashlib.sha256(json.dumps(body.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
+    request = {**body.model_dump(mode="json", exclude={"recipe"}), "recipe": body.recipe}
+    return hashlib.sha256(json.dumps(request, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def _existing(session: Session, tenant: Tenant, key: str, digest: str) -> Job | None:
@@ -95,8 +96,8 @@ def submit(session: Session, tenant: Tenant, body: JobIn, idempotency_key: str |
         datasets[dataset_id] = get_owned(session, Dataset, tenant, dataset_id, "dataset")
         _check_ready(datasets[dataset_id], "dataset")
     data_info = (datasets[body.dataset_id].info or {}) if body.dataset_id else None
-    recipe = body.recipe
     try:
+        recipe = parse_recipe(body.recipe)  # the one place a submitted recipe is parsed; typed from here on
         check_recipe(
             recipe,
             ModelFormat(model.format),

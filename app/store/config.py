@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -29,6 +30,12 @@ class Settings(BaseSettings):
     upload_chunk_bytes: int = 1024 * 1024
 
     # jobs (read by workers)
+    # every inspection and job child runs in a bubblewrap sandbox; "off" only by an operator's explicit choice
+    sandbox: Literal["bwrap", "off"] = "bwrap"
+    sandbox_disk_mb: int = 20_480  # what a job may write (artifacts, checkpoints); also the largest artifact
+    sandbox_tmp_mb: int = 2048  # its private /tmp (a tmpfs: memory)
+    sandbox_processes: int = 1024  # processes and threads of one job
+    inspect_time_limit_s: int = 600  # a worker stops an upload's inspection after this long
     job_time_limit_s: int = 4 * 3600
     job_memory_limit_mb: int = 0  # resident memory of a job's child process; 0 = 80 % of the machine
     job_max_attempts: int = 3  # runs of one job when workers die under it

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .contract.errors import EngineError
 from .contract.load import LoadOptions
-from .contract.recipe import catalogue
+from .contract.recipe import METHODS, catalogue
 from .inspection import inspect_model
 from .measure import MeasureSettings
 from .pipeline import run_recipe
@@ -77,7 +77,7 @@ def format_table(report: dict) -> str:
         m = s["measurement"]
         rows.append(
             [
-                f"{i}. {s['method']} {next(iter(s['params'].values()), '')} ({m['runtime']})",
+                f"{i}. {s['method']} {_variant(s)} ({m['runtime']})",
                 _fmt_bytes(m["size_bytes"]),
                 _fmt(s["size_ratio"], ".2f", "x"),
                 lat(m, "b1"),
@@ -96,6 +96,13 @@ def format_table(report: dict) -> str:
         for note in s["notes"]:
             lines.append(f"  step {i}: {note}")
     return "\n".join(lines)
+
+
+def _variant(step: dict) -> str:
+    """What tells a step from its siblings: a quantization's scheme, a pruning's kind, an export's format."""
+    field = METHODS[step["method"]].variants[0] if step["method"] in METHODS else None
+    value = (step.get("params") or {}).get(field, "")
+    return value if isinstance(value, str) else ""
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,6 +17,7 @@ class JobErrorCode(StrEnum):
     STEP_FAILED = "step_failed"
     RESOURCE_EXHAUSTED = "resource_exhausted"  # over the job's memory limit
     TIMEOUT = "timeout"  # over the job's time limit
+    DISK_EXHAUSTED = "disk_exhausted"  # over the job's disk limit
     WORKER_CRASHED = "worker_crashed"  # the job's process died without a result
     WORKER_LOST = "worker_lost"  # its worker died too often
     NO_GPU = "no_gpu"

@@ -54,7 +54,7 @@ class Spec(_Message):
 
     work: Work
     memory_limit_mb: int | None = None
-    parent_pid: int
+    parent_pid: int | None = Field(None, description="exit at once if this is not the parent (unsandboxed)")
 
 
 # ---------------------------------------------------------------- child -> parent
@@ -114,5 +114,6 @@ class StopReason(StrEnum):
 
     MEMORY = "memory"
     TIME = "time"
+    DISK = "disk"
     CANCEL = "cancel"
     LOST = "lost"  # the job was taken over or ended elsewhere

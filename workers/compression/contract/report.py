@@ -113,6 +113,14 @@ class Final(_Section):
     within_budget: bool | None = _omitted_when_none("auto: whether the accuracy budget was met")
 
 
+class Isolation(_Section):
+    """The sandbox a job (or an inspection) ran in: `bwrap` with its layers, or `off` when an operator
+    disabled it (SQUEEZE_SANDBOX=off)."""
+
+    mode: Literal["bwrap", "off"]
+    layers: list[str] = []
+
+
 class Report(_Section):
     """Baseline and every step measured in one run, on one machine."""
 
@@ -124,6 +132,7 @@ class Report(_Section):
     eval_data: dict[str, Any] | None = Field(None, description="what quality was scored on, when not `data`")
     failed: str | None = _omitted_when_none("a step failed after earlier ones: why (their artifacts are kept)")
     partial: bool | None = _omitted_when_none("a search's results while it still runs (or when it was stopped)")
+    isolation: Isolation | None = _omitted_when_none("the sandbox the job ran in (set by the worker)")
 
     def with_artifact_ids(self, stored: Mapping[str, str]) -> Report:
         """A copy in which every artifact reference (an engine file name) is its stored id; a search's

@@ -1,0 +1,162 @@
+"""What a torch.export archive (.pt2) may hold, checked from its bytes before `torch.export.load` reads it.
+
+`torch.export.load` unpickles several members with full `pickle` (weights or constants whose config says
+`use_pickle: true`, torchbind (`custom_obj_*`) and opaque (`opaque_obj_*`) constants, the legacy `*.pt`
+weight and constant files, and the sample inputs whenever they fail a `weights_only` load) and can load
+compiled AOTInductor code: forcing `weights_only` on `torch.load` reaches none of that. So the archive is
+read here as a zip, member by member, and anything that would run code is refused:
+- `models/*.json`: the graph, JSON (read by torch's own deserializer: op names, no code);
+- `data/weights/*_config.json`, `data/constants/*_config.json`: JSON, parsed here; every entry must be a
+  raw tensor payload (`use_pickle: false`, `weight_N` / `tensor_N`);
+- `data/weights/weight_N`, `data/constants/tensor_N`: raw bytes, never parsed as objects;
+- `data/sample_inputs/*.pt`: a torch.save archive whose pickle is scanned with `pickletools` (opcodes
+  only, nothing runs): it may name only the globals that rebuild tensors;
+- `archive_format`, `archive_version`, `byteorder`, `.data/*`, `extra/*`: plain text;
+- everything else (AOTInductor shared objects, ExecuTorch, MTIA, legacy pickles) is refused.
+Torch-free (zipfile, json, pickletools), so the API checks an upload before storing it as `ready`."""
+
+from __future__ import annotations
+
+import io
+import json
+import pickletools
+import re
+import zipfile
+from pathlib import PurePosixPath
+
+from .errors import UnsupportedFormatError
+
+CONFIG_LIMIT = 64 * 2**20  # a config JSON or a pickle larger than this is not a real archive's
+SAMPLE_LIMIT = 256 * 2**20
+TEXT_MEMBERS = {"archive_format", "archive_version", "byteorder", ".data/version", ".data/serialization_id"}
+PAYLOAD = {"weights": re.compile(r"weight_\d+"), "constants": re.compile(r"tensor_\d+")}
+# what torch.save writes for tensors, parameters and their containers; nothing here runs user code
+TENSOR_GLOBALS = {
+    ("torch._utils", "_rebuild_tensor_v2"),
+    ("torch._utils", "_rebuild_tensor_v3"),
+    ("torch._utils", "_rebuild_parameter"),
+    ("torch._utils", "_rebuild_parameter_with_state"),
+    ("collections", "OrderedDict"),
+    ("torch", "Size"),
+    ("torch", "device"),
+    ("torch.storage", "UntypedStorage"),
+    *(("torch", name) for name in ("float32", "float16", "bfloat16", "float64", "int64", "int32", "int8", "uint8")),
+}
+STORAGE = re.compile(r"(?:[A-Z][A-Za-z0-9]*)?Storage")  # torch.FloatStorage, torch.BFloat16Storage, ...
+SAFE_OPCODES_WITH_NAMES = {"GLOBAL", "STACK_GLOBAL", "INST"}
+REFUSED_OPCODES = {"EXT1", "EXT2", "EXT4"}  # the copyreg extension registry names callables by number
+
+
+def refuse(reason: str) -> UnsupportedFormatError:
+    return UnsupportedFormatError(
+        f"this .pt2 archive cannot be loaded safely: {reason}. Export it again with torch.export.save from a "
+        "plain model (tensors as weights and constants), or upload ONNX or safetensors weights",
+        code="pickle_refused",
+    )
+
+
+def check_pt2_archive(archive: zipfile.ZipFile) -> None:
+    """Raises UnsupportedFormatError (code pickle_refused) naming the first member that could run code."""
+    names = archive.namelist()
+    root = _root(names)
+    for name in names:
+        member = name[len(root) :]
+        if name.endswith("/"):
+            continue
+        kind = _kind(member)
+        if kind is None:
+            raise refuse(f"it holds {member!r}, which the loader would unpickle or run")
+        if kind == "config":
+            _check_config(archive, name, member)
+        elif kind == "sample_inputs":
+            _check_sample_inputs(archive, name, member)
+
+
+def _root(names: list[str]) -> str:
+    firsts = {n.split("/", 1)[0] for n in names}
+    if len(firsts) != 1:
+        raise refuse("its members are not under one archive folder")
+    return firsts.pop() + "/"
+
+
+def _kind(member: str) -> str | None:
+    path = PurePosixPath(member)
+    if member in TEXT_MEMBERS or (len(path.parts) >= 2 and path.parts[0] == "extra"):
+        return "text"
+    if len(path.parts) == 2 and path.parts[0] == "models" and path.suffix == ".json":
+        return "graph"
+    if len(path.parts) == 3 and path.parts[0] == "data" and path.parts[1] in PAYLOAD:
+        if path.name.endswith(f"_{path.parts[1]}_config.json"):
+            return "config"
+        if PAYLOAD[path.parts[1]].fullmatch(path.name):
+            return "payload"
+    if len(path.parts) == 3 and path.parts[:2] == ("data", "sample_inputs") and path.suffix == ".pt":
+        return "sample_inputs"
+    return None
+
+
+def _read(archive: zipfile.ZipFile, name: str, limit: int) -> bytes:
+    info = archive.getinfo(name)
+    if info.file_size > limit:
+        raise refuse(f"{name!r} is {info.file_size} bytes, larger than any real archive's")
+    with archive.open(info) as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise refuse(f"{name!r} is larger than it says")
+    return data
+
+
+def _check_config(archive: zipfile.ZipFile, name: str, member: str) -> None:
+    kind = PurePosixPath(member).parts[1]
+    try:
+        config = json.loads(_read(archive, name, CONFIG_LIMIT)).get("config")
+    except (ValueError, AttributeError):
+        raise refuse(f"{member!r} is not a valid payload config") from None
+    if not isinstance(config, dict):
+        raise refuse(f"{member!r} is not a valid payload config")
+    for fqn, entry in config.items():
+        if not isinstance(entry, dict):
+            raise refuse(f"{member!r} has a malformed entry for {fqn!r}")
+        if entry.get("use_pickle"):
+            raise refuse(f"{kind[:-1]} {fqn!r} is stored with pickle (use_pickle: true)")
+        path_name = str(entry.get("path_name", ""))
+        if not PAYLOAD[kind].fullmatch(path_name):
+            what = "a TorchScript (torchbind) object" if path_name.startswith("custom_obj") else "a pickled object"
+            raise refuse(f"{kind[:-1]} {fqn!r} is {what} ({path_name!r}), which the loader would unpickle")
+
+
+def _check_sample_inputs(archive: zipfile.ZipFile, name: str, member: str) -> None:
+    data = _read(archive, name, SAMPLE_LIMIT)
+    if not data:
+        return
+    try:
+        inner = zipfile.ZipFile(io.BytesIO(data))
+        pickles = [n for n in inner.namelist() if n.endswith(".pkl")]
+        if len(pickles) != 1:
+            raise refuse(f"{member!r} is not a torch.save archive")
+        _check_pickle(_read(inner, pickles[0], CONFIG_LIMIT), member)
+    except zipfile.BadZipFile:
+        raise refuse(f"{member!r} is a bare pickle, not a torch.save archive") from None
+
+
+def _check_pickle(data: bytes, member: str) -> None:
+    """Every callable a pickle can reach is named by a GLOBAL/STACK_GLOBAL/INST opcode: allow only those
+    that rebuild tensors. pickletools reads opcodes; nothing is executed."""
+    strings: list[str] = []
+    try:
+        for op, arg, _ in pickletools.genops(data):
+            if op.name in REFUSED_OPCODES:
+                raise refuse(f"{member!r} names a callable through the copyreg extension registry")
+            if isinstance(arg, str) and op.name.endswith("UNICODE"):
+                strings = [*strings[-1:], arg]
+            if op.name in SAFE_OPCODES_WITH_NAMES:
+                if op.name == "STACK_GLOBAL":
+                    if len(strings) < 2:
+                        raise refuse(f"{member!r} builds a global name at run time")
+                    module, attr = strings
+                else:
+                    module, _, attr = str(arg).partition(" ")
+                if (module, attr) not in TENSOR_GLOBALS and not (module == "torch" and STORAGE.fullmatch(attr)):
+                    raise refuse(f"{member!r} would call {module}.{attr} when loaded")
+    except ValueError as e:
+        raise refuse(f"{member!r} is not a valid pickle ({e})") from None
