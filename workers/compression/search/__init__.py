@@ -1,2 +1,3 @@
-"""`auto`: a budgeted search over compression pipelines (space.py: what is tried; searcher.py: how the
-budget is spent; objective.py: what "better" means)."""
+"""`auto`: a budgeted search over compression pipelines (space.py: what is tried; searcher.py: the plan, how
+the budget is spent; budget.py: the clock and the cost estimates; evaluator.py: building and measuring one
+candidate; reporter.py: the records, the front and the reports; objective.py: what "better" means)."""
