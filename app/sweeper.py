@@ -12,7 +12,6 @@ from datetime import timedelta
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
 
-from app.store.broker import INSPECT_TIME_LIMIT_S
 from app.store.config import get_settings
 from app.store.db import session_factory, utcnow
 from app.store.job_state import requeue_or_fail_stale, stale_cutoff
@@ -29,7 +28,7 @@ log = logging.getLogger("squeeze.sweeper")
 def requeue_stuck_uploads(session) -> list[str]:
     """Uploads still pending long after an inspection could have finished lost their worker: inspect again
     (inspection is idempotent: the first result to land wins)."""
-    cutoff = utcnow() - timedelta(seconds=INSPECT_TIME_LIMIT_S + 60)
+    cutoff = utcnow() - timedelta(seconds=get_settings().inspect_time_limit_s + 60)
     again = []
     for table, kind in ((Model, "model"), (Dataset, "dataset")):
         for row in session.scalars(select(table).where(table.status == PENDING, table.updated_at < cutoff)):

@@ -55,7 +55,9 @@ def pt2_pickled_constant(path: Path, marker: Path) -> Path:
     """A .pt2 whose constants config marks a constant `use_pickle: true`: torch.export.load unpickles it
     with plain pickle, whatever weights_only says."""
     plain = _plain_pt2(path.with_suffix(".plain.pt2"))
-    config = {"config": {"offset": {"path_name": "tensor_0", "is_param": False, "use_pickle": True}}}
+    config = {
+        "config": {"offset": {"path_name": "tensor_0", "is_param": False, "use_pickle": True, "tensor_meta": None}}
+    }
     return _rewrite(
         plain,
         path,
@@ -131,8 +133,7 @@ def onnx_external_data(path: Path, target: Path) -> Path:
     import onnx
     from onnx import TensorProto, helper
 
-    weight = helper.make_tensor("w", TensorProto.FLOAT, [4, 2], vals=[])
-    weight.ClearField("float_data")
+    weight = TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[4, 2])
     weight.data_location = TensorProto.EXTERNAL
     for key, value in (("location", str(target)), ("offset", "0"), ("length", "32")):
         entry = weight.external_data.add()

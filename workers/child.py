@@ -8,6 +8,7 @@ libraries print goes to stderr, which the parent keeps as the job's log."""
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import resource
@@ -117,6 +118,9 @@ def main(spec_path: str) -> int:
             print(f"{e.code}: {e.message}", file=sys.stderr)
             # a failed run may still have measured what it made (a step's best candidate): the worker stores it
             channel.send(FailedEvent(code=e.code, message=_clean(e.message), report=e.report))
+        elif isinstance(e, OSError) and e.errno in (errno.EFBIG, errno.ENOSPC, errno.EDQUOT):
+            message = f"the job ran out of disk (its limit, or /tmp's): {e.strerror}"
+            channel.send(FailedEvent(code=JobErrorCode.DISK_EXHAUSTED, message=message))
         elif "can't allocate memory" in str(e) or "out of memory" in str(e).lower():
             message = _clean(f"the job ran out of memory: {e}", 500)
             channel.send(FailedEvent(code=JobErrorCode.RESOURCE_EXHAUSTED, message=message))

@@ -15,6 +15,7 @@ from app.store.broker import CPU_QUEUE, GPU_QUEUE, get_celery
 from app.store.config import get_settings
 
 from .hardware import worker_has_cuda
+from .sandbox import SandboxUnavailable, probe
 
 
 def queues_for(setting: str, has_cuda: bool) -> list[str]:
@@ -35,10 +36,19 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     settings = get_settings()
     settings.ensure_dirs()
+    try:  # untrusted models are never loaded without the sandbox, unless an operator turned it off
+        isolation = probe(settings.sandbox)
+    except SandboxUnavailable as e:
+        raise SystemExit(f"squeeze-worker: {e}") from None
     has_cuda = worker_has_cuda()
     os.environ["SQUEEZE_WORKER_HAS_CUDA"] = "1" if has_cuda else "0"  # pool processes inherit the answer
     queues = queues_for(settings.worker_queues, has_cuda)
-    print(f"squeeze-worker {args.name}: queues {','.join(queues)}, cuda={has_cuda}", file=sys.stderr, flush=True)
+    sandbox = "OFF (SQUEEZE_SANDBOX=off): jobs run unisolated" if isolation.mode == "off" else "bwrap"
+    print(
+        f"squeeze-worker {args.name}: queues {','.join(queues)}, cuda={has_cuda}, sandbox {sandbox}",
+        file=sys.stderr,
+        flush=True,
+    )
     get_celery().worker_main(
         [
             "worker",

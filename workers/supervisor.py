@@ -1,6 +1,7 @@
-"""Runs a child process (workers/child.py) under limits: resident memory, wall time, and a stop
-request (cancel, lost ownership). Reports what happened as an `ChildOutcome`, never raises for the child's
-sake, so the worker process itself survives anything the job does."""
+"""Runs a child process (workers/child.py) in its sandbox (workers/sandbox.py) under limits: resident
+memory, wall time, disk, and a stop request (cancel, lost ownership). Reports what happened as a
+`ChildOutcome`, never raises for the child's sake, so the worker process itself survives anything the job
+does. What the child says is parsed as the protocol's typed events; anything else is dropped."""
 
 from __future__ import annotations
 
@@ -30,7 +31,11 @@ from workers.compression.contract.protocol import (
 )
 from workers.compression.contract.report import Report
 
+from .sandbox import Mounts, SandboxLimits, launch
+
 POLL_S = 0.1
+MAX_LINE = 64 * 2**20  # one event line; a child that prints more on one line is not speaking the protocol
+DISK_EVERY_S = 1.0
 
 
 @dataclass
@@ -72,37 +77,70 @@ def _tail(path: Path, n: int = 4000) -> str:
         return ""
 
 
+def _disk_used(folders: list[Path]) -> int:
+    total = 0
+    for folder in folders:
+        for root, _, files in os.walk(folder):
+            for name in files:
+                try:
+                    total += os.lstat(os.path.join(root, name)).st_blocks * 512
+                except OSError:
+                    pass
+    return total
+
+
+def _read_lines(stream, lines: queue.Queue) -> None:
+    """Protocol lines, each at most MAX_LINE bytes: a longer one is dropped, so a child cannot make the
+    worker hold an unbounded line in memory."""
+    oversized = False
+    for chunk in iter(lambda: stream.readline(MAX_LINE), b""):
+        complete = chunk.endswith(b"\n")
+        if not oversized and complete:
+            lines.put(chunk)
+        oversized = not complete and (oversized or len(chunk) >= MAX_LINE)
+
+
 def supervise(
     work: Work,
-    workdir: Path,
+    mounts: Mounts,
     *,
     memory_limit_mb: int,
     time_limit_s: float,
+    sandbox: bool,
+    limits: SandboxLimits | None = None,
     on_event: Callable[[object], None] = lambda e: None,
     should_stop: Callable[[], StopReason | None] = lambda: None,
     check_every_s: float = 0.5,
-    env: dict | None = None,
+    argv: list[str] | None = None,
 ) -> ChildOutcome:
-    """`should_stop` is polled every `check_every_s`; a non-None answer (the reason) kills the child."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    spec_path, log_path = workdir / "spec.json", workdir / "child.log"
-    spec = Spec(work=work, memory_limit_mb=memory_limit_mb, parent_pid=os.getpid())
+    """`should_stop` is polled every `check_every_s`; a non-None answer (the reason) kills the child.
+    `argv` replaces the child's command (tests run hostile code under the same limits)."""
+    limits = limits or SandboxLimits()
+    mounts.host.mkdir(parents=True, exist_ok=True)
+    mounts.host.chmod(0o700)
+    spec_path, log_path = mounts.host / "spec.json", mounts.host / "child.log"
+    # inside the sandbox the child's parent is bwrap, which dies with this worker (--die-with-parent)
+    spec = Spec(work=work, memory_limit_mb=memory_limit_mb, parent_pid=None if sandbox else os.getpid())
     spec_path.write_text(spec.model_dump_json())
+    child_spec = mounts.sandbox_path(spec_path) if sandbox else str(spec_path)
+    how = launch(mounts, argv or [sys.executable, "-m", "workers.child", child_spec], limits, sandbox)
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "workers.child", str(spec_path)],
+            how.argv,
             stdout=subprocess.PIPE,
             stderr=log,
             stdin=subprocess.DEVNULL,
-            cwd=os.getcwd(),
+            cwd=mounts.out if not sandbox else "/",
             start_new_session=True,  # its own process group: killing it kills whatever it started
-            env=env,
+            env=how.env,
+            preexec_fn=how.preexec,
         )
     lines: queue.Queue = queue.Queue()
-    reader = threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True)
+    reader = threading.Thread(target=_read_lines, args=(proc.stdout, lines), daemon=True)
     reader.start()
     ps = psutil.Process(proc.pid)
-    deadline, next_check = time.monotonic() + time_limit_s, 0.0
+    deadline, next_check, next_disk = time.monotonic() + time_limit_s, 0.0, 0.0
+    disk_limit = limits.disk_mb * 2**20
     outcome = ChildOutcome(ok=False)
     limit = memory_limit_mb * 1024 * 1024
 
@@ -132,6 +170,10 @@ def supervise(
             outcome.stopped = StopReason.MEMORY
         elif time.monotonic() > deadline:
             outcome.stopped = StopReason.TIME
+        elif time.monotonic() >= next_disk:
+            next_disk = time.monotonic() + DISK_EVERY_S
+            if _disk_used(mounts.writable()) > disk_limit:
+                outcome.stopped = StopReason.DISK
         elif time.monotonic() >= next_check:
             next_check = time.monotonic() + check_every_s
             outcome.stopped = should_stop()
@@ -152,6 +194,20 @@ def supervise(
     elif outcome.stopped == StopReason.TIME:
         outcome.ok, outcome.code = False, JobErrorCode.TIMEOUT
         outcome.message = f"the job ran longer than its time limit of {time_limit_s:.0f} s and was stopped"
+    elif outcome.stopped == StopReason.DISK:
+        outcome.ok, outcome.code = False, JobErrorCode.DISK_EXHAUSTED
+        outcome.message = (
+            f"the job wrote more than its disk limit of {limits.disk_mb} MB (artifacts and checkpoints) and was stopped"
+        )
+    elif (
+        outcome.stopped is None
+        and not outcome.ok
+        and outcome.code is None
+        and _disk_used(mounts.writable()) >= 0.9 * disk_limit
+    ):
+        # died writing: a file past RLIMIT_FSIZE (EFBIG, or SIGXFSZ) or the quota about to be hit
+        outcome.code = JobErrorCode.DISK_EXHAUSTED
+        outcome.message = f"the job died at its disk limit of {limits.disk_mb} MB (artifacts and checkpoints)"
     elif outcome.stopped is None and not outcome.ok and outcome.code is None:
         rc = proc.returncode
         cause = f"signal {signal.Signals(-rc).name}" if rc < 0 else f"exit code {rc}"

@@ -17,7 +17,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from app.store.blobs import get_blob_store
-from app.store.broker import INSPECT_TASK, INSPECT_TIME_LIMIT_S, RUN_JOB_TASK, WEBHOOK_TASK, get_celery
+from app.store.broker import INSPECT_TASK, RUN_JOB_TASK, WEBHOOK_TASK, get_celery
 from app.store.config import get_settings
 from app.store.db import get_engine, session_factory, session_scope
 from app.store.job_state import add_event, claim, finish, heartbeat, stale_cutoff
@@ -27,6 +27,8 @@ from app.store.tables.datasets import Dataset
 from app.store.tables.jobs import CANCELLED, FAILED, RUNNING, SUCCEEDED, Job
 from app.store.tables.models import Model
 from app.store.tables.uploads import INVALID, PENDING, READY
+from workers.compression.contract.errors import JobErrorCode
+from workers.compression.contract.formats import FILE_SUFFIX, ModelFormat
 from workers.compression.contract.load import LoadOptions
 from workers.compression.contract.measure import MeasureSettings
 from workers.compression.contract.protocol import (
@@ -40,14 +42,21 @@ from workers.compression.contract.protocol import (
     StopReason,
 )
 from workers.compression.contract.recipe import METHODS, Recipe
-from workers.compression.contract.report import Report
+from workers.compression.contract.report import Isolation, Report
 
 from . import webhooks
 from .hardware import worker_has_cuda
-from .results import store_results
+from .results import UntrustedOutput, private_copy, store_results
+from .sandbox import Mounts, SandboxLimits, probe
 from .supervisor import ChildOutcome, supervise
 
 log = logging.getLogger("squeeze.worker")
+
+
+def _isolation() -> Isolation:
+    return probe(get_settings().sandbox)  # checked at the worker's start (workers/main.py): cached
+
+
 celery = get_celery()
 
 
@@ -75,8 +84,18 @@ def _dead_owner_here(session, job_id: str, worker: str) -> str | None:
     return None if psutil.pid_exists(int(pid)) else owner
 
 
-def _workdir(*parts: str) -> Path:
-    return get_settings().home.resolve() / "work" / Path(*parts)
+def _mounts(*parts: str) -> Mounts:
+    """A job's (or an inspection's) private folder on this worker, and how its child sees it."""
+    settings = get_settings()
+    return Mounts(settings.home.resolve() / "work" / Path(*parts), sandboxed=settings.sandbox != "off")
+
+
+def _limits() -> SandboxLimits:
+    s = get_settings()
+    return SandboxLimits(processes=s.sandbox_processes, disk_mb=s.sandbox_disk_mb, tmp_mb=s.sandbox_tmp_mb)
+
+
+INPUT_SUFFIX = {"npz": ".npz", "safetensors": ".safetensors", "image_zip": ".zip"}
 
 
 # ---------------------------------------------------------------- uploads
@@ -93,22 +112,30 @@ def inspect_upload(self, kind: str, upload_id: str) -> None:
         row = session.get(table, upload_id)
         if row is None or row.status != PENDING:
             return  # deleted, or inspected already (a redelivered message)
-        path = str(get_blob_store().local_path(row.blob_key))
-        work = (
-            InspectModel(path=path, load=LoadOptions.model_validate({**(row.load_options or {}), "format": row.format}))
-            if kind == "model"
-            else InspectDataset(path=path)
-        )
+        host = get_blob_store().local_path(row.blob_key)
+        mounts = _mounts("inspect", upload_id)
+        if kind == "model":
+            path = mounts.input(host, "model" + FILE_SUFFIX[ModelFormat(row.format)])
+            load = LoadOptions.model_validate({**(row.load_options or {}), "format": row.format})
+            work = InspectModel(path=path, load=load)
+        else:
+            work = InspectDataset(path=mounts.input(host, "dataset" + INPUT_SUFFIX.get(row.format, "")))
     settings = get_settings()
-    workdir = _workdir("inspect", upload_id)
-    outcome = supervise(work, workdir, memory_limit_mb=settings.job_memory_limit_mb, time_limit_s=INSPECT_TIME_LIMIT_S)
-    shutil.rmtree(workdir, ignore_errors=True)
+    outcome = supervise(
+        work,
+        mounts,
+        memory_limit_mb=settings.job_memory_limit_mb,
+        time_limit_s=settings.inspect_time_limit_s,
+        sandbox=mounts.sandboxed,
+        limits=_limits(),
+    )
+    shutil.rmtree(mounts.host, ignore_errors=True)
     with session_scope() as session:
         row = session.get(table, upload_id)
         if row is None or row.status != PENDING:
             return
         if outcome.ok:
-            row.status, row.info = READY, outcome.info
+            row.status, row.info = READY, {**outcome.info, "isolation": _isolation().model_dump()}
         else:
             row.status, row.error_code, row.error_message = INVALID, outcome.code, outcome.message
     log.info("%s %s inspected: %s", kind, upload_id, "ready" if outcome.ok else outcome.code)
@@ -120,8 +147,8 @@ def inspect_upload(self, kind: str, upload_id: str) -> None:
 class JobWatch:
     """What the supervisor asks between polls: stop for cancel or lost ownership; forwards progress."""
 
-    def __init__(self, job_id: str, worker: str, heartbeat_s: float):
-        self.job_id, self.worker, self.heartbeat_s = job_id, worker, heartbeat_s
+    def __init__(self, job_id: str, worker: str, heartbeat_s: float, mounts: Mounts):
+        self.job_id, self.worker, self.heartbeat_s, self.mounts = job_id, worker, heartbeat_s, mounts
         self.session = session_factory()()
         self.last_beat = 0.0
         self.stage: str | None = None
@@ -150,7 +177,11 @@ class JobWatch:
             add_event(self.session, self.job_id, "log", {"message": event.message[:2000]})
             self.dirty = True
         elif isinstance(event, CheckpointEvent):
-            save_checkpoint(self.job_id, Path(event.path))
+            # the child names the file; only a plain file in the job's own checkpoint folder is taken
+            if (path := self.mounts.host_file(event.path, self.mounts.checkpoints)) is not None:
+                save_checkpoint(self.job_id, path)
+            else:
+                log.warning("checkpoint outside the job's folder ignored: %.200s", event.path)
         elif isinstance(event, PartialEvent):
             self.partial, self.partial_unsaved, self.dirty = event.report, True, True
             add_event(self.session, self.job_id, "front", {"front": front_summary(self.partial)})
@@ -211,7 +242,8 @@ def _checkpoint_prefix(job_id: str) -> str:
 
 def save_checkpoint(job_id: str, path: Path) -> None:
     try:
-        get_blob_store().put_named(path, f"{_checkpoint_prefix(job_id)}/{path.name}")
+        with private_copy(path) as copy:  # the child may still change the file: store what was checked
+            get_blob_store().put_named(copy, f"{_checkpoint_prefix(job_id)}/{path.name}")
     except Exception:  # a lost checkpoint costs a retry some epochs, never the job
         log.exception("saving checkpoint %s failed", path.name)
 
@@ -236,7 +268,7 @@ def drop_checkpoints(job_id: str) -> None:
         log.exception("removing the checkpoints of %s failed", job_id)
 
 
-def _job_work(session, job: Job, out_dir: Path, device: str, checkpoint_dir: Path) -> RunRecipe:
+def _job_work(session, job: Job, mounts: Mounts, device: str) -> RunRecipe:
     settings, store = get_settings(), get_blob_store()
     model = session.get(Model, job.model_id)
     recipe = Recipe.model_validate(job.recipe)  # validated at submission; stored as its JSON
@@ -245,20 +277,24 @@ def _job_work(session, job: Job, out_dir: Path, device: str, checkpoint_dir: Pat
     for step in recipe.steps:
         for ref in METHODS[step.method].references(step):
             if (row := session.get(Model, ref)) is not None:  # deleted since: the step says it is missing
-                referenced[ref] = str(store.local_path(row.blob_key))
+                suffix = FILE_SUFFIX[ModelFormat(row.format)]
+                referenced[ref] = mounts.input(store.local_path(row.blob_key), f"model-{ref}{suffix}")
 
-    def dataset_path(dataset_id: str | None) -> str | None:
-        return str(store.local_path(session.get(Dataset, dataset_id).blob_key)) if dataset_id else None
+    def dataset_path(dataset_id: str | None, name: str) -> str | None:
+        if not dataset_id:
+            return None
+        row = session.get(Dataset, dataset_id)
+        return mounts.input(store.local_path(row.blob_key), name + INPUT_SUFFIX.get(row.format, ""))
 
     return RunRecipe(
-        model_path=str(store.local_path(model.blob_key)),
+        model_path=mounts.input(store.local_path(model.blob_key), "model" + FILE_SUFFIX[ModelFormat(model.format)]),
         recipe=recipe,
-        out_dir=str(out_dir),
-        data_path=dataset_path(job.dataset_id),
-        eval_data_path=dataset_path(job.eval_dataset_id),
+        out_dir=mounts.sandbox_path(mounts.out),
+        data_path=dataset_path(job.dataset_id, "dataset"),
+        eval_data_path=dataset_path(job.eval_dataset_id, "eval_dataset"),
         load=LoadOptions.model_validate({**(model.load_options or {}), "format": model.format}),
         models=referenced,
-        checkpoint_dir=str(checkpoint_dir),
+        checkpoint_dir=mounts.sandbox_path(mounts.checkpoints),
         measure=MeasureSettings(
             batch=settings.measure_batch,
             threads=settings.threads,
@@ -300,16 +336,18 @@ def run_job(self, job_id: str) -> None:
             device = "cuda" if job.device in ("cuda", "auto") and worker_has_cuda() else "cpu"
             job.device_used = device
             session.commit()
-            workdir = _workdir("jobs", job_id, f"attempt{job.attempts}")
-            work = _job_work(session, job, workdir / "out", device, workdir / "checkpoints")
-        if restored := restore_checkpoints(job_id, workdir / "checkpoints"):
+            mounts = _mounts("jobs", job_id, f"attempt{job.attempts}")
+            work = _job_work(session, job, mounts, device)
+        if restored := restore_checkpoints(job_id, mounts.checkpoints):
             log.info("resuming from checkpoints %s", restored)
         log.info("job started on %s (attempt %d)", device, job.attempts)
-        watch = JobWatch(job_id, worker, settings.heartbeat_interval_s)
+        watch = JobWatch(job_id, worker, settings.heartbeat_interval_s, mounts)
         try:
             outcome = supervise(
                 work,
-                workdir,
+                mounts,
+                sandbox=mounts.sandboxed,
+                limits=_limits(),
                 memory_limit_mb=settings.job_memory_limit_mb,
                 time_limit_s=settings.job_time_limit_s,
                 on_event=watch.on_event,
@@ -317,8 +355,8 @@ def run_job(self, job_id: str) -> None:
             )
         finally:
             watch.close()
-        _conclude(job_id, worker, outcome, workdir / "out", partial=watch.partial)
-        shutil.rmtree(workdir, ignore_errors=True)
+        _conclude(job_id, worker, outcome, mounts.out, partial=watch.partial)
+        shutil.rmtree(mounts.host, ignore_errors=True)
     finally:
         job_id_var.reset(token)
 
@@ -327,7 +365,9 @@ def _replace_results(session, job_id: str, report: Report, out_dir: Path) -> dic
     """Stores the run's artifacts and measurements; a retried job replaces whatever an earlier attempt stored."""
     session.execute(delete(Measurement).where(Measurement.job_id == job_id))
     session.execute(delete(Artifact).where(Artifact.job_id == job_id))
-    return store_results(session, session.get(Job, job_id), report, out_dir)
+    report = report.model_copy(update={"isolation": _isolation()})
+    max_bytes = get_settings().sandbox_disk_mb * 2**20
+    return store_results(session, session.get(Job, job_id), report, out_dir, max_bytes)
 
 
 def _stored_partial(session, job_id: str, partial: Report | None, out_dir: Path) -> dict | None:
@@ -361,6 +401,17 @@ def _conclude(job_id: str, worker: str, outcome: ChildOutcome, out_dir: Path, pa
         elif outcome.ok:
             try:
                 results = _replace_results(session, job_id, outcome.report, out_dir)
+            except UntrustedOutput as e:  # the job's own doing: its files are not what its report says
+                log.warning("job output refused: %s", e)
+                session.rollback()
+                ended = finish(
+                    session,
+                    job_id,
+                    FAILED,
+                    worker=worker,
+                    code=JobErrorCode.INVALID_OUTPUT,
+                    message=f"the job's output was refused, nothing of it is stored: {e}",
+                )
             except Exception as e:
                 log.exception("storing results failed")
                 session.rollback()

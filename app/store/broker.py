@@ -13,7 +13,6 @@ from kombu import Queue
 from .config import get_settings
 
 CPU_QUEUE, GPU_QUEUE = "cpu", "gpu"
-INSPECT_TIME_LIMIT_S = 600  # a worker stops an upload's inspection after this long
 INSPECT_TASK, RUN_JOB_TASK, WEBHOOK_TASK = "squeeze.inspect_upload", "squeeze.run_job", "squeeze.deliver_webhook"
 
 

@@ -79,8 +79,11 @@ class Settings(BaseSettings):
         return self.database_url.startswith("sqlite")
 
     def ensure_dirs(self) -> None:
-        self.home.mkdir(parents=True, exist_ok=True)
-        self.blob_dir.mkdir(parents=True, exist_ok=True)
+        # private to the service's user: blob files are world-readable so a job's sandbox can read its own
+        # inputs through a bind mount, which is safe only while nobody else can walk into the folder
+        for folder in (self.home, self.blob_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+            folder.chmod(0o700)
 
 
 @lru_cache

@@ -21,6 +21,7 @@ class JobErrorCode(StrEnum):
     WORKER_CRASHED = "worker_crashed"  # the job's process died without a result
     WORKER_LOST = "worker_lost"  # its worker died too often
     NO_GPU = "no_gpu"
+    INVALID_OUTPUT = "invalid_output"  # what the job handed back is not what its report says
     INTERNAL = "internal"
 
 

@@ -55,6 +55,14 @@ def refuse(reason: str) -> UnsupportedFormatError:
     )
 
 
+def check_pt2_file(path) -> None:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            check_pt2_archive(archive)
+    except zipfile.BadZipFile as e:
+        raise UnsupportedFormatError(f"corrupt .pt2 archive: {e}", code="corrupt_archive") from None
+
+
 def check_pt2_archive(archive: zipfile.ZipFile) -> None:
     """Raises UnsupportedFormatError (code pickle_refused) naming the first member that could run code."""
     names = archive.namelist()

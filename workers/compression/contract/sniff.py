@@ -13,6 +13,7 @@ from pathlib import Path, PurePosixPath
 
 from .errors import UnsupportedFormatError
 from .formats import ACCEPTED_FORMATS_TEXT, ModelFormat
+from .pt2_archive import check_pt2_file
 
 PICKLE_REFUSAL = (
     "this file is a Python pickle (for example torch.save(model)); pickles can run arbitrary code when "
@@ -75,14 +76,17 @@ def classify_zip(names: list[str]) -> ModelFormat:
 def detect_format(path: str | Path) -> ModelFormat:
     path = Path(path)
     if not path.is_file():
-        raise UnsupportedFormatError(f"no model file at {path}", code="not_found")
+        raise UnsupportedFormatError(f"no model file named {path.name!r}", code="not_found")
     size = path.stat().st_size
     if size == 0:
         raise UnsupportedFormatError("the file is empty", code="empty_file")
     with open(path, "rb") as f:
         head = f.read(64)
     if zipfile.is_zipfile(path):
-        return classify_zip(_zip_names(path))
+        fmt = classify_zip(_zip_names(path))
+        if fmt == ModelFormat.PT2:
+            check_pt2_file(path)  # pickled constants and compiled code are refused at upload, with the reason
+        return fmt
     _refuse_truncated_zip(head)
     if _looks_like_pickle(head):
         raise UnsupportedFormatError(PICKLE_REFUSAL, code="pickle_refused")
@@ -120,7 +124,7 @@ def detect_dataset_format(path: str | Path) -> str:
     """`npz`, `safetensors` or `image_zip`, from the bytes (torch-free, for the API process too)."""
     path = Path(path)
     if not path.is_file():
-        raise UnsupportedFormatError(f"no dataset file at {path}", code="not_found")
+        raise UnsupportedFormatError(f"no dataset file named {path.name!r}", code="not_found")
     if path.stat().st_size == 0:
         raise UnsupportedFormatError("the dataset file is empty", code="empty_file")
     with open(path, "rb") as f:

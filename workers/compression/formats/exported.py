@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from ..contract.errors import InvalidModelError
+from ..contract.pt2_archive import check_pt2_file
 from .packed import fold_packed_weights, is_packed
 from .spec import InputSpec, LoadedModel, ModelFormat, module_device
 
@@ -43,8 +44,9 @@ def load_pt2(path: Path) -> LoadedModel:
     # without it a fresh process cannot deserialize an int8 artifact
     import torch.ao.quantization.fx._decomposed  # noqa: F401
 
+    check_pt2_file(path)  # refuses anything the loader would unpickle or run, before it reads a byte of it
     try:
-        with weights_only_torch_load():
+        with weights_only_torch_load():  # a second belt: torch.load as the loader calls it takes only tensors
             program = torch.export.load(str(path))
     except Exception as e:  # the loader raises many types for bad archives
         raise InvalidModelError(f"cannot load this torch.export program: {type(e).__name__}: {e}") from None

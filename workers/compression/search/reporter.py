@@ -62,11 +62,17 @@ class Findings:
         on_front = {e.id for e in members}
         candidates = []
         for record in self.records:
-            item = {k: v for k, v in record.items() if k != "key"}
-            for a in item.get("artifacts", []):
-                a["on_front"] = a["candidate"] in on_front
-                if not a["on_front"]:
-                    a["artifact"] = None  # measured, then deleted: only the front's files are kept
+            item = {k: v for k, v in record.items() if k not in ("key", "artifacts")}
+            if "artifacts" in record:  # copies: a member that leaves the front now may come back later
+                item["artifacts"] = [
+                    # measured, then deleted: only the front's files are kept
+                    {
+                        **a,
+                        "on_front": a["candidate"] in on_front,
+                        **({} if a["candidate"] in on_front else {"artifact": None}),
+                    }
+                    for a in record["artifacts"]
+                ]
             candidates.append(item)
         notes = [self.validation.quality_note] if self.validation.quality_note else []
         if stopped:
