@@ -146,6 +146,8 @@ def test_after_all_that_an_ordinary_job_runs_in_the_sandbox(stack, cnn_pt2, digi
         assert any("network" in layer for layer in done["results"]["isolation"]["layers"])
         body = _artifact_bytes(c, done)
         assert CANARY.encode() not in body and KEY.encode() not in body
+        ready = c.get("/readyz").json()
+        assert [w["isolation"]["mode"] for w in ready["workers"]] == ["bwrap"], ready
     leftovers = list((stack.home / "work").rglob("*")) if (stack.home / "work").exists() else []
     assert not [p for p in leftovers if p.is_file()], leftovers  # every job's folder is removed
     assert os.environ.get("SQUEEZE_CANARY_SECRET") != CANARY  # the canary lived only in the service's env

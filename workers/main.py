@@ -13,6 +13,7 @@ import sys
 
 from app.store.broker import CPU_QUEUE, GPU_QUEUE, get_celery
 from app.store.config import get_settings
+from app.store.presence import keep_beating
 
 from .hardware import worker_has_cuda
 from .sandbox import SandboxUnavailable, probe
@@ -49,6 +50,7 @@ def main(argv: list[str] | None = None) -> None:
         file=sys.stderr,
         flush=True,
     )
+    keep_beating(args.name, queues, isolation.model_dump(), settings.heartbeat_interval_s)
     get_celery().worker_main(
         [
             "worker",

@@ -8,7 +8,9 @@ from sqlalchemy import text
 
 from app.store.blobs import get_blob_store
 from app.store.broker import get_celery
+from app.store.config import get_settings
 from app.store.db import get_engine
+from app.store.presence import seen_since
 
 from .metrics import registry
 
@@ -38,6 +40,14 @@ def _broker() -> None:
         conn.ensure_connection(max_retries=1, timeout=3)
 
 
+def _workers() -> list[dict]:
+    """Workers seen within the heartbeat timeout, each with the isolation its jobs run under."""
+    return [
+        {"name": w.name, "queues": w.queues.split(","), "isolation": w.isolation, "seen_at": w.seen_at.isoformat()}
+        for w in seen_since(get_settings().heartbeat_timeout_s)
+    ]
+
+
 @router.get("/readyz")
 async def readyz() -> JSONResponse:
     checks = [
@@ -51,6 +61,7 @@ async def readyz() -> JSONResponse:
     body = {
         "status": "ok" if all(err is None for _, err in checks) else "unavailable",
         "checks": {n: ("ok" if err is None else err) for n, err in checks},
+        "workers": await run_in_threadpool(_workers) if checks[0][1] is None else [],
     }
     return JSONResponse(body, status_code=200 if body["status"] == "ok" else 503)
 

@@ -6,6 +6,7 @@ from .auth import ApiKey, Tenant
 from .datasets import Dataset
 from .jobs import Job, JobEvent, WebhookDelivery
 from .models import Model
+from .workers import WorkerSeen
 
 __all__ = [
     "ApiKey",
@@ -18,4 +19,5 @@ __all__ = [
     "Model",
     "Tenant",
     "WebhookDelivery",
+    "WorkerSeen",
 ]
