@@ -3,6 +3,8 @@
 #   worker:  squeeze-worker                                    (queues cpu, plus gpu when CUDA is visible)
 FROM python:3.11-slim
 ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 SQUEEZE_HOME=/var/lib/squeeze
+# bubblewrap: the sandbox every inspection and job child runs in (workers/sandbox.py); setpriv is util-linux's
+RUN apt-get update && apt-get install -y --no-install-recommends bubblewrap && rm -rf /var/lib/apt/lists/*
 WORKDIR /srv/squeeze
 # torch first and pinned, so nothing later can move it (PyPI's x86_64 build runs on CUDA and falls back to CPU)
 RUN pip install torch==2.14.1 torchvision==0.29.1

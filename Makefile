@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: install run test bench bench-service bench-prune bench-distill bench-quantize bench-auto clean
+.PHONY: install run test bench bench-service bench-prune bench-distill bench-quantize bench-auto bench-sandbox clean
 
 $(STAMP): pyproject.toml client/pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -41,6 +41,9 @@ bench-quantize: install
 
 bench-auto: install
 	$(PY) bench/auto.py
+
+bench-sandbox: install
+	$(PY) bench/sandbox.py
 
 bench-service: install
 	$(PY) bench/service.py

@@ -51,3 +51,14 @@ def test_dockerfile_entry_points_exist():
     from importlib.metadata import entry_points
 
     assert "squeeze-worker" in {e.name for e in entry_points(group="console_scripts")}
+
+
+def test_the_production_shape_keeps_the_sandbox():
+    """The image has bubblewrap; only the worker container may create the sandbox's user namespaces, without
+    added capabilities or privileged mode; the API container, which never loads a model, gets nothing."""
+    assert "bubblewrap" in (ROOT / "Dockerfile").read_text()
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    worker, api = services["worker"], services["api"]
+    assert set(worker["security_opt"]) == {"seccomp=unconfined", "apparmor=unconfined"}
+    assert not worker.get("privileged") and not worker.get("cap_add")
+    assert "security_opt" not in api and "SQUEEZE_SANDBOX" not in worker["environment"]

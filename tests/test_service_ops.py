@@ -25,7 +25,9 @@ def test_health_readiness_and_metrics(prod_stack):
     with prod_stack.client() as c:
         assert c.get("/healthz").json() == {"status": "ok"}
         ready = c.get("/readyz").json()
+        workers = ready.pop("workers")  # issue 16: readiness names each live worker's isolation
         assert ready == {"status": "ok", "checks": {"database": "ok", "broker": "ok", "blob_store": "ok"}}
+        assert workers and all(w["isolation"]["mode"] == "bwrap" for w in workers), workers
         c.get("/v1/models")
         metrics = c.get("/metrics").text
     assert 'squeeze_http_request_duration_seconds_count{method="GET",route="/v1/models",status="200"}' in metrics

@@ -14,6 +14,9 @@ class ModelFormat(StrEnum):
     HUGGINGFACE = "huggingface"  # zipped config.json + *.safetensors
 
 
+# formats whose layers PyTorch can change and train (a .pt2's graph is lifted back into layers)
+EAGER_FORMATS = frozenset({ModelFormat.PT2, ModelFormat.SAFETENSORS, ModelFormat.HUGGINGFACE})
+
 FILE_SUFFIX = {
     ModelFormat.PT2: ".pt2",
     ModelFormat.TORCHSCRIPT: ".torchscript.pt",

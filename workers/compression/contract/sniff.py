@@ -76,7 +76,7 @@ def classify_zip(names: list[str]) -> ModelFormat:
 def detect_format(path: str | Path) -> ModelFormat:
     path = Path(path)
     if not path.is_file():
-        raise UnsupportedFormatError(f"no model file named {path.name!r}", code="not_found")
+        raise UnsupportedFormatError(f"no model file at {path}", code="not_found")
     size = path.stat().st_size
     if size == 0:
         raise UnsupportedFormatError("the file is empty", code="empty_file")
@@ -124,7 +124,7 @@ def detect_dataset_format(path: str | Path) -> str:
     """`npz`, `safetensors` or `image_zip`, from the bytes (torch-free, for the API process too)."""
     path = Path(path)
     if not path.is_file():
-        raise UnsupportedFormatError(f"no dataset file named {path.name!r}", code="not_found")
+        raise UnsupportedFormatError(f"no dataset file at {path}", code="not_found")
     if path.stat().st_size == 0:
         raise UnsupportedFormatError("the dataset file is empty", code="empty_file")
     with open(path, "rb") as f:

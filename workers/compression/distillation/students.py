@@ -9,15 +9,16 @@ import torch
 from torch import nn
 
 from ..contract.errors import RecipeError
+from ..contract.formats import EAGER_FORMATS
 from ..contract.recipe.distill import DistillStep
-from ..formats import LoadedModel, ModelFormat, load_model
+from ..formats import LoadedModel, load_model
 from ..formats.spec import module_device
 from ..formats.weights import build_architecture
 from ..measure.metrics import first_tensor
 from ..pruning.layers import always_kept, editable
 from ..pruning.structured import remove_channels
 
-TRAINABLE = (ModelFormat.PT2, ModelFormat.SAFETENSORS, ModelFormat.HUGGINGFACE)
+TRAINABLE = EAGER_FORMATS
 
 
 def build_student(

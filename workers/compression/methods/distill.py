@@ -14,10 +14,11 @@ MIN_VALIDATION = 10  # fewer held-out samples than this cannot rank epochs
 
 
 def distill(model: LoadedModel, step: DistillStep, ctx: StepContext) -> StepOutput:
+    # the same checks the submission ran (contract/recipe/distill.py), for callers of the engine directly
     if ctx.data is None:
-        raise RecipeError("distillation needs a dataset (labels optional)")
-    if step.compare_baseline and ctx.data.y is None:
-        raise RecipeError("compare_baseline trains a student on the labels alone, so it needs labels")
+        raise RecipeError(step.needs_data())
+    if ctx.data.y is None and (reason := step.needs_labels()):
+        raise RecipeError(reason)
     if step.features and not hasattr(model.module, "get_submodule"):
         raise RecipeError("feature matching needs a PyTorch teacher")
     spec = model.require_spec()

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from ..contract.errors import InvalidModelError
+from ..contract.formats import EAGER_FORMATS
 from ..formats.spec import LoadedModel, ModelFormat, module_device
 from ..measure.metrics import first_tensor
 from .lift import lift_layers
@@ -68,7 +69,7 @@ def describe_layers(module: nn.Module) -> list[dict]:
 
 def inspect_layers(model: LoadedModel) -> list[dict] | None:
     """The prunable layers of an uploaded model. Lifts a .pt2 graph in place: call it last."""
-    if model.format in (ModelFormat.PT2, ModelFormat.SAFETENSORS, ModelFormat.HUGGINGFACE):
+    if model.format in EAGER_FORMATS:
         return describe_layers(editable(model))
     return None
 

@@ -7,9 +7,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..formats import ModelFormat
+from ..formats import EAGER_FORMATS, ModelFormat
 
-TORCH_FORMATS = frozenset({ModelFormat.PT2, ModelFormat.SAFETENSORS, ModelFormat.HUGGINGFACE})
+TORCH_FORMATS = EAGER_FORMATS
 # ONNX models can only be quantized by onnxruntime, so the search there is over int8 schemes alone
 FORMATS = {"auto": TORCH_FORMATS | {ModelFormat.ONNX}}
 Runtime = Literal["eager", "inductor", "onnxruntime"]

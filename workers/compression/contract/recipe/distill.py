@@ -6,10 +6,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ..formats import ModelFormat
+from ..formats import EAGER_FORMATS, ModelFormat
 
 ANY = frozenset(ModelFormat)
-EAGER = frozenset({ModelFormat.PT2, ModelFormat.SAFETENSORS, ModelFormat.HUGGINGFACE})
+EAGER = EAGER_FORMATS
 # the teacher only runs forward, so any format does; a student derived from it needs its layers
 FORMATS = {
     "arch": ANY,

@@ -6,9 +6,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..formats import ModelFormat
+from ..formats import EAGER_FORMATS, ModelFormat
 
-EAGER = frozenset({ModelFormat.PT2, ModelFormat.SAFETENSORS, ModelFormat.HUGGINGFACE})
+EAGER = EAGER_FORMATS
 FORMATS = {
     "pt2": EAGER,
     "onnx": EAGER,

@@ -8,14 +8,11 @@ from typing import Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
 
-from ..formats import ModelFormat
+from ..formats import EAGER_FORMATS, ModelFormat
 from .layers import unmatched_exclude
 
 # pruning needs layers it can change: eager modules, or .pt2 graphs whose layers it lifts into modules
-FORMATS = {
-    kind: frozenset({ModelFormat.PT2, ModelFormat.SAFETENSORS, ModelFormat.HUGGINGFACE})
-    for kind in ("unstructured", "structured", "semi_structured_2_4")
-}
+FORMATS = {kind: EAGER_FORMATS for kind in ("unstructured", "structured", "semi_structured_2_4")}
 
 
 class PruneStep(BaseModel):

@@ -8,10 +8,10 @@ from typing import Annotated, ClassVar, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
-from ..formats import ModelFormat
+from ..formats import EAGER_FORMATS, ModelFormat
 from .layers import unmatched_exclude
 
-TORCH_FORMATS = frozenset({ModelFormat.PT2, ModelFormat.SAFETENSORS, ModelFormat.HUGGINGFACE})
+TORCH_FORMATS = EAGER_FORMATS
 RECOMMEND_BUDGET = 0.01  # accuracy drop allowed when choosing among runtimes without max_accuracy_drop
 
 SCHEME_HELP = (
