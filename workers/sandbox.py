@@ -140,6 +140,8 @@ def bwrap_command(mounts: Mounts, argv: list[str], limits: SandboxLimits, uid: i
     for link in ("bin", "lib", "lib64", "sbin"):
         if os.path.islink(f"/{link}"):  # merged /usr: the usual top-level links
             cmd += ["--symlink", os.readlink(f"/{link}"), f"/{link}"]
+    # /tmp first: a Python installation under /tmp (a checkout there) is bound over it, not hidden by it
+    cmd += ["--size", str(limits.tmp_mb * 2**20), "--perms", "1777", "--tmpfs", "/tmp"]
     binds = [(path, path) for path in _python_paths()]
     binds.append((Path(workers.__file__).resolve().parent, CODE_ROOT / "workers"))
     binds += [(host, Path(inside)) for inside, host in mounts.inputs.items()]
@@ -151,7 +153,6 @@ def bwrap_command(mounts: Mounts, argv: list[str], limits: SandboxLimits, uid: i
         cmd += ["--ro-bind", str(host), str(inside)]
     cmd += ["--ro-bind-try", "/sys/devices/system/cpu", "/sys/devices/system/cpu"]  # core counts for torch
     cmd += ["--proc", "/proc", "--dev", "/dev", *_device_args()]
-    cmd += ["--size", str(limits.tmp_mb * 2**20), "--perms", "1777", "--tmpfs", "/tmp"]
     for folder in mounts.writable():
         cmd += ["--bind", str(folder), mounts.sandbox_path(folder)]
     cmd += ["--chdir", "/tmp", "--clearenv"]  # (out/ belongs to the job uid: bwrap itself may not enter it)
