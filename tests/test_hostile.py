@@ -151,3 +151,24 @@ def test_after_all_that_an_ordinary_job_runs_in_the_sandbox(stack, cnn_pt2, digi
     leftovers = list((stack.home / "work").rglob("*")) if (stack.home / "work").exists() else []
     assert not [p for p in leftovers if p.is_file()], leftovers  # every job's folder is removed
     assert os.environ.get("SQUEEZE_CANARY_SECRET") != CANARY  # the canary lived only in the service's env
+
+
+def test_a_pt2_whose_members_do_not_inflate_is_a_bad_upload_not_a_crash(tmp_path):
+    import zipfile
+
+    from workers.compression import UnsupportedFormatError
+    from workers.compression.contract.sniff import detect_format
+
+    plain = hostile._plain_pt2(tmp_path / "plain.pt2")
+    broken = tmp_path / "broken.pt2"
+    with zipfile.ZipFile(plain) as src, zipfile.ZipFile(broken, "w") as dst:
+        for name in src.namelist():
+            deflate = name.endswith("config.json")
+            dst.writestr(name, src.read(name), compress_type=zipfile.ZIP_DEFLATED if deflate else zipfile.ZIP_STORED)
+    raw = bytearray(broken.read_bytes())
+    at = raw.find(b"model_weights_config.json") + 40  # inside that member's deflated bytes
+    raw[at : at + 20] = b"\xff" * 20
+    broken.write_bytes(raw)
+    with pytest.raises(UnsupportedFormatError) as e:
+        detect_format(broken)
+    assert e.value.code == "corrupt_archive" and str(tmp_path) not in e.value.message

@@ -22,6 +22,7 @@ import json
 import pickletools
 import re
 import zipfile
+import zlib
 from pathlib import PurePosixPath
 
 from .errors import UnsupportedFormatError
@@ -59,8 +60,9 @@ def check_pt2_file(path) -> None:
     try:
         with zipfile.ZipFile(path) as archive:
             check_pt2_archive(archive)
-    except zipfile.BadZipFile as e:
-        raise UnsupportedFormatError(f"corrupt .pt2 archive: {e}", code="corrupt_archive") from None
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError, OSError) as e:
+        # a member that does not inflate (bad data, an unknown or encrypted compression): a bad upload, not a 500
+        raise UnsupportedFormatError(f"corrupt .pt2 archive: {type(e).__name__}", code="corrupt_archive") from None
 
 
 def check_pt2_archive(archive: zipfile.ZipFile) -> None:
