@@ -62,7 +62,11 @@ def check_pt2_file(path) -> None:
             check_pt2_archive(archive)
     except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError, OSError) as e:
         # a member that does not inflate (bad data, an unknown or encrypted compression): a bad upload, not a 500
-        raise UnsupportedFormatError(f"corrupt .pt2 archive: {type(e).__name__}", code="corrupt_archive") from None
+        raise UnsupportedFormatError(
+            "corrupt .pt2 archive: a member does not decompress (a damaged or cut-off file); upload it again, "
+            "as torch.export.save wrote it",
+            code="corrupt_archive",
+        ) from None
 
 
 def check_pt2_archive(archive: zipfile.ZipFile) -> None:
