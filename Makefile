@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: install run test bench bench-service bench-prune bench-distill bench-quantize bench-auto bench-sandbox clean
+.PHONY: install run test bench bench-service bench-prune bench-distill bench-quantize bench-auto bench-sandbox bench-measure clean
 
 $(STAMP): pyproject.toml client/pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -28,6 +28,9 @@ test: install
 
 bench: install
 	$(PY) bench/engine.py
+
+bench-measure: install
+	$(PY) bench/measure.py
 
 bench-prune: install
 	$(PY) bench/prune.py

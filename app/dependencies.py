@@ -14,6 +14,8 @@ from app.store.tables.auth import Tenant
 
 from .auth.service import authenticate
 from .errors import ApiError, not_found
+from .ratelimit import limiter
+from .store.config import get_settings
 
 
 def get_owned(session: Session, table, tenant: Tenant, row_id: str, kind: str):
@@ -40,7 +42,28 @@ CSRF_HEADER = "x-csrf-token"
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 
 
+def _too_many(wait: int, what: str) -> ApiError:
+    return ApiError(429, "rate_limited", f"{what}; retry in {wait} s", {"Retry-After": str(wait)})
+
+
 def current_tenant(request: Request, session: SessionDep) -> Tenant:
+    settings = get_settings()
+    address = request.client.host if request.client else "unknown"
+    failures = limiter("auth_failures", settings.auth_failures_per_minute)
+    if wait := failures.wait(address):  # a guesser is stopped before its next key is even looked up
+        raise _too_many(wait, "too many requests with a missing or wrong API key from this address")
+    try:
+        tenant = _authenticate(request, session)
+    except ApiError:
+        failures.take(address)
+        raise
+    if wait := limiter("requests", settings.requests_per_minute_per_key).take(tenant.id):
+        raise _too_many(wait, f"more than {settings.requests_per_minute_per_key} requests a minute with this key")
+    request.state.tenant_id = tenant.id
+    return tenant
+
+
+def _authenticate(request: Request, session: Session) -> Tenant:
     header = request.headers.get("authorization", "")
     scheme, _, key = header.partition(" ")
     if not header and (cookie := request.cookies.get(KEY_COOKIE)):
@@ -55,7 +78,6 @@ def current_tenant(request: Request, session: SessionDep) -> Tenant:
         raise ApiError(
             401, "unauthorized", "this API key is not valid (unknown or revoked)", {"WWW-Authenticate": "Bearer"}
         )
-    request.state.tenant_id = tenant.id
     return tenant
 
 

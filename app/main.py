@@ -28,7 +28,7 @@ from .jobs.router import router as jobs_router
 from .models.router import router as models_router
 from .ops.metrics import REQUEST_LATENCY
 from .ops.router import router as ops_router
-from .sweeper import sweep_forever
+from .sweeper import remove_stale_uploads, sweep_forever
 from .web.router import router as web_router
 
 log = logging.getLogger("squeeze.api")
@@ -48,6 +48,7 @@ def bootstrap() -> None:
 async def lifespan(app: FastAPI):
     configure_logging(get_settings().log_level)
     bootstrap()
+    remove_stale_uploads()  # a previous process killed mid-upload left its partial file
     sweeper = asyncio.create_task(sweep_forever())
     yield
     sweeper.cancel()

@@ -12,6 +12,8 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import uvicorn
@@ -50,25 +52,58 @@ def main(argv: list[str] | None = None) -> None:
     elif not settings.bootstrap_api_key:
         print("  API key: the one printed at first start (or: squeeze-admin create-key --tenant default)")
     print(f"  try: curl -H 'Authorization: Bearer <key>' {url}/v1/methods\n", flush=True)
-    worker = None
-    if not args.no_worker:
+    worker = None if args.no_worker else WorkerSupervisor()
+    try:
+        uvicorn.run("app.main:app", host=args.host, port=args.port, log_config=None)
+    finally:
+        if worker is not None:
+            worker.stop()
+
+
+class WorkerSupervisor:
+    """Keeps one worker process running: a worker that dies (kill -9, out of memory) is started again,
+    after 1, 2, 4 ... up to 60 s when it keeps dying; the jobs it held are requeued by the API's sweeper."""
+
+    def __init__(self):
+        self.stopping = threading.Event()
+        self.process, self.started_at = self._start(), time.monotonic()
+        self.thread = threading.Thread(target=self._watch, name="worker-supervisor", daemon=True)
+        self.thread.start()
+
+    @staticmethod
+    def _start() -> subprocess.Popen:
         # SIGTERM (a warm shutdown) reaches the worker however this process ends: uvicorn re-raises the
-        # signal that stopped it, so the `finally` below does not always run
-        worker = subprocess.Popen(
+        # signal that stopped it, so stop() does not always run
+        return subprocess.Popen(
             [sys.executable, "-m", "workers.main"],
             cwd=ROOT,
             env=os.environ.copy(),
             preexec_fn=lambda: die_with_parent(signal.SIGTERM),
         )
-    try:
-        uvicorn.run("app.main:app", host=args.host, port=args.port, log_config=None)
-    finally:
-        if worker is not None and worker.poll() is None:
-            worker.send_signal(signal.SIGTERM)  # warm shutdown: a running job is requeued by the sweeper
+
+    def _watch(self) -> None:
+        delay = 0.5
+        while not self.stopping.wait(1.0):
+            code = self.process.poll()
+            if code is None:
+                continue
+            # a worker that ran a while before dying restarts at once; one that keeps dying at start backs off
+            delay = 1.0 if time.monotonic() - self.started_at > 120 else min(60.0, delay * 2)
+            print(
+                f"squeeze: the worker exited ({code}); starting it again in {delay:.0f} s", file=sys.stderr, flush=True
+            )
+            if self.stopping.wait(delay):
+                return
+            self.process, self.started_at = self._start(), time.monotonic()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)  # warm shutdown: a running job is requeued by the sweeper
             try:
-                worker.wait(timeout=30)
+                self.process.wait(timeout=30)
             except subprocess.TimeoutExpired:
-                worker.kill()
+                self.process.kill()
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Finds running jobs whose worker stopped heart-beating and puts them back in the queue (or fails
 them after too many attempts), so no job stays `running` forever; uploads left pending by a lost
-inspection are inspected again. Runs in every API process; the
+inspection are inspected again; partial uploads of a killed API process are removed. Runs in every API process; the
 state changes are conditional updates, so several sweepers never double a job."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from datetime import timedelta
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
 
+from app.store.blobs import get_blob_store
 from app.store.config import get_settings
 from app.store.db import session_factory, utcnow
 from app.store.job_state import requeue_or_fail_stale, stale_cutoff
@@ -39,8 +40,15 @@ def requeue_stuck_uploads(session) -> list[str]:
     return again
 
 
+def remove_stale_uploads() -> None:
+    removed = get_blob_store().remove_stale_temps(get_settings().stale_upload_s)
+    if removed:
+        log.warning("removed %d partial uploads nothing wrote to for %d s", len(removed), get_settings().stale_upload_s)
+
+
 def sweep_once() -> list[tuple[str, str]]:
     settings = get_settings()
+    remove_stale_uploads()
     with session_factory()() as session:
         for upload_id in requeue_stuck_uploads(session):
             log.warning("upload %s was still pending: inspecting it again", upload_id)

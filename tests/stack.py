@@ -24,6 +24,10 @@ REDIS_URL = os.environ.get("SQUEEZE_TEST_REDIS", "redis://127.0.0.1:6379")
 # fast, deterministic settings for tests: short timing, quick failure detection
 TEST_ENV = {
     "SQUEEZE_MEASURE_SECONDS": "0.2",
+    "SQUEEZE_WEBHOOK_ALLOW_PRIVATE": "true",
+    # the whole suite calls from 127.0.0.1, wrong keys included; test_service_ops checks the real limits
+    "SQUEEZE_AUTH_FAILURES_PER_MINUTE": "100000",
+    "SQUEEZE_REQUESTS_PER_MINUTE_PER_KEY": "100000",  # the tests' webhook receivers listen on 127.0.0.1
     "SQUEEZE_MEASURE_ROUNDS": "3",
     "SQUEEZE_MEASURE_EVAL_SAMPLES": "256",
     "SQUEEZE_HEARTBEAT_INTERVAL_S": "1",
@@ -135,7 +139,9 @@ class Stack:
 
     # ---------------------------------------------------------------- processes
 
-    def start_api(self, with_worker: bool = False, timeout: float = 90, probe: str = "/readyz") -> None:
+    def start_api(self, with_worker: bool = False, timeout: float = 90, probe: str | None = None) -> None:
+        # /readyz is 503 until a worker beats: an API started alone is up once /healthz answers
+        probe = probe or ("/readyz" if with_worker else "/healthz")
         args = [sys.executable, "-m", "app.serve", "--port", str(self.port)] + ([] if with_worker else ["--no-worker"])
         self.api_log = self.logs / "api.log"
         self.api = subprocess.Popen(

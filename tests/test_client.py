@@ -4,6 +4,7 @@ submit, wait, download with its checksum; retries that cannot duplicate a job; t
 from __future__ import annotations
 
 import json
+import re
 import os
 import subprocess
 import sys
@@ -72,6 +73,9 @@ def test_sdk_upload_submit_wait_download(prod_stack, uploaded, tmp_path, digits_
         assert job.status == "queued"
         job.wait(timeout=300, progress=True)
         assert job.status == "succeeded" and job.results["final"]["size_ratio"] > 1
+        speed = job.speedup  # the final speedups with their 95 % intervals
+        lo, hi = speed.ci95["b1"]
+        assert lo <= speed.b1 <= hi and f"{speed.b1:.2f}x [{lo:.2f}-{hi:.2f}]" in str(speed)
         [artifact] = job.artifacts
         path = artifact.download(tmp_path, progress=True)
     assert sha256_of(path.read_bytes()) == artifact.sha256
@@ -169,6 +173,7 @@ def test_cli_end_to_end(prod_stack, cnn_pt2, digits_npz, tmp_path):
     )
     assert run.returncode == 0, run.stderr
     assert "succeeded" in run.stdout and "baseline" in run.stdout and "artifact" in run.stdout
+    assert "speedup b1 / bN [95 %]" in run.stdout and re.search(r"\d\.\d\dx \[\d+\.\d\d-\d+\.\d\d\]", run.stdout)
     job_id = run.stdout.split()[1]
     job = json.loads(squeeze(prod_stack, "--json", "jobs", "show", job_id).stdout)
     artifact = job["artifacts"][0]

@@ -108,3 +108,46 @@ def test_zip_without_images(tmp_path):
         zf.writestr("readme.txt", "hi")
     with pytest.raises(InvalidDatasetError, match="no images"):
         load_dataset(path)
+
+
+def test_an_image_over_the_pixel_cap_is_refused_before_it_is_decoded(tmp_path):
+    # 7000 x 7000 of one colour compresses to ~150 KB: what a 95 KB two-image zip held
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("L", (7000, 7000), 7).save(buf, format="PNG")
+    path = tmp_path / "huge.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("a/0.png", buf.getvalue())
+        zf.writestr("b/0.png", buf.getvalue())
+    with pytest.raises(InvalidDatasetError, match="7000x7000 pixels; at most 25,000,000"):
+        load_dataset(path)
+
+
+def test_an_image_folder_over_the_memory_budget_is_refused_up_front(tmp_path, monkeypatch):
+    import workers.compression.data as data
+
+    monkeypatch.setattr(data, "MAX_DATASET_BYTES", 6 * 3 * 64 * 64 * 4 - 1)  # one byte short of 6 images
+    path = tmp_path / "images.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        for cls in ("cat", "dog"):
+            for i in range(3):
+                zf.writestr(f"{cls}/{i}.png", _png(10))
+    with pytest.raises(InvalidDatasetError, match="would take .* GiB as float32"):
+        load_dataset(path, InputSpec((None, 3, 64, 64)))
+    assert load_dataset(path, InputSpec((None, 3, 32, 32))).x.shape == (6, 3, 32, 32)
+
+
+def test_a_zip_bomb_is_refused_before_anything_is_extracted(tmp_path):
+    from workers.compression.contract.errors import InvalidModelError
+    from workers.compression.formats.archive import extract_zip
+
+    path = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("model/config.json", "{}")
+        zf.writestr("model/model.safetensors", b"\0" * (200 * 2**20))  # 200 MiB of zeros: ~200 KB stored
+    assert path.stat().st_size < 2**20
+    dest = tmp_path / "out"
+    with pytest.raises(InvalidModelError, match="expands 1000-fold|expands \\d+-fold"):
+        extract_zip(path, dest)
+    assert not any(dest.rglob("*.safetensors"))

@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+
 import torch
 from torch import nn
 
-from workers.compression import InputSpec, LoadedModel, ModelFormat, load_dataset, load_model, measure_models
+from workers.compression import (
+    InputSpec,
+    LoadedModel,
+    MeasureSettings,
+    ModelFormat,
+    load_dataset,
+    load_model,
+    measure_models,
+)
 
 
 class Repeated(nn.Module):
@@ -84,3 +98,109 @@ def test_classifier_agreement_is_top1_with_cosine_beside(cnn, mlp, digits_npz, q
     measurements, _ = measure_models([wrap(cnn), wrap(mlp)], load_dataset(digits_npz), quick)
     assert measurements[1].agreement_metric == "top1"
     assert 0.5 < measurements[1].agreement < 1.0 and measurements[1].cosine_similarity < 1.0
+
+
+# ---------------------------------------------------------------- uncertainty, noise, plausibility
+
+
+def test_median_interval_is_order_statistics():
+    from workers.compression.measure.timing import median_interval
+
+    assert median_interval([3.0, 1.0, 2.0, 5.0, 4.0, 6.0]) == (3.5, (1.0, 6.0))  # n=6: min..max (97 %)
+    median, (lo, hi) = median_interval([float(v) for v in range(1, 41)])
+    assert median == 20.5 and (lo, hi) == (14.0, 27.0)  # n=40: the 14th from either end
+
+
+def test_every_speedup_has_an_interval_that_holds_it(cnn, digits_npz, quick):
+    _, ratios = measure_models([wrap(Repeated(cnn, 4)), wrap(cnn)], load_dataset(digits_npz), quick)
+    r = ratios[1]
+    for key, s in (("b1", r.speedup_b1), ("bN", r.speedup_bN)):
+        lo, hi = r.speedup_ci95[key]
+        assert lo <= s <= hi and r.rounds[key] >= 6
+    assert ratios[0].speedup_ci95 == {} and not ratios[0].noisy
+
+
+class CachedAtBatchOne(nn.Module):
+    """Answers batch 1 from a cache (no work) and computes larger batches: a b1 'speedup' no graph can buy."""
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner, self.cached = inner, None
+
+    def forward(self, x):
+        if x.shape[0] == 1:
+            if self.cached is None:
+                self.cached = self.inner(x)
+            return self.cached
+        return self.inner(x)
+
+
+def test_an_implausible_ratio_is_timed_again_and_then_flagged(cnn, digits_npz, quick):
+    measurements, ratios = measure_models(
+        [wrap(Repeated(cnn, 2)), wrap(CachedAtBatchOne(cnn))], load_dataset(digits_npz), quick
+    )
+    r = ratios[1]
+    assert r.speedup_b1 > 4 * r.speedup_bN  # what the model does
+    assert measurements[1].timing.remeasured and r.noisy
+    assert any("implausible" in n and "persisted" in n for n in r.noise), r.noise
+
+
+def test_a_plausible_ratio_is_not_flagged(cnn, digits_npz, quick):
+    measurements, ratios = measure_models([wrap(Repeated(cnn, 2)), wrap(cnn)], load_dataset(digits_npz), quick)
+    assert not measurements[1].timing.remeasured
+    assert not any("implausible" in n for n in ratios[1].noise)
+
+
+def test_timing_records_how_it_was_done(cnn, digits_npz, quick):
+    (m, _), _ = measure_models([wrap(cnn), wrap(cnn)], load_dataset(digits_npz), quick)
+    t = m.timing
+    assert t.threads == 2 and t.threads_b1 == 1  # the digits CNN takes well under 1 ms at batch 1
+    assert t.rounds["b1"] >= 6 and t.rounds["bN"] >= 6 and set(t.discarded) == {"b1", "bN"}
+    assert t.affinity and t.other_load is not None and "quartile" in t.statistic
+
+
+@contextmanager
+def cpu_hogs(n: int, seconds: float = 120.0):
+    """`n` bounded busy loops in their own processes, killed on exit."""
+    code = f"import time\nend = time.time() + {seconds}\nwhile time.time() < end: pass"
+    procs = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(n)]
+    time.sleep(0.3)
+    try:
+        yield
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+
+
+def test_under_a_cpu_hog_a_speedup_is_flagged_or_agrees_with_the_quiet_one(cnn, digits_npz):
+    # the digits CNN against four times its work: a true 4x speedup, timed quiet and beside busy loops
+    # on every core; the loaded figure is either flagged noisy or within 25 % of the quiet one
+    settings = MeasureSettings(batch=16, rounds=8, seconds_per_model=0.5, warmup=2, threads=2)
+    data = load_dataset(digits_npz)
+    models = [wrap(Repeated(cnn, 4)), wrap(cnn)]
+    _, (_, quiet) = measure_models(models, data, settings)
+    with cpu_hogs(os.cpu_count() or 2):
+        (base, _), (_, loaded) = measure_models(models, data, settings)
+    assert base.timing.other_load >= 0.8  # the hogs were seen
+    for key in ("b1", "bN"):
+        q, ld = getattr(quiet, f"speedup_{key}"), getattr(loaded, f"speedup_{key}")
+        assert 2.5 < q < 6, (key, q)
+        assert loaded.noisy or abs(ld / q - 1) <= 0.25, (key, q, ld, loaded.speedup_ci95, loaded.noise)
+    assert loaded.noisy and any("other processes" in n for n in loaded.noise)
+
+
+def test_verdict_is_inconclusive_when_the_interval_cannot_tell():
+    from workers.compression.contract.measure import Ratios
+    from workers.compression.results import verdict
+
+    def ratios(s, lo, hi, size=2.0):
+        return Ratios(size_ratio=size, speedup_b1=s, speedup_bN=s, speedup_ci95={"b1": (lo, hi), "bN": (lo, hi)})
+
+    assert verdict(ratios(2.0, 1.9, 2.1)) == "faster_and_smaller"
+    assert verdict(ratios(1.3, 0.9, 1.4)) == "inconclusive"  # claims faster, may be no change
+    assert verdict(ratios(3.0, 2.0, 3.2)) == "inconclusive"  # wider than a factor of 1.5
+    assert verdict(ratios(1.0, 0.97, 1.03)) == "smaller_only"  # no change, and that is known
+    assert verdict(ratios(1.0, 0.97, 1.03, size=1.0)) == "no_gain"
+    # reports stored before intervals existed still get a verdict from the medians
+    assert verdict(Ratios(size_ratio=1.0, speedup_b1=1.5, speedup_bN=1.4)) == "faster_only"

@@ -56,8 +56,14 @@ def test_int8_static_measures_every_runtime_and_recommends_the_fastest_within_bu
     assert set(runtimes) == {"inductor", "onnxruntime"}
     for r in runtimes.values():  # stated tolerance: 1 point on 397 held-out digits
         assert base["accuracy"] - r["measurement"]["accuracy"] <= 0.01, r["measurement"]
-        assert r["verdict"] in ("faster_and_smaller", "smaller_only", "faster_only", "no_gain")
+        assert r["verdict"] in ("faster_and_smaller", "smaller_only", "faster_only", "no_gain", "inconclusive")
         assert r["verdict_reason"].startswith(f"{r['size_ratio']:.2f}x")
+        for key in ("b1", "bN"):  # every speedup with its interval and rounds
+            lo, hi = r["speedup_ci95"][key]
+            assert lo <= r[f"speedup_{key}"] <= hi and r["rounds"][key] >= 6
+        # beside the uploaded (eager) model: the original on this artifact's own runtime, fp32
+        assert r["runtime_baseline"]["runtime"] == r["measurement"]["runtime"]
+        assert f"against the same original model on {r['measurement']['runtime']} fp32" in r["verdict_reason"]
     recommended = [r for r in step["runtimes"] if r["recommended"]]
     assert len(recommended) == 1 and recommended[0]["artifact_id"] == step["artifact_id"] == step["recommended"]
     assert recommended[0]["speedup_bN"] == max(r["speedup_bN"] for r in step["runtimes"])

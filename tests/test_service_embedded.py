@@ -90,3 +90,30 @@ def test_the_readme_python_example(embedded, cnn_pt2, tmp_path):
     out = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("succeeded {") and "size_ratio" in out.stdout
+
+
+def test_a_killed_worker_is_started_again(embedded, cnn_pt2):
+    import os
+    import signal
+    import time
+
+    import psutil
+
+    def workers() -> list[psutil.Process]:
+        children = psutil.Process(embedded.api.pid).children()
+        return [p for p in children if "workers.main" in " ".join(p.cmdline())]
+
+    [first] = workers()
+    os.kill(first.pid, signal.SIGKILL)  # what an OOM killer or a careless operator does
+    deadline, again = time.monotonic() + 60, []
+    while time.monotonic() < deadline and not again:
+        again = [p for p in workers() if p.pid != first.pid]
+        time.sleep(0.5)
+    assert again, embedded.api_log.read_text()[-2000:]
+    assert "the worker exited (-9); starting it again" in embedded.api_log.read_text()
+    with embedded.client() as c:
+        deadline = time.monotonic() + 90
+        while c.get("/readyz").status_code != 200 and time.monotonic() < deadline:
+            time.sleep(1)
+        model = wait_ready(c, "models", upload(c, "models", cnn_pt2, name="after-restart").json()["id"])
+        assert model["status"] == "ready"  # the new worker inspects uploads

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import time
 import zipfile
 
 import httpx
@@ -347,3 +348,45 @@ def test_curl_d_without_a_json_content_type_still_works(prod_stack, ready_digits
             400,
             "malformed_json",
         )
+
+
+def test_bodies_are_bounded_and_the_key_checked_before_they_are_read(prod_stack, cnn_pt2):
+    big = b'{"name": "' + b"a" * (3 * 1024 * 1024) + b'"}'
+    deep = b"[" * 5000 + b"]" * 5000
+    for key in ("", "sqz_not_a_key"):  # no key, or a wrong one: 401 before the body matters
+        with prod_stack.client(api_key=key) as anonymous:
+            error_of(anonymous.post("/v1/jobs", content=big), 401, "unauthorized")
+            error_of(anonymous.post("/v1/jobs", content=deep), 401, "unauthorized")
+    with prod_stack.client() as c:
+        message = error_of(c.post("/v1/jobs", content=big), 413, "too_large")
+        assert "1048576 bytes" in message
+        chunked = c.post("/v1/jobs", content=iter([big[:1000], big[1000:]]))  # no Content-Length: counted as read
+        error_of(chunked, 413, "too_large")
+        assert "deeper than 64" in error_of(c.post("/v1/jobs", content=deep), 400, "malformed_json")
+        nested = {"model_id": "mdl_x", "recipe": {"steps": [{"method": "export", "format": "pt2"}]}, "name": "x"}
+        for _ in range(70):
+            nested = {"n": nested}
+        error_of(c.post("/v1/jobs", json=nested), 400, "malformed_json")
+        # a JSON-valued form field of an upload is bounded the same way
+        with open(cnn_pt2, "rb") as f:
+            r = c.post(
+                "/v1/models",
+                files={"file": ("cnn.pt2", f)},
+                data={"arch_kwargs": "[" * 5000 + "]" * 5000},
+            )
+        assert "arch_kwargs nests deeper than 64" in error_of(r, 400, "malformed_json")
+
+
+def test_partial_uploads_of_a_killed_process_are_removed(prod_stack):
+    # what `kill -9` of an API mid-upload leaves: a temp file nothing writes to any more
+    tmp = prod_stack.home / "blobs" / "tmp"
+    stale, live = tmp / "upload-killed", tmp / "upload-live"
+    stale.write_bytes(b"x" * 1000)
+    live.write_bytes(b"y" * 1000)
+    old = time.time() - 3600
+    os.utime(stale, (old, old))
+    deadline = time.monotonic() + 20
+    while stale.exists() and time.monotonic() < deadline:  # the sweeper runs every second in the tests
+        time.sleep(0.5)
+    assert not stale.exists() and live.exists()
+    live.unlink()

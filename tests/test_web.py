@@ -113,6 +113,10 @@ def test_sign_in_upload_submit_watch_and_download(prod_stack, browser, cnn_pt2, 
         expect(rows.nth(0)).to_contain_text("baseline")
         expect(rows.nth(1)).to_contain_text("quantize int8_dynamic")
         expect(rows.nth(1)).to_contain_text("accuracy")
+        # each speedup with its 95 % interval beneath it, as the report gives it
+        with prod_stack.client() as c:
+            ci = c.get(f"/v1/jobs/{job_id}").json()["results"]["final"]["speedup_ci95"]
+        expect(rows.nth(1).locator(".speedup .interval").first).to_have_text(f"{ci['b1'][0]:.2f}–{ci['b1'][1]:.2f}")
         expect(page.locator("svg.plot")).to_have_count(2)
         expect(page.locator("svg.plot circle")).to_have_count(4)
         page.locator("summary", has_text="Log").click()

@@ -13,7 +13,7 @@ import time
 
 import httpx
 
-from app.store.callback_urls import url_problem
+from app.store.callback_urls import resolve
 from app.store.config import get_settings
 from app.store.db import session_scope
 from app.store.tables.auth import Tenant
@@ -51,18 +51,23 @@ def deliver(job_id: str, attempt: int) -> bool:
         secret = session.get(Tenant, job.tenant_id).webhook_secret
         url, body = job.callback_url, json.dumps(payload(job)).encode()
     timestamp = str(int(time.time()))
-    status, error = None, url_problem(url, settings.webhook_allow_private)
+    status = None
+    target, error = resolve(url, settings.webhook_allow_private)
     if error:  # the host changed to a private address since submission: recorded, not retried
         with session_scope() as session:
             session.add(WebhookDelivery(job_id=job_id, attempt=attempt, url=url, error=error, delivered=False))
         return True
     try:
+        # connect to the address just checked: a host that resolves elsewhere a second time (DNS
+        # rebinding) cannot redirect the delivery; SNI and the certificate still use the host's name
         response = httpx.post(
-            url,
+            target.url,
             content=body,
             timeout=settings.webhook_timeout_s,
             follow_redirects=False,
+            extensions={"sni_hostname": target.host.rsplit(":", 1)[0]} if target.url.startswith("https") else None,
             headers={
+                "Host": target.host,
                 "Content-Type": "application/json",
                 "User-Agent": "squeeze-webhook/1",
                 "X-Squeeze-Timestamp": timestamp,

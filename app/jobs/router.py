@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import json
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
@@ -14,7 +13,9 @@ from app.store.tables.jobs import STATUSES, Job
 from ..artifacts.schemas import ArtifactOut
 from ..dependencies import SessionDep, TenantDep, get_owned
 from ..errors import ApiError, describe_validation
+from ..json_body import read_json
 from ..pagination import Page, PageParams, page_params, paginate
+from ..store.config import get_settings
 from . import service
 from .events import event_stream
 from .schemas import JobIn, JobOut, JobSummary
@@ -38,14 +39,11 @@ def body_schemas() -> dict[str, dict]:
     return {**schema.pop("$defs", {}), "JobIn": schema}
 
 
-async def job_body(request: Request) -> JobIn:
+async def job_body(request: Request, tenant: TenantDep) -> JobIn:
     """The body is read as JSON whatever its Content-Type says: `curl -d '{...}'` sends
-    application/x-www-form-urlencoded, and refusing that would only confuse."""
-    raw = await request.body()
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        raise ApiError(400, "malformed_json", "the request body is not valid JSON") from None
+    application/x-www-form-urlencoded, and refusing that would only confuse. It depends on the tenant so
+    the key is checked before a byte of the body is read, and the body is bounded (app/json_body.py)."""
+    data = await read_json(request, get_settings().max_json_bytes)
     try:
         return JobIn.model_validate(data)
     except ValidationError as e:

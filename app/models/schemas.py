@@ -5,6 +5,7 @@ from typing import Any
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from ..errors import ApiError, describe_validation
+from ..json_body import loads
 from ..uploads.schemas import UploadOut
 
 
@@ -33,12 +34,7 @@ class ModelForm(BaseModel):
         raw: dict[str, Any] = {k: v for k, v in fields.items() if k in cls.model_fields and v != ""}
         for key in ("input_shape", "arch_kwargs"):  # JSON-valued form fields
             if key in raw:
-                import json
-
-                try:
-                    raw[key] = json.loads(raw[key])
-                except json.JSONDecodeError:
-                    raise ApiError(422, "invalid_request", f"{key}: not valid JSON ({raw[key][:80]!r})") from None
+                raw[key] = loads(raw[key], key)
         try:
             return cls.model_validate(raw)
         except ValidationError as e:

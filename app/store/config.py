@@ -26,8 +26,12 @@ class Settings(BaseSettings):
     bootstrap_api_key: str | None = None  # the `default` tenant's key at first start; random if unset
 
     max_upload_bytes: int = 4 * 1024**3
+    requests_per_minute_per_key: int = 1200  # per API process; more answers 429 with Retry-After
+    auth_failures_per_minute: int = 30  # missing or wrong keys from one address, per API process
+    max_json_bytes: int = 1024 * 1024  # a job's JSON body (a recipe is a few KB); more answers 413
     max_active_jobs_per_tenant: int = 100  # queued + running; more answers 429
     upload_chunk_bytes: int = 1024 * 1024
+    stale_upload_s: int = 900  # a partial upload nothing wrote to for this long is removed (startup, sweeps)
 
     # jobs (read by workers)
     # every inspection and job child runs in a bubblewrap sandbox; "off" only by an operator's explicit choice
@@ -49,10 +53,11 @@ class Settings(BaseSettings):
     # measurement (the engine's MeasureSettings)
     measure_batch: int = 32
     measure_seconds: float = 2.0
-    measure_rounds: int = 7
+    measure_rounds: int = 8  # at least; more while an interval is wide (docs/measurement.md)
     measure_eval_samples: int = 2048
 
-    webhook_allow_private: bool = True  # callbacks to private/loopback hosts; set false when tenants are untrusted
+    # callbacks to private, loopback, link-local, CGNAT or metadata addresses: refused unless opted in (a laptop)
+    webhook_allow_private: bool = False
     webhook_timeout_s: float = 10.0
     webhook_max_attempts: int = 6  # back-off 2, 4, 8, ... seconds between attempts
 

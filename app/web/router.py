@@ -14,6 +14,8 @@ from fastapi.responses import FileResponse, RedirectResponse, Response
 from ..auth.service import authenticate
 from ..dependencies import CSRF_COOKIE, KEY_COOKIE, SessionDep, TenantDep
 from ..errors import ApiError
+from ..ratelimit import limiter
+from ..store.config import get_settings
 
 STATIC = Path(__file__).parent / "static"
 SESSION_DAYS = 7
@@ -49,8 +51,18 @@ def sign_in(request: Request, session: SessionDep, api_key: Annotated[str, Form(
     if origin and origin.split("://", 1)[-1] != request.headers.get("host"):
         # another site posting this form would sign the browser in with its own key (login CSRF)
         raise ApiError(403, "csrf_failed", "sign in from the Squeeze page itself")
+    failures = limiter("auth_failures", get_settings().auth_failures_per_minute)
+    address = request.client.host if request.client else "unknown"
+    if wait := failures.wait(address):
+        raise ApiError(
+            429,
+            "rate_limited",
+            f"too many failed sign-ins from this address; retry in {wait} s",
+            {"Retry-After": str(wait)},
+        )
     tenant = authenticate(session, api_key.strip()) if api_key.strip() else None
     if tenant is None:
+        failures.take(address)
         return RedirectResponse("/?signin=failed", status_code=303)
     response = RedirectResponse("/", status_code=303)
     secure = request.url.scheme == "https"

@@ -6,6 +6,7 @@ model = c.upload_model("digits.pt2")
 data = c.upload_dataset("digits.npz")
 job = c.submit(model, {"steps": [{"method": "quantize", "scheme": "int8_dynamic"}]}, dataset=data)
 job.wait(progress=True)
+print(job.speedup)  # medians with 95 % intervals, flagged when noisy
 job.artifacts[0].download("digits_int8.pt2")
 """
 
@@ -25,6 +26,7 @@ from .errors import (
     UnsupportedMedia,
 )
 from .presets import PRESETS
+from .speedup import Speedup
 
 __all__ = [
     "PRESETS",
@@ -41,6 +43,7 @@ __all__ = [
     "NotFound",
     "RateLimited",
     "ServerError",
+    "Speedup",
     "SqueezeError",
     "TooLarge",
     "Unauthorized",

@@ -24,6 +24,7 @@ from pathlib import Path
 from .client import Client, Job
 from .errors import ConnectionFailed, JobFailed, ServerError, SqueezeError
 from .presets import PRESETS
+from .speedup import Speedup
 
 EXIT_JOB_FAILED, EXIT_USAGE, EXIT_REFUSED, EXIT_UNREACHABLE = 1, 2, 3, 4
 
@@ -229,12 +230,19 @@ def _job_text(job: Job) -> str:
     if results:
         base = results["baseline"]
         lines.append(
-            f"{'':<28} {'size':>10} {'b1 p50 ms':>10} {'bN p50 ms':>10} {'speedup b1/bN':>14} {'quality':>9}  verdict"
+            f"{'':<28} {'size':>10} {'b1 p50 ms':>10} {'bN p50 ms':>10} {'speedup b1 / bN [95 %]':>34} {'quality':>9}  verdict"
         )
         lines.append(_measure_line("baseline", base, None))
         for i, step in enumerate(results["steps"], start=1):
             label = f"{i}. {step['method']} {step['params'].get('scheme') or step['params'].get('kind') or ''}"
             lines.append(_measure_line(label, step["measurement"], step))
+            speed = Speedup.of(step)
+            if speed.vs_runtime is not None:
+                lines.append(
+                    f"  vs the original on {speed.runtime} fp32: {speed.vs_runtime.text('b1')} / {speed.vs_runtime.text('bN')}"
+                )
+            if speed.noisy:
+                lines.append(f"  noisy measurement: {'; '.join(speed.noise)}")
             for member in step.get("front", []):  # an auto step: its Pareto front, the recommended marked *
                 mark = "*" if member.get("recommended") else " "
                 name = f"  {mark} {member['measurement']['runtime']}: {(member.get('details') or {}).get('label', '')}"
@@ -251,10 +259,10 @@ def _job_text(job: Job) -> str:
 def _measure_line(label: str, m: dict, step: dict | None) -> str:
     lat = m["latency_ms"]
     quality = m["accuracy"] if m.get("accuracy") is not None else m.get("agreement")
-    speed = f"{step['speedup_b1'] or 0:.2f}x/{step['speedup_bN'] or 0:.2f}x" if step else ""
+    speed = f"{Speedup.of(step).text('b1')} / {Speedup.of(step).text('bN')}" if step else ""
     return (
         f"{label[:28]:<28} {m['size_bytes']:>10,} {(lat['b1'] or {}).get('p50', 0):>10.2f} "
-        f"{(lat['bN'] or {}).get('p50', 0):>10.2f} {speed:>14} {'' if quality is None else f'{quality:.4f}':>9}  "
+        f"{(lat['bN'] or {}).get('p50', 0):>10.2f} {speed:>34} {'' if quality is None else f'{quality:.4f}':>9}  "
         f"{step['verdict'] if step else ''}"
     ).rstrip()
 

@@ -14,6 +14,7 @@ from typing import TypeVar
 import httpx
 
 from .errors import ChecksumMismatch, ConnectionFailed, JobFailed, SqueezeError, from_response
+from .speedup import Speedup
 
 RETRY_STATUS = {502, 503, 504}
 TERMINAL = {"succeeded", "failed", "cancelled"}
@@ -287,6 +288,12 @@ class Job(_Resource):
     @property
     def artifacts(self) -> list[Artifact]:
         return [Artifact(self.client, a) for a in self.data.get("artifacts") or []]
+
+    @property
+    def speedup(self) -> Speedup | None:
+        """The final artifact's measured speedup with its 95 % intervals (`str()` of it reads as a sentence)."""
+        results = self.results
+        return Speedup.of(results["final"]) if results else None
 
     def wait(self, timeout: float | None = None, *, progress: bool = False, every: float = 1.0) -> Job:
         """Polls until the job ends; shows a progress bar with the stage when asked. Returns the job when

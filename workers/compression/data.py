@@ -19,7 +19,8 @@ from .formats.spec import InputSpec
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 MAX_IMAGES = 200_000
-MAX_IMAGE_PIXELS = 50_000_000
+MAX_IMAGE_PIXELS = 25_000_000  # one image (5000 x 5000); PIL refuses more before decoding it
+MAX_DATASET_BYTES = 2 * 2**30  # the decoded float32 tensor of a whole image folder
 ACCEPTED = DATASET_FORMATS_TEXT
 
 
@@ -149,6 +150,19 @@ def check_fits(dataset: Dataset, spec: InputSpec, num_outputs: int | None = None
         )
 
 
+def _image_tensor(count: int, channels: int, size: tuple[int, int], first) -> np.ndarray:
+    """The whole folder's float32 tensor, allocated once, after checking it fits the budget: every image
+    is resized to the first one's size (or the model's), so count x channels x size is known up front."""
+    need = count * channels * size[0] * size[1] * 4
+    if need > MAX_DATASET_BYTES:
+        raise InvalidDatasetError(
+            f"{count} images at {size[0]}x{size[1]} (the size of {first}, or the model's input) would take "
+            f"{need / 2**30:.1f} GiB as float32; at most {MAX_DATASET_BYTES / 2**30:.0f} GiB is accepted. "
+            "Resize the images to the model's input size, or upload fewer"
+        )
+    return np.empty((count, channels, size[1], size[0]), dtype=np.float32)
+
+
 def _read_image_folder(path: Path, spec: InputSpec | None) -> Dataset:
     """One sub-folder per class; images are resized to the model's input and scaled to [0, 1]."""
     from PIL import Image, UnidentifiedImageError
@@ -186,21 +200,28 @@ def _read_image_folder(path: Path, spec: InputSpec | None) -> Dataset:
                 "images must sit in one sub-folder per class: CLASS/IMAGE (optionally under one root folder)"
             )
         classes = sorted(set(label_of.values()))
-        xs, ys = [], []
-        for member in sorted(members):
+        xs, ys = None, []
+        for k, member in enumerate(sorted(members)):
             try:
-                with Image.open(io.BytesIO(zf.read(str(member)))) as img:
-                    img = img.convert("L" if channels == 1 else "RGB")
+                with Image.open(io.BytesIO(zf.read(str(member)))) as img:  # the header only, so far
+                    if img.size[0] * img.size[1] > MAX_IMAGE_PIXELS:  # PIL itself only warns below 2x this
+                        raise InvalidDatasetError(
+                            f"image {member} is {img.size[0]}x{img.size[1]} pixels; at most {MAX_IMAGE_PIXELS:,} "
+                            "pixels an image are accepted: resize it to the model's input size"
+                        )
                     if size is None:
                         size = img.size
+                    if xs is None:
+                        xs = _image_tensor(len(members), channels, size, member)
+                    img = img.convert("L" if channels == 1 else "RGB")
                     if img.size != size:
                         img = img.resize(size, Image.BILINEAR)
                     arr = np.asarray(img, dtype=np.float32) / 255.0
             except (UnidentifiedImageError, OSError, Image.DecompressionBombError, zipfile.BadZipFile) as e:
                 raise InvalidDatasetError(f"cannot read image {member}: {e}") from None
-            xs.append(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1))
+            xs[k] = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
             ys.append(classes.index(label_of[member]))
-    x = torch.from_numpy(np.stack(xs))
+    x = torch.from_numpy(xs)
     dataset = Dataset(x, torch.tensor(ys, dtype=torch.int64), classes)
     if spec is not None:
         check_fits(dataset, spec)

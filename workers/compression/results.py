@@ -27,8 +27,36 @@ class Measured:
     ratios: Ratios
 
 
-def verdict(r: Ratios) -> str:
-    speeds = [s for s in (r.speedup_b1, r.speedup_bN) if s is not None]
+NOISY_WIDTH = 1.5  # an interval wider than this factor says nothing about the direction of a change
+
+
+def _speeds(r: Ratios, batch: int) -> list[tuple[str, str, float]]:
+    return [
+        (key, label, s)
+        for key, label, s in (("b1", "batch 1", r.speedup_b1), ("bN", f"batch {batch}", r.speedup_bN))
+        if s is not None
+    ]
+
+
+def inconclusive_reason(r: Ratios, batch: int) -> str | None:
+    """Why the measurement cannot tell faster from slower: an interval wider than NOISY_WIDTH, or one that
+    straddles 1.0 while the median claims a change."""
+    for key, label, s in _speeds(r, batch):
+        if key not in r.speedup_ci95:
+            continue
+        lo, hi = r.speedup_ci95[key]
+        if hi / lo > NOISY_WIDTH:
+            return f"the {label} speedup's 95 % interval, {lo:.2f}x-{hi:.2f}x, spans more than a factor of {NOISY_WIDTH}"
+        claims_change = s >= SPEEDUP_THRESHOLD or s <= 1 / SPEEDUP_THRESHOLD
+        if claims_change and lo < 1.0 < hi:
+            return f"the {label} speedup's 95 % interval, {lo:.2f}x-{hi:.2f}x, includes 1.0: it may be no change"
+    return None
+
+
+def verdict(r: Ratios, batch: int = 0) -> str:
+    if inconclusive_reason(r, batch):
+        return "inconclusive"
+    speeds = [s for _, _, s in _speeds(r, batch)]
     faster = bool(speeds) and max(speeds) >= SPEEDUP_THRESHOLD and min(speeds) >= 1.0
     smaller = r.size_ratio >= SIZE_THRESHOLD
     return {(True, True): "faster_and_smaller", (False, True): "smaller_only", (True, False): "faster_only"}.get(
@@ -36,17 +64,36 @@ def verdict(r: Ratios) -> str:
     )
 
 
+def _with_interval(s: float, ci: dict, key: str) -> str:
+    if key in ci:
+        lo, hi = ci[key]
+        return f"{s:.2f}x (95 % {lo:.2f}-{hi:.2f}x)"
+    return f"{s:.2f}x"
+
+
 def verdict_reason(r: Ratios, m: Measurement, batch: int) -> str:
-    """The measured facts behind the verdict, in words: size, then speed at each batch size."""
+    """The measured facts behind the verdict, in words: size, then speed at each batch size, then the same
+    against the original on this runtime, then why the figures are not to be trusted if they are not."""
     size = f"{r.size_ratio:.2f}x smaller" if r.size_ratio >= SIZE_THRESHOLD else f"size ratio {r.size_ratio:.2f}x"
-    speeds = [(label, s) for label, s in (("batch 1", r.speedup_b1), (f"batch {batch}", r.speedup_bN)) if s]
-    parts = [f"{s:.2f}x the speed at {label}" for label, s in speeds]
-    slower = [label for label, s in speeds if s < 1 / SPEEDUP_THRESHOLD]
+    speeds = _speeds(r, batch)
+    parts = [f"{_with_interval(s, r.speedup_ci95, key)} the speed at {label}" for key, label, s in speeds]
+    slower = [label for _, label, s in speeds if s < 1 / SPEEDUP_THRESHOLD]
     text = f"{size}; " + ", ".join(parts) + f" (runtime {m.runtime})"
-    if slower:
+    if (ref := r.reference) is not None:
+        against = [
+            _with_interval(s, ref.speedup_ci95, key)
+            for key, s in (("b1", ref.speedup_b1), ("bN", ref.speedup_bN))
+            if s is not None
+        ]
+        text += f"; {' / '.join(against)} against the same original model on {ref.runtime} fp32"
+    if why := inconclusive_reason(r, batch):
+        text += f"; inconclusive: {why}"
+    elif slower:
         text += f"; slower than the baseline here at {' and '.join(slower)}"
-    elif speeds and all(s < SPEEDUP_THRESHOLD for _, s in speeds):
+    elif speeds and all(s < SPEEDUP_THRESHOLD for _, _, s in speeds):
         text += "; not faster than the baseline here"
+    if r.noisy:
+        text += "; noisy measurement: " + "; ".join(r.noise)
     return text
 
 
@@ -58,6 +105,20 @@ def ratio_notes(r: Ratios) -> list[str]:
     return notes
 
 
+def speed_fields(r: Ratios) -> dict:
+    """The ratio fields every report entry shares (ArtifactReport and Final)."""
+    return {
+        "size_ratio": r.size_ratio,
+        "speedup_b1": r.speedup_b1,
+        "speedup_bN": r.speedup_bN,
+        "speedup_ci95": r.speedup_ci95,
+        "rounds": r.rounds,
+        "noisy": r.noisy,
+        "noise": r.noise,
+        "runtime_baseline": r.reference,
+    }
+
+
 def artifact_entry(step, measured: Measured, batch: int, *, params: bool = True) -> ArtifactReport:
     out, m, r = measured.output, measured.measurement, measured.ratios
     return ArtifactReport(
@@ -66,10 +127,8 @@ def artifact_entry(step, measured: Measured, batch: int, *, params: bool = True)
         artifact_id=out.path.name,
         format=out.format,
         measurement=m,
-        size_ratio=r.size_ratio,
-        speedup_b1=r.speedup_b1,
-        speedup_bN=r.speedup_bN,
-        verdict=verdict(r),
+        **speed_fields(r),
+        verdict=verdict(r, batch),
         verdict_reason=verdict_reason(r, m, batch),
         notes=[*out.notes, *ratio_notes(r)],
         details=out.details or None,
@@ -142,6 +201,11 @@ def build_report(
             size_ratio=final.size_ratio,
             speedup_b1=final.speedup_b1,
             speedup_bN=final.speedup_bN,
+            speedup_ci95=final.speedup_ci95,
+            rounds=final.rounds,
+            noisy=final.noisy,
+            noise=final.noise,
+            runtime_baseline=final.runtime_baseline,
             accuracy_delta=accuracy_delta,
             agreement=fm.agreement,
             verdict=final.verdict,

@@ -27,6 +27,26 @@ function rowsOf(results) {
   return rows;
 }
 
+// "2.10x" with its 95 % interval beneath, where the measurement has one
+function speedupCell(step) {
+  if (!step) return "–";
+  const ci = step.speedup_ci95 || {};
+  const one = (key) => {
+    const v = step[`speedup_${key}`];
+    const lines = [h("span", {}, fixed(v, 2, "x"))];
+    if (ci[key]) lines.push(h("span", { class: "interval" }, `${fixed(ci[key][0], 2)}–${fixed(ci[key][1], 2)}`));
+    return h("span", { class: "speedup" }, ...lines);
+  };
+  const parts = [one("b1"), " / ", one("bN")];
+  if (step.noisy) parts.push(" ", h("span", { class: "badge noisy", title: (step.noise || []).join("; ") }, "noisy"));
+  const ref = step.runtime_baseline;
+  if (ref) {
+    parts.push(h("span", { class: "vs-runtime", title: "against the same original model, fp32, on this runtime: what compression bought apart from the runtime switch" },
+      `vs ${ref.runtime} fp32: ${fixed(ref.speedup_b1, 2, "x")} / ${fixed(ref.speedup_bN, 2, "x")}`));
+  }
+  return parts;
+}
+
 function variant(step) {
   const p = step.params || {};
   return p.scheme || p.kind || p.format || p.objective || (p.student ? "student" : "");
@@ -47,7 +67,7 @@ export function resultsTable(results, artifacts) {
       h("td", { class: "num" }, `${m.params.toLocaleString()} (${m.nonzero_params.toLocaleString()})`),
       h("td", { class: "num" }, fixed(m.latency_ms.b1 && m.latency_ms.b1.p50, 2, " ms")),
       h("td", { class: "num" }, fixed(m.latency_ms.bN && m.latency_ms.bN.p50, 1, " ms")),
-      h("td", { class: "num" }, step ? `${fixed(step.speedup_b1, 2, "x")} / ${fixed(step.speedup_bN, 2, "x")}` : "–"),
+      h("td", { class: "num" }, speedupCell(step)),
       h("td", { class: "num" }, step ? fixed(step.size_ratio, 2, "x") : "–"),
       h("td", { class: "num" }, `${fixed(q.value, 4)} ${q.label}`),
       h("td", {}, step ? h("span", { class: `badge ${step.verdict}`, title: step.verdict_reason || "" },
@@ -60,7 +80,7 @@ export function resultsTable(results, artifacts) {
   return h("div", {},
     h("div", { class: "table-wrap" },
       h("table", { class: "results" },
-        h("caption", {}, "Measured in one run on the same machine; speedups are medians of interleaved pairs"),
+        h("caption", {}, "Measured in one run on the same machine; speedups are medians of interleaved rounds, with their 95 % interval beneath"),
         h("thead", {}, h("tr", {}, head.map((c) => h("th", { scope: "col" }, c)))),
         h("tbody", {}, body))),
     notes.length ? h("ul", { class: "notes" }, notes) : null,

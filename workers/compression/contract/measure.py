@@ -19,6 +19,22 @@ class Latency(BaseModel):
     batch: int
 
 
+class Timing(BaseModel):
+    """How latency was timed, so a reader can judge the figures (docs/measurement.md)."""
+
+    threads: int = Field(description="intra-op threads of every model timed at the larger batch")
+    threads_b1: int = Field(description="the same at batch 1: 1 for a model faster than 1 ms there")
+    affinity: list[int] = Field(description="CPUs the timing process may run on")
+    statistic: str = Field(description="the per-round figure ratios are taken of")
+    rounds: dict[str, int] = Field(description="rounds kept, per batch size ('b1', 'bN')")
+    discarded: dict[str, int] = Field(description="rounds taken under contention and left out, per batch size")
+    other_load: float | None = Field(
+        None, description="median CPU (in cores) other processes used during the rounds; None where unknown"
+    )
+    steal: float | None = Field(None, description="median fraction of CPU time the hypervisor took during the rounds")
+    remeasured: bool = Field(False, description="an implausible ratio was timed a second time")
+
+
 class Measurement(BaseModel):
     size_bytes: int
     params: int
@@ -34,14 +50,36 @@ class Measurement(BaseModel):
     device: str
     runtime: str
     env: dict = Field(default_factory=dict)
+    timing: Timing | None = Field(None, description="how the latency was timed; the same for every model of a run")
+
+
+Interval = tuple[float, float]
+
+
+class ReferenceRatios(BaseModel):
+    """A candidate against the original model run on the candidate's own runtime, fp32: what the compression
+    bought apart from the switch of runtime."""
+
+    runtime: str
+    size_ratio: float
+    speedup_b1: float | None
+    speedup_bN: float | None
+    speedup_ci95: dict[str, Interval] = Field(default_factory=dict)
+    noisy: bool = False
 
 
 class Ratios(BaseModel):
-    """Candidate vs baseline, each the median of per-round ratios measured interleaved."""
+    """Candidate vs baseline: each speedup is the median of per-round ratios measured interleaved, with a
+    distribution-free 95 % interval for that median (order statistics of the rounds)."""
 
     size_ratio: float
     speedup_b1: float | None
     speedup_bN: float | None
+    speedup_ci95: dict[str, Interval] = Field(default_factory=dict, description="'b1' / 'bN': [low, high]")
+    rounds: dict[str, int] = Field(default_factory=dict, description="rounds behind each speedup")
+    noisy: bool = False
+    noise: list[str] = Field(default_factory=list, description="why the speedups are flagged noisy, in words")
+    reference: ReferenceRatios | None = None
 
 
 class MeasureSettings(BaseModel):
@@ -49,6 +87,11 @@ class MeasureSettings(BaseModel):
     threads: int | None = Field(None, ge=1, description="intra-op threads; default: torch's current setting")
     device: Literal["cpu", "cuda"] = "cpu"
     warmup: int = Field(3, ge=1)
-    rounds: int = Field(7, ge=3, description="interleaved rounds; ratios are medians over rounds")
-    seconds_per_model: float = Field(2.0, gt=0, description="timing budget per model and batch size")
+    rounds: int = Field(
+        8, ge=3, description="interleaved rounds at least; more are timed while an interval is wide, up to max_rounds"
+    )
+    max_rounds: int = Field(40, ge=3, description="rounds at most, per batch size")
+    seconds_per_model: float = Field(
+        2.0, gt=0, description="timing budget per model and batch size; extra rounds may take up to 2x this"
+    )
     eval_samples: int = Field(2048, ge=1, description="at most this many samples are scored")

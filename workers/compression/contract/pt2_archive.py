@@ -60,7 +60,7 @@ def check_pt2_file(path) -> None:
     try:
         with zipfile.ZipFile(path) as archive:
             check_pt2_archive(archive)
-    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError, OSError) as e:
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError, OSError):
         # a member that does not inflate (bad data, an unknown or encrypted compression): a bad upload, not a 500
         raise UnsupportedFormatError(
             "corrupt .pt2 archive: a member does not decompress (a damaged or cut-off file); upload it again, "

@@ -10,9 +10,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from .formats import ModelFormat
-from .measure import Measurement
+from .measure import Interval, Measurement, ReferenceRatios
 
-Verdict = Literal["faster_and_smaller", "smaller_only", "faster_only", "no_gain"]
+Verdict = Literal["faster_and_smaller", "smaller_only", "faster_only", "no_gain", "inconclusive"]
 
 
 def _omitted_when_none(description: str, default: Any = None) -> Any:
@@ -35,6 +35,16 @@ class ArtifactReport(_Section):
     size_ratio: float = Field(description="baseline size / this size")
     speedup_b1: float | None = Field(description="baseline latency / this latency at batch 1 (> 1 is faster)")
     speedup_bN: float | None = Field(description="the same at the larger batch")
+    speedup_ci95: dict[str, Interval] = Field(
+        default_factory=dict, description="95 % interval of each speedup: {'b1': [low, high], 'bN': [low, high]}"
+    )
+    rounds: dict[str, int] = Field(default_factory=dict, description="interleaved rounds behind each speedup")
+    noisy: bool = Field(False, description="the speedups are not to be trusted as they stand; `noise` says why")
+    noise: list[str] = []
+    runtime_baseline: ReferenceRatios | None = _omitted_when_none(
+        "the same ratios against the original model, fp32, on this artifact's runtime (when that differs from "
+        "the uploaded model's): what compression bought apart from the runtime switch"
+    )
     verdict: Verdict
     verdict_reason: str
     notes: list[str] = []
@@ -106,6 +116,16 @@ class Final(_Section):
     size_ratio: float
     speedup_b1: float | None
     speedup_bN: float | None
+    speedup_ci95: dict[str, Interval] = Field(
+        default_factory=dict, description="95 % interval of each speedup: {'b1': [low, high], 'bN': [low, high]}"
+    )
+    rounds: dict[str, int] = Field(default_factory=dict, description="interleaved rounds behind each speedup")
+    noisy: bool = Field(False, description="the speedups are not to be trusted as they stand; `noise` says why")
+    noise: list[str] = []
+    runtime_baseline: ReferenceRatios | None = _omitted_when_none(
+        "the same ratios against the original model, fp32, on this artifact's runtime (when that differs from "
+        "the uploaded model's): what compression bought apart from the runtime switch"
+    )
     accuracy_delta: float | None
     agreement: float | None
     verdict: Verdict

@@ -46,8 +46,17 @@ def build_student(
     if spec.derive.width is not None:
         student = copy.deepcopy(source)
         kept, _ = always_kept(teacher, student, example, structured=True)
-        remove_channels(student, example, 1 - spec.derive.width, sorted(kept))
-        return student, [f"student: the teacher with {spec.derive.width:.0%} of its channels (structured pruning)"]
+        try:
+            bad = remove_channels(student, example, 1 - spec.derive.width, sorted(kept))
+        except ValueError as e:
+            raise RecipeError(f"derive width: {e}; give the student as arch or model_id instead") from None
+        notes = [f"student: the teacher with {spec.derive.width:.0%} of its channels (structured pruning)"]
+        if bad:
+            notes.append(
+                "kept at the teacher's width because narrowing them breaks the model: "
+                + "; ".join(f"{n} ({why})" for n, why in bad.items())
+            )
+        return student, notes
     return _fewer_layers(teacher, source, spec.derive.layers)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import stat
 import zipfile
 from pathlib import Path, PurePosixPath
@@ -10,6 +11,11 @@ from ..contract.errors import InvalidModelError
 
 MAX_MEMBERS = 10_000
 MAX_UNCOMPRESSED_BYTES = 64 * 2**30  # a zip bomb stops here, a real checkpoint does not
+# weights compress by 1.1x, tokenizers' JSON by ~5x, a run of zeros by 1000x: a member over RATIO_FLOOR
+# bytes that shrank by more than MAX_RATIO is a bomb (zipfile never writes more than the declared size)
+MAX_RATIO = 100
+RATIO_FLOOR = 1 << 20
+DISK_HEADROOM = 1.1  # extraction needs what the members declare, and a tenth more, free on the disk
 
 
 def extract_zip(path: Path, dest: Path) -> Path:
@@ -25,8 +31,21 @@ def extract_zip(path: Path, dest: Path) -> Path:
         infos = zf.infolist()
         if len(infos) > MAX_MEMBERS:
             raise InvalidModelError(f"the archive has {len(infos)} members; at most {MAX_MEMBERS} are accepted")
-        if sum(i.file_size for i in infos) > MAX_UNCOMPRESSED_BYTES:
+        total = sum(i.file_size for i in infos)
+        if total > MAX_UNCOMPRESSED_BYTES:
             raise InvalidModelError("the archive expands to more than 64 GiB")
+        for info in infos:
+            if info.file_size > RATIO_FLOOR and info.file_size > MAX_RATIO * max(1, info.compress_size):
+                raise InvalidModelError(
+                    f"archive member {info.filename!r} expands {info.file_size // max(1, info.compress_size)}-fold "
+                    f"(at most {MAX_RATIO}x is accepted): a real checkpoint does not compress that well"
+                )
+        dest.mkdir(parents=True, exist_ok=True)
+        if (free := shutil.disk_usage(dest).free) < total * DISK_HEADROOM:
+            raise InvalidModelError(
+                f"the archive expands to {total / 2**20:.0f} MiB and the worker has {free / 2**20:.0f} MiB free; "
+                "try again later or upload a smaller model"
+            )
         for info in infos:
             name = PurePosixPath(info.filename)
             if name.is_absolute() or ".." in name.parts or "\\" in info.filename:

@@ -30,6 +30,16 @@ class OnnxModule(nn.Module):
 
     def __init__(self, model_path: Path, *, threads: int | None = None, device: str = "cpu"):
         super().__init__()
+        self.model_path, self.device, self.threads = Path(model_path), device, threads
+        self.session = self._session(threads)
+        self.input_name = self.session.get_inputs()[0].name
+
+    def set_threads(self, threads: int) -> None:
+        """onnxruntime fixes a session's threads when it is made: a new session for another count."""
+        if threads != self.threads:
+            self.session, self.threads = self._session(threads), threads
+
+    def _session(self, threads: int | None):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -41,11 +51,9 @@ class OnnxModule(nn.Module):
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
         providers = ["CPUExecutionProvider"]
-        if device == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
+        if self.device == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
             providers.insert(0, "CUDAExecutionProvider")
-        self.model_path = Path(model_path)
-        self.session = ort.InferenceSession(str(model_path), options, providers=providers)
-        self.input_name = self.session.get_inputs()[0].name
+        return ort.InferenceSession(str(self.model_path), options, providers=providers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.session.run(None, {self.input_name: x.detach().cpu().numpy()})[0]

@@ -1,21 +1,39 @@
-"""Interleaved latency timing.
+"""Interleaved latency timing that stays honest on a busy machine.
 
-On a shared machine throughput drifts by 10x for tens of seconds, so a baseline timed now and a
-candidate timed later cannot be compared. Models are timed in rounds (A, B, C, then B, C, A, ...)
-and a candidate's speedup is the median, over rounds, of baseline-time / candidate-time within
-the same round.
+A baseline timed now and a candidate timed later cannot be compared on a shared machine, so models are
+timed in rounds (A, B, C, then B, C, A, ...) and a speedup is the median, over rounds, of the ratio of the
+two models' times within the same round. Three things keep contention from turning into a figure
+(bench/measure.py shows what each buys):
+
+- each round's figure is the lower quartile of that model's calls in the round: descheduling only ever
+  adds time, so the low end of a round is the model's own cost, where a mean or median picks up stalls;
+- the CPU other processes used is read from /proc/stat around every round; a round taken while they
+  used more than the cores this process leaves free is discarded (and counted) unless nearly all are;
+- rounds continue past the minimum while any interval is wider than TARGET_WIDTH, up to a time cap,
+  and the interval itself (order statistics of the per-round ratios, distribution-free) is reported.
+
+Written by hand: pyperf and timeit run one callable at a time in fresh processes, which is exactly what
+cannot be compared under drifting load; nothing we found interleaves in-process callables.
 """
 
 from __future__ import annotations
 
+import math
+import os
 import statistics
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from ..contract.measure import LatencyStats
+from ..contract.measure import Interval, LatencyStats
+
+MIN_CI_ROUNDS = 6  # the fewest rounds whose min..max is a 95 % interval for the median (1 - 2/2**6 = 0.97)
+TARGET_WIDTH = 1.15  # keep timing while some interval's high/low is above this (+-7 %)
+TIME_CAP = 2.0  # extra rounds may take up to this many times the nominal budget
+STATISTIC = "lower quartile of the round's calls"
 
 
 def _sync(device: str) -> None:
@@ -30,6 +48,110 @@ def _time_call(fn: Callable[[], object], device: str) -> float:
     return time.perf_counter() - start
 
 
+@dataclass(frozen=True)
+class CpuSample:
+    wall: float
+    own_cpu: float  # seconds of CPU this process used (all threads, user + system)
+    busy: float | None  # seconds of CPU the whole machine used, from /proc/stat; None where unreadable
+    steal: float | None
+
+
+def cpu_sample() -> CpuSample:
+    t = os.times()
+    busy = steal = None
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+        hz = os.sysconf("SC_CLK_TCK")
+        user, nice, system, _idle, _iowait, irq, softirq, st = (fields + [0] * 8)[:8]
+        busy, steal = (user + nice + system + irq + softirq) / hz, st / hz
+    except (OSError, ValueError):
+        pass
+    return CpuSample(time.perf_counter(), t.user + t.system, busy, steal)
+
+
+@dataclass(frozen=True)
+class RoundLoad:
+    other_cores: float | None  # CPU other processes used during the round, in cores
+    steal: float | None  # fraction of the machine's CPU time the hypervisor took
+
+    @staticmethod
+    def between(a: CpuSample, b: CpuSample) -> RoundLoad:
+        wall = max(b.wall - a.wall, 1e-9)
+        if a.busy is None or b.busy is None:
+            return RoundLoad(None, None)
+        other = max(0.0, (b.busy - a.busy) - (b.own_cpu - a.own_cpu)) / wall
+        steal = (b.steal - a.steal) / wall / (os.cpu_count() or 1)
+        return RoundLoad(other, steal)
+
+
+def spare_cores(threads: int) -> float:
+    """CPU other processes may use without taking cores from the timing: what `threads` leave free, with
+    a quarter of a core for the daemons every machine runs."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(0.25, cores - threads - 0.5)
+
+
+def median_interval(values: Sequence[float]) -> tuple[float, Interval]:
+    """The median and a distribution-free 95 % interval for it: the k-th smallest and k-th largest values,
+    k the largest with P(Binomial(n, 1/2) < k) <= 2.5 %. Below MIN_CI_ROUNDS that does not exist: the
+    interval is then min..max (a narrower claim than 95 %; the caller flags the result)."""
+    xs = sorted(values)
+    n = len(xs)
+    k, tail = 0, 0.0
+    while True:
+        tail += math.comb(n, k) / 2**n
+        if tail > 0.025:
+            break
+        k += 1
+    k = max(k, 1)
+    return statistics.median(xs), (xs[k - 1], xs[n - k])
+
+
+@dataclass
+class TimingRun:
+    """Per call: all kept call times, and one figure per kept round (seconds)."""
+
+    samples: list[list[float]]
+    per_round: list[list[float]]
+    kept: int
+    discarded: int
+    loads: list[RoundLoad] = field(default_factory=list)
+    contended_throughout: bool = False  # too few quiet rounds: every round was kept, contended or not
+
+    def stats(self) -> list[LatencyStats]:
+        out = []
+        for s in self.samples:
+            ms = np.asarray(s) * 1000.0
+            out.append(
+                LatencyStats(
+                    p50=float(np.percentile(ms, 50)),
+                    p90=float(np.percentile(ms, 90)),
+                    p99=float(np.percentile(ms, 99)),
+                )
+            )
+        return out
+
+    def round_ratios(self, i: int, reference: int = 0) -> list[float]:
+        """time(reference) / time(i), per round: > 1 means call i is faster."""
+        return [r / c for r, c in zip(self.per_round[reference], self.per_round[i])]
+
+    def speedup(self, i: int, reference: int = 0) -> tuple[float, Interval]:
+        return median_interval(self.round_ratios(i, reference))
+
+    def other_load(self) -> float | None:
+        known = [lo.other_cores for lo in self.loads if lo.other_cores is not None]
+        return statistics.median(known) if known else None
+
+    def steal(self) -> float | None:
+        known = [lo.steal for lo in self.loads if lo.steal is not None]
+        return statistics.median(known) if known else None
+
+
+def _round_figure(times: list[float]) -> float:
+    return float(np.percentile(times, 25)) if len(times) >= 4 else min(times)
+
+
 def time_interleaved(
     calls: Sequence[Callable[[], object]],
     *,
@@ -37,37 +159,62 @@ def time_interleaved(
     warmup: int,
     rounds: int,
     seconds_per_model: float,
-) -> tuple[list[LatencyStats], list[float]]:
-    """Times every call. Returns latency stats (ms) per call and, per call, the median ratio
-    time(calls[0]) / time(call) over rounds (so index 0 is 1.0 and > 1 means faster than calls[0])."""
+    max_rounds: int = 40,
+    threads: int | None = None,
+) -> TimingRun:
+    """Times every call in interleaved rounds; see the module docstring for what is kept."""
+    threads = threads or torch.get_num_threads()
+    spare = spare_cores(threads)
     with torch.inference_mode():
         first = []
         for fn in calls:
             for _ in range(warmup - 1):
                 fn()
             first.append(_time_call(fn, device))
-        # a model slower than the budget still gets 3 rounds (the minimum for a median), not `rounds`
-        rounds = max(3, min(rounds, int(seconds_per_model / max(first))))
-        per_round_s = seconds_per_model / rounds
+        slowest = max(first)
+        # a model slower than the budget still gets enough rounds for an interval if 4x the budget allows
+        fit = int(seconds_per_model / slowest)
+        floor = MIN_CI_ROUNDS if slowest * MIN_CI_ROUNDS <= 4 * seconds_per_model else 3
+        wanted = max(floor, min(rounds, fit))
+        per_round_s = seconds_per_model / max(rounds, 1)
         iters = [max(1, min(1000, int(per_round_s / max(t, 1e-6)))) for t in first]
-        samples: list[list[float]] = [[] for _ in calls]
-        round_medians: list[list[float]] = [[] for _ in calls]
-        for r in range(rounds):
+        cap = time.perf_counter() + TIME_CAP * seconds_per_model * len(calls)
+        kept = [[[], []] for _ in calls]  # per call: [samples, per-round figures]
+        dropped = [[[], []] for _ in calls]
+        loads: list[RoundLoad] = []
+        r = 0
+        while True:
             order = list(range(len(calls)))
             shift = r % len(order)
             order = order[shift:] + order[:shift]  # rotate so no model always runs first
+            before = cpu_sample()
+            this_round = {}
             for i in order:
-                times = [_time_call(calls[i], device) for _ in range(iters[i])]
-                samples[i].extend(times)
-                round_medians[i].append(statistics.median(times))
-    stats = []
-    for s in samples:
-        ms = np.asarray(s) * 1000.0
-        stats.append(
-            LatencyStats(
-                p50=float(np.percentile(ms, 50)), p90=float(np.percentile(ms, 90)), p99=float(np.percentile(ms, 99))
-            )
-        )
-    base = round_medians[0]
-    ratios = [statistics.median(b / c for b, c in zip(base, cand)) for cand in round_medians]
-    return stats, ratios
+                this_round[i] = [_time_call(calls[i], device) for _ in range(iters[i])]
+            load = RoundLoad.between(before, cpu_sample())
+            loads.append(load)
+            contended = load.other_cores is not None and load.other_cores > spare
+            target = dropped if contended else kept
+            for i, times in this_round.items():
+                target[i][0].extend(times)
+                target[i][1].append(_round_figure(times))
+            r += 1
+            n_kept = len(kept[0][1])
+            if r >= max(max_rounds, wanted) or (r >= wanted and time.perf_counter() > cap):
+                break
+            if n_kept >= wanted and _narrow([k[1] for k in kept]):
+                break
+    if len(kept[0][1]) < min(MIN_CI_ROUNDS, wanted):
+        # contention throughout: keep every round and let the interval (and the noisy flag) say so
+        merged = [[k[0] + d[0], k[1] + d[1]] for k, d in zip(kept, dropped)]
+        return TimingRun([m[0] for m in merged], [m[1] for m in merged], r, 0, loads, contended_throughout=any(d[1] for d in dropped))
+    return TimingRun([k[0] for k in kept], [k[1] for k in kept], len(kept[0][1]), len(dropped[0][1]), loads)
+
+
+def _narrow(per_round: list[list[float]]) -> bool:
+    base = per_round[0]
+    for cand in per_round[1:]:
+        _, (lo, hi) = median_interval([b / c for b, c in zip(base, cand)])
+        if hi / lo > TARGET_WIDTH:
+            return False
+    return True

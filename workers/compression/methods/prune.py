@@ -17,7 +17,7 @@ from ..pruning import masks
 from ..pruning.layers import always_kept, editable, prunable_layers
 from ..pruning.sensitivity import layer_sensitivity
 from ..pruning.storage import pack_sparse_layers
-from ..pruning.structured import make_pruner, ratio_for_macs, schedule
+from ..pruning.structured import make_pruner, ratio_for_macs, schedule, unprunable_layers
 from ..training import accumulate_gradients, finetune
 from .base import StepContext, StepOutput
 
@@ -59,6 +59,8 @@ def prune(model: LoadedModel, step: PruneStep, ctx: StepContext) -> StepOutput:
     # without labels, recovery distils from the model as it was before pruning
     reference = copy.deepcopy(module).eval() if step.trains() and ctx.data.y is None else None
     run = {"structured": _structured, "unstructured": _unstructured, "semi_structured_2_4": _two_four}[step.kind]
+    if step.kind == "structured":
+        eligible, protected = _drop_unprunable(module, step, ctx, eligible, protected, example, details, notes)
     notes += run(module, step, ctx, eligible, protected, example, reference)
     module.eval()
 
@@ -146,6 +148,31 @@ def _two_four(module, step, ctx, eligible, protected, example, reference) -> lis
     else:
         notes.append("CPUs have no 2:4 sparse kernels: no speedup is expected on this worker")
     return notes
+
+
+def _drop_unprunable(module, step, ctx, eligible, protected, example, details, notes):
+    """Layers whose channels this model cannot lose are kept whole and named; only if none is left does
+    the step fail, naming each layer and why."""
+    ctx.progress(0.0, "checking which layers can lose channels")
+    ratio = step.amount if step.target_macs_reduction is None else 0.5
+    try:
+        bad = unprunable_layers(module, example, list(eligible), set(protected), ratio=ratio, scope=step.scope)
+    except ValueError as e:
+        raise StepFailedError(f"structured pruning cannot be applied to this model: {e}") from None
+    if not bad:
+        return eligible, protected
+    details["unprunable"] = bad
+    left = {n: m for n, m in eligible.items() if n not in bad}
+    if not left:
+        raise StepFailedError(
+            "no layer of this model can lose channels: " + "; ".join(f"{n}: {why}" for n, why in bad.items())
+        )
+    notes.append(
+        f"kept whole because removing their channels breaks the model: {', '.join(sorted(bad))} "
+        "(details.unprunable has each reason)"
+    )
+    details["kept_whole"] = sorted(set(protected) | set(bad))
+    return left, set(protected) | set(bad)
 
 
 def _structured(module, step, ctx, eligible, protected, example, reference) -> list[str]:

@@ -96,3 +96,64 @@ def _transformer_width(model: LoadedModel) -> int | None:
         return None
     config = getattr(getattr(model.module, "model", None), "config", None)
     return getattr(config, "hidden_size", None)
+
+
+_PERMUTES = {"permute", "transpose", "swapaxes", "movedim"}
+_FLATTENS = {"view", "reshape", "_unsafe_view", "flatten", "unflatten"}
+
+
+def _op_name(node) -> str:
+    target = node.target
+    if node.op == "call_method":
+        return target
+    if node.op == "call_function":
+        name = getattr(target, "__name__", str(target))  # aten.permute.default -> "permute.default"
+        return name.split(".")[0]
+    return ""
+
+
+def _moves_channels(node) -> bool:
+    """A permute/transpose that moves dim 1 (channels) elsewhere."""
+    name, args = _op_name(node), list(node.args[1:])
+    if name == "permute":
+        dims = args[0] if args and isinstance(args[0], (list, tuple)) else args
+        return len(dims) > 1 and dims[1] != 1
+    if name in ("transpose", "swapaxes", "movedim"):
+        return 1 in args[:2]
+    return False
+
+
+def permuted_into_flatten(module: nn.Module) -> dict[str, str]:
+    """Layers whose output channels are permuted (NCHW -> NHWC) and then flattened before the next layer.
+
+    Torch-Pruning treats a permute as elementwise and maps a removed channel to the wrong columns of the
+    Linear after the flatten (channel-major instead of channel-minor): the pruned model runs, and is wrong.
+    Those layers are kept whole. Found in the module's fx graph (a lifted .pt2 is one; an eager module is
+    traced symbolically, and skipped where it cannot be)."""
+    graph_module = module if isinstance(module, torch.fx.GraphModule) else None
+    if graph_module is None:
+        try:
+            graph_module = torch.fx.symbolic_trace(module)
+        except Exception:
+            return {}
+    layers = {name for name, _ in prunable_layers(graph_module)}
+    found = {}
+    for node in graph_module.graph.nodes:
+        if node.op != "call_module" or node.target not in layers:
+            continue
+        permuted, frontier, seen = None, [(u, False) for u in node.users], set()
+        while frontier:
+            user, after_permute = frontier.pop()
+            if user in seen or (user.op == "call_module" and user.target in layers):
+                continue
+            seen.add(user)
+            if _moves_channels(user):
+                after_permute, permuted = True, user
+            elif after_permute and _op_name(user) in _FLATTENS:
+                found[node.target] = (
+                    f"its channels are permuted ({permuted.name}) and flattened ({user.name}) before the next "
+                    "layer; removing them would drop the wrong inputs there"
+                )
+                break
+            frontier.extend((u, after_permute) for u in user.users)
+    return found

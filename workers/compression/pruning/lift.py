@@ -1,5 +1,5 @@
-"""Turns a torch.export graph back into a module tree with real `nn.Conv2d`, `nn.Linear` and
-`nn.BatchNorm2d` layers.
+"""Turns a torch.export graph back into a module tree with real `nn.Conv2d`, `nn.Linear`,
+`nn.BatchNorm2d` and `nn.PReLU` layers.
 
 An uploaded .pt2 program is a flat graph of aten calls on weight tensors: there are no layer modules
 for Torch-Pruning's dependency graph or for `torch.nn.utils.prune` to act on. Neither library lifts
@@ -38,6 +38,8 @@ def lift_layers(graph: fx.GraphModule) -> int:
             made = _matmul(graph, node)
         elif node.target in _BATCH_NORM:
             made = _batch_norm(graph, node)
+        elif node.target == aten.prelu.default:
+            made = _prelu(graph, node)
         if made is None:
             continue
         name, module, x = made
@@ -183,6 +185,18 @@ def _batch_norm(graph, node):
     layer.running_mean.copy_(running_mean)
     layer.running_var.copy_(running_var)
     layer.eval()
+    return _owner_name(w), layer, x
+
+
+def _prelu(graph, node):
+    """PReLU's per-channel slopes are coupled to the channels before them: as a graph tensor Torch-Pruning
+    would not see them, as an `nn.PReLU` it prunes them with the channels."""
+    x, w = node.args
+    weight = _attr(graph, w)
+    if weight is None or weight.ndim != 1 or not _only_used_here(w, node):
+        return None
+    layer = nn.PReLU(num_parameters=weight.shape[0])
+    layer.weight = nn.Parameter(weight.detach())
     return _owner_name(w), layer, x
 
 

@@ -8,7 +8,9 @@ import copy
 import torch
 from torch import nn
 
+from ..formats.spec import module_device
 from ..measure.metrics import count_macs
+from .layers import permuted_into_flatten, prunable_layers
 
 MAX_LAYER_RATIO = 0.9  # no layer loses all its channels, whatever the global ranking says
 
@@ -76,15 +78,95 @@ def ratio_for_macs(
     )
 
 
-def remove_channels(model: nn.Module, example: torch.Tensor, ratio: float, kept: list[str]) -> None:
+def remove_channels(model: nn.Module, example: torch.Tensor, ratio: float, kept: list[str]) -> dict[str, str]:
     """One-shot structured pruning (magnitude, the same ratio in every layer) that leaves `kept` whole;
-    used to derive a narrower student from its teacher."""
+    used to derive a narrower student from its teacher. Returns the layers that could not be narrowed,
+    each with the reason (see unprunable_layers); raises ValueError when none can."""
+    candidates = [n for n, _ in prunable_layers(model) if n not in kept]
+    bad = unprunable_layers(model, example, candidates, set(kept), ratio=ratio, scope="layer")
+    if candidates and len(bad) == len(candidates):
+        raise ValueError("no layer can be narrowed: " + "; ".join(f"{n}: {why}" for n, why in bad.items()))
     pruner = make_pruner(
         model,
         example,
         ratio=ratio,
         criterion="magnitude",
         scope="layer",
-        protected=[model.get_submodule(n) for n in kept],
+        protected=[model.get_submodule(n) for n in sorted(set(kept) | set(bad))],
     )
     pruner.step()
+    return bad
+
+
+def output_shapes(output) -> list[tuple]:
+    """Every tensor a model returns (tuples, lists, dicts of them), by shape without the batch."""
+    if isinstance(output, torch.Tensor):
+        return [tuple(output.shape[1:])]
+    if isinstance(output, dict):
+        output = list(output.values())
+    if isinstance(output, (tuple, list)):
+        return [shape for item in output for shape in output_shapes(item)]
+    return []
+
+
+def _short(e: Exception) -> str:
+    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return f"{type(e).__name__}: {text[:200]}" if text else type(e).__name__
+
+
+def _trial(model: nn.Module, example: torch.Tensor, ratio: float, scope: str, kept: set[str], want) -> str | None:
+    """Prunes a copy of `model` at `ratio` leaving `kept` whole; why that fails, or None when the copy still
+    runs and returns outputs of the shapes it did."""
+    trial = copy.deepcopy(model)
+    try:
+        pruner = make_pruner(
+            trial,
+            example,
+            ratio=ratio,
+            criterion="magnitude",
+            scope=scope,
+            protected=[trial.get_submodule(n) for n in sorted(kept)],
+        )
+        pruner.step()
+        with torch.no_grad():
+            got = output_shapes(trial.eval()(example.to(module_device(trial))))
+    except Exception as e:  # Torch-Pruning's own errors (IndexError, shape mismatches) name no layer
+        return _short(e)
+    if got != want:
+        return f"the model's outputs would change shape from {want} to {got}"
+    return None
+
+
+def unprunable_layers(
+    model: nn.Module, example: torch.Tensor, candidates: list[str], kept: set[str], *, ratio: float, scope: str
+) -> dict[str, str]:
+    """Layers whose channels cannot be removed in this model, each with the reason, found by trial.
+
+    Torch-Pruning's dependency graph follows most models, but some operations break its index mapping
+    or hide a coupled tensor: a per-channel parameter it does not see, a constant reshape, a second
+    output head. Its failures are an IndexError or a shape error deep inside the library. So a copy is
+    pruned first; when that fails, each layer is tried alone (the others kept whole), and the layers
+    that fail alone are kept whole in the real run, named with their reason. A permute before a flatten
+    fails silently (wrong columns removed), so it is found in the graph (layers.permuted_into_flatten).
+    Costs one copy when the model prunes fine, one per layer when it does not."""
+    model_was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            want = output_shapes(model(example.to(module_device(model))))
+        # a permute before a flatten breaks nothing Torch-Pruning can see: found in the graph instead
+        bad = {n: why for n, why in permuted_into_flatten(model).items() if n in candidates}
+        if _trial(model, example, ratio, scope, kept | set(bad), want) is None:
+            return bad
+        for name in candidates:
+            if name in bad:
+                continue
+            others = (set(candidates) - {name}) | kept
+            if (why := _trial(model, example, ratio, "layer", others, want)) is not None:
+                bad[name] = why
+        if (why := _trial(model, example, ratio, scope, kept | set(bad), want)) is not None:
+            # each layer prunes alone but not together: no set of layers to keep whole can be named
+            raise ValueError(f"the layers prune one at a time but not together ({why})")
+        return bad
+    finally:
+        model.train(model_was_training)

@@ -1,0 +1,116 @@
+"""Structured pruning and derived students on an ordinary face-detector-like CNN: PReLU, depthwise and
+grouped convolutions, a permute before the dense layers, two output heads. Layers that cannot lose
+channels are kept whole and named; the step never fails with a library's IndexError."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from workers.compression import StepFailedError, load_model, run_recipe
+from workers.compression.pruning.structured import output_shapes
+
+from .conftest import export_pt2
+from .digits import train
+
+
+class FaceLikeNet(nn.Module):
+    """The shapes of a small face detector (PReLU everywhere, depthwise + grouped convs, NHWC flatten
+    before the dense layer), with a class head and a box head."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.act1 = nn.Conv2d(1, 16, 3, padding=1), nn.PReLU(16)
+        self.dw, self.act2 = nn.Conv2d(16, 16, 3, padding=1, groups=16), nn.PReLU(16)
+        self.grouped, self.act3 = nn.Conv2d(16, 32, 3, padding=1, groups=4), nn.PReLU(32)
+        self.conv2, self.act4 = nn.Conv2d(32, 32, 1), nn.PReLU(32)
+        self.dense, self.act5 = nn.Linear(32 * 8 * 8, 64), nn.PReLU(64)
+        self.classes, self.boxes = nn.Linear(64, 10), nn.Linear(64, 4)
+
+    def forward(self, x):
+        x = self.act2(self.dw(self.act1(self.conv1(x))))
+        x = self.act4(self.conv2(self.act3(self.grouped(x))))
+        h = self.act5(self.dense(x.permute(0, 2, 3, 1).flatten(1)))
+        return self.classes(h), self.boxes(h)
+
+
+class Classes(nn.Module):
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        return self.net(x)[0]
+
+
+@pytest.fixture(scope="module")
+def face_pt2(digits, tmp_path_factory):
+    x, y, _, _ = digits
+    net = FaceLikeNet()
+    train(Classes(net), x, y, epochs=5)
+    return export_pt2(net.eval(), tmp_path_factory.mktemp("face") / "face.pt2", torch.zeros(2, 1, 8, 8))
+
+
+def test_structured_pruning_keeps_what_it_cannot_prune_and_names_it(
+    face_pt2, digits_train_npz, digits_npz, tmp_path, quick
+):
+    recipe = {"steps": [{"method": "prune", "kind": "structured", "sparsity": 0.3, "finetune_epochs": 1}]}
+    report = run_recipe(
+        face_pt2, recipe, data_path=digits_train_npz, eval_data_path=digits_npz, out_dir=tmp_path, settings=quick
+    )
+    step = report["steps"][0]
+    details = step["details"]
+    assert details["params_after"] < details["params_before"]  # channels really went
+    # conv2's channels are permuted (NHWC) and flattened into `dense`: kept whole, and said why
+    assert "permuted" in details["unprunable"]["conv2"], details
+    assert set(details["unprunable"]) <= set(details["kept_whole"])
+    # the class head is an output too (the box head runs last): found by trial, since its shape would change
+    assert "outputs would change shape" in details["unprunable"]["classes"], details
+    assert any(
+        "kept whole because removing their channels breaks the model" in n and "conv2" in n for n in step["notes"]
+    )
+    for name, why in details.get("unprunable", {}).items():
+        assert why and "IndexError" not in step["verdict_reason"], (name, why)
+    pruned = load_model(tmp_path / step["artifact_id"])
+    with torch.no_grad():
+        assert output_shapes(pruned.module(torch.zeros(3, 1, 8, 8))) == [(10,), (4,)]  # both heads intact
+    assert step["measurement"]["accuracy"] is not None
+
+
+def test_a_derived_student_of_a_prelu_cnn_trains(face_pt2, digits_train_npz, digits_npz, tmp_path, quick):
+    recipe = {"steps": [{"method": "distill", "student": {"derive": {"width": 0.5}}, "epochs": 1}]}
+    report = run_recipe(
+        face_pt2, recipe, data_path=digits_train_npz, eval_data_path=digits_npz, out_dir=tmp_path, settings=quick
+    )
+    step = report["steps"][0]
+    assert step["size_ratio"] > 1.2
+    assert any("student: the teacher with 50% of its channels" in n for n in step["notes"])
+    assert any("kept at the teacher's width" in n and "conv2" in n for n in step["notes"]), step["notes"]
+    student = load_model(tmp_path / step["artifact_id"])
+    with torch.no_grad():
+        assert output_shapes(student.module(torch.zeros(2, 1, 8, 8))) == [(10,), (4,)]
+
+
+class OnlyPermuted(nn.Module):
+    """One conv whose every channel feeds a permute-flatten-dense: nothing but the dense layer could shrink,
+    and that is the output layer."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 8, 3, padding=1)
+        self.out = nn.Linear(8 * 8 * 8, 10)
+
+    def forward(self, x):
+        return self.out(self.conv(x).permute(0, 2, 3, 1).reshape(x.shape[0], 8 * 8 * 8))
+
+
+def test_when_nothing_can_be_pruned_the_step_names_the_layer_and_why(tmp_path, digits_npz, quick):
+    path = export_pt2(OnlyPermuted().eval(), tmp_path / "permuted.pt2", torch.zeros(2, 1, 8, 8))
+    recipe = {"steps": [{"method": "prune", "kind": "structured", "sparsity": 0.5}]}
+    with pytest.raises(StepFailedError) as failed:
+        run_recipe(path, recipe, data_path=digits_npz, out_dir=tmp_path / "out", settings=quick)
+    message = failed.value.message
+    # the layer is named with the reason, in the step's own words, not only the library's exception
+    assert "conv:" in message and message.startswith("step 1 (prune) failed: "), message
+    assert "no layer of this model can lose channels" in message or "cannot be applied" in message, message
