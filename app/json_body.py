@@ -27,14 +27,17 @@ async def read_json(request: Request, max_bytes: int) -> Any:
     return loads(b"".join(chunks), "the request body")
 
 
-def loads(raw: bytes | str, what: str) -> Any:
-    """Parses JSON, refusing more than MAX_DEPTH levels of nesting (checked before the parser recurses)."""
+def loads(raw: bytes | str, what: str, *, invalid: tuple[int, str] = (400, "malformed_json")) -> Any:
+    """Parses JSON, refusing more than MAX_DEPTH levels of nesting (checked before the parser recurses).
+    `invalid` is the answer to JSON that does not parse: a body's is 400; a form field's, 422."""
     if _depth(raw) > MAX_DEPTH:
         raise ApiError(400, "malformed_json", f"{what} nests deeper than {MAX_DEPTH} levels")
     try:
         return json.loads(raw)
     except (ValueError, RecursionError):
-        raise ApiError(400, "malformed_json", f"{what} is not valid JSON") from None
+        status, code = invalid
+        shown = raw[:80] if isinstance(raw, str) else raw[:80].decode("utf-8", "replace")
+        raise ApiError(status, code, f"{what}: not valid JSON ({shown!r})") from None
 
 
 def _depth(raw: bytes | str) -> int:

@@ -100,8 +100,14 @@ def test_a_killed_worker_is_started_again(embedded, cnn_pt2):
     import psutil
 
     def workers() -> list[psutil.Process]:
-        children = psutil.Process(embedded.api.pid).children()
-        return [p for p in children if "workers.main" in " ".join(p.cmdline())]
+        found = []
+        for p in psutil.Process(embedded.api.pid).children():
+            try:
+                if p.status() != psutil.STATUS_ZOMBIE and "workers.main" in " ".join(p.cmdline()):
+                    found.append(p)
+            except psutil.Error:  # gone, or a zombie not yet reaped
+                pass
+        return found
 
     [first] = workers()
     os.kill(first.pid, signal.SIGKILL)  # what an OOM killer or a careless operator does

@@ -34,7 +34,7 @@ class ModelForm(BaseModel):
         raw: dict[str, Any] = {k: v for k, v in fields.items() if k in cls.model_fields and v != ""}
         for key in ("input_shape", "arch_kwargs"):  # JSON-valued form fields
             if key in raw:
-                raw[key] = loads(raw[key], key)
+                raw[key] = loads(raw[key], key, invalid=(422, "invalid_request"))
         try:
             return cls.model_validate(raw)
         except ValidationError as e:

@@ -33,6 +33,15 @@ def inspect_model(path: str | Path, **load) -> dict:
     if model.input_spec is None:
         info["notes"] = ["the input shape is not recorded in this format: give input_shape, or a dataset to a job"]
         return info
+    if model.input_spec.symbolic and model.format.value == "onnx":
+        # a detector with dynamic height and width may only run at the sizes it was built for (multiples
+        # of 32, say): a made-up size would fail it; the sizes come from the job's dataset instead
+        dims = [i + 1 for i, d in enumerate(model.input_spec.sample_shape) if d is None]
+        info["notes"] = [
+            f"input dimensions {dims} are dynamic: they are taken from the job's dataset "
+            "(or give input_shape at upload to check the model runs now)"
+        ]
+        return info
     with torch.inference_mode():
         try:
             out = first_tensor(model.module(model.input_spec.example(1).to(module_device(model.module))))

@@ -46,6 +46,7 @@ def load_model(
             model = load_huggingface(path, sequence_length=shape[1] if shape else None)
     if shape and model.input_spec is not None and detected in (ModelFormat.PT2, ModelFormat.ONNX):
         _check_declared_shape(model.input_spec, shape)
+        model.input_spec = model.input_spec.sized(shape[1:])  # a dynamic height/width/length, said by the user
     return model
 
 

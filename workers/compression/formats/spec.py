@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,6 +12,9 @@ from torch import nn
 from ..contract.formats import ACCEPTED_FORMATS_TEXT, FILE_SUFFIX, ModelFormat
 
 __all__ = ["ACCEPTED_FORMATS_TEXT", "FILE_SUFFIX", "InputSpec", "LoadedModel", "ModelFormat", "module_device"]
+
+
+DEFAULT_DYNAMIC_SIZE = 16  # only where a model said nothing and no data or input_shape is given
 
 
 def module_device(module: nn.Module) -> torch.device:
@@ -30,15 +34,31 @@ class InputSpec:
     dtype: torch.dtype = torch.float32
     # exclusive upper bound for integer inputs such as token ids (the vocabulary size)
     high: int | None = None
+    # what the model's dynamic non-batch dimensions are taken as for examples: from the dataset or the
+    # upload's input_shape; None when nothing said (examples then use DEFAULT_DYNAMIC_SIZE)
+    sizes: tuple[int, ...] | None = None
 
     @property
     def sample_shape(self) -> tuple[int | None, ...]:
         return self.shape[1:]
 
+    @property
+    def symbolic(self) -> bool:
+        """Some non-batch dimension is dynamic and nothing has said how large it is."""
+        return self.sizes is None and any(d is None for d in self.sample_shape)
+
+    def sized(self, sample_shape) -> InputSpec:
+        """This spec with its dynamic dimensions taken from `sample_shape` (a dataset's, or input_shape[1:])."""
+        sample_shape = tuple(int(d) for d in sample_shape)
+        if len(sample_shape) != len(self.sample_shape) or not any(d is None for d in self.sample_shape):
+            return self
+        return dataclasses.replace(self, sizes=sample_shape)
+
     def example(self, batch: int, *, seed: int = 0) -> torch.Tensor:
-        """A random input of this spec; dynamic non-batch dimensions become 16."""
+        """A random input of this spec; dynamic non-batch dimensions take `sizes`, else DEFAULT_DYNAMIC_SIZE."""
         g = torch.Generator().manual_seed(seed)
-        shape = (batch, *[d if d is not None else 16 for d in self.sample_shape])
+        sizes = self.sizes or [DEFAULT_DYNAMIC_SIZE] * len(self.sample_shape)
+        shape = (batch, *[d if d is not None else s for d, s in zip(self.sample_shape, sizes)])
         if self.dtype.is_floating_point:
             return torch.randn(shape, generator=g).to(self.dtype)
         return torch.randint(0, self.high or 2, shape, generator=g, dtype=self.dtype)

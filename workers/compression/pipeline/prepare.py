@@ -44,7 +44,8 @@ class Prepared:
 
     def load_artifact(self, path: Path, runtime: str | None = None) -> LoadedModel:
         """An artifact (pt2/onnx/torchscript) as the measurement runs it: only the shape may be missing."""
-        shape = [1, *[d or 1 for d in self.spec.sample_shape]]
+        sizes = self.spec.sizes or [1] * len(self.spec.sample_shape)
+        shape = [1, *[d or size for d, size in zip(self.spec.sample_shape, sizes)]]
         model = self._complete(load_model(path, **self._load_kwargs({"input_shape": shape})))
         if runtime == "inductor":  # int8 PT2E graphs are fast only once inductor lowers them
             from ..quantization.pt2e import compile_for_cpu
@@ -57,7 +58,11 @@ class Prepared:
 
     def _complete(self, model: LoadedModel) -> LoadedModel:
         if model.input_spec is None or model.input_spec.dtype == self.spec.dtype:
-            spec = self.spec if model.input_spec is None else dataclasses.replace(model.input_spec, high=self.spec.high)
+            spec = (
+                self.spec
+                if model.input_spec is None
+                else dataclasses.replace(model.input_spec, high=self.spec.high, sizes=self.spec.sizes)
+            )
             model.input_spec = spec
         return model
 
@@ -95,9 +100,12 @@ def prepare(
 
 
 def _settle_spec(model: LoadedModel, data: Dataset | None) -> InputSpec:
-    """The model's input spec, completed from the data for formats that do not record one."""
+    """The model's input spec, completed from the data for formats that do not record one; dynamic
+    dimensions (height, width, sequence length) take the data's sizes."""
     if model.input_spec is None and data is not None:
         model.input_spec = InputSpec(shape=(None, *data.x.shape[1:]), dtype=data.x.dtype)
+    elif data is not None and model.input_spec.sizes is None:
+        model.input_spec = model.input_spec.sized(data.x.shape[1:])
     return model.require_spec()
 
 
