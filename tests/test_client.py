@@ -4,8 +4,8 @@ submit, wait, download with its checksum; retries that cannot duplicate a job; t
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import subprocess
 import sys
 
