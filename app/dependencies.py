@@ -42,20 +42,27 @@ CSRF_HEADER = "x-csrf-token"
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 
 
+def auth_failure(request: Request) -> int:
+    """Counts a failed authentication against the caller's address; the seconds to wait when over the limit."""
+    address = request.client.host if request.client else "unknown"
+    return limiter("auth_failures", get_settings().auth_failures_per_minute).take(address)
+
+
 def _too_many(wait: int, what: str) -> ApiError:
     return ApiError(429, "rate_limited", f"{what}; retry in {wait} s", {"Retry-After": str(wait)})
 
 
 def current_tenant(request: Request, session: SessionDep) -> Tenant:
     settings = get_settings()
-    address = request.client.host if request.client else "unknown"
-    failures = limiter("auth_failures", settings.auth_failures_per_minute)
-    if wait := failures.wait(address):  # a guesser is stopped before its next key is even looked up
-        raise _too_many(wait, "too many requests with a missing or wrong API key from this address")
     try:
         tenant = _authenticate(request, session)
     except ApiError:
-        failures.take(address)
+        # a failure spends one of the address's tokens (atomically: parallel guesses cannot all pass);
+        # past the limit failures are 429. A valid key always passes, so clients sharing an address
+        # (a NAT, an ingress) are not locked out by one bad neighbour; keys are 256-bit, so the limit
+        # is about load and log noise, not about the odds of a guess
+        if wait := auth_failure(request):
+            raise _too_many(wait, "too many requests with a missing or wrong API key from this address") from None
         raise
     if wait := limiter("requests", settings.requests_per_minute_per_key).take(tenant.id):
         raise _too_many(wait, f"more than {settings.requests_per_minute_per_key} requests a minute with this key")

@@ -5,6 +5,7 @@ streams in (413) and a nesting limit (400 malformed_json), so a hostile body cos
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from fastapi import Request
@@ -12,6 +13,8 @@ from fastapi import Request
 from .errors import ApiError
 
 MAX_DEPTH = 64  # recipes nest 5 deep; nothing legitimate comes near this
+_STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"')
+_BRACKETS = re.compile(r"[\[\]{}]")
 
 
 async def read_json(request: Request, max_bytes: int) -> Any:
@@ -44,25 +47,16 @@ def _depth(raw: bytes | str) -> int:
     """The deepest nesting of [ and { outside strings. A hand-written scan because the standard parser's
     only limit is the interpreter's recursion limit, reached as a RecursionError at ~1000 levels."""
     text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+    if text.count("[") + text.count("{") <= MAX_DEPTH:  # the usual case, decided at C speed
+        return 0
     depth = deepest = 0
-    in_string = escaped = False
-    for ch in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_string = False
-        elif ch == '"':
-            in_string = True
-        elif ch in "[{":
+    for token in _BRACKETS.finditer(_STRINGS.sub('""', text)):  # brackets outside strings only
+        if token.group() in "[{":
             depth += 1
-            if depth > deepest:
-                deepest = depth
-                if deepest > MAX_DEPTH:
-                    return deepest
-        elif ch in "]}":
+            deepest = max(deepest, depth)
+            if deepest > MAX_DEPTH:
+                break
+        else:
             depth -= 1
     return deepest
 

@@ -22,7 +22,6 @@ from alembic.config import Config
 
 from app.store.config import get_settings
 from app.store.db import session_scope
-from workers.lifecycle import die_with_parent
 
 from .auth.service import ensure_bootstrap_key
 
@@ -51,7 +50,9 @@ def main(argv: list[str] | None = None) -> None:
         print(f"  API key for tenant 'default': {key}")
     elif not settings.bootstrap_api_key:
         print("  API key: the one printed at first start (or: squeeze-admin create-key --tenant default)")
-    print(f"  try: curl -H 'Authorization: Bearer <key>' {url}/v1/methods\n", flush=True)
+    print(f"  try: curl -H 'Authorization: Bearer <key>' {url}/v1/methods", flush=True)
+    cli = Path(sys.executable).parent / "squeeze"
+    print(f"  CLI: SQUEEZE_URL={url} SQUEEZE_API_KEY=<key> {cli} methods   (or put {cli.parent} on PATH)\n", flush=True)
     worker = None if args.no_worker else WorkerSupervisor()
     try:
         uvicorn.run("app.main:app", host=args.host, port=args.port, log_config=None)
@@ -74,11 +75,12 @@ class WorkerSupervisor:
     def _start() -> subprocess.Popen:
         # SIGTERM (a warm shutdown) reaches the worker however this process ends: uvicorn re-raises the
         # signal that stopped it, so stop() does not always run
+        # no preexec_fn: forking a process with threads (uvicorn's, this one) and running Python before
+        # exec can deadlock; the worker asks for SIGTERM on its parent's death itself (SQUEEZE_PARENT_PID)
         return subprocess.Popen(
             [sys.executable, "-m", "workers.main"],
             cwd=ROOT,
-            env=os.environ.copy(),
-            preexec_fn=lambda: die_with_parent(signal.SIGTERM),
+            env={**os.environ, "SQUEEZE_PARENT_PID": str(os.getpid())},
         )
 
     def _watch(self) -> None:
@@ -94,7 +96,10 @@ class WorkerSupervisor:
             )
             if self.stopping.wait(delay):
                 return
-            self.process, self.started_at = self._start(), time.monotonic()
+            try:
+                self.process, self.started_at = self._start(), time.monotonic()
+            except OSError as e:  # fork failed (memory): try again on the next round rather than stop watching
+                print(f"squeeze: could not start the worker: {e}", file=sys.stderr, flush=True)
 
     def stop(self) -> None:
         self.stopping.set()

@@ -82,7 +82,7 @@ def mlp_pt2(mlp, workdir):
 @pytest.fixture
 def quick():
     """Short timing: tests check behaviour, benchmarks check speed."""
-    return MeasureSettings(batch=16, rounds=3, seconds_per_model=0.15, warmup=2, threads=2)
+    return MeasureSettings(batch=16, rounds=3, max_rounds=8, seconds_per_model=0.15, warmup=2, threads=2)
 
 
 # ---------------------------------------------------------------- the service (real processes)

@@ -29,6 +29,9 @@ TEST_ENV = {
     "SQUEEZE_AUTH_FAILURES_PER_MINUTE": "100000",
     "SQUEEZE_REQUESTS_PER_MINUTE_PER_KEY": "100000",  # the tests' webhook receivers listen on 127.0.0.1
     "SQUEEZE_MEASURE_ROUNDS": "3",
+    # tests check behaviour: few extra rounds, and no fp32 reference compiles (the engine tests cover them)
+    "SQUEEZE_MEASURE_MAX_ROUNDS": "8",
+    "SQUEEZE_MEASURE_RUNTIME_BASELINES": "false",
     "SQUEEZE_MEASURE_EVAL_SAMPLES": "256",
     "SQUEEZE_HEARTBEAT_INTERVAL_S": "1",
     "SQUEEZE_HEARTBEAT_TIMEOUT_S": "8",

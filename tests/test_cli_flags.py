@@ -33,7 +33,18 @@ def test_url_and_key_anywhere_and_defaults_kept(monkeypatch):
 
 def test_auto_budget_and_accuracy_options():
     args = _parser().parse_args(
-        ["jobs", "submit", "--model", "mdl_1", "--preset", "auto", "--budget-minutes", "5", "--max-accuracy-drop", "0.02"]
+        [
+            "jobs",
+            "submit",
+            "--model",
+            "mdl_1",
+            "--preset",
+            "auto",
+            "--budget-minutes",
+            "5",
+            "--max-accuracy-drop",
+            "0.02",
+        ]
     )
     recipe = _with_search_options(PRESETS[args.preset], args.budget_minutes, args.max_accuracy_drop)
     [step] = recipe["steps"]

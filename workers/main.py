@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import socket
 import sys
 
@@ -16,6 +17,7 @@ from app.store.config import get_settings
 from app.store.presence import keep_beating
 
 from .hardware import worker_has_cuda
+from .lifecycle import die_with_parent
 from .sandbox import SandboxUnavailable, probe
 
 
@@ -35,6 +37,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="squeeze-worker", description=__doc__.split("\n")[0])
     parser.add_argument("--name", default=f"squeeze@{socket.gethostname()}-{os.getpid()}")
     args = parser.parse_args(argv)
+    if parent := os.environ.pop("SQUEEZE_PARENT_PID", None):  # started by app.serve: end with it
+        die_with_parent(signal.SIGTERM, int(parent))
     settings = get_settings()
     settings.ensure_dirs()
     try:  # untrusted models are never loaded without the sandbox, unless an operator turned it off

@@ -300,6 +300,8 @@ def _job_work(session, job: Job, mounts: Mounts, device: str) -> RunRecipe:
             threads=settings.threads,
             device=device,
             rounds=settings.measure_rounds,
+            max_rounds=max(settings.measure_rounds, settings.measure_max_rounds),
+            runtime_baselines=settings.measure_runtime_baselines,
             seconds_per_model=settings.measure_seconds,
             eval_samples=settings.measure_eval_samples,
         ),

@@ -13,7 +13,7 @@ import time
 
 import httpx
 
-from app.store.callback_urls import resolve
+from app.store.callback_urls import Unresolvable, resolve
 from app.store.config import get_settings
 from app.store.db import session_scope
 from app.store.tables.auth import Tenant
@@ -53,33 +53,37 @@ def deliver(job_id: str, attempt: int) -> bool:
     timestamp = str(int(time.time()))
     status = None
     target, error = resolve(url, settings.webhook_allow_private)
-    if error:  # the host changed to a private address since submission: recorded, not retried
+    if error:
+        # a host that now resolves to a private address is refused for good; one that does not resolve
+        # at the moment is retried like any failed delivery
         with session_scope() as session:
             session.add(WebhookDelivery(job_id=job_id, attempt=attempt, url=url, error=error, delivered=False))
-        return True
-    try:
-        # connect to the address just checked: a host that resolves elsewhere a second time (DNS
-        # rebinding) cannot redirect the delivery; SNI and the certificate still use the host's name
-        response = httpx.post(
-            target.url,
-            content=body,
-            timeout=settings.webhook_timeout_s,
-            follow_redirects=False,
-            extensions={"sni_hostname": target.host.rsplit(":", 1)[0]} if target.url.startswith("https") else None,
-            headers={
-                "Host": target.host,
-                "Content-Type": "application/json",
-                "User-Agent": "squeeze-webhook/1",
-                "X-Squeeze-Timestamp": timestamp,
-                "X-Squeeze-Event": "job.finished",
-                "X-Squeeze-Signature": sign(secret, timestamp, body),
-            },
-        )
-        status = response.status_code
-        if not 200 <= status < 300:
-            error = f"HTTP {status}: {response.text[:200]}"
-    except httpx.HTTPError as e:
-        error = f"{type(e).__name__}: {e}"[:500]
+        return not isinstance(error, Unresolvable)
+    headers = {
+        "Host": target.host,
+        "Content-Type": "application/json",
+        "User-Agent": "squeeze-webhook/1",
+        "X-Squeeze-Timestamp": timestamp,
+        "X-Squeeze-Event": "job.finished",
+        "X-Squeeze-Signature": sign(secret, timestamp, body),
+    }
+    # connect to the addresses just checked, in order: a host that resolves elsewhere a second time (DNS
+    # rebinding) cannot redirect the delivery; SNI and the certificate still use the host's name
+    extensions = {"sni_hostname": target.hostname} if url.startswith("https") else {}
+    with httpx.Client(timeout=settings.webhook_timeout_s, follow_redirects=False) as client:
+        for address_url in target.urls:
+            try:
+                response = client.post(address_url, content=body, headers=headers, extensions=extensions)
+            except httpx.TransportError as e:  # this address does not answer: the next one may
+                error = f"{type(e).__name__}: {e}"[:500]
+                continue
+            except httpx.HTTPError as e:
+                error = f"{type(e).__name__}: {e}"[:500]
+                break
+            status, error = response.status_code, None
+            if not 200 <= status < 300:
+                error = f"HTTP {status}: {response.text[:200]}"
+            break
     with session_scope() as session:
         session.add(
             WebhookDelivery(

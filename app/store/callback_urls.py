@@ -11,11 +11,16 @@ from urllib.parse import urlsplit, urlunsplit
 
 @dataclass(frozen=True)
 class Target:
-    """A callback URL resolved once: `url` names the checked address itself; `host` goes in the Host
-    header and, for https, in SNI and the certificate check."""
+    """A callback URL resolved once: `urls` name each checked address itself (tried in order, as a client
+    would); `host` goes in the Host header and `hostname`, for https, in SNI and the certificate check."""
 
-    url: str
+    urls: tuple[str, ...]
     host: str
+    hostname: str
+
+
+class Unresolvable(str):
+    """A problem that may pass (DNS down a moment): a delivery retries it, a submission refuses it."""
 
 
 def _not_public(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
@@ -36,21 +41,24 @@ def resolve(url: str, allow_private: bool) -> tuple[Target | None, str | None]:
     try:
         infos = socket.getaddrinfo(parts.hostname, port, proto=socket.IPPROTO_TCP)
     except (OSError, UnicodeError):
-        return None, f"callback_url's host {parts.hostname!r} does not resolve"
-    addresses = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
+        return None, Unresolvable(f"callback_url's host {parts.hostname!r} does not resolve")
+    addresses = list(dict.fromkeys(ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos))
     if not addresses:
-        return None, f"callback_url's host {parts.hostname!r} does not resolve"
+        return None, Unresolvable(f"callback_url's host {parts.hostname!r} does not resolve")
     if not allow_private:
         for ip in addresses:
             if _not_public(ip):
                 return None, (
                     f"callback_url's host {parts.hostname!r} is a private address ({ip}); use a public endpoint"
                 )
-    ip = addresses[0]
-    literal = f"[{ip}]" if ip.version == 6 else str(ip)
-    netloc = f"{literal}:{parts.port}" if parts.port else literal
-    host = parts.hostname if not parts.port else f"{parts.hostname}:{parts.port}"
-    return Target(urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, "")), host), None
+    urls = []
+    for ip in addresses:
+        literal = f"[{ip}]" if ip.version == 6 else str(ip)
+        netloc = f"{literal}:{parts.port}" if parts.port else literal
+        urls.append(urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, "")))
+    name = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    host = f"{name}:{parts.port}" if parts.port else name
+    return Target(tuple(urls), host, parts.hostname), None
 
 
 def url_problem(url: str, allow_private: bool) -> str | None:

@@ -26,8 +26,8 @@ class Settings(BaseSettings):
     bootstrap_api_key: str | None = None  # the `default` tenant's key at first start; random if unset
 
     max_upload_bytes: int = 4 * 1024**3
-    requests_per_minute_per_key: int = 1200  # per API process; more answers 429 with Retry-After
-    auth_failures_per_minute: int = 30  # missing or wrong keys from one address, per API process
+    requests_per_minute_per_key: int = Field(1200, ge=1)  # per API process; more answers 429 with Retry-After
+    auth_failures_per_minute: int = Field(30, ge=1)  # missing or wrong keys from one address, per API process
     max_json_bytes: int = 1024 * 1024  # a job's JSON body (a recipe is a few KB); more answers 413
     max_active_jobs_per_tenant: int = 100  # queued + running; more answers 429
     upload_chunk_bytes: int = 1024 * 1024
@@ -53,6 +53,8 @@ class Settings(BaseSettings):
     # measurement (the engine's MeasureSettings)
     measure_batch: int = 32
     measure_seconds: float = 2.0
+    measure_max_rounds: int = 40  # while an interval is wider than 1.15x
+    measure_runtime_baselines: bool = True  # time the original fp32 on each other runtime an artifact uses
     measure_rounds: int = 8  # at least; more while an interval is wide (docs/measurement.md)
     measure_eval_samples: int = 2048
 

@@ -12,10 +12,8 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response
 
 from ..auth.service import authenticate
-from ..dependencies import CSRF_COOKIE, KEY_COOKIE, SessionDep, TenantDep
+from ..dependencies import CSRF_COOKIE, KEY_COOKIE, SessionDep, TenantDep, auth_failure
 from ..errors import ApiError
-from ..ratelimit import limiter
-from ..store.config import get_settings
 
 STATIC = Path(__file__).parent / "static"
 SESSION_DAYS = 7
@@ -51,18 +49,15 @@ def sign_in(request: Request, session: SessionDep, api_key: Annotated[str, Form(
     if origin and origin.split("://", 1)[-1] != request.headers.get("host"):
         # another site posting this form would sign the browser in with its own key (login CSRF)
         raise ApiError(403, "csrf_failed", "sign in from the Squeeze page itself")
-    failures = limiter("auth_failures", get_settings().auth_failures_per_minute)
-    address = request.client.host if request.client else "unknown"
-    if wait := failures.wait(address):
-        raise ApiError(
-            429,
-            "rate_limited",
-            f"too many failed sign-ins from this address; retry in {wait} s",
-            {"Retry-After": str(wait)},
-        )
     tenant = authenticate(session, api_key.strip()) if api_key.strip() else None
     if tenant is None:
-        failures.take(address)
+        if wait := auth_failure(request):
+            raise ApiError(
+                429,
+                "rate_limited",
+                f"too many failed sign-ins from this address; retry in {wait} s",
+                {"Retry-After": str(wait)},
+            )
         return RedirectResponse("/?signin=failed", status_code=303)
     response = RedirectResponse("/", status_code=303)
     secure = request.url.scheme == "https"
@@ -81,6 +76,10 @@ def whoami(request: Request, session: SessionDep) -> dict:
     """Who the page is signed in as; `tenant` null when it is not (a normal state, not an error)."""
     key = request.cookies.get(KEY_COOKIE)
     tenant = authenticate(session, key) if key else None
+    if key and tenant is None and (wait := auth_failure(request)):  # a cookie is a key too: same limit
+        raise ApiError(
+            429, "rate_limited", f"too many wrong keys from this address; retry in {wait} s", {"Retry-After": str(wait)}
+        )
     return {"tenant": tenant.name if tenant else None}
 
 

@@ -3,12 +3,13 @@
     squeeze models upload FILE [--name N] [--input-shape '[1,3,224,224]'] [--arch A [--arch-kwargs JSON]]
     squeeze datasets upload FILE [--name N]
     squeeze jobs submit --model ID (--recipe FILE | --preset NAME) [--dataset ID] [--wait]
+                        [--budget-minutes N] [--max-accuracy-drop X]   (with --preset auto)
     squeeze jobs watch ID | jobs list [--status S] | jobs show ID | jobs cancel ID
     squeeze artifacts download ID [-o PATH]
     squeeze methods
 
-Reads SQUEEZE_URL (default http://127.0.0.1:8000) and SQUEEZE_API_KEY. Human tables by default,
-`--json` for scripts. Exit codes: 0 done; 1 the job failed or was cancelled; 2 bad usage (or no API
+Reads SQUEEZE_URL (default http://127.0.0.1:8000) and SQUEEZE_API_KEY; --url, --api-key and --json
+work before or after the sub-command. Human tables by default, `--json` for scripts. Exit codes: 0 done; 1 the job failed or was cancelled; 2 bad usage (or no API
 key); 3 the server refused the request (4xx: the message says why); 4 the server could not be reached
 or failed (5xx).
 """
@@ -29,17 +30,39 @@ from .speedup import Speedup
 EXIT_JOB_FAILED, EXIT_USAGE, EXIT_REFUSED, EXIT_UNREACHABLE = 1, 2, 3, 4
 
 
+def _global_flags(parser: argparse.ArgumentParser, defaults: bool) -> None:
+    """--url, --api-key and --json, on the top-level parser (with the defaults) and again on every
+    sub-command (without: given there, they override), so they work before or after the sub-command."""
+    kept = {} if defaults else {"default": argparse.SUPPRESS}
+    url = os.environ.get("SQUEEZE_URL", "http://127.0.0.1:8000")
+    parser.add_argument("--url", **({"default": url} if defaults else kept), help="default: $SQUEEZE_URL or " + url)
+    parser.add_argument(
+        "--api-key",
+        **({"default": os.environ.get("SQUEEZE_API_KEY")} if defaults else kept),
+        help="default: $SQUEEZE_API_KEY",
+    )
+    parser.add_argument("--json", action="store_true", **kept, help="print JSON (for scripts)")
+
+
+class _Parsers(argparse._SubParsersAction):
+    """Every sub-command parser gets the global flags."""
+
+    def add_parser(self, name, **kwargs):
+        parser = super().add_parser(name, **kwargs)
+        _global_flags(parser, defaults=False)
+        return parser
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="squeeze", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--url", default=os.environ.get("SQUEEZE_URL", "http://127.0.0.1:8000"))
-    p.add_argument("--api-key", default=os.environ.get("SQUEEZE_API_KEY"), help="default: $SQUEEZE_API_KEY")
-    p.add_argument("--json", action="store_true", help="print JSON (for scripts)")
+    p.register("action", "parsers", _Parsers)
+    _global_flags(p, defaults=True)
     sub = p.add_subparsers(dest="group", required=True)
 
     for kind in ("models", "datasets"):
-        g = sub.add_parser(kind).add_subparsers(dest="command", required=True)
+        g = _sub(sub.add_parser(kind))
         up = g.add_parser("upload", help="upload a file and wait for its inspection")
         up.add_argument("file", type=Path)
         up.add_argument("--name")
@@ -53,7 +76,7 @@ def _parser() -> argparse.ArgumentParser:
         show = g.add_parser("show")
         show.add_argument("id")
 
-    jobs = sub.add_parser("jobs").add_subparsers(dest="command", required=True)
+    jobs = _sub(sub.add_parser("jobs"))
     submit = jobs.add_parser("submit")
     submit.add_argument("--model", required=True)
     which = submit.add_mutually_exclusive_group(required=True)
@@ -64,18 +87,42 @@ def _parser() -> argparse.ArgumentParser:
     submit.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     submit.add_argument("--name")
     submit.add_argument("--wait", action="store_true", help="wait for the end, with a progress bar")
+    submit.add_argument("--budget-minutes", type=float, help="auto: how long the search may take (default 15)")
+    submit.add_argument(
+        "--max-accuracy-drop", type=float, help="auto: the accuracy budget, a fraction (0.01 = 1 point)"
+    )
     for command in ("watch", "show", "cancel"):
         jobs.add_parser(command).add_argument("id")
     listing = jobs.add_parser("list")
     listing.add_argument("--status", choices=["queued", "running", "succeeded", "failed", "cancelled"])
     listing.add_argument("--limit", type=int, default=20)
 
-    artifacts = sub.add_parser("artifacts").add_subparsers(dest="command", required=True)
+    artifacts = _sub(sub.add_parser("artifacts"))
     download = artifacts.add_parser("download")
     download.add_argument("id")
     download.add_argument("-o", "--output", type=Path, help="file or folder (default: its own name, here)")
     sub.add_parser("methods")
     return p
+
+
+def _sub(parser: argparse.ArgumentParser):
+    return parser.add_subparsers(dest="command", required=True, action=_Parsers)
+
+
+def _with_search_options(recipe: dict, budget_minutes: float | None, max_accuracy_drop: float | None) -> dict:
+    """--budget-minutes / --max-accuracy-drop set the recipe's auto step; a recipe without one is a usage error."""
+    if budget_minutes is None and max_accuracy_drop is None:
+        return recipe
+    steps = [dict(step) for step in recipe.get("steps", [])]
+    autos = [step for step in steps if step.get("method") == "auto"]
+    if not autos:
+        raise _UsageError("--budget-minutes and --max-accuracy-drop apply to an auto step: use --preset auto")
+    for step in autos:
+        if budget_minutes is not None:
+            step["budget_minutes"] = budget_minutes
+        if max_accuracy_drop is not None:
+            step["max_accuracy_drop"] = max_accuracy_drop
+    return {**recipe, "steps": steps}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -138,6 +185,7 @@ def _run(client: Client, args) -> int:
     if group == "jobs":
         if command == "submit":
             recipe = PRESETS[args.preset] if args.preset else _read_recipe(args.recipe)
+            recipe = _with_search_options(recipe, args.budget_minutes, args.max_accuracy_drop)
             job = client.submit(
                 args.model,
                 recipe,
@@ -257,14 +305,23 @@ def _job_text(job: Job) -> str:
 
 
 def _measure_line(label: str, m: dict, step: dict | None) -> str:
+    """One row; a label longer than its column wraps onto lines of its own above the figures."""
+    import textwrap
+
+    lines = textwrap.wrap(label, 28) or [""]
+    label = lines[-1]
+    head = "".join(f"{line}\n" for line in lines[:-1])
     lat = m["latency_ms"]
     quality = m["accuracy"] if m.get("accuracy") is not None else m.get("agreement")
     speed = f"{Speedup.of(step).text('b1')} / {Speedup.of(step).text('bN')}" if step else ""
     return (
-        f"{label[:28]:<28} {m['size_bytes']:>10,} {(lat['b1'] or {}).get('p50', 0):>10.2f} "
-        f"{(lat['bN'] or {}).get('p50', 0):>10.2f} {speed:>34} {'' if quality is None else f'{quality:.4f}':>9}  "
-        f"{step['verdict'] if step else ''}"
-    ).rstrip()
+        head
+        + (
+            f"{label:<28} {m['size_bytes']:>10,} {(lat['b1'] or {}).get('p50', 0):>10.2f} "
+            f"{(lat['bN'] or {}).get('p50', 0):>10.2f} {speed:>34} {'' if quality is None else f'{quality:.4f}':>9}  "
+            f"{step['verdict'] if step else ''}"
+        ).rstrip()
+    )
 
 
 if __name__ == "__main__":

@@ -218,9 +218,11 @@ class _ProgressReader:
         return chunk
 
 
-def _bar(total: int | None, desc: str, unit: str = "B"):
+def _bar(total: int | None, desc: str, unit: str = "B", percent: bool = False):
     from tqdm import tqdm
 
+    if percent:  # a job's progress: percent done and the stage, no rate ("%/s" means nothing to a reader)
+        return tqdm(total=total, desc=desc, leave=False, bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}")
     return tqdm(total=total, desc=desc, unit=unit, unit_scale=unit == "B", leave=False)
 
 
@@ -299,11 +301,11 @@ class Job(_Resource):
         """Polls until the job ends; shows a progress bar with the stage when asked. Returns the job when
         it succeeded; raises JobFailed (with the server's code and message) when it failed or was cancelled."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        bar = _bar(1000, self.id, unit="‰") if progress else None
+        bar = _bar(100, self.id, unit="%", percent=True) if progress else None
         try:
             while True:
                 if bar is not None:
-                    bar.n = int(1000 * (self.data.get("progress") or 0))
+                    bar.n = round(100 * (self.data.get("progress") or 0), 1)
                     bar.set_postfix_str((self.data.get("stage") or self.status)[:60], refresh=True)
                 if self.status in TERMINAL:
                     break

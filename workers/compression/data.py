@@ -20,6 +20,7 @@ from .formats.spec import InputSpec
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 MAX_IMAGES = 200_000
 MAX_IMAGE_PIXELS = 25_000_000  # one image (5000 x 5000); PIL refuses more before decoding it
+MAX_IMAGE_FILE_BYTES = 64 * 2**20  # one image file as stored, decompressed from the zip
 MAX_DATASET_BYTES = 2 * 2**30  # the decoded float32 tensor of a whole image folder
 ACCEPTED = DATASET_FORMATS_TEXT
 
@@ -198,6 +199,16 @@ def _read_image_folder(path: Path, spec: InputSpec | None) -> Dataset:
         else:
             raise InvalidDatasetError(
                 "images must sit in one sub-folder per class: CLASS/IMAGE (optionally under one root folder)"
+            )
+        if channels not in (1, 3):
+            raise InvalidDatasetError(
+                f"image folders feed models with 1 (grey) or 3 (RGB) channels; this model takes {channels}"
+            )
+        too_big = [i.filename for i in zf.infolist() if i.file_size > MAX_IMAGE_FILE_BYTES]
+        if too_big:  # read before the header is parsed: bound what one member may inflate to
+            raise InvalidDatasetError(
+                f"image {too_big[0]} is {zf.getinfo(too_big[0]).file_size:,} bytes uncompressed; "
+                f"at most {MAX_IMAGE_FILE_BYTES:,} an image are accepted"
             )
         classes = sorted(set(label_of.values()))
         xs, ys = None, []

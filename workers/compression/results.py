@@ -45,7 +45,7 @@ def inconclusive_reason(r: Ratios, batch: int) -> str | None:
         if key not in r.speedup_ci95:
             continue
         lo, hi = r.speedup_ci95[key]
-        if hi / lo > NOISY_WIDTH:
+        if lo <= 0 or hi / lo > NOISY_WIDTH:
             return f"the {label} speedup's 95 % interval, {lo:.2f}x-{hi:.2f}x, spans more than a factor of {NOISY_WIDTH}"
         claims_change = s >= SPEEDUP_THRESHOLD or s <= 1 / SPEEDUP_THRESHOLD
         if claims_change and lo < 1.0 < hi:

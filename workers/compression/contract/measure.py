@@ -91,6 +91,9 @@ class MeasureSettings(BaseModel):
         8, ge=3, description="interleaved rounds at least; more are timed while an interval is wide, up to max_rounds"
     )
     max_rounds: int = Field(40, ge=3, description="rounds at most, per batch size")
+    runtime_baselines: bool = Field(
+        True, description="also time the original fp32 model on each other runtime an artifact uses"
+    )
     seconds_per_model: float = Field(
         2.0, gt=0, description="timing budget per model and batch size; extra rounds may take up to 2x this"
     )

@@ -56,18 +56,33 @@ class CpuSample:
     steal: float | None
 
 
+def _allowed_cpus() -> set[int] | None:
+    return os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+
+
 def cpu_sample() -> CpuSample:
-    t = os.times()
+    """Busy and stolen CPU time summed over the CPUs this process may run on (a container's cpuset, not the
+    whole host), and this process's own CPU time."""
     busy = steal = None
+    allowed = _allowed_cpus()
     try:
-        with open("/proc/stat") as f:
-            fields = [int(v) for v in f.readline().split()[1:]]
         hz = os.sysconf("SC_CLK_TCK")
-        user, nice, system, _idle, _iowait, irq, softirq, st = (fields + [0] * 8)[:8]
-        busy, steal = (user + nice + system + irq + softirq) / hz, st / hz
+        busy = steal = 0.0
+        with open("/proc/stat") as f:
+            for line in f:
+                name, *values = line.split()
+                if not name.startswith("cpu") or name == "cpu":
+                    if not name.startswith("cpu"):
+                        break
+                    continue
+                if allowed is not None and int(name[3:]) not in allowed:
+                    continue
+                user, nice, system, _idle, _iowait, irq, softirq, st = ([int(v) for v in values] + [0] * 8)[:8]
+                busy += (user + nice + system + irq + softirq) / hz
+                steal += st / hz
     except (OSError, ValueError):
-        pass
-    return CpuSample(time.perf_counter(), t.user + t.system, busy, steal)
+        busy = steal = None
+    return CpuSample(time.perf_counter(), time.process_time(), busy, steal)
 
 
 @dataclass(frozen=True)
@@ -77,11 +92,13 @@ class RoundLoad:
 
     @staticmethod
     def between(a: CpuSample, b: CpuSample) -> RoundLoad:
-        wall = max(b.wall - a.wall, 1e-9)
-        if a.busy is None or b.busy is None:
+        wall = b.wall - a.wall
+        # /proc/stat counts in clock ticks (10 ms): a round shorter than 10 ticks a CPU cannot be judged
+        cpus = len(_allowed_cpus() or range(os.cpu_count() or 1))
+        if a.busy is None or b.busy is None or wall < 0.1:
             return RoundLoad(None, None)
         other = max(0.0, (b.busy - a.busy) - (b.own_cpu - a.own_cpu)) / wall
-        steal = (b.steal - a.steal) / wall / (os.cpu_count() or 1)
+        steal = (b.steal - a.steal) / wall / cpus
         return RoundLoad(other, steal)
 
 
@@ -207,7 +224,9 @@ def time_interleaved(
     if len(kept[0][1]) < min(MIN_CI_ROUNDS, wanted):
         # contention throughout: keep every round and let the interval (and the noisy flag) say so
         merged = [[k[0] + d[0], k[1] + d[1]] for k, d in zip(kept, dropped)]
-        return TimingRun([m[0] for m in merged], [m[1] for m in merged], r, 0, loads, contended_throughout=any(d[1] for d in dropped))
+        return TimingRun(
+            [m[0] for m in merged], [m[1] for m in merged], r, 0, loads, contended_throughout=any(d[1] for d in dropped)
+        )
     return TimingRun([k[0] for k in kept], [k[1] for k in kept], len(kept[0][1]), len(dropped[0][1]), loads)
 
 

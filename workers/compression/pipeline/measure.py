@@ -9,6 +9,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+import torch
 from pydantic import BaseModel
 
 from ..contract.measure import Measurement, MeasureSettings
@@ -32,7 +33,8 @@ def measure_steps(
     outputs = [o for _, out in steps for o in (out, *out.alternatives)]
     loaded = [prepared.load_artifact(o.path, runtime=o.runtime) for o in outputs]
     scratch = outputs[0].path.parent / "runtime-baselines" if outputs else None
-    originals, notes = runtime_baselines(prepared, {m.runtime for m in loaded}, scratch)
+    runtimes = {m.runtime for m in loaded} if settings.runtime_baselines else set()
+    originals, notes = runtime_baselines(prepared, runtimes, scratch, settings)
     models = [prepared.baseline, *loaded, *originals.values()]
     where = {m.runtime: 1 + len(loaded) + k for k, m in enumerate(originals.values())}
     lo, share = MEASURE_SHARE[0], MEASURE_SHARE[1] - MEASURE_SHARE[0]
@@ -61,7 +63,7 @@ def measure_steps(
 
 
 def runtime_baselines(
-    prepared: Prepared, runtimes: set[str], scratch: Path | None
+    prepared: Prepared, runtimes: set[str], scratch: Path | None, settings: MeasureSettings
 ) -> tuple[dict[str, LoadedModel], dict[str, list[str]]]:
     """The original model, fp32, on each runtime an artifact uses that the uploaded model does not: exported
     to ONNX for onnxruntime, compiled for inductor. One that cannot be built leaves a note, not a failure."""
@@ -80,6 +82,12 @@ def runtime_baselines(
                 original = prepared.load_original()
                 original.module, original.runtime = compile_for_cpu(original.module), "inductor"
                 originals[runtime] = original
+            if runtime in originals:  # inductor compiles on first call, and an export may fix the batch
+                with torch.inference_mode():
+                    for batch in (1, settings.batch):
+                        originals[runtime].module(prepared.spec.example(batch).to(prepared.device))
         except Exception as e:  # the comparison is extra information; the job goes on without it
-            notes[runtime] = [f"the original model could not be run on {runtime} fp32 for a fair comparison: {e}"]
+            originals.pop(runtime, None)
+            reason = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+            notes[runtime] = [f"the original model could not be run on {runtime} fp32 for a fair comparison ({reason})"]
     return originals, notes
