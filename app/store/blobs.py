@@ -11,6 +11,7 @@ import hashlib
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
@@ -46,8 +47,6 @@ class LocalBlobStore:
     def remove_stale_temps(self, older_than_s: float) -> list[str]:
         """Partial uploads nothing has written to for `older_than_s`: left by a process killed mid-upload
         (a live upload touches its file with every chunk). Returns the names removed."""
-        import time
-
         cutoff, removed = time.time() - older_than_s, []
         for temp in self.tmp.glob("upload-*"):
             try:
@@ -150,21 +149,6 @@ class S3BlobStore(LocalBlobStore):
             if e.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
                 return False
             raise
-
-    def remove_stale_temps(self, older_than_s: float) -> list[str]:
-        """Partial uploads nothing has written to for `older_than_s`: left by a process killed mid-upload
-        (a live upload touches its file with every chunk). Returns the names removed."""
-        import time
-
-        cutoff, removed = time.time() - older_than_s, []
-        for temp in self.tmp.glob("upload-*"):
-            try:
-                if temp.stat().st_mtime < cutoff:
-                    temp.unlink()
-                    removed.append(temp.name)
-            except FileNotFoundError:  # finished or removed meanwhile
-                pass
-        return removed
 
     def commit(self, temp: Path, sha256: str) -> str:
         key = key_for(sha256)

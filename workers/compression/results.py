@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .contract.measure import Measurement, Ratios
+from .contract.measure import NOISY_WIDTH, Measurement, Ratios
 from .contract.recipe.quantize import RECOMMEND_BUDGET
 from .contract.report import ArtifactReport, Final, Report, StepReport
 from .data import Dataset
@@ -27,7 +27,6 @@ class Measured:
     ratios: Ratios
 
 
-NOISY_WIDTH = 1.5  # an interval wider than this factor says nothing about the direction of a change
 
 
 def _speeds(r: Ratios, batch: int) -> list[tuple[str, str, float]]:

@@ -54,6 +54,9 @@ class Measurement(BaseModel):
 
 
 Interval = tuple[float, float]
+# an interval wider than this factor (high / low) cannot tell the direction of a change: the speedup is
+# flagged noisy, and the verdict inconclusive (docs/measurement.md)
+NOISY_WIDTH = 1.5
 
 
 class ReferenceRatios(BaseModel):

@@ -5,7 +5,7 @@ child sends it, the worker validates it, stores its artifacts and swaps engine f
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -18,6 +18,22 @@ Verdict = Literal["faster_and_smaller", "smaller_only", "faster_only", "no_gain"
 def _omitted_when_none(description: str, default: Any = None) -> Any:
     """A section only some entries have (a step's runtimes, a search's front): absent, not null, when unset."""
     return Field(default, description=description, exclude_if=lambda v: v is None)
+
+
+# the uncertainty fields every entry with speedups carries (an artifact, a step, `final`), declared once
+SpeedupIntervals = Annotated[
+    dict[str, Interval],
+    Field(description="95 % interval of each speedup: {'b1': [low, high], 'bN': [low, high]}"),
+]
+Rounds = Annotated[dict[str, int], Field(description="interleaved rounds behind each speedup")]
+Noisy = Annotated[bool, Field(description="the speedups are not to be trusted as they stand; `noise` says why")]
+RuntimeBaseline = Annotated[
+    ReferenceRatios | None,
+    _omitted_when_none(
+        "the same ratios against the original model, fp32, on this artifact's runtime (when that differs from "
+        "the uploaded model's): what compression bought apart from the runtime switch"
+    ),
+]
 
 
 class _Section(BaseModel):
@@ -35,16 +51,11 @@ class ArtifactReport(_Section):
     size_ratio: float = Field(description="baseline size / this size")
     speedup_b1: float | None = Field(description="baseline latency / this latency at batch 1 (> 1 is faster)")
     speedup_bN: float | None = Field(description="the same at the larger batch")
-    speedup_ci95: dict[str, Interval] = Field(
-        default_factory=dict, description="95 % interval of each speedup: {'b1': [low, high], 'bN': [low, high]}"
-    )
-    rounds: dict[str, int] = Field(default_factory=dict, description="interleaved rounds behind each speedup")
-    noisy: bool = Field(False, description="the speedups are not to be trusted as they stand; `noise` says why")
+    speedup_ci95: SpeedupIntervals = {}
+    rounds: Rounds = {}
+    noisy: Noisy = False
     noise: list[str] = []
-    runtime_baseline: ReferenceRatios | None = _omitted_when_none(
-        "the same ratios against the original model, fp32, on this artifact's runtime (when that differs from "
-        "the uploaded model's): what compression bought apart from the runtime switch"
-    )
+    runtime_baseline: RuntimeBaseline = None
     verdict: Verdict
     verdict_reason: str
     notes: list[str] = []
@@ -116,16 +127,11 @@ class Final(_Section):
     size_ratio: float
     speedup_b1: float | None
     speedup_bN: float | None
-    speedup_ci95: dict[str, Interval] = Field(
-        default_factory=dict, description="95 % interval of each speedup: {'b1': [low, high], 'bN': [low, high]}"
-    )
-    rounds: dict[str, int] = Field(default_factory=dict, description="interleaved rounds behind each speedup")
-    noisy: bool = Field(False, description="the speedups are not to be trusted as they stand; `noise` says why")
+    speedup_ci95: SpeedupIntervals = {}
+    rounds: Rounds = {}
+    noisy: Noisy = False
     noise: list[str] = []
-    runtime_baseline: ReferenceRatios | None = _omitted_when_none(
-        "the same ratios against the original model, fp32, on this artifact's runtime (when that differs from "
-        "the uploaded model's): what compression bought apart from the runtime switch"
-    )
+    runtime_baseline: RuntimeBaseline = None
     accuracy_delta: float | None
     agreement: float | None
     verdict: Verdict

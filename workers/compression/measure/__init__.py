@@ -14,14 +14,22 @@ from contextlib import contextmanager
 import torch
 import torch.nn.functional as F
 
-from ..contract.measure import Latency, LatencyStats, Measurement, MeasureSettings, Ratios, ReferenceRatios, Timing
+from ..contract.measure import (
+    NOISY_WIDTH,
+    Latency,
+    LatencyStats,
+    Measurement,
+    MeasureSettings,
+    Ratios,
+    ReferenceRatios,
+    Timing,
+)
 from ..data import Dataset
 from ..formats.onnx import OnnxModule
 from ..formats.spec import LoadedModel
 from .metrics import count_macs, count_params, environment, first_tensor, peak_memory
 from .timing import MIN_CI_ROUNDS, STATISTIC, TimingRun, time_interleaved
 
-NOISY_WIDTH = 1.5  # an interval wider than this factor (high / low) is flagged noisy
 NOISY_STEAL = 0.10  # the hypervisor took more than this share of the CPU during the rounds
 PLAUSIBLE_SAME_RUNTIME = 8.0  # int8 against fp32 on one runtime buys at most ~4x on VNNI; 8x leaves room
 PLAUSIBLE_ACROSS_RUNTIMES = 30.0  # eager Python overhead against a fused runtime, on a tiny model
