@@ -60,3 +60,38 @@ def test_a_long_row_label_wraps_instead_of_being_cut():
     text = _measure_line("1. prune structured pruning with recovery fine-tuning", m, step)
     assert "structured pruning" in text.replace("\n", " ") and "fine-tuning" in text
     assert all(len(line) <= 28 for line in text.splitlines()[:-1])
+
+
+def test_a_download_path_ending_in_a_slash_is_a_folder(tmp_path, monkeypatch):
+    import hashlib
+
+    from squeeze_client.client import Artifact
+
+    body = b"artifact bytes"
+
+    class Stream:
+        def __init__(self, *a, **k):
+            self.status_code, self.headers = 200, {"content-length": str(len(body))}
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def raise_for_status(self):
+            pass
+
+        def iter_bytes(self, *a, **k):
+            yield body
+
+    class FakeClient:
+        class http:
+            stream = Stream
+
+        def _with_retries(self, attempt, failure):
+            return attempt()
+
+    data = {"id": "art_1", "filename": "model.pt2", "sha256": hashlib.sha256(body).hexdigest()}
+    path = Artifact(FakeClient(), data).download(f"{tmp_path}/new-folder/")
+    assert path == tmp_path / "new-folder" / "model.pt2" and path.read_bytes() == body

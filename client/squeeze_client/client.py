@@ -333,9 +333,12 @@ class Artifact(_Resource):
         return self.data["sha256"]
 
     def download(self, path: str | Path | None = None, *, progress: bool = False) -> Path:
-        """Streams the file to `path` (default: its own file name here), checking its sha256; a file that
-        does not match is removed and ChecksumMismatch raised."""
+        """Streams the file to `path` (default: its own file name here; a folder, existing or ending in "/",
+        gets the file under its own name), checking its sha256; a file that does not match is removed and
+        ChecksumMismatch raised."""
         target = Path(path or self.data["filename"])
+        if str(path or "").endswith(("/", "\\")):  # "out/": a folder, made if it is not there yet
+            target.mkdir(parents=True, exist_ok=True)
         if target.is_dir():
             target = target / self.data["filename"]
         partial = target.with_name(target.name + ".part")
