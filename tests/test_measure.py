@@ -151,8 +151,10 @@ def test_a_plausible_ratio_is_not_flagged(cnn, digits_npz, quick):
     assert not any("implausible" in n for n in ratios[1].noise)
 
 
-def test_timing_records_how_it_was_done(cnn, digits_npz, quick):
-    (m, _), _ = measure_models([wrap(cnn), wrap(cnn)], load_dataset(digits_npz), quick)
+def test_timing_records_how_it_was_done(cnn, digits_npz):
+    # rounds of >= 0.1 s: shorter ones are too short for /proc/stat's 10 ms ticks and record no load
+    settings = MeasureSettings(batch=16, rounds=6, max_rounds=8, seconds_per_model=0.9, warmup=2, threads=2)
+    (m, _), _ = measure_models([wrap(cnn), wrap(cnn)], load_dataset(digits_npz), settings)
     t = m.timing
     assert t.threads == 2 and t.threads_b1 == 1  # the digits CNN takes well under 1 ms at batch 1
     assert t.rounds["b1"] >= 6 and t.rounds["bN"] >= 6 and set(t.discarded) == {"b1", "bN"}
