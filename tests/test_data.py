@@ -58,7 +58,9 @@ def test_image_folder_zip(tmp_path):
 @pytest.mark.parametrize(
     ("arrays", "message"),
     [
-        ({"inputs": np.zeros((3, 1, 8, 8), np.float32)}, "no array named 'x'"),
+        ({"y": np.zeros(3, np.int64)}, "no array named 'x'"),
+        ({"x": np.zeros((3, 8), np.int64), "attention_mask": np.ones((3, 8), np.int64)}, "'x' is the name for"),
+        ({"input_ids": np.zeros((3, 8), np.int64), "attention_mask": np.ones((3, 9), np.int64)}, "share one shape"),
         ({"x": np.array([["a", "b"]] * 3)}, "dtype"),
         ({"x": np.zeros((0, 1, 8, 8), np.float32)}, "empty"),
         ({"x": np.zeros((3, 1, 8, 8), np.float32), "y": np.array([0.5, 1.0, 2.0])}, "must be integers"),

@@ -95,7 +95,7 @@ def _limits() -> SandboxLimits:
     return SandboxLimits(processes=s.sandbox_processes, disk_mb=s.sandbox_disk_mb, tmp_mb=s.sandbox_tmp_mb)
 
 
-INPUT_SUFFIX = {"npz": ".npz", "safetensors": ".safetensors", "image_zip": ".zip"}
+INPUT_SUFFIX = {"npz": ".npz", "safetensors": ".safetensors", "image_zip": ".zip", "jsonl": ".jsonl", "csv": ".csv"}
 
 
 # ---------------------------------------------------------------- uploads

@@ -1,4 +1,5 @@
-"""Datasets: `.npz` / `.safetensors` with `x` (and optional integer `y`), or a zipped image folder.
+"""Datasets: `.npz` / `.safetensors` with `x` (and optional integer `y`) or several arrays named after the
+model's inputs, a zipped image folder, or `.jsonl` / `.csv` text tokenized by the model's own tokenizer.
 
 Everything is validated up front with messages that say what to change.
 """
@@ -7,7 +8,7 @@ from __future__ import annotations
 
 import io
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -29,13 +30,16 @@ ACCEPTED = DATASET_FORMATS_TEXT
 class Dataset:
     x: torch.Tensor
     y: torch.Tensor | None = None
-    classes: list[str] | None = None  # image folders: the folder names, index = label
+    classes: list[str] | None = None  # image folders, text labels: the names, index = label
+    # several named inputs packed along dimension 1 of x (see InputSpec), in this order
+    names: tuple[str, ...] | None = None
+    facts: dict = field(default_factory=dict)  # how it was made: tokenization (padding, truncation, length)
 
     def __len__(self) -> int:
         return len(self.x)
 
     def head(self, n: int) -> Dataset:
-        return Dataset(self.x[:n], None if self.y is None else self.y[:n], self.classes)
+        return replace(self, x=self.x[:n], y=None if self.y is None else self.y[:n])
 
     def split(self, fraction: float, *, seed: int = 0) -> tuple[Dataset, Dataset]:
         """(rest, held out): a random `fraction` of the samples held out, the same every run."""
@@ -43,7 +47,7 @@ class Dataset:
         cut = len(self) - max(1, int(round(fraction * len(self))))
 
         def take(idx):
-            return Dataset(self.x[idx], None if self.y is None else self.y[idx], self.classes)
+            return replace(self, x=self.x[idx], y=None if self.y is None else self.y[idx])
 
         return take(order[:cut]), take(order[cut:])
 
@@ -55,10 +59,14 @@ class Dataset:
             "labels": self.y is not None,
             "num_classes": int(self.y.max()) + 1 if self.y is not None else None,
             "classes": self.classes,
+            **({"inputs": list(self.names)} if self.names else {}),
+            **self.facts,
         }
 
 
-def load_dataset(path: str | Path, input_spec: InputSpec | None = None) -> Dataset:
+def load_dataset(path: str | Path, input_spec: InputSpec | None = None, tokenizer=None) -> Dataset:
+    """The dataset, checked against `input_spec` when given (and when its named inputs are the spec's:
+    a dataset with several inputs is checked once the model is bound to them). Text needs `tokenizer`."""
     path = Path(path)
     if not path.is_file():
         raise InvalidDatasetError(f"no dataset file at {path}", code="not_found")
@@ -68,40 +76,62 @@ def load_dataset(path: str | Path, input_spec: InputSpec | None = None) -> Datas
         raise InvalidDatasetError(e.message, code="invalid_dataset") from None
     if kind == "image_zip":
         return _read_image_folder(path, input_spec)
-    x, y = _read_npz(path) if kind == "npz" else _read_safetensors(path)
-    return _validated(x, y, input_spec)
+    if kind in ("jsonl", "csv"):
+        from .text import tokenized
+
+        dataset = tokenized(path, kind, input_spec, tokenizer)
+        if input_spec is not None and input_spec.names == dataset.names:
+            check_fits(dataset, input_spec)
+        return dataset
+    arrays = _read_npz(path) if kind == "npz" else _read_safetensors(path)
+    return _validated(*_assembled(arrays, "array" if kind == "npz" else "tensor"), input_spec)
 
 
-def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as npz:  # object arrays would need pickle: refused
-            if "x" not in npz.files:
-                raise InvalidDatasetError(f"the .npz has no array named 'x' (found {sorted(npz.files)})")
-            x = npz["x"]
-            y = npz["y"] if "y" in npz.files else None
-    except InvalidDatasetError:
-        raise
+            return {name: npz[name] for name in npz.files}
     except ValueError as e:
         raise InvalidDatasetError(f"the .npz holds object arrays, which need pickle and are refused: {e}") from None
     except (zipfile.BadZipFile, OSError, EOFError) as e:
         raise InvalidDatasetError(f"corrupt .npz archive: {e}") from None
-    return x, y
 
 
-def _read_safetensors(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
     from safetensors import SafetensorError
     from safetensors.numpy import load_file
 
     try:
-        tensors = load_file(str(path))
+        return dict(load_file(str(path)))
     except (SafetensorError, OSError, ValueError) as e:
         raise InvalidDatasetError(f"corrupt .safetensors file: {e}") from None
-    if "x" not in tensors:
-        raise InvalidDatasetError(f"the .safetensors file has no tensor named 'x' (found {sorted(tensors)})")
-    return tensors["x"], tensors.get("y")
 
 
-def _validated(x: np.ndarray, y: np.ndarray | None, spec: InputSpec | None) -> Dataset:
+def _assembled(arrays: dict[str, np.ndarray], what: str) -> tuple[np.ndarray, np.ndarray | None, tuple | None]:
+    """(x, y, names): `x` alone is the single input; several arrays named after the model's inputs
+    (`input_ids`, `attention_mask`, ...) are stacked along axis 1, in the file's order."""
+    found = sorted(arrays)
+    y = arrays.pop("y", None)
+    if not arrays:
+        raise InvalidDatasetError(f"the file has no {what} named 'x' (found {found}): 'x' holds the model's input")
+    if "x" in arrays and len(arrays) > 1:
+        raise InvalidDatasetError(
+            f"'x' is the name for a model's only input, but the file also holds {sorted(set(arrays) - {'x'})}: "
+            f"with several inputs, name every {what} after the model's input it feeds"
+        )
+    if len(arrays) == 1:
+        return next(iter(arrays.values())), y, None
+    names = tuple(arrays)
+    shapes = {n: a.shape for n, a in arrays.items()}
+    if len(set(shapes.values())) != 1 or len({a.dtype.kind for a in arrays.values()}) != 1:
+        described = ", ".join(f"{n} {a.dtype} {list(a.shape)}" for n, a in arrays.items())
+        raise InvalidDatasetError(
+            f"the named inputs must share one shape and kind of dtype (as token ids and their masks do): {described}"
+        )
+    return np.stack([arrays[n] for n in names], axis=1), y, names
+
+
+def _validated(x: np.ndarray, y: np.ndarray | None, names: tuple | None, spec: InputSpec | None) -> Dataset:
     if x.ndim < 1 or len(x) == 0:
         raise InvalidDatasetError("'x' is empty: it needs at least one sample along its first axis")
     if x.dtype.kind == "f":
@@ -123,8 +153,8 @@ def _validated(x: np.ndarray, y: np.ndarray | None, spec: InputSpec | None) -> D
         if y.min() < 0:
             raise InvalidDatasetError(f"labels 'y' must be >= 0, found {int(y.min())}")
         ty = torch.from_numpy(y.astype(np.int64))
-    dataset = Dataset(tx, ty)
-    if spec is not None:
+    dataset = Dataset(tx, ty, names=names)
+    if spec is not None and spec.names == names:
         check_fits(dataset, spec)
     return dataset
 
@@ -134,10 +164,13 @@ def check_fits(dataset: Dataset, spec: InputSpec, num_outputs: int | None = None
     sample = tuple(dataset.x.shape[1:])
     want = spec.sample_shape
     if len(sample) != len(want) or any(w is not None and w != s for w, s in zip(want, sample)):
+        if spec.names:  # the packing dimension is the library's, not the user's: shown per input
+            sample, want = sample[1:], want[1:]
         shown = ["any" if w is None else w for w in want]
+        where = f"'{dataset.names[0]}'" if dataset.names else "'x'"
         raise InvalidDatasetError(
-            f"samples in 'x' have shape {list(sample)} but the model takes {shown} per sample "
-            f"(input {['batch' if d is None else d for d in spec.shape]})"
+            f"samples in {where} have shape {list(sample)} but the model takes {shown} per sample "
+            f"(input {['batch' if d is None else d for d in spec.shape if not spec.names or d != len(spec.names)]})"
         )
     if spec.dtype.is_floating_point != dataset.x.dtype.is_floating_point:
         kind = "float" if spec.dtype.is_floating_point else "integer"

@@ -58,4 +58,15 @@ def inspect_model(path: str | Path, **load) -> dict:
 
 
 def inspect_dataset(path: str | Path) -> dict:
+    from .contract.errors import InvalidDatasetError, UnsupportedFormatError
+    from .contract.sniff import detect_dataset_format
+
+    try:
+        kind = detect_dataset_format(path)
+    except UnsupportedFormatError as e:
+        raise InvalidDatasetError(e.message, code="invalid_dataset") from None
+    if kind in ("jsonl", "csv"):  # tokenized only for a job, with its model's tokenizer
+        from .text import read_rows
+
+        return read_rows(Path(path), kind).describe()
     return load_dataset(path).describe()

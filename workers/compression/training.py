@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import Dataset
-from .measure.metrics import first_tensor
+from .measure.metrics import all_tensors, first_tensor
 
 
 def is_classifier(output: torch.Tensor) -> bool:
@@ -89,12 +89,15 @@ def finetune(
         total, count = 0.0, 0
         for x, y in batches(data, batch_size, shuffle=True, seed=seed + epoch):
             x = x.to(device)
-            ref = None
-            if not labelled:
+            outputs = [o.float() for o in all_tensors(model(x))]
+            refs: list[torch.Tensor] = []
+            if reference is not None and (not labelled or len(outputs) > 1):
                 with torch.no_grad():
-                    ref = first_tensor(reference(x)).float()
-            output = first_tensor(model(x)).float()
-            loss = task_loss(output, None if y is None else y.to(device), ref)
+                    refs = [r.float() for r in all_tensors(reference(x))]
+            # the labels score the first output; every other output (boxes, landmarks) keeps to the reference's
+            loss = task_loss(outputs[0], None if y is None else y.to(device), refs[0] if refs else None)
+            for output, ref in zip(outputs[1:], refs[1:]):
+                loss = loss + task_loss(output, None, ref)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -6,7 +6,15 @@ import { bytes, fixed, h, s } from "./dom.js";
 function quality(m, base) {
   if (m.accuracy !== null && m.accuracy !== undefined) return { value: m.accuracy, label: "accuracy" };
   if (m === base) return { value: 1, label: "agreement" };
-  return { value: m.agreement, label: m.agreement_metric === "cosine" ? "cosine agreement" : "agreement" };
+  return { value: m.agreement, label: (m.agreement_metric || "").startsWith("cosine") ? "cosine agreement" : "agreement" };
+}
+
+// the headline figure, then what a language model or a multi-output model is also judged by
+function qualityCell(m, q) {
+  const lines = [h("span", {}, `${fixed(q.value, 4)} ${q.label}`)];
+  if (m.perplexity !== null && m.perplexity !== undefined) lines.push(h("span", { class: "interval" }, `perplexity ${fixed(m.perplexity, 2)}`));
+  if (m.agreement_metric && m.agreement_metric.includes("worst of")) lines.push(h("span", { class: "interval" }, m.agreement_metric));
+  return h("span", { class: "speedup" }, ...lines);
 }
 
 function rowsOf(results) {
@@ -69,7 +77,7 @@ export function resultsTable(results, artifacts) {
       h("td", { class: "num" }, fixed(m.latency_ms.bN && m.latency_ms.bN.p50, 1, " ms")),
       h("td", { class: "num" }, speedupCell(step)),
       h("td", { class: "num" }, step ? fixed(step.size_ratio, 2, "x") : "–"),
-      h("td", { class: "num" }, `${fixed(q.value, 4)} ${q.label}`),
+      h("td", { class: "num" }, qualityCell(m, q)),
       h("td", {}, step ? h("span", { class: `badge ${step.verdict}`, title: step.verdict_reason || "" },
         step.verdict.replaceAll("_", " ")) : "–"),
       h("td", {}, artifact ? h("a", { class: "button", href: artifact.download_url, download: artifact.filename },

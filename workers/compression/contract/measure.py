@@ -35,6 +35,17 @@ class Timing(BaseModel):
     remeasured: bool = Field(False, description="an implausible ratio was timed a second time")
 
 
+class OutputQuality(BaseModel):
+    """One output of a model with several (detector heads, landmarks and scores) against the baseline's."""
+
+    index: int
+    shape: list[int | None]
+    kind: str = Field(description="classifier (rows are probabilities or many-class logits) or values")
+    metric: str = Field(description="top1 agreement for classifier outputs, cosine for values")
+    agreement: float
+    relative_error: float = Field(description="|output - baseline| / |baseline|, over the whole output")
+
+
 class Measurement(BaseModel):
     size_bytes: int
     params: int
@@ -47,6 +58,10 @@ class Measurement(BaseModel):
     agreement: float | None  # vs the baseline; None for the baseline itself
     agreement_metric: str | None  # "top1" for classifier outputs [N, classes], "cosine" otherwise
     cosine_similarity: float | None  # mean per-sample cosine of outputs vs the baseline, for every model
+    perplexity: float | None = Field(None, description="causal language models: on the evaluation texts")
+    outputs: list[OutputQuality] | None = Field(
+        None, description="models with several outputs: each one's quality; agreement is then the worst of them"
+    )
     device: str
     runtime: str
     env: dict = Field(default_factory=dict)

@@ -116,12 +116,37 @@ def _refuse_truncated_zip(head: bytes) -> None:
 
 
 DATASET_FORMATS_TEXT = (
-    "an .npz or .safetensors file with a tensor 'x' (and optional integer labels 'y'), or a .zip image folder"
+    "an .npz or .safetensors file with a tensor 'x' (or arrays named after the model's inputs) and optional "
+    "integer labels 'y', a .zip image folder, or text as .jsonl or .csv with a 'text' column"
 )
 
 
+def _text_kind(path: Path) -> str | None:
+    """`jsonl` (first line a JSON object) or `csv` (a header row naming `text`), from the first 64 KiB."""
+    with open(path, "rb") as f:
+        head = f.read(65536)
+    if b"\0" in head:
+        return None
+    try:
+        text = head.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        if e.start < len(head) - 4:  # not just a character cut at the 64 KiB boundary
+            return None
+        text = head[: e.start].decode("utf-8-sig")
+    first = text.lstrip().split("\n", 1)[0].strip()
+    if first.startswith("{"):
+        return "jsonl"
+    import csv
+
+    try:
+        header = next(csv.reader([first]))
+    except (csv.Error, StopIteration):
+        return None
+    return "csv" if "text" in [h.strip() for h in header] else None
+
+
 def detect_dataset_format(path: str | Path) -> str:
-    """`npz`, `safetensors` or `image_zip`, from the bytes (torch-free, for the API process too)."""
+    """`npz`, `safetensors`, `image_zip`, `jsonl` or `csv`, from the bytes (torch-free, for the API process too)."""
     path = Path(path)
     if not path.is_file():
         raise UnsupportedFormatError(f"no dataset file at {path}", code="not_found")
@@ -140,6 +165,9 @@ def detect_dataset_format(path: str | Path) -> str:
         )
     if _looks_like_safetensors(head, path.stat().st_size):
         return "safetensors"
+    kind = _text_kind(path)
+    if kind is not None:
+        return kind
     raise UnsupportedFormatError(f"unrecognised dataset file; upload {DATASET_FORMATS_TEXT}")
 
 

@@ -12,7 +12,7 @@ from torch import nn
 from ..contract.errors import InvalidModelError
 from ..contract.pt2_archive import check_pt2_file
 from .packed import fold_packed_weights, is_packed
-from .spec import InputSpec, LoadedModel, ModelFormat, module_device
+from .spec import InputSpec, LoadedModel, ModelFormat, check_input_names, module_device
 
 EXAMPLE_BATCH = 2  # export specializes sizes 0 and 1, so trace with 2 to keep the batch dynamic
 
@@ -39,6 +39,48 @@ def weights_only_torch_load():
         torch.load = original
 
 
+class PackedProgram(nn.Module):
+    """A program with several tensor inputs of one shape, fed one tensor packed along dimension 1; the
+    program's own argument names say which entry goes where."""
+
+    def __init__(self, program: nn.Module, input_names: tuple[str, ...]):
+        super().__init__()
+        self.program, self.input_names = program, input_names
+        self.packed_names = input_names
+
+    def bind_inputs(self, names: tuple[str, ...]) -> None:
+        check_input_names(names, self.input_names, self.input_names)
+        self.packed_names = names
+
+    def forward(self, x: torch.Tensor):
+        return self.program(*[x[:, self.packed_names.index(name)] for name in self.input_names])
+
+
+def _input_values(program: torch.export.ExportedProgram) -> list[tuple[str, torch.Tensor]]:
+    placeholders = {n.name: n for n in program.graph.nodes if n.op == "placeholder"}
+    values = []
+    for name in program.graph_signature.user_inputs:
+        val = placeholders[name].meta.get("val")
+        if not isinstance(val, torch.Tensor):
+            raise InvalidModelError(f"the program's input {name!r} is not a tensor")
+        values.append((name, val))
+    return values
+
+
+def _program_spec(values: list[tuple[str, torch.Tensor]]) -> InputSpec:
+    shapes = [tuple(int(d) if isinstance(d, int) else None for d in v.shape) for _, v in values]
+    if len(values) == 1:
+        return InputSpec(shape=shapes[0], dtype=values[0][1].dtype)
+    if len({v.dtype for _, v in values}) != 1 or len(set(map(len, shapes))) != 1 or not shapes[0]:
+        described = ", ".join(f"{n} {str(v.dtype).removeprefix('torch.')} {list(s)}" for (n, v), s in zip(values, shapes))
+        raise InvalidModelError(
+            f"the program takes {len(values)} inputs that differ in dtype or rank ({described}); several inputs "
+            "are supported when they share one dtype and rank, as token ids and their masks do"
+        )
+    dims = tuple(d[0] if len(set(d)) == 1 else None for d in zip(*shapes))
+    return InputSpec(shape=(None, *dims[1:]), dtype=values[0][1].dtype).packed(tuple(n for n, _ in values))
+
+
 def load_pt2(path: Path) -> LoadedModel:
     # int8 programs (PT2E) call quantized_decomposed ops, which exist only once this module registered them;
     # without it a fresh process cannot deserialize an int8 artifact
@@ -50,26 +92,23 @@ def load_pt2(path: Path) -> LoadedModel:
             program = torch.export.load(str(path))
     except Exception as e:  # the loader raises many types for bad archives
         raise InvalidModelError(f"cannot load this torch.export program: {type(e).__name__}: {e}") from None
-    user_inputs = list(program.graph_signature.user_inputs)
-    if len(user_inputs) != 1:
-        raise InvalidModelError(
-            f"the program takes {len(user_inputs)} inputs; models with exactly one tensor input are supported"
-        )
-    node = next(n for n in program.graph.nodes if n.op == "placeholder" and n.name == user_inputs[0])
-    val = node.meta.get("val")
-    if not isinstance(val, torch.Tensor):
-        raise InvalidModelError("the program's input is not a tensor")
-    shape = tuple(int(d) if isinstance(d, int) else None for d in val.shape)
+    values = _input_values(program)
+    if not values:
+        raise InvalidModelError("the program takes no tensor input")
+    spec = _program_spec(values)
     module = program.module()
     info = {}
     if is_packed(module):  # pruned weights stored sparse: rebuilt once here, not on every call
         info["sparse_weights_rebuilt"] = fold_packed_weights(module)
     # exported programs are captured in inference mode and refuse .eval(); the flag tells exporters so
     module.training = False
+    if spec.names:
+        module = PackedProgram(module, spec.names)
+        module.training = False
     return LoadedModel(
         module=module,
         format=ModelFormat.PT2,
-        input_spec=InputSpec(shape=shape, dtype=val.dtype),
+        input_spec=spec,
         size_bytes=path.stat().st_size,
         runtime="eager",
         path=path,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import tempfile
@@ -12,20 +13,36 @@ from torch import nn
 
 from ..contract.errors import InvalidModelError
 from .archive import extract_zip
-from .spec import InputSpec, LoadedModel, ModelFormat
+from .spec import InputSpec, LoadedModel, ModelFormat, check_input_names
 
 DEFAULT_SEQUENCE_LENGTH = 128
+# forward arguments that are switches or caches, never data a dataset holds
+NOT_INPUTS = {"labels", "return_dict", "output_attentions", "output_hidden_states", "use_cache", "past_key_values",
+              "inputs_embeds", "head_mask", "kwargs", "cache_position", "return_loss", "interpolate_pos_encoding"}
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer.model", "spiece.model", "vocab.json")
 
 
 class HuggingFaceOutputs(nn.Module):
-    """Calls the model with `input_ids` and returns its main tensor (logits, else the last hidden state)."""
+    """Calls the model with its main input (`input_ids`, `pixel_values`), or with the dataset's named inputs
+    unpacked from dimension 1 once bound, and returns its main tensor (logits, else the last hidden state)."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
+        self.main_input = getattr(model, "main_input_name", "input_ids")
+        params = inspect.signature(model.forward).parameters
+        self.accepted = tuple(n for n, p in params.items() if n not in NOT_INPUTS and p.kind != p.VAR_KEYWORD)
+        self.packed_names: tuple[str, ...] | None = None
 
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        out = self.model(input_ids=input_ids)
+    def bind_inputs(self, names: tuple[str, ...]) -> None:
+        check_input_names(names, self.accepted, (self.main_input,))
+        self.packed_names = names
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.packed_names is None:
+            out = self.model(**{self.main_input: x})
+        else:
+            out = self.model(**{name: x[:, i] for i, name in enumerate(self.packed_names)})
         for key in ("logits", "last_hidden_state"):
             value = getattr(out, key, None)
             if value is not None:
@@ -39,25 +56,56 @@ def load_huggingface(path: Path, *, sequence_length: int | None = None) -> Loade
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     # the weights are read into memory, so the extracted folder goes away as soon as loading ends
     with tempfile.TemporaryDirectory(prefix="squeeze-hf-") as workdir:
-        model, config = _load_folder(extract_zip(path, Path(workdir)))
-    seq = sequence_length or min(DEFAULT_SEQUENCE_LENGTH, getattr(config, "max_position_embeddings", 512) or 512)
+        model, config, tokenizer = _load_folder(extract_zip(path, Path(workdir)))
+    if getattr(model.config, "use_cache", False):  # the key/value cache serves generation, not one forward pass
+        model.config.use_cache = False
+    module = HuggingFaceOutputs(model.eval())
+    info = {"arch": type(model).__name__, "model_type": config.model_type, "tokenizer": tokenizer is not None}
+    if type(model).__name__.endswith("ForCausalLM"):
+        info["task"] = "causal_lm"
+    if module.main_input == "pixel_values":  # image models (ViT-style): channels x size x size
+        size = getattr(config, "image_size", 224)
+        size = tuple(size) if isinstance(size, (list, tuple)) else (size, size)
+        spec = InputSpec(shape=(None, getattr(config, "num_channels", 3), *size))
+    else:
+        # the sequence length is dynamic: a dataset's own length is used; examples take the default
+        longest = getattr(config, "max_position_embeddings", 512) or 512
+        seq = sequence_length or min(DEFAULT_SEQUENCE_LENGTH, longest)
+        info["max_sequence_length"] = longest
+        spec = InputSpec(
+            shape=(None, sequence_length), dtype=torch.int64, high=getattr(config, "vocab_size", None), sizes=(seq,)
+        )
+    if tokenizer is not None:
+        from ..text import Tokenizer
+
+        tokenizer = Tokenizer(tokenizer, info.get("max_sequence_length", 512), _label_names(config))
     return LoadedModel(
-        module=HuggingFaceOutputs(model.eval()),
+        module=module,
         format=ModelFormat.HUGGINGFACE,
-        input_spec=InputSpec(shape=(None, seq), dtype=torch.int64, high=getattr(config, "vocab_size", None)),
+        input_spec=spec,
         size_bytes=path.stat().st_size,
         runtime="eager",
         path=path,
-        info={"arch": type(model).__name__, "model_type": config.model_type},
+        info=info,
+        tokenizer=tokenizer,
     )
+
+
+def _label_names(config) -> list[str] | None:
+    """The classifier's own class names, when the config gives real ones (not LABEL_0, LABEL_1, ...)."""
+    names = [config.id2label[i] for i in sorted(config.id2label)] if getattr(config, "id2label", None) else []
+    return names if names and not all(n == f"LABEL_{i}" for i, n in enumerate(names)) else None
 
 
 def _load_folder(folder: Path):
     import transformers
 
-    configs = list(folder.rglob("config.json"))
+    # the model's config sits beside its weights (sentence-transformers folders add 1_Pooling/config.json)
+    configs = [c for c in folder.rglob("config.json") if any(c.parent.glob("*.safetensors"))]
     if len(configs) != 1:
-        raise InvalidModelError(f"the archive must hold one config.json, found {len(configs)}")
+        raise InvalidModelError(
+            f"the archive must hold one config.json beside *.safetensors weights, found {len(configs)}"
+        )
     folder = configs[0].parent
     try:
         raw = json.loads(configs[0].read_text())
@@ -79,4 +127,24 @@ def _load_folder(folder: Path):
         )
     except Exception as e:
         raise InvalidModelError(f"cannot load the checkpoint: {type(e).__name__}: {e}") from None
-    return model, config
+    return model, config, _load_tokenizer(folder)
+
+
+def _load_tokenizer(folder: Path):
+    """The checkpoint's own tokenizer, or None when the zip has none (text datasets then say so)."""
+    if not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        return None
+    settings = folder / "tokenizer_config.json"
+    if settings.is_file():
+        try:
+            if "auto_map" in json.loads(settings.read_text()):
+                raise InvalidModelError("the tokenizer needs custom code (auto_map in tokenizer_config.json); "
+                                        "remote code is never run")
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise InvalidModelError(f"tokenizer_config.json is not valid JSON: {e}") from None
+    import transformers
+
+    try:
+        return transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True, trust_remote_code=False)
+    except Exception as e:
+        raise InvalidModelError(f"cannot load the tokenizer in the archive: {type(e).__name__}: {e}") from None

@@ -13,7 +13,7 @@ from torch import nn
 from ..contract.errors import InvalidModelError
 from .archive import extract_zip
 from .exported import EXAMPLE_BATCH
-from .spec import InputSpec, LoadedModel, ModelFormat
+from .spec import InputSpec, LoadedModel, ModelFormat, check_input_names
 
 ONNX_TO_TORCH = {
     "tensor(float)": torch.float32,
@@ -33,6 +33,13 @@ class OnnxModule(nn.Module):
         self.model_path, self.device, self.threads = Path(model_path), device, threads
         self.session = self._session(threads)
         self.input_name = self.session.get_inputs()[0].name
+        self.input_names = tuple(i.name for i in self.session.get_inputs())
+        self.packed_names: tuple[str, ...] | None = self.input_names if len(self.input_names) > 1 else None
+
+    def bind_inputs(self, names: tuple[str, ...]) -> None:
+        """Which entry of dimension 1 is which input: an ONNX session needs every input, by name."""
+        check_input_names(names, self.input_names, self.input_names)
+        self.packed_names = names
 
     def set_threads(self, threads: int) -> None:
         """onnxruntime fixes a session's threads when it is made: a new session for another count."""
@@ -56,7 +63,12 @@ class OnnxModule(nn.Module):
         return ort.InferenceSession(str(self.model_path), options, providers=providers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.session.run(None, {self.input_name: x.detach().cpu().numpy()})[0]
+        x = x.detach().cpu()
+        if self.packed_names is None:
+            feed = {self.input_name: x.numpy()}
+        else:
+            feed = {name: np.ascontiguousarray(x[:, i].numpy()) for i, name in enumerate(self.packed_names)}
+        out = self.session.run(None, feed)[0]
         return torch.from_numpy(np.asarray(out))
 
 
@@ -103,23 +115,36 @@ def load_onnx(path: Path, *, threads: int | None = None, device: str = "cpu") ->
     except Exception as e:
         raise InvalidModelError(f"onnxruntime cannot load this model: {type(e).__name__}: {e}") from None
     module.workdir = workdir  # removed when the module is garbage-collected
-    inputs = module.session.get_inputs()
-    if len(inputs) != 1:
-        raise InvalidModelError(f"the model takes {len(inputs)} inputs; exactly one tensor input is supported")
-    dtype = ONNX_TO_TORCH.get(inputs[0].type)
-    if dtype is None:
-        raise InvalidModelError(f"unsupported ONNX input type {inputs[0].type}")
-    shape = tuple(d if isinstance(d, int) and d > 0 else None for d in inputs[0].shape)
     opsets = {o.domain or "ai.onnx": o.version for o in proto.opset_import}
     return LoadedModel(
         module=module,
         format=ModelFormat.ONNX,
-        input_spec=InputSpec(shape=shape, dtype=dtype),
+        input_spec=_input_spec(module.session.get_inputs()),
         size_bytes=path.stat().st_size,
         runtime="onnxruntime",
         path=model_path,
         info={"opsets": opsets, "producer": proto.producer_name},
     )
+
+
+def _input_spec(inputs) -> InputSpec:
+    """One input as it is; several (token ids, masks) packed along dimension 1 when they share a type and
+    rank, each dimension fixed where all inputs fix it alike."""
+    for i in inputs:
+        if i.type not in ONNX_TO_TORCH:
+            raise InvalidModelError(f"unsupported ONNX input type {i.type} (input {i.name!r})")
+    shapes = [tuple(d if isinstance(d, int) and d > 0 else None for d in i.shape) for i in inputs]
+    if len(inputs) == 1:
+        return InputSpec(shape=shapes[0], dtype=ONNX_TO_TORCH[inputs[0].type])
+    if len({i.type for i in inputs}) != 1 or len({len(s) for s in shapes}) != 1 or len(shapes[0]) < 1:
+        described = ", ".join(f"{i.name} {i.type} {list(i.shape)}" for i in inputs)
+        raise InvalidModelError(
+            f"the model takes {len(inputs)} inputs that differ in type or rank ({described}); several inputs are "
+            "supported when they share one type and rank, as token ids and their masks do"
+        )
+    dims = tuple(d[0] if len(set(d)) == 1 else None for d in zip(*shapes))
+    base = InputSpec(shape=(None, *dims[1:]), dtype=ONNX_TO_TORCH[inputs[0].type])
+    return base.packed(tuple(i.name for i in inputs))
 
 
 def save_onnx(module: nn.Module, spec: InputSpec, path: Path) -> Path:

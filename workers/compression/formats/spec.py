@@ -26,9 +26,19 @@ def module_device(module: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
+# named inputs whose example values are not token ids: a mask of ones, segment ids of zero
+EXAMPLE_FILL = {"attention_mask": 1, "token_type_ids": 0, "position_ids": None}
+
+
 @dataclass(frozen=True)
 class InputSpec:
-    """The model's single tensor input. `None` in `shape` is a dynamic dimension (the batch, usually)."""
+    """The tensor the engine feeds the model. `None` in `shape` is a dynamic dimension (the batch, usually).
+
+    A model with several named inputs of one shape and dtype (`input_ids`, `attention_mask`, ...) is fed
+    one packed tensor [batch, len(names), *sample]: entry i along dimension 1 is the input `names[i]`, and
+    the module (see `bind_inputs`) hands each to the model by name. Every method, export and measurement
+    then passes all inputs without knowing how many there are.
+    """
 
     shape: tuple[int | None, ...]
     dtype: torch.dtype = torch.float32
@@ -37,6 +47,7 @@ class InputSpec:
     # what the model's dynamic non-batch dimensions are taken as for examples: from the dataset or the
     # upload's input_shape; None when nothing said (examples then use DEFAULT_DYNAMIC_SIZE)
     sizes: tuple[int, ...] | None = None
+    names: tuple[str, ...] | None = None  # packed named inputs, in the order of dimension 1
 
     @property
     def sample_shape(self) -> tuple[int | None, ...]:
@@ -54,6 +65,13 @@ class InputSpec:
             return self
         return dataclasses.replace(self, sizes=sample_shape)
 
+    def packed(self, names: tuple[str, ...]) -> InputSpec:
+        """This single-input spec as `len(names)` inputs of its shape, packed along dimension 1."""
+        if self.names is not None:
+            return dataclasses.replace(self, names=tuple(names)) if len(names) == len(self.names) else self
+        sizes = None if self.sizes is None else (len(names), *self.sizes)
+        return dataclasses.replace(self, shape=(self.shape[0], len(names), *self.shape[1:]), sizes=sizes, names=tuple(names))
+
     def example(self, batch: int, *, seed: int = 0) -> torch.Tensor:
         """A random input of this spec; dynamic non-batch dimensions take `sizes`, else DEFAULT_DYNAMIC_SIZE."""
         g = torch.Generator().manual_seed(seed)
@@ -61,10 +79,18 @@ class InputSpec:
         shape = (batch, *[d if d is not None else s for d, s in zip(self.sample_shape, sizes)])
         if self.dtype.is_floating_point:
             return torch.randn(shape, generator=g).to(self.dtype)
-        return torch.randint(0, self.high or 2, shape, generator=g, dtype=self.dtype)
+        x = torch.randint(0, self.high or 2, shape, generator=g, dtype=self.dtype)
+        for i, name in enumerate(self.names or ()):
+            if name in EXAMPLE_FILL:  # a random "mask" of token ids would mean nothing (or overflow)
+                fill = EXAMPLE_FILL[name]
+                x[:, i] = torch.arange(shape[-1]) if fill is None else fill
+        return x
 
     def to_dict(self) -> dict:
-        return {"shape": list(self.shape), "dtype": str(self.dtype).removeprefix("torch."), "high": self.high}
+        out = {"shape": list(self.shape), "dtype": str(self.dtype).removeprefix("torch."), "high": self.high}
+        if self.names:
+            out["names"] = list(self.names)
+        return out
 
 
 @dataclass
@@ -78,6 +104,20 @@ class LoadedModel:
     runtime: str  # what executes it: eager, torchscript, onnxruntime
     path: Path | None = None
     info: dict = field(default_factory=dict)  # format-specific facts (architecture name, opset, ...)
+    tokenizer: object | None = None  # a Hugging Face upload's own tokenizer, for text datasets
+
+    def bind_inputs(self, names: tuple[str, ...]) -> None:
+        """Feeds a dataset's named inputs to the model by name, packed along dimension 1 (see InputSpec)."""
+        from ..contract.errors import InvalidDatasetError
+
+        bind = getattr(self.module, "bind_inputs", None)
+        if bind is None:
+            raise InvalidDatasetError(
+                f"the dataset holds several named inputs ({', '.join(names)}), but this {self.format} model takes "
+                "one tensor: store it as 'x'"
+            )
+        bind(tuple(names))  # raises InvalidDatasetError naming what does not match the model's inputs
+        self.input_spec = self.require_spec().packed(tuple(names))
 
     def require_spec(self) -> InputSpec:
         if self.input_spec is None:
@@ -87,3 +127,21 @@ class LoadedModel:
                 f"this {self.format} model does not record its input shape: pass input_shape, e.g. [1, 3, 224, 224]"
             )
         return self.input_spec
+
+
+def check_input_names(given: tuple[str, ...], accepted: tuple[str, ...], required: tuple[str, ...]) -> None:
+    """The dataset's input names against the model's: every name known, every required one present."""
+    from ..contract.errors import InvalidDatasetError
+
+    unknown = [n for n in given if n not in accepted]
+    missing = [n for n in required if n not in given]
+    if unknown or missing or len(set(given)) != len(given):
+        said = []
+        if unknown:
+            said.append(f"the model has no input named {', '.join(map(repr, unknown))}")
+        if missing:
+            said.append(f"the dataset lacks {', '.join(map(repr, missing))}")
+        raise InvalidDatasetError(
+            f"{'; '.join(said) or 'an input is named twice'}: the model takes {', '.join(accepted)}"
+            f"{' (required: ' + ', '.join(required) + ')' if required else ''}; name the dataset's arrays after them"
+        )

@@ -20,6 +20,7 @@ from ..contract.measure import (
     LatencyStats,
     Measurement,
     MeasureSettings,
+    OutputQuality,
     Ratios,
     ReferenceRatios,
     Timing,
@@ -27,7 +28,7 @@ from ..contract.measure import (
 from ..data import Dataset
 from ..formats.onnx import OnnxModule
 from ..formats.spec import LoadedModel
-from .metrics import count_macs, count_params, environment, first_tensor, peak_memory
+from .metrics import all_tensors, count_macs, count_params, environment, first_tensor, peak_memory
 from .timing import MIN_CI_ROUNDS, STATISTIC, TimingRun, time_interleaved
 
 NOISY_STEAL = 0.10  # the hypervisor took more than this share of the CPU during the rounds
@@ -56,6 +57,80 @@ def outputs_of(model: LoadedModel, x: torch.Tensor, batch: int, device: str) -> 
         for i in range(0, len(x), batch):
             outs.append(first_tensor(model.module(x[i : i + batch].to(device))).float().cpu())
     return torch.cat(outs)
+
+
+def all_outputs_of(model: LoadedModel, x: torch.Tensor, batch: int, device: str) -> list[torch.Tensor]:
+    """Every output of the model over `x` (detector heads, landmarks, scores), float32 on the CPU."""
+    parts: list[list[torch.Tensor]] = []
+    with torch.inference_mode():
+        for i in range(0, len(x), batch):
+            outs = all_tensors(model.module(x[i : i + batch].to(device)))
+            parts.append([o.float().cpu() for o in outs])
+    if len({len(p) for p in parts}) != 1:
+        return [torch.cat([p[0] for p in parts])]
+    return [torch.cat([p[k] for p in parts]) for k in range(len(parts[0]))]
+
+
+CLASSIFIER_COLUMNS = 100  # a head this wide is class logits; narrower ones (boxes, landmarks) are values
+
+
+def _classifier_like(t: torch.Tensor) -> bool:
+    """Rows of probabilities, or a wide row of logits: top-1 agreement means something there."""
+    if t.ndim != 2 or t.shape[1] < 2:
+        return False
+    probabilities = bool((t >= 0).all()) and bool(((t.sum(1) - 1).abs() < 1e-3).all())
+    return probabilities or t.shape[1] >= CLASSIFIER_COLUMNS
+
+
+def _per_output(outs: list[torch.Tensor], base: list[torch.Tensor] | None) -> list[OutputQuality] | None:
+    """Each output against the baseline's, for models with several."""
+    if base is None or len(outs) < 2 or len(outs) != len(base):
+        return None
+    quality = []
+    for k, (o, b) in enumerate(zip(outs, base)):
+        if o.shape != b.shape:
+            return None
+        classifier = _classifier_like(b)
+        if classifier:
+            agreement = float((o.argmax(1) == b.argmax(1)).float().mean())
+        else:
+            agreement = float(F.cosine_similarity(o.flatten(1), b.flatten(1), dim=1, eps=1e-12).mean())
+        quality.append(
+            OutputQuality(
+                index=k,
+                shape=[None, *b.shape[1:]],
+                kind="classifier" if classifier else "values",
+                metric="top1" if classifier else "cosine",
+                agreement=agreement,
+                relative_error=float((o - b).norm() / b.norm().clamp_min(1e-12)),
+            )
+        )
+    return quality
+
+
+def _tokens(x: torch.Tensor, names: tuple[str, ...] | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(token ids, mask) out of a language model's input, packed or not."""
+    if not names:
+        return x, torch.ones_like(x)
+    ids = x[:, names.index("input_ids")] if "input_ids" in names else x[:, 0]
+    mask = x[:, names.index("attention_mask")] if "attention_mask" in names else torch.ones_like(ids)
+    return ids, mask
+
+
+def perplexity(logits: torch.Tensor, x: torch.Tensor, names: tuple[str, ...] | None) -> float | None:
+    """exp(mean next-token negative log-likelihood) over the real (unmasked) tokens of the evaluation set."""
+    ids, mask = _tokens(x, names)
+    if logits.ndim != 3 or logits.shape[:2] != ids.shape or ids.shape[1] < 2:
+        return None
+    weights = (mask[:, 1:] * mask[:, :-1]).float()
+    nll = F.cross_entropy(logits[:, :-1].flatten(0, 1), ids[:, 1:].flatten(), reduction="none").view_as(weights)
+    return float(torch.exp((nll * weights).sum() / weights.sum().clamp_min(1)))
+
+
+def _next_token_agreement(logits: torch.Tensor, base: torch.Tensor, x: torch.Tensor, names) -> float:
+    _, mask = _tokens(x, names)
+    same = (logits.argmax(-1) == base.argmax(-1)).float()
+    return float((same * mask).sum() / mask.sum().clamp_min(1))
 
 
 def _quality(outputs: torch.Tensor, baseline: torch.Tensor | None, labels: torch.Tensor | None):
@@ -139,6 +214,8 @@ def measure_models(
     eval_set = data.head(settings.eval_samples) if data is not None else None
     eval_x = eval_set.x if eval_set is not None else models[0].require_spec().example(settings.batch, seed=1)
     labels = eval_set.y if eval_set is not None else None
+    names = models[0].require_spec().names
+    causal = models[0].info.get("task") == "causal_lm"
     baseline_out = None
     env = environment(device, threads)
     timing = Timing(
@@ -159,10 +236,17 @@ def measure_models(
             stats_bn[i] = bn.stats()[k]
     measurements = []
     for i, m in enumerate(models):
-        out = outputs_of(m, eval_x, settings.batch, device)
-        accuracy, agreement, metric, cosine = _quality(out, baseline_out, labels)
+        outs = all_outputs_of(m, eval_x, settings.batch, device)
+        accuracy, agreement, metric, cosine = _quality(outs[0], baseline_out[0] if baseline_out else None, labels)
+        per_output = _per_output(outs, baseline_out)
+        ppl = perplexity(outs[0], eval_x, names) if causal else None
+        if causal and baseline_out is not None and ppl is not None:  # what a language model is judged by
+            agreement, metric = _next_token_agreement(outs[0], baseline_out[0], eval_x, names), "next-token top1"
+        if per_output:  # several outputs: the headline is the worst of them, named
+            worst = min(per_output, key=lambda q: q.agreement)
+            agreement, metric = worst.agreement, f"{worst.metric} (output {worst.index}, worst of {len(per_output)})"
         if i == 0:
-            baseline_out = out
+            baseline_out = outs
         params, nonzero = count_params(m.module)
         stats = stats_bn[i]
         measurements.append(
@@ -178,6 +262,8 @@ def measure_models(
                 agreement=agreement,
                 agreement_metric=metric,
                 cosine_similarity=cosine,
+                outputs=per_output,
+                perplexity=ppl,
                 device=device,
                 runtime=m.runtime,
                 env=env,

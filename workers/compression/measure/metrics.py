@@ -163,6 +163,17 @@ def _rss_growth(fn) -> int | None:
     return max(0, peak - before)
 
 
+def all_tensors(output) -> list[torch.Tensor]:
+    """Every tensor a model returns, in order (tuples, lists, dicts and Hugging Face outputs flattened)."""
+    if isinstance(output, torch.Tensor):
+        return [output]
+    if isinstance(output, dict):
+        output = list(output.values())
+    if isinstance(output, (tuple, list)):
+        return [t for item in output for t in all_tensors(item)]
+    return []
+
+
 def first_tensor(output) -> torch.Tensor:
     while isinstance(output, (tuple, list)):
         output = output[0]

@@ -59,7 +59,7 @@ def _quantize(model: LoadedModel, step: QuantizeConfig, ctx: StepContext, work: 
     data = ctx.eval_data or ctx.data
     scorer = Scorer.over(data, model.module) if data is not None else None
     if model.format == ModelFormat.ONNX:
-        backends = [onnx_backend(model.path, step, ctx, scorer, work)]
+        backends = [onnx_backend(model.path, step, ctx, scorer, work, getattr(model.module, "packed_names", None))]
         kept: list[str] = []
     else:
         module = editable(model).to(ctx.device)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from ..contract.errors import EngineError, StepFailedError
+from ..contract.errors import EngineError, InvalidDatasetError, StepFailedError
 from ..contract.load import LoadOptions
 from ..contract.measure import MeasureSettings
 from ..contract.recipe import METHODS, Recipe, check_recipe
@@ -57,11 +57,14 @@ class Prepared:
         return dict(options, threads=self.threads, device=self.device)
 
     def _complete(self, model: LoadedModel) -> LoadedModel:
+        names = self.spec.names
+        if names and hasattr(model.module, "bind_inputs"):  # a fresh copy of the upload, an ONNX int8 of it
+            model.bind_inputs(names)
         if model.input_spec is None or model.input_spec.dtype == self.spec.dtype:
             spec = (
                 self.spec
                 if model.input_spec is None
-                else dataclasses.replace(model.input_spec, high=self.spec.high, sizes=self.spec.sizes)
+                else dataclasses.replace(model.input_spec, high=self.spec.high, sizes=self.spec.sizes, names=names)
             )
             model.input_spec = spec
         return model
@@ -83,15 +86,15 @@ def prepare(
     # everything that can be checked is checked before any work
     check_recipe(recipe, load.format or detect_format(model_path), has_data=data_path is not None)
     baseline = load_model(model_path, **load.model_dump(exclude_none=True), threads=threads, device=settings.device)
-    data = load_dataset(data_path, baseline.input_spec) if data_path else None
-    eval_data = load_dataset(eval_data_path, baseline.input_spec) if eval_data_path else data
+    data = load_dataset(data_path, baseline.input_spec, baseline.tokenizer) if data_path else None
+    eval_data = load_dataset(eval_data_path, baseline.input_spec, baseline.tokenizer) if eval_data_path else data
     held_out = None
     if eval_data is data and data is not None and any(METHODS[s.method].trains(s) for s in recipe.steps):
         # a model trained on the data would be graded on what it learnt: hold part of it out
         if len(data) >= MIN_SAMPLES_TO_HOLD_OUT:
             data, eval_data = data.split(HELD_OUT_FRACTION)
             held_out = HELD_OUT_FRACTION
-    spec = _settle_spec(baseline, data or eval_data)
+    spec = _settle_spec(baseline, data or eval_data, eval_data)
     if data is not None or eval_data is not None:
         num_outputs = _num_outputs(baseline, spec)
         for d in {id(d): d for d in (data, eval_data) if d is not None}.values():
@@ -99,14 +102,33 @@ def prepare(
     return Prepared(recipe, model_path, baseline, spec, data, eval_data, held_out, threads, settings.device, load)
 
 
-def _settle_spec(model: LoadedModel, data: Dataset | None) -> InputSpec:
-    """The model's input spec, completed from the data for formats that do not record one; dynamic
-    dimensions (height, width, sequence length) take the data's sizes."""
-    if model.input_spec is None and data is not None:
+def _settle_spec(model: LoadedModel, data: Dataset | None, other: Dataset | None = None) -> InputSpec:
+    """The model's input spec, completed from the data for formats that do not record one; a dataset's
+    named inputs bound to the model's by name; dynamic dimensions (height, width, sequence length) take
+    the data's sizes."""
+    if data is None:
+        return model.require_spec()
+    if other is not None and other is not data and other.names != data.names:
+        raise InvalidDatasetError(
+            f"the training and evaluation datasets hold different inputs ({_inputs(data)} and {_inputs(other)})"
+        )
+    if data.names:
+        model.bind_inputs(data.names)
+    elif model.input_spec is not None and model.input_spec.names:
+        raise InvalidDatasetError(
+            f"the model takes {len(model.input_spec.names)} inputs ({', '.join(model.input_spec.names)}); the dataset "
+            "holds one: store one array per input, named after it"
+        )
+    if model.input_spec is None:
         model.input_spec = InputSpec(shape=(None, *data.x.shape[1:]), dtype=data.x.dtype)
-    elif data is not None and model.input_spec.sizes is None:
-        model.input_spec = model.input_spec.sized(data.x.shape[1:])
+    else:
+        # the data's sizes replace any default (a sequence length of 128, an input_shape's) for dynamic dims
+        model.input_spec = dataclasses.replace(model.input_spec, sizes=None).sized(data.x.shape[1:])
     return model.require_spec()
+
+
+def _inputs(data: Dataset) -> str:
+    return ", ".join(data.names) if data.names else "one input, 'x'"
 
 
 def _num_outputs(model: LoadedModel, spec: InputSpec) -> int | None:

@@ -19,7 +19,7 @@ def editable(model: LoadedModel) -> nn.Module:
     """The model as a tree of real layers: eager formats already are; a .pt2 graph gets its conv,
     linear and batch-norm calls lifted into modules."""
     if model.format == ModelFormat.PT2:
-        lift_layers(model.module)
+        lift_layers(getattr(model.module, "program", model.module))  # a PackedProgram holds the graph
     elif model.format not in (ModelFormat.SAFETENSORS, ModelFormat.HUGGINGFACE):
         raise InvalidModelError(f"{model.format} models cannot be pruned; upload a .pt2 program or weights")
     return model.module

@@ -222,7 +222,15 @@ def _finetune_signs(model: nn.Module, names: list[str], levels: int, step, ctx, 
         parametrize.remove_parametrizations(model.get_submodule(name), "weight", leave_parametrized=False)
 
 
-def onnx_backend(source: Path, step: QuantizeConfig, ctx: StepContext, scorer: Scorer | None, work: Path) -> Backend:
+def onnx_backend(
+    source: Path,
+    step: QuantizeConfig,
+    ctx: StepContext,
+    scorer: Scorer | None,
+    work: Path,
+    names: tuple[str, ...] | None = None,
+) -> Backend:
+    """onnxruntime's int8 on an ONNX upload; `names` are its inputs as packed by the run (several inputs)."""
     if step.scheme not in ("int8_static", "int8_dynamic"):
         raise StepFailedError(f"{step.scheme} does not apply to ONNX models; use int8_static or int8_dynamic")
     pre = onnx_int8.preprocess(source, work / "pre.onnx")
@@ -242,11 +250,11 @@ def onnx_backend(source: Path, step: QuantizeConfig, ctx: StepContext, scorer: S
         nodes = [layers[n] for n in kept if n in layers]
         if static:
             onnx_int8.quantize_static(
-                pre, target, calibration[:4] if quick else calibration, reduce_range=rr, exclude_nodes=nodes
+                pre, target, calibration[:4] if quick else calibration, reduce_range=rr, exclude_nodes=nodes, names=names
             )
         else:
             onnx_int8.quantize_dynamic(pre, target, reduce_range=rr, exclude_nodes=nodes)
-        return OnnxCandidate(target, threads)
+        return OnnxCandidate(target, threads, names)
 
     chosen_rr, rr_details = not cpu_has_vnni(), {}
     if static:

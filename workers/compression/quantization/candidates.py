@@ -43,11 +43,14 @@ class TorchCandidate:
 class OnnxCandidate:
     path: Path
     threads: int | None = None
+    names: tuple[str, ...] | None = None  # the packed named inputs, in the run's order
     _session: OnnxModule | None = None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self._session is None:
             self._session = OnnxModule(self.path, threads=self.threads)
+            if self.names:
+                self._session.bind_inputs(self.names)
         return self._session(x)
 
     def save(self, path: Path) -> Path:

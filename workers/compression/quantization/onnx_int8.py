@@ -44,14 +44,18 @@ def preprocess(source: Path, target: Path) -> Path:
 
 
 class _Calibration(CalibrationDataReader):
-    """onnxruntime's calibration reader over a list of input batches."""
+    """onnxruntime's calibration reader over a list of input batches (packed named inputs are fed by name)."""
 
-    def __init__(self, input_name: str, batches: Iterable[np.ndarray]):
-        self.input_name, self.batches = input_name, iter(batches)
+    def __init__(self, input_name: str, batches: Iterable[np.ndarray], names: tuple[str, ...] | None = None):
+        self.input_name, self.batches, self.names = input_name, iter(batches), names
 
     def get_next(self):
         x = next(self.batches, None)
-        return None if x is None else {self.input_name: x}
+        if x is None:
+            return None
+        if self.names:
+            return {name: np.ascontiguousarray(x[:, i]) for i, name in enumerate(self.names)}
+        return {self.input_name: x}
 
 
 def quantize_static(
@@ -61,6 +65,7 @@ def quantize_static(
     *,
     reduce_range: bool,
     exclude_nodes: Iterable[str] = (),
+    names: tuple[str, ...] | None = None,
 ) -> Path:
     """QDQ int8: u8 activations (calibrated min/max), s8 per-channel weights. `source` is pre-processed."""
     import onnxruntime as ort
@@ -68,7 +73,7 @@ def quantize_static(
     from onnxruntime.quantization import quantize_static as ort_quantize_static
 
     input_name = ort.InferenceSession(str(source), providers=["CPUExecutionProvider"]).get_inputs()[0].name
-    reader = _Calibration(input_name, batches)
+    reader = _Calibration(input_name, batches, names)
     try:
         ort_quantize_static(
             str(source),

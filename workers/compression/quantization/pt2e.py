@@ -42,6 +42,10 @@ def prepare(
     from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e, prepare_qat_pt2e
 
     graph = export_program(module, spec).module()
+    # outputs the wrapper drops (BERT's pooler beside last_hidden_state) leave dead Linear+tanh chains, which
+    # torchao's fusion annotator indexes without checking (IndexError): computed for no one, so removed
+    graph.graph.eliminate_dead_code()
+    graph.recompile()
     split_reused_modules(graph)
     quantizer = quantizer_for(mode, reduce_range=reduce_range, exclude=exclude)
     try:

