@@ -31,13 +31,14 @@ def inspect_model(path: str | Path, **load) -> dict:
         **model.info,
     }
     if model.input_spec is None:
-        info["notes"] = ["the input shape is not recorded in this format: give input_shape, or a dataset to a job"]
+        info["notes"] = [*info.get("notes", []), "the input shape is not recorded in this format: give input_shape, or a dataset to a job"]
         return info
     if model.input_spec.symbolic and model.format.value == "onnx":
         # a detector with dynamic height and width may only run at the sizes it was built for (multiples
         # of 32, say): a made-up size would fail it; the sizes come from the job's dataset instead
         dims = [i + 1 for i, d in enumerate(model.input_spec.sample_shape) if d is None]
         info["notes"] = [
+            *info.get("notes", []),
             f"input dimensions {dims} are dynamic: they are taken from the job's dataset "
             "(or give input_shape at upload to check the model runs now)"
         ]
@@ -48,7 +49,7 @@ def inspect_model(path: str | Path, **load) -> dict:
         except Exception as e:
             raise InvalidModelError(
                 f"the model does not run on an input of shape {list(model.input_spec.example(1).shape)}: "
-                f"{type(e).__name__}: {e}"
+                f"{type(e).__name__}: {e}" + "".join(f" ({n})" for n in info.get("notes", []))
             ) from None
     info["output_shape"] = [None, *out.shape[1:]]
     # the prunable layers, so a recipe naming layers is checked at submission (last: lifting changes the module)

@@ -110,6 +110,15 @@ def load_onnx(path: Path, *, threads: int | None = None, device: str = "cpu") ->
     except Exception as e:
         raise InvalidModelError(f"cannot parse this ONNX model: {type(e).__name__}: {e}") from None
     _check_external_data(proto, model_path.parent)
+    notes = []
+    if (fixed := _fixed_batch(proto)) is not None:
+        if workdir is None:
+            workdir = tempfile.TemporaryDirectory(prefix="squeeze-onnx-")
+        model_path = Path(workdir.name) / "batch_dynamic.onnx"
+        onnx.save(proto, str(model_path))
+        notes.append(
+            f"the model's batch dimension was fixed at {fixed}; it is run with a dynamic batch (measured at 1 and N)"
+        )
     try:
         module = OnnxModule(model_path, threads=threads, device=device)
     except Exception as e:
@@ -123,8 +132,34 @@ def load_onnx(path: Path, *, threads: int | None = None, device: str = "cpu") ->
         size_bytes=path.stat().st_size,
         runtime="onnxruntime",
         path=model_path,
-        info={"opsets": opsets, "producer": proto.producer_name},
+        info={"opsets": opsets, "producer": proto.producer_name, **({"notes": notes} if notes else {})},
     )
+
+
+BATCH_DIM = "batch"
+
+
+def _fixed_batch(proto) -> int | None:
+    """Makes a batch dimension the exporter fixed (10 for CenterFace, 1 for many) dynamic in place, as the
+    models' own packages do at load; returns the fixed size, or None when the batch already was dynamic.
+    Only models whose every input and output is batched along dimension 0 at that size are changed; a graph
+    that hard-codes the batch inside (a Reshape to it) then fails at the first run with a batch of another
+    size, and says so there. Models with external data are left as they are (they would be rewritten whole)."""
+    from onnx.external_data_helper import _get_all_tensors, uses_external_data
+
+    initializers = {t.name for t in proto.graph.initializer}
+    inputs = [i for i in proto.graph.input if i.name not in initializers]  # old exporters list weights as inputs
+    tensors = [*inputs, *proto.graph.output]
+    dims = [t.type.tensor_type.shape.dim for t in tensors]
+    if not inputs or any(len(d) == 0 for d in dims):
+        return None
+    sizes = {d[0].dim_value if d[0].HasField("dim_value") else None for d in dims}
+    if len(sizes) != 1 or None in sizes or any(uses_external_data(t) for t in _get_all_tensors(proto)):
+        return None
+    for d in dims:
+        d[0].ClearField("dim_value")
+        d[0].dim_param = BATCH_DIM
+    return sizes.pop()
 
 
 def _input_spec(inputs) -> InputSpec:
