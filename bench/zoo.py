@@ -309,8 +309,10 @@ def main() -> None:
     parser.add_argument("--steps", default=",".join(STEPS))
     parser.add_argument("--out", default=str(ROOT / "bench" / "out" / "zoo"))
     parser.add_argument("--json", help="also write the rows here")
+    parser.add_argument("--table", help="rewrite the table here after every row (a long run can be read as it goes)")
     args = parser.parse_args()
-    chosen = [m for m in ZOO if m.name in args.models.split(",")]
+    by_name = {m.name: m for m in ZOO}
+    chosen = [by_name[name] for name in args.models.split(",") if name in by_name]  # in the order given
     steps = [s for s in args.steps.split(",") if s in STEPS]
     settings = MeasureSettings()
     rows = []
@@ -328,9 +330,11 @@ def main() -> None:
             rows.append((model, step, r))
             print(f"{model.name:18} {step:12} {r['result']:7} {r.get('reason') or r.get('quality') or ''}"[:200],
                   file=sys.stderr, flush=True)
+            if args.table:
+                Path(args.table).write_text(table(rows) + "\n")
+            if args.json:
+                Path(args.json).write_text(json.dumps([{"model": m.name, "step": s, **r} for m, s, r in rows], indent=1))
     print(table(rows))
-    if args.json:
-        Path(args.json).write_text(json.dumps([{"model": m.name, "step": s, **r} for m, s, r in rows], indent=1))
 
 
 if __name__ == "__main__":

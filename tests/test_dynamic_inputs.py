@@ -58,3 +58,19 @@ def test_a_job_takes_dynamic_sizes_from_the_dataset(tmp_path, quick):
     artifact = load_model(tmp_path / "out" / step["artifact_id"])
     with torch.no_grad():
         assert artifact.module(torch.zeros(2, 3, 64, 64)).shape == (2, 6, 64, 64)
+
+
+def test_a_batch_fixed_by_the_exporter_is_made_dynamic(tmp_path, quick):
+    """CenterFace ships with its batch fixed at 10 (and many exporters fix it at 1): the model is run at
+    batch 1 and N all the same, and inspection says what was changed."""
+    path = tmp_path / "fixed.onnx"
+    torch.onnx.export(nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU()).eval(), (torch.zeros(10, 3, 16, 16),),
+                      str(path), dynamo=False, input_names=["input.1"])
+    info = inspect_model(path)
+    assert info["input"]["shape"] == [None, 3, 16, 16] and info["output_shape"] == [None, 4, 16, 16]
+    assert any("fixed at 10" in n for n in info["notes"]), info
+    data = tmp_path / "x.npz"
+    np.savez(data, x=np.random.default_rng(0).random((20, 3, 16, 16), dtype=np.float32))
+    report = run_recipe(path, {"steps": [{"method": "quantize", "scheme": "int8_dynamic"}]}, data_path=data,
+                        out_dir=tmp_path / "out", settings=quick)
+    assert report["baseline"]["latency_ms"]["b1"] is not None and report["baseline"]["latency_ms"]["bN"] is not None
