@@ -1,6 +1,7 @@
 """Finds running jobs whose worker stopped heart-beating and puts them back in the queue (or fails
 them after too many attempts), so no job stays `running` forever; uploads left pending by a lost
-inspection are inspected again; partial uploads of a killed API process are removed. Runs in every API process; the
+inspection are inspected again; partial uploads of a killed API process are removed; blobs nothing refers
+to are collected. Runs in every API process; the
 state changes are conditional updates, so several sweepers never double a job."""
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from datetime import timedelta
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
 
+from app.store import blob_refs
 from app.store.blobs import get_blob_store
 from app.store.config import get_settings
 from app.store.db import session_factory, utcnow
@@ -46,10 +48,20 @@ def remove_stale_uploads() -> None:
         log.warning("removed %d partial uploads nothing wrote to for %d s", len(removed), get_settings().stale_upload_s)
 
 
+def collect_blobs(session) -> None:
+    """Blobs nothing refers to any more (a failed upload's, a cascade's) are removed; counts a crash left
+    wrong are recounted first."""
+    if fixed := blob_refs.reconcile(session):
+        log.warning("recounted the references of %d blobs", fixed)
+    if removed := blob_refs.collect(session, get_blob_store()):
+        log.info("removed %d blobs nothing refers to", len(removed))
+
+
 def sweep_once() -> list[tuple[str, str]]:
     settings = get_settings()
     remove_stale_uploads()
     with session_factory()() as session:
+        collect_blobs(session)
         for upload_id in requeue_stuck_uploads(session):
             log.warning("upload %s was still pending: inspecting it again", upload_id)
         changed = requeue_or_fail_stale(session, stale_cutoff(settings.heartbeat_timeout_s), settings.job_max_attempts)

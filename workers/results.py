@@ -18,7 +18,8 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session
 
-from app.store.blobs import get_blob_store
+from app.store import blob_refs
+from app.store.blobs import get_blob_store, key_for
 from app.store.db import new_id
 from app.store.tables.artifacts import Artifact, Measurement
 from app.store.tables.jobs import Job
@@ -111,7 +112,10 @@ def store_results(session: Session, job: Job, report: Report, out_dir: Path, max
         # stored; the step names the recommended one
         for entry in step.artifacts():
             with checked_artifact(out_dir, entry.artifact_id, entry.format, max_bytes) as path:
-                key, sha256, size = store.put_file(path)
+                temp, sha256, size = store.stage(path)
+                key = key_for(sha256)
+                blob_refs.pin(session, key)  # before the bytes, in the transaction that adds the row
+                store.commit(temp, sha256)
             env = entry.measurement.env or {}
             artifact = Artifact(
                 id=new_id("art"),

@@ -16,6 +16,7 @@ from celery.signals import setup_logging, worker_process_init
 from sqlalchemy import delete, select
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
+from app.store import blob_refs
 from app.store.blobs import get_blob_store
 from app.store.broker import INSPECT_TASK, RUN_JOB_TASK, WEBHOOK_TASK, get_celery
 from app.store.config import get_settings
@@ -366,6 +367,8 @@ def run_job(self, job_id: str) -> None:
 def _replace_results(session, job_id: str, report: Report, out_dir: Path) -> dict:
     """Stores the run's artifacts and measurements; a retried job replaces whatever an earlier attempt stored."""
     session.execute(delete(Measurement).where(Measurement.job_id == job_id))
+    for key in session.scalars(select(Artifact.blob_key).where(Artifact.job_id == job_id)).all():
+        blob_refs.unpin(session, key)  # the collector removes bytes nothing else uses
     session.execute(delete(Artifact).where(Artifact.job_id == job_id))
     report = report.model_copy(update={"isolation": _isolation()})
     max_bytes = get_settings().sandbox_disk_mb * 2**20

@@ -68,15 +68,20 @@ class LocalBlobStore:
             os.replace(temp, final)
         return key
 
-    def put_file(self, source: Path) -> tuple[str, str, int]:
-        """Stores a finished file (a worker's artifact): (key, sha256, size)."""
+    def stage(self, source: Path) -> tuple[Path, str, int]:
+        """A finished file (a worker's artifact) copied to a temporary file and hashed: (temp, sha256, size);
+        `commit` then stores it (after the caller pinned its key: blob_refs.py)."""
         digest, temp = hashlib.sha256(), self.new_temp()
         with open(source, "rb") as src, open(temp, "wb") as dst:
             while chunk := src.read(CHUNK):
                 digest.update(chunk)
                 dst.write(chunk)
-        size = temp.stat().st_size
-        return self.commit(temp, digest.hexdigest()), digest.hexdigest(), size
+        return temp, digest.hexdigest(), temp.stat().st_size
+
+    def put_file(self, source: Path) -> tuple[str, str, int]:
+        """Stores a finished file at once: (key, sha256, size)."""
+        temp, sha256, size = self.stage(source)
+        return self.commit(temp, sha256), sha256, size
 
     def local_path(self, key: str) -> Path:
         return self.root / _checked(key)

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app.store.blobs import BlobStore
+from app.store import blob_refs
+from app.store.blobs import BlobStore, key_for
 from app.store.db import new_id
 from app.store.tables.uploads import INVALID
 from workers.compression.contract.errors import UnsupportedFormatError
@@ -40,7 +40,14 @@ def record_upload(
     name: str | None,
     **extra,
 ) -> object:
-    key = store.commit(received.temp, received.sha256)
+    key = key_for(received.sha256)
+    # pinned before the bytes are written, in the transaction that records the row (blob_refs.py)
+    blob_refs.pin(session, key)
+    try:
+        store.commit(received.temp, received.sha256)
+    except BaseException:
+        session.rollback()
+        raise
     row = table(
         id=new_id(prefix),
         tenant_id=tenant_id,
@@ -63,19 +70,11 @@ def mark_unqueued(session: Session, row, error: Exception) -> ApiError:
     return ApiError(503, "queue_unavailable", "the job queue is unreachable; try again shortly")
 
 
-def blob_in_use(session: Session, key: str) -> bool:
-    from app.store.tables.artifacts import Artifact
-    from app.store.tables.datasets import Dataset
-    from app.store.tables.models import Model
-
-    return any(
-        session.scalar(select(func.count()).select_from(t).where(t.blob_key == key)) for t in (Model, Dataset, Artifact)
-    )
-
-
 def delete_upload(session: Session, row, store: BlobStore) -> None:
+    """The row and its reference go in one transaction; the bytes only if nothing else refers to them
+    (content-addressed: another tenant's identical upload, or one arriving now, shares them)."""
     key = row.blob_key
     session.delete(row)
+    blob_refs.unpin(session, key)
     session.commit()
-    if not blob_in_use(session, key):  # content-addressed: other rows may share the bytes
-        store.delete(key)
+    blob_refs.collect(session, store, [key])

@@ -3,6 +3,7 @@
 from ..db import Base
 from .artifacts import Artifact, Measurement
 from .auth import ApiKey, Tenant
+from .blobs import Blob
 from .datasets import Dataset
 from .jobs import Job, JobEvent, WebhookDelivery
 from .models import Model
@@ -12,6 +13,7 @@ __all__ = [
     "ApiKey",
     "Artifact",
     "Base",
+    "Blob",
     "Dataset",
     "Job",
     "JobEvent",
