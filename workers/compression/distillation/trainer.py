@@ -20,8 +20,8 @@ from torch import nn
 from ..contract.errors import RecipeError
 from ..contract.recipe.distill import DistillStep
 from ..data import Dataset
-from ..measure.metrics import first_tensor
-from ..training import is_classifier
+from ..measure.metrics import all_tensors, first_tensor
+from ..training import is_classifier, task_loss
 from .losses import distillation_loss
 
 TEACHER_BATCH = 256
@@ -47,12 +47,17 @@ class TrainingOutcome:
 
 
 def teacher_outputs(teacher: nn.Module, data: Dataset, device: str) -> torch.Tensor:
-    """The teacher's outputs over the data, computed once (float32, on the CPU)."""
-    outs = []
+    """The teacher's (first) output over the data, computed once (float32, on the CPU)."""
+    return every_output(teacher, data, device)[0]
+
+
+def every_output(teacher: nn.Module, data: Dataset, device: str) -> list[torch.Tensor]:
+    """Each of the teacher's outputs over the data (a face model's box, landmarks and score), float32 on the CPU."""
+    parts = []
     with torch.inference_mode():
         for i in range(0, len(data), TEACHER_BATCH):
-            outs.append(first_tensor(teacher(data.x[i : i + TEACHER_BATCH].to(device))).float().cpu())
-    return torch.cat(outs)
+            parts.append([o.float().cpu() for o in all_tensors(teacher(data.x[i : i + TEACHER_BATCH].to(device)))])
+    return [torch.cat([p[k] for p in parts]) for k in range(min(map(len, parts)))]
 
 
 def shift_images(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -120,7 +125,7 @@ def train(
     student.to(device)
     use_teacher = teacher is not None
     live_teacher = use_teacher and (step.augment or bool(step.features))
-    cached = teacher_outputs(teacher, train_data, device) if use_teacher and not live_teacher else None
+    cached = every_output(teacher, train_data, device) if use_teacher and not live_teacher else None
     val_reference = teacher_outputs(teacher, val_data, device) if use_teacher and val_data is not None else None
     if val_data is not None and val_data.y is None and val_reference is None:
         raise RecipeError("training without labels needs a teacher to validate against")
@@ -191,24 +196,28 @@ def train(
             x = x.to(device)
             y = train_data.y[idx].to(device) if train_data.y is not None else None
             with torch.autocast(device_type="cuda", dtype=amp_dtype, enabled=amp_dtype is not None):
-                out = first_tensor(student(x)).float()
+                outs = [o.float() for o in all_tensors(student(x))]
+                out = outs[0]
                 if not use_teacher:
                     loss = F.cross_entropy(out, y)
                 else:
                     if cached is not None:
-                        t_out = cached[idx].to(device)
+                        t_outs = [c[idx].to(device) for c in cached]
                     else:
                         with torch.no_grad():
-                            t_out = first_tensor(teacher(x)).float()
+                            t_outs = [t.float() for t in all_tensors(teacher(x))]
                     loss = distillation_loss(
                         out,
-                        t_out,
+                        t_outs[0],
                         y,
                         kind=step.loss,
                         temperature=step.temperature,
                         alpha=step.alpha,
                         output_loss=step.output_loss,
                     )
+                    # a model's other heads (landmarks, scores) follow the teacher's too
+                    for s_out, t_out in zip(outs[1:], t_outs[1:]):
+                        loss = loss + task_loss(s_out, None, t_out)
                     for proj, pair in zip(projections, step.features):
                         s_f = proj(taps_s.values[pair.student].float())
                         loss = loss + step.feature_weight * _match(s_f, taps_t.values[pair.teacher].float().detach())

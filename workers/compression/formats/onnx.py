@@ -68,8 +68,8 @@ class OnnxModule(nn.Module):
             feed = {self.input_name: x.numpy()}
         else:
             feed = {name: np.ascontiguousarray(x[:, i].numpy()) for i, name in enumerate(self.packed_names)}
-        out = self.session.run(None, feed)[0]
-        return torch.from_numpy(np.asarray(out))
+        outs = [torch.from_numpy(np.asarray(o)) for o in self.session.run(None, feed)]
+        return outs[0] if len(outs) == 1 else tuple(outs)  # every head of a detector, as torch models return them
 
 
 def _check_external_data(model, base: Path) -> None:

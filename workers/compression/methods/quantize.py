@@ -40,8 +40,10 @@ class CastInputs(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.is_floating_point():
             x = x.to(self.dtype)
-        out = self.inner(x)
-        return out.float() if out.is_floating_point() else out
+        from torch.utils._pytree import tree_map
+
+        # every output back to float32 (a multi-output model returns a tuple)
+        return tree_map(lambda t: t.float() if isinstance(t, torch.Tensor) and t.is_floating_point() else t, self.inner(x))
 
 
 def quantize(model: LoadedModel, step: QuantizeConfig, ctx: StepContext) -> StepOutput:
