@@ -25,6 +25,16 @@ ONNX_TO_TORCH = {
 }
 
 
+NUMPY_TYPES = {
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(double)": np.float64,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+    "tensor(bool)": np.bool_,
+}
+
+
 class OnnxModule(nn.Module):
     """Wraps an onnxruntime session so measurement and later steps can call it like a module."""
 
@@ -34,7 +44,13 @@ class OnnxModule(nn.Module):
         self.session = self._session(threads)
         self.input_name = self.session.get_inputs()[0].name
         self.input_names = tuple(i.name for i in self.session.get_inputs())
+        # what each input must be as numpy: datasets hold int64 ids and float32, a model may want int32
+        self.input_types = {i.name: NUMPY_TYPES.get(i.type) for i in self.session.get_inputs()}
         self.packed_names: tuple[str, ...] | None = self.input_names if len(self.input_names) > 1 else None
+
+    def _typed(self, name: str, array: np.ndarray) -> np.ndarray:
+        want = self.input_types.get(name)
+        return np.ascontiguousarray(array if want is None or array.dtype == want else array.astype(want))
 
     def bind_inputs(self, names: tuple[str, ...]) -> None:
         """Which entry of dimension 1 is which input: an ONNX session needs every input, by name."""
@@ -65,9 +81,9 @@ class OnnxModule(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.detach().cpu()
         if self.packed_names is None:
-            feed = {self.input_name: x.numpy()}
+            feed = {self.input_name: self._typed(self.input_name, x.numpy())}
         else:
-            feed = {name: np.ascontiguousarray(x[:, i].numpy()) for i, name in enumerate(self.packed_names)}
+            feed = {name: self._typed(name, x[:, i].numpy()) for i, name in enumerate(self.packed_names)}
         outs = [torch.from_numpy(np.asarray(o)) for o in self.session.run(None, feed)]
         return outs[0] if len(outs) == 1 else tuple(outs)  # every head of a detector, as torch models return them
 

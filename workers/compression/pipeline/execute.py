@@ -3,6 +3,7 @@ after earlier ones keeps them: the run stops there and says why."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,7 +74,7 @@ def run_steps(
         try:
             output = run_step(load_input(), step, ctx)
         except Exception as e:  # library errors too: the job fails with the reason, never a crash
-            reason = e.message if isinstance(e, EngineError) else f"{type(e).__name__}: {e}"
+            reason = without_paths(e.message if isinstance(e, EngineError) else f"{type(e).__name__}: {e}")
             ran.failure = f"step {i} ({step.method}) failed: {reason}"
             ran.failure_code = e.code if isinstance(e, EngineError) else "step_failed"
             if not ran.steps:
@@ -88,3 +89,12 @@ def run_steps(
             ran.failure = f"step {i} ({step.method}) failed: {output.failure}"
             break
     return ran
+
+
+# library messages name the files they read ("Load model from /srv/.../candidate_0.onnx failed"): a tenant
+# sees the file's name, never where the worker keeps it
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.])/(?:[\w.+-]+/)+([\w.+-]+)")
+
+
+def without_paths(message: str) -> str:
+    return _ABSOLUTE_PATH.sub(lambda m: m.group(1), message)

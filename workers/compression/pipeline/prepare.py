@@ -15,7 +15,7 @@ from ..contract.measure import MeasureSettings
 from ..contract.recipe import METHODS, Recipe, check_recipe
 from ..contract.sniff import detect_format
 from ..data import Dataset, check_fits, load_dataset
-from ..formats import InputSpec, LoadedModel, load_model
+from ..formats import InputSpec, LoadedModel, ModelFormat, load_model
 from ..formats.spec import module_device
 from ..measure.metrics import first_tensor
 
@@ -58,7 +58,9 @@ class Prepared:
 
     def _complete(self, model: LoadedModel) -> LoadedModel:
         names = self.spec.names
-        if names and hasattr(model.module, "bind_inputs"):  # a fresh copy of the upload, an ONNX int8 of it
+        # a fresh copy of a Hugging Face upload, or a model with several inputs of its own (an ONNX int8 of an
+        # ONNX upload); an artifact exported from the packed wrapper takes the packed tensor as it is
+        if names and (model.format == ModelFormat.HUGGINGFACE or getattr(model.module, "packed_names", None)):
             model.bind_inputs(names)
         if model.input_spec is None or model.input_spec.dtype == self.spec.dtype:
             spec = (

@@ -43,19 +43,31 @@ def preprocess(source: Path, target: Path) -> Path:
     return target
 
 
+def _opset(path: Path) -> int:
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    return max((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), default=0)
+
+
 class _Calibration(CalibrationDataReader):
     """onnxruntime's calibration reader over a list of input batches (packed named inputs are fed by name)."""
 
-    def __init__(self, input_name: str, batches: Iterable[np.ndarray], names: tuple[str, ...] | None = None):
-        self.input_name, self.batches, self.names = input_name, iter(batches), names
+    def __init__(self, input_name: str, batches: Iterable[np.ndarray], names: tuple[str, ...] | None = None,
+                 types: dict | None = None):
+        self.input_name, self.batches, self.names, self.types = input_name, iter(batches), names, types or {}
+
+    def _typed(self, name: str, array: np.ndarray) -> np.ndarray:
+        want = self.types.get(name)
+        return np.ascontiguousarray(array if want is None else array.astype(want, copy=False))
 
     def get_next(self):
         x = next(self.batches, None)
         if x is None:
             return None
         if self.names:
-            return {name: np.ascontiguousarray(x[:, i]) for i, name in enumerate(self.names)}
-        return {self.input_name: x}
+            return {name: self._typed(name, x[:, i]) for i, name in enumerate(self.names)}
+        return {self.input_name: self._typed(self.input_name, x)}
 
 
 def quantize_static(
@@ -72,15 +84,19 @@ def quantize_static(
     from onnxruntime.quantization import QuantFormat, QuantType
     from onnxruntime.quantization import quantize_static as ort_quantize_static
 
-    input_name = ort.InferenceSession(str(source), providers=["CPUExecutionProvider"]).get_inputs()[0].name
-    reader = _Calibration(input_name, batches, names)
+    from ..formats.onnx import NUMPY_TYPES
+
+    inputs = ort.InferenceSession(str(source), providers=["CPUExecutionProvider"]).get_inputs()
+    types = {i.name: NUMPY_TYPES.get(i.type) for i in inputs}
+    reader = _Calibration(inputs[0].name, batches, names, {k: v for k, v in types.items() if v is not None})
     try:
         ort_quantize_static(
             str(source),
             str(target),
             reader,
             quant_format=QuantFormat.QDQ,
-            per_channel=True,
+            # per-channel DequantizeLinear needs opset 13; older models (PaddleOCR, CenterFace) get per-tensor
+            per_channel=_opset(source) >= 13,
             reduce_range=reduce_range,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
