@@ -12,7 +12,7 @@ from torch import nn
 from ..contract.errors import InvalidModelError
 from ..contract.pt2_archive import check_pt2_file
 from .packed import fold_packed_weights, is_packed
-from .spec import InputSpec, LoadedModel, ModelFormat, check_input_names, module_device
+from .spec import InputSpec, LoadedModel, ModelFormat, check_input_names, module_device, spec_of_inputs
 
 EXAMPLE_BATCH = 2  # export specializes sizes 0 and 1, so trace with 2 to keep the batch dynamic
 
@@ -69,16 +69,12 @@ def _input_values(program: torch.export.ExportedProgram) -> list[tuple[str, torc
 
 def _program_spec(values: list[tuple[str, torch.Tensor]]) -> InputSpec:
     shapes = [tuple(int(d) if isinstance(d, int) else None for d in v.shape) for _, v in values]
-    if len(values) == 1:
-        return InputSpec(shape=shapes[0], dtype=values[0][1].dtype)
-    if len({v.dtype for _, v in values}) != 1 or len(set(map(len, shapes))) != 1 or not shapes[0]:
-        described = ", ".join(f"{n} {str(v.dtype).removeprefix('torch.')} {list(s)}" for (n, v), s in zip(values, shapes))
-        raise InvalidModelError(
-            f"the program takes {len(values)} inputs that differ in dtype or rank ({described}); several inputs "
-            "are supported when they share one dtype and rank, as token ids and their masks do"
-        )
-    dims = tuple(d[0] if len(set(d)) == 1 else None for d in zip(*shapes))
-    return InputSpec(shape=(None, *dims[1:]), dtype=values[0][1].dtype).packed(tuple(n for n, _ in values))
+    return spec_of_inputs(
+        [n for n, _ in values],
+        shapes,
+        [v.dtype for _, v in values],
+        [f"{n} {str(v.dtype).removeprefix('torch.')} {list(s)}" for (n, v), s in zip(values, shapes)],
+    )
 
 
 def load_pt2(path: Path) -> LoadedModel:

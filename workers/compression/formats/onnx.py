@@ -13,7 +13,7 @@ from torch import nn
 from ..contract.errors import InvalidModelError
 from .archive import extract_zip
 from .exported import EXAMPLE_BATCH
-from .spec import InputSpec, LoadedModel, ModelFormat, check_input_names
+from .spec import InputSpec, LoadedModel, ModelFormat, check_input_names, spec_of_inputs
 
 ONNX_TO_TORCH = {
     "tensor(float)": torch.float32,
@@ -35,6 +35,17 @@ NUMPY_TYPES = {
 }
 
 
+def onnx_feed(x: np.ndarray, names: tuple[str, ...], types: dict) -> dict[str, np.ndarray]:
+    """A session's feed from the engine's tensor: one input as it is, several unpacked from dimension 1 by
+    name; each cast to the type the session wants (datasets hold int64 ids and float32, a model may want int32)."""
+    parts = [x] if len(names) == 1 else [x[:, i] for i in range(len(names))]
+    feed = {}
+    for name, part in zip(names, parts):
+        want = types.get(name)
+        feed[name] = np.ascontiguousarray(part if want is None or part.dtype == want else part.astype(want))
+    return feed
+
+
 class OnnxModule(nn.Module):
     """Wraps an onnxruntime session so measurement and later steps can call it like a module."""
 
@@ -47,10 +58,6 @@ class OnnxModule(nn.Module):
         # what each input must be as numpy: datasets hold int64 ids and float32, a model may want int32
         self.input_types = {i.name: NUMPY_TYPES.get(i.type) for i in self.session.get_inputs()}
         self.packed_names: tuple[str, ...] | None = self.input_names if len(self.input_names) > 1 else None
-
-    def _typed(self, name: str, array: np.ndarray) -> np.ndarray:
-        want = self.input_types.get(name)
-        return np.ascontiguousarray(array if want is None or array.dtype == want else array.astype(want))
 
     def bind_inputs(self, names: tuple[str, ...]) -> None:
         """Which entry of dimension 1 is which input: an ONNX session needs every input, by name."""
@@ -79,11 +86,7 @@ class OnnxModule(nn.Module):
         return ort.InferenceSession(str(self.model_path), options, providers=providers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.detach().cpu()
-        if self.packed_names is None:
-            feed = {self.input_name: self._typed(self.input_name, x.numpy())}
-        else:
-            feed = {name: self._typed(name, x[:, i].numpy()) for i, name in enumerate(self.packed_names)}
+        feed = onnx_feed(x.detach().cpu().numpy(), self.packed_names or (self.input_name,), self.input_types)
         outs = [torch.from_numpy(np.asarray(o)) for o in self.session.run(None, feed)]
         return outs[0] if len(outs) == 1 else tuple(outs)  # every head of a detector, as torch models return them
 
@@ -179,23 +182,15 @@ def _fixed_batch(proto) -> int | None:
 
 
 def _input_spec(inputs) -> InputSpec:
-    """One input as it is; several (token ids, masks) packed along dimension 1 when they share a type and
-    rank, each dimension fixed where all inputs fix it alike."""
     for i in inputs:
         if i.type not in ONNX_TO_TORCH:
             raise InvalidModelError(f"unsupported ONNX input type {i.type} (input {i.name!r})")
-    shapes = [tuple(d if isinstance(d, int) and d > 0 else None for d in i.shape) for i in inputs]
-    if len(inputs) == 1:
-        return InputSpec(shape=shapes[0], dtype=ONNX_TO_TORCH[inputs[0].type])
-    if len({i.type for i in inputs}) != 1 or len({len(s) for s in shapes}) != 1 or len(shapes[0]) < 1:
-        described = ", ".join(f"{i.name} {i.type} {list(i.shape)}" for i in inputs)
-        raise InvalidModelError(
-            f"the model takes {len(inputs)} inputs that differ in type or rank ({described}); several inputs are "
-            "supported when they share one type and rank, as token ids and their masks do"
-        )
-    dims = tuple(d[0] if len(set(d)) == 1 else None for d in zip(*shapes))
-    base = InputSpec(shape=(None, *dims[1:]), dtype=ONNX_TO_TORCH[inputs[0].type])
-    return base.packed(tuple(i.name for i in inputs))
+    return spec_of_inputs(
+        [i.name for i in inputs],
+        [tuple(d if isinstance(d, int) and d > 0 else None for d in i.shape) for i in inputs],
+        [ONNX_TO_TORCH[i.type] for i in inputs],
+        [f"{i.name} {i.type} {list(i.shape)}" for i in inputs],
+    )
 
 
 def save_onnx(module: nn.Module, spec: InputSpec, path: Path) -> Path:

@@ -129,6 +129,25 @@ class LoadedModel:
         return self.input_spec
 
 
+def spec_of_inputs(
+    names: list[str], shapes: list[tuple[int | None, ...]], dtypes: list[torch.dtype], described: list[str]
+) -> InputSpec:
+    """A model's input spec from its inputs (ONNX session inputs, a program's signature): one as it is; several
+    (token ids, masks) packed along dimension 1 when they share a dtype and rank, each dimension fixed where
+    every input fixes it alike. `described` says each input in the refusal."""
+    from ..contract.errors import InvalidModelError
+
+    if len(names) == 1:
+        return InputSpec(shape=shapes[0], dtype=dtypes[0])
+    if len(set(dtypes)) != 1 or len(set(map(len, shapes))) != 1 or not shapes[0]:
+        raise InvalidModelError(
+            f"the model takes {len(names)} inputs that differ in type or rank ({', '.join(described)}); several "
+            "inputs are supported when they share one type and rank, as token ids and their masks do"
+        )
+    dims = tuple(d[0] if len(set(d)) == 1 else None for d in zip(*shapes))
+    return InputSpec(shape=(None, *dims[1:]), dtype=dtypes[0]).packed(tuple(names))
+
+
 def check_input_names(given: tuple[str, ...], accepted: tuple[str, ...], required: tuple[str, ...]) -> None:
     """The dataset's input names against the model's: every name known, every required one present."""
     from ..contract.errors import InvalidDatasetError

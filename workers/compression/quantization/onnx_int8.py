@@ -57,17 +57,11 @@ class _Calibration(CalibrationDataReader):
                  types: dict | None = None):
         self.input_name, self.batches, self.names, self.types = input_name, iter(batches), names, types or {}
 
-    def _typed(self, name: str, array: np.ndarray) -> np.ndarray:
-        want = self.types.get(name)
-        return np.ascontiguousarray(array if want is None else array.astype(want, copy=False))
-
     def get_next(self):
+        from ..formats.onnx import onnx_feed
+
         x = next(self.batches, None)
-        if x is None:
-            return None
-        if self.names:
-            return {name: self._typed(name, x[:, i]) for i, name in enumerate(self.names)}
-        return {self.input_name: self._typed(self.input_name, x)}
+        return None if x is None else onnx_feed(x, self.names or (self.input_name,), self.types)
 
 
 def quantize_static(
