@@ -206,3 +206,40 @@ def test_verdict_is_inconclusive_when_the_interval_cannot_tell():
     assert verdict(ratios(1.0, 0.97, 1.03, size=1.0)) == "no_gain"
     # reports stored before intervals existed still get a verdict from the medians
     assert verdict(Ratios(size_ratio=1.0, speedup_b1=1.5, speedup_bN=1.4)) == "faster_only"
+
+
+def test_an_artifact_that_lost_its_quality_is_not_called_faster_and_smaller():
+    """mobilenet_v2 pruned on 160 unlabelled images kept 0 % top-1 agreement and was reported
+    faster_and_smaller: quality past the step's budget (or 10 points without one) is the verdict."""
+    from pathlib import Path
+
+    from workers.compression.contract.measure import Latency, Measurement, Ratios
+    from workers.compression.contract.recipe import quantize_step
+    from workers.compression.methods import StepOutput
+    from workers.compression.results import Measured, artifact_entry
+
+    def measurement(accuracy, agreement):
+        return Measurement(
+            size_bytes=1, params=1, nonzero_params=1, macs=None, latency_ms=Latency(b1=None, bN=None, batch=8),
+            throughput_per_s=None, peak_mem_bytes=None, accuracy=accuracy, agreement=agreement,
+            agreement_metric="top1", cosine_similarity=None, device="cpu", runtime="eager",
+        )
+
+    base = measurement(None, None)
+    fast = Ratios(size_ratio=3.0, speedup_b1=2.0, speedup_bN=2.0)
+
+    def entry(step, accuracy, agreement, baseline=base):
+        out = StepOutput(path=Path("a.pt2"), format="pt2")
+        return artifact_entry(step, Measured(out, measurement(accuracy, agreement), fast), baseline, 8)
+
+    plain, strict = quantize_step("fp16"), quantize_step("int8_dynamic", max_accuracy_drop=0.01)
+    assert entry(plain, None, 0.95).verdict == "faster_and_smaller"  # 5 points: within the default 10
+    lost = entry(plain, None, 0.0)
+    assert lost.verdict == "quality_lost"
+    assert lost.verdict_reason.startswith("quality lost: top1 0.000") and "100.0 points" in lost.verdict_reason
+    assert "2.00x" in lost.verdict_reason  # the speed figures are still there, after the reason
+    assert entry(strict, None, 0.97).verdict == "quality_lost"  # the step's own budget is the limit
+    # with labels, accuracy is what counts: 0.90 against 0.92 is 2 points, whatever the agreement
+    labelled = measurement(0.92, None)
+    assert entry(plain, 0.90, 0.5, labelled).verdict == "faster_and_smaller"
+    assert entry(plain, 0.70, 0.99, labelled).verdict == "quality_lost"

@@ -85,6 +85,31 @@ def test_token_ids_and_mask_reach_the_model_by_name(tmp_path, quick):
     step = report["steps"][0]
     assert step["measurement"]["accuracy"] is not None and step["measurement"]["agreement"] > 0.9
 
+    # the artifact takes the model's own inputs, by name, at any sequence length (the data's was 32)
+    program = torch.export.load(str(tmp_path / "out" / step["artifact_id"]))
+    assert list(program.graph_signature.user_inputs) == ["attention_mask", "input_ids"]
+    ids, mask = padded_ids(3, 20, seed=1)
+    with torch.no_grad():
+        got = program.module()(attention_mask=torch.from_numpy(mask), input_ids=torch.from_numpy(ids))
+        want = net(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask)).logits
+    assert got.shape == want.shape and (got - want).abs().max() < 0.05 * want.abs().max() + 1e-3
+
+
+def test_an_onnx_export_of_a_text_model_takes_named_inputs_of_any_length(tmp_path, quick):
+    import onnxruntime as ort
+
+    net, archive = tiny_bert_zip(tmp_path)
+    ids, mask = padded_ids(24)
+    np.savez(tmp_path / "ids.npz", input_ids=ids, attention_mask=mask)
+    recipe = {"steps": [{"method": "export", "format": "onnx"}]}
+    report = run_recipe(archive, recipe, data_path=tmp_path / "ids.npz", out_dir=tmp_path / "out", settings=quick)
+    session = ort.InferenceSession(str(tmp_path / "out" / report["steps"][0]["artifact_id"]))
+    assert [i.name for i in session.get_inputs()] == ["input_ids", "attention_mask"]
+    ids, mask = padded_ids(5, 40, seed=2)  # longer than the data's 32, within the model's 64 positions
+    got = session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+    want = net(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask)).logits.detach().numpy()
+    np.testing.assert_allclose(got, want, atol=1e-4)
+
 
 def test_a_text_dataset_is_tokenized_with_the_uploads_tokenizer(tmp_path, quick):
     net, archive = tiny_bert_zip(tmp_path)

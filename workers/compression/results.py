@@ -16,6 +16,9 @@ from .methods import StepOutput, report_entry_for
 
 SPEEDUP_THRESHOLD = 1.05  # below 5 % a latency change is within run-to-run noise
 SIZE_THRESHOLD = 1.05
+# a step without its own max_accuracy_drop still must not call an artifact that lost this much "faster and
+# smaller": 10 points of accuracy (or of top-1 agreement, or 0.10 of cosine) is past any budget a user gives
+QUALITY_LOST_DROP = 0.10
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,24 @@ def verdict(r: Ratios, batch: int = 0) -> str:
     return {(True, True): "faster_and_smaller", (False, True): "smaller_only", (True, False): "faster_only"}.get(
         (faster, smaller), "no_gain"
     )
+
+
+def quality_lost_reason(step, base: Measurement, m: Measurement) -> str | None:
+    """Why an artifact's quality is lost, in words: its drop against the baseline is past the step's
+    max_accuracy_drop, or past QUALITY_LOST_DROP for a step that has none. None while it holds."""
+    drop = _quality_drop(base, m)
+    if drop is None:
+        return None
+    budget = getattr(step, "max_accuracy_drop", None)
+    allowed = QUALITY_LOST_DROP if budget is None else max(budget, 0.0)
+    if drop <= allowed + 1e-9:
+        return None
+    if base.accuracy is not None and m.accuracy is not None:
+        what = f"accuracy {m.accuracy:.3f} against the original's {base.accuracy:.3f}"
+    else:
+        what = f"{m.agreement_metric or 'agreement'} {m.agreement:.3f} with the original's outputs"
+    source = "the step's max_accuracy_drop" if budget is not None else "the default limit"
+    return f"quality lost: {what}, a drop of {drop * 100:.1f} points, more than {source} of {allowed * 100:.3g}"
 
 
 def _with_interval(s: float, ci: dict, key: str) -> str:
@@ -118,8 +139,10 @@ def speed_fields(r: Ratios) -> dict:
     }
 
 
-def artifact_entry(step, measured: Measured, batch: int, *, params: bool = True) -> ArtifactReport:
+def artifact_entry(step, measured: Measured, base: Measurement, batch: int, *, params: bool = True) -> ArtifactReport:
     out, m, r = measured.output, measured.measurement, measured.ratios
+    lost = quality_lost_reason(step, base, m)
+    reason = verdict_reason(r, m, batch)
     return ArtifactReport(
         method=step.method,
         params=step.model_dump(mode="json", exclude={"method"}) if params else None,
@@ -127,8 +150,9 @@ def artifact_entry(step, measured: Measured, batch: int, *, params: bool = True)
         format=out.format,
         measurement=m,
         **speed_fields(r),
-        verdict=verdict(r, batch),
-        verdict_reason=verdict_reason(r, m, batch),
+        # speed and size are worth nothing on a model that no longer does its job: that verdict comes first
+        verdict="quality_lost" if lost else verdict(r, batch),
+        verdict_reason=f"{lost}; {reason}" if lost else reason,
         notes=[*out.notes, *ratio_notes(r)],
         details=out.details or None,
     )
@@ -165,10 +189,10 @@ def recommend_runtime(step, base: Measurement, options: Sequence[Measured]) -> M
 def runtimes_entry(step, base: Measurement, options: Sequence[Measured], batch: int) -> StepReport:
     """The default entry: the step's artifact, or the recommended one of several runtimes beside the others."""
     chosen = recommend_runtime(step, base, options)
-    entry = step_report(artifact_entry(step, chosen, batch))
+    entry = step_report(artifact_entry(step, chosen, base, batch))
     if len(options) > 1:
         entry.runtimes = [
-            artifact_entry(step, o, batch, params=False).model_copy(update={"recommended": o is chosen})
+            artifact_entry(step, o, base, batch, params=False).model_copy(update={"recommended": o is chosen})
             for o in options
         ]
         entry.recommended = entry.artifact_id

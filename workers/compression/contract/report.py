@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from .formats import ModelFormat
 from .measure import Interval, Measurement, ReferenceRatios
 
-Verdict = Literal["faster_and_smaller", "smaller_only", "faster_only", "no_gain", "inconclusive"]
+Verdict = Literal["faster_and_smaller", "smaller_only", "faster_only", "no_gain", "inconclusive", "quality_lost"]
 
 
 def _omitted_when_none(description: str, default: Any = None) -> Any:

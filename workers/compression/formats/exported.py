@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
+import keyword
 from pathlib import Path
 
 import torch
@@ -43,17 +45,19 @@ class PackedProgram(nn.Module):
     """A program with several tensor inputs of one shape, fed one tensor packed along dimension 1; the
     program's own argument names say which entry goes where."""
 
-    def __init__(self, program: nn.Module, input_names: tuple[str, ...]):
+    def __init__(self, program: nn.Module, input_names: tuple[str, ...], *, by_keyword: bool = False):
         super().__init__()
         self.program, self.input_names = program, input_names
         self.packed_names = input_names
+        self.by_keyword = by_keyword  # exported with keyword arguments (Squeeze's own artifacts): called so
 
     def bind_inputs(self, names: tuple[str, ...]) -> None:
         check_input_names(names, self.input_names, self.input_names)
         self.packed_names = names
 
     def forward(self, x: torch.Tensor):
-        return self.program(*[x[:, self.packed_names.index(name)] for name in self.input_names])
+        inputs = {name: x[:, self.packed_names.index(name)] for name in self.input_names}
+        return self.program(**inputs) if self.by_keyword else self.program(*inputs.values())
 
 
 def _input_values(program: torch.export.ExportedProgram) -> list[tuple[str, torch.Tensor]]:
@@ -65,6 +69,12 @@ def _input_values(program: torch.export.ExportedProgram) -> list[tuple[str, torc
             raise InvalidModelError(f"the program's input {name!r} is not a tensor")
         values.append((name, val))
     return values
+
+
+def _keyword_inputs(program: torch.export.ExportedProgram) -> list[str]:
+    """The names the program takes as keyword arguments (its call spec is (args, kwargs))."""
+    kwargs = program.call_spec.in_spec.child(1)
+    return list(kwargs.context or []) if kwargs.type is dict else []
 
 
 def _program_spec(values: list[tuple[str, torch.Tensor]]) -> InputSpec:
@@ -99,7 +109,7 @@ def load_pt2(path: Path) -> LoadedModel:
     # exported programs are captured in inference mode and refuse .eval(); the flag tells exporters so
     module.training = False
     if spec.names:
-        module = PackedProgram(module, spec.names)
+        module = PackedProgram(module, spec.names, by_keyword=bool(_keyword_inputs(program)))
         module.training = False
     return LoadedModel(
         module=module,
@@ -112,11 +122,54 @@ def load_pt2(path: Path) -> LoadedModel:
     )
 
 
-def export_program(module: nn.Module, spec: InputSpec) -> torch.export.ExportedProgram:
-    """Exports with a dynamic batch dimension where the model allows one."""
+class NamedInputs(nn.Module):
+    """A module fed one packed tensor (InputSpec.names), exported with its inputs as separate arguments named
+    as the model names them: the artifact then takes `input_ids`, `attention_mask`, ... as the original did,
+    not the engine's packing. The names reach torch.export (and the ONNX exporter) through the signature."""
+
+    def __init__(self, packed: nn.Module, names: tuple[str, ...]):
+        super().__init__()
+        self.packed = packed
+        self.training = packed.training
+        # per instance: torch.export reads the argument names from inspect.signature(module.forward)
+        self.forward = functools.partial(type(self)._stacked, self)
+        self.forward.__signature__ = inspect.Signature(
+            [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in names]
+        )
+
+    def _stacked(self, *args: torch.Tensor, **kwargs: torch.Tensor):
+        bound = self.forward.__signature__.bind(*args, **kwargs)  # by position or by name, as a caller likes
+        return self.packed(torch.stack(list(bound.arguments.values()), 1))
+
+
+def export_arguments(
+    module: nn.Module, spec: InputSpec, *, artifact: bool = True
+) -> tuple[nn.Module, tuple, dict, tuple | dict]:
+    """What an exporter is given: the module, example arguments (positional, keyword) and their dynamic
+    dimensions.
+
+    For an artifact (a file a user runs): the batch and every dimension the model leaves dynamic (a text
+    model's sequence length), and packed named inputs as named arguments when every name can be one (ONNX
+    names such as 'input.1' cannot). For a graph the engine works on (PT2E quantization): the packed tensor,
+    as every method is fed, with the same dynamic dimensions, so that its artifact keeps them."""
+    auto = torch.export.Dim.AUTO
     example = spec.example(EXAMPLE_BATCH).to(module_device(module))
+    names = spec.names or ()
+    if artifact and names and all(n.isidentifier() and not keyword.iskeyword(n) for n in names):
+        # by keyword, as Hugging Face users call models: `program.module()(**tokenizer(texts, ...))`
+        dynamic = {0: auto, **{i: auto for i, d in enumerate(spec.shape[2:], start=1) if d is None}}
+        kwargs = {name: example[:, i] for i, name in enumerate(names)}
+        return NamedInputs(module, names), (), kwargs, dict.fromkeys(names, dynamic)
+    dynamic = {0: auto, **{i: auto for i, d in enumerate(spec.shape[1:], start=1) if d is None}}
+    return module, (example,), {}, (dynamic,)
+
+
+def export_program(module: nn.Module, spec: InputSpec, *, artifact: bool = False) -> torch.export.ExportedProgram:
+    """Exports with a dynamic batch dimension where the model allows one; an artifact also keeps the model's
+    other dynamic dimensions and its named inputs (export_arguments). Dim.AUTO: what the graph fixes stays fixed."""
+    exported, args, kwargs, dynamic = export_arguments(module, spec, artifact=artifact)
     try:
-        return torch.export.export(module, (example,), dynamic_shapes=({0: torch.export.Dim.AUTO},), strict=False)
+        return torch.export.export(exported, args, kwargs, dynamic_shapes=dynamic, strict=False)
     except Exception as e:
         raise InvalidModelError(f"torch.export failed on this model: {type(e).__name__}: {e}") from None
 
@@ -127,7 +180,7 @@ DEBUG_META = ("stack_trace", "from_node")
 
 
 def save_pt2(module: nn.Module, spec: InputSpec, path: Path) -> Path:
-    program = export_program(module, spec)
+    program = export_program(module, spec, artifact=True)
     for node in program.graph.nodes:
         for key in DEBUG_META:
             node.meta.pop(key, None)

@@ -12,7 +12,7 @@ from torch import nn
 
 from ..contract.errors import InvalidModelError
 from .archive import extract_zip
-from .exported import EXAMPLE_BATCH
+from .exported import export_arguments
 from .spec import InputSpec, LoadedModel, ModelFormat, check_input_names, spec_of_inputs
 
 ONNX_TO_TORCH = {
@@ -194,12 +194,13 @@ def _input_spec(inputs) -> InputSpec:
 
 
 def save_onnx(module: nn.Module, spec: InputSpec, path: Path) -> Path:
-    example = spec.example(EXAMPLE_BATCH)
+    exported, args, kwargs, dynamic = export_arguments(module, spec)
     try:
         program = torch.onnx.export(
-            module,
-            (example,),
-            dynamic_shapes=({0: torch.export.Dim.AUTO},),
+            exported,
+            args,
+            kwargs=kwargs,
+            dynamic_shapes=dynamic,
             dynamo=True,
             verbose=False,
         )

@@ -36,9 +36,9 @@ def report_entry(step: AutoStep, base: Measurement, options: Sequence, batch: in
     ]
     rec = recommend(points, step.objective, step.max_accuracy_drop)
     chosen = options[rec.point.key]
-    entry = step_report(artifact_entry(step, chosen, batch))
+    entry = step_report(artifact_entry(step, chosen, base, batch))
     entry.front = [
-        artifact_entry(step, o, batch, params=False).model_copy(update={"recommended": o is chosen}) for o in options
+        artifact_entry(step, o, base, batch, params=False).model_copy(update={"recommended": o is chosen}) for o in options
     ]
     entry.recommended = entry.artifact_id
     entry.objective = step.objective
