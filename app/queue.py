@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
-from app.store.broker import CPU_QUEUE, GPU_QUEUE, INSPECT_TASK, RUN_JOB_TASK, get_celery
+from app.store.broker import CPU_QUEUE, GPU_QUEUE, INSPECT_QUEUE, INSPECT_TASK, RUN_JOB_TASK, get_celery
 
 from .errors import ApiError
 from .uploads.service import mark_unqueued
@@ -17,7 +17,7 @@ def queue_for(device: str) -> str:
 
 def enqueue_inspection(session: Session, row, kind: str) -> None:
     try:
-        get_celery().send_task(INSPECT_TASK, args=[kind, row.id], queue=CPU_QUEUE)
+        get_celery().send_task(INSPECT_TASK, args=[kind, row.id], queue=INSPECT_QUEUE)
     except Exception as e:  # broker down: say so now rather than leave the upload pending forever
         raise mark_unqueued(session, row, e) from None
 

@@ -17,7 +17,7 @@ from app.store import blob_refs
 from app.store.blobs import get_blob_store
 from app.store.config import get_settings
 from app.store.db import session_factory, utcnow
-from app.store.job_state import requeue_or_fail_stale, stale_cutoff
+from app.store.job_state import queued_of_tenant, requeue_or_fail_stale, stale_cutoff
 from app.store.tables.datasets import Dataset
 from app.store.tables.jobs import QUEUED, Job
 from app.store.tables.models import Model
@@ -67,8 +67,11 @@ def sweep_once() -> list[tuple[str, str]]:
         changed = requeue_or_fail_stale(session, stale_cutoff(settings.heartbeat_timeout_s), settings.job_max_attempts)
         for job_id, status in changed:
             log.warning("job's worker stopped responding: job is now %s", status, extra={"job_id": job_id})
+            job = session.get(Job, job_id)
             if status == QUEUED:
-                enqueue_job(job_id, session.get(Job, job_id).queue)
+                enqueue_job(job_id, job.queue)
+            elif waiting := queued_of_tenant(session, job.tenant_id, job.queue):
+                enqueue_job(waiting, job.queue)  # its tenant's running limit has a free place again
     return changed
 
 

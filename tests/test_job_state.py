@@ -78,3 +78,64 @@ def test_sweeper(session, attempts, cancel, expected):
     if expected == "queued":  # a redelivered or re-sent message may now claim it
         assert claim(session, "job_1", "w2", stale_cutoff(60), 3).attempts == attempts + 1
     assert requeue_or_fail_stale(session, stale_cutoff(60), 3) == []  # nothing twice
+
+
+def test_dispatch_is_fair_between_tenants(session):
+    """Tenant a queued six jobs before tenant b queued one: b's comes right after a's first, not after all
+    six; a tenant at its running limit waits while another's job can run."""
+    from app.store.job_state import dispatch_order
+
+    other = get_or_create_tenant(session, "b")
+    t0 = utcnow() - timedelta(minutes=10)
+    a_jobs = [f"job_a{i}" for i in range(5)]
+    for i, job_id in enumerate(a_jobs):
+        session.add(
+            Job(
+                id=job_id,
+                tenant_id=session.get(Job, "job_1").tenant_id,
+                model_id="mdl_1",
+                recipe={"steps": []},
+                device="cpu",
+                queue="cpu",
+                created_at=t0 + timedelta(seconds=i),
+            )
+        )
+    session.add(
+        Model(id="mdl_b", tenant_id=other.id, name="m", format="pt2", sha256="1" * 64, size_bytes=1, blob_key="k2")
+    )
+    session.flush()
+    session.add(
+        Job(
+            id="job_b",
+            tenant_id=other.id,
+            model_id="mdl_b",
+            recipe={"steps": []},
+            device="cpu",
+            queue="cpu",
+            created_at=t0 + timedelta(minutes=1),
+        )
+    )
+    session.add(
+        Job(
+            id="job_gpu",
+            tenant_id=other.id,
+            model_id="mdl_b",
+            recipe={"steps": []},
+            device="cuda",
+            queue="gpu",
+            created_at=t0,
+        )
+    )
+    session.commit()
+    fresh = stale_cutoff(60)
+    session.get(Job, "job_1").created_at = t0 - timedelta(seconds=1)
+    session.commit()
+    assert dispatch_order(session, "cpu", 4, 3)[0] == "job_1"  # nobody has run anything yet: the oldest first
+    assert claim(session, "job_1", "w1", fresh, 3)  # a now runs one
+    order = dispatch_order(session, "cpu", 4, 3)
+    assert order[0] == "job_b" and order[1:] == a_jobs  # b, which runs nothing, goes before a's backlog
+    assert claim(session, "job_b", "w2", fresh, 3)
+    # both run one; a's last job started before b's: a's turn
+    assert dispatch_order(session, "cpu", 4, 3)[0] == "job_a0"
+    assert dispatch_order(session, "cpu", 1, 3) == []  # each tenant at a limit of one: nothing may start
+    assert dispatch_order(session, "gpu", 4, 3) == ["job_gpu"]  # queues are dispatched apart

@@ -335,10 +335,11 @@ def tiny_llama_zip(tmp_path):
     "step",
     [
         {"method": "quantize", "scheme": "int8_weight_only"},
+        {"method": "quantize", "scheme": "int4_weight_only", "group_size": 32},
         {"method": "quantize", "scheme": "int8_dynamic"},
         {"method": "distill", "student": {"derive": {"layers": 1}}, "epochs": 1},
     ],
-    ids=["int8_weight_only", "int8_dynamic", "derive_layers"],
+    ids=["int8_weight_only", "int4_weight_only", "int8_dynamic", "derive_layers"],
 )
 def test_a_causal_language_model_is_judged_by_perplexity(tmp_path, quick, step):
     archive = tiny_llama_zip(tmp_path)

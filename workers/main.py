@@ -1,6 +1,6 @@
 """`squeeze-worker`: one Celery worker process (prefork pool) on this machine's queues.
 
-Queues: `cpu` always; `gpu` too when this machine has CUDA (SQUEEZE_WORKER_QUEUES=auto). A worker
+Queues: `inspect` and `cpu` always; `gpu` too when this machine has CUDA (SQUEEZE_WORKER_QUEUES=auto). A worker
 without CUDA refuses the `gpu` queue, so `device: "cuda"` jobs wait, visibly queued, for a GPU worker
 instead of silently running on a CPU."""
 
@@ -12,7 +12,7 @@ import signal
 import socket
 import sys
 
-from app.store.broker import CPU_QUEUE, GPU_QUEUE, get_celery
+from app.store.broker import CPU_QUEUE, GPU_QUEUE, INSPECT_QUEUE, get_celery
 from app.store.config import get_settings
 from app.store.presence import keep_beating
 
@@ -22,15 +22,16 @@ from .sandbox import SandboxUnavailable, probe
 
 
 def queues_for(setting: str, has_cuda: bool) -> list[str]:
+    """The job queues the setting names, after the inspection queue every worker serves."""
     if setting == "auto":
-        return [CPU_QUEUE, GPU_QUEUE] if has_cuda else [CPU_QUEUE]
-    queues = [q.strip() for q in setting.split(",") if q.strip()]
+        return [INSPECT_QUEUE, CPU_QUEUE, GPU_QUEUE] if has_cuda else [INSPECT_QUEUE, CPU_QUEUE]
+    queues = [q.strip() for q in setting.split(",") if q.strip() and q.strip() != INSPECT_QUEUE]
     unknown = set(queues) - {CPU_QUEUE, GPU_QUEUE}
     if unknown or not queues:
         raise SystemExit(f"SQUEEZE_WORKER_QUEUES: unknown queue(s) {sorted(unknown)}; use cpu, gpu or auto")
     if GPU_QUEUE in queues and not has_cuda:
         raise SystemExit("SQUEEZE_WORKER_QUEUES asks for the gpu queue but this machine has no CUDA GPU")
-    return queues
+    return [INSPECT_QUEUE, *queues]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -21,7 +21,7 @@ from app.store.blobs import get_blob_store
 from app.store.broker import INSPECT_TASK, RUN_JOB_TASK, WEBHOOK_TASK, get_celery
 from app.store.config import get_settings
 from app.store.db import get_engine, session_factory, session_scope
-from app.store.job_state import add_event, claim, finish, heartbeat, stale_cutoff
+from app.store.job_state import add_event, claim, dispatch_order, finish, heartbeat, queued_of_tenant, stale_cutoff
 from app.store.logs import configure_logging, job_id_var
 from app.store.tables.artifacts import Artifact, Measurement
 from app.store.tables.datasets import Dataset
@@ -75,14 +75,61 @@ def _worker_name(task) -> str:
     return f"{task.request.hostname or socket.gethostname()}:{os.getpid()}"
 
 
-def _dead_owner_here(session, job_id: str, worker: str) -> str | None:
-    """The job's owner when it was a pool process of this very worker that has died (reject_on_worker_lost
-    redelivers its message at once): the job can be taken over now instead of after the heartbeat timeout."""
-    owner = session.scalar(select(Job.worker).where(Job.id == job_id, Job.status == RUNNING))
-    node, _, pid = (owner or "").rpartition(":")
-    if not owner or node != worker.rpartition(":")[0] or not pid.isdigit() or int(pid) == os.getpid():
-        return None
-    return None if psutil.pid_exists(int(pid)) else owner
+def _orphan_here(session, queue: str, worker: str) -> tuple[str, str] | None:
+    """A running job of `queue` whose owner was a pool process of this very worker that has died
+    (reject_on_worker_lost redelivers its message at once): (job id, dead owner), taken over now instead of
+    after the heartbeat timeout."""
+    node = worker.rpartition(":")[0]
+    owners = session.execute(
+        select(Job.id, Job.worker).where(Job.status == RUNNING, Job.queue == queue, Job.worker.like(f"{node}:%"))
+    ).all()
+    for job_id, owner in owners:
+        pid = owner.rpartition(":")[2]
+        if (
+            owner.rpartition(":")[0] == node
+            and pid.isdigit()
+            and int(pid) != os.getpid()
+            and not psutil.pid_exists(int(pid))
+        ):
+            return job_id, owner
+    return None
+
+
+def _take_next(session, hint: str, worker: str) -> Job | None:
+    """The job this message buys. A message names the job it was sent for (`hint`), but every message is a
+    token for one unit of work on its queue: a job a dead pool process of this worker held is taken over
+    first; then the hint, if its worker went silent (a redelivery); otherwise the queued job fairest between
+    tenants (app/store/job_state.dispatch_order), which may be another tenant's than the hint's. Each queued
+    job has a message, so a token spent on another job leaves that job's message for the hint."""
+    settings = get_settings()
+    stale, attempts = stale_cutoff(settings.heartbeat_timeout_s), settings.job_max_attempts
+    row = session.execute(select(Job.queue, Job.status, Job.heartbeat_at).where(Job.id == hint)).first()
+    if row is None:
+        return None  # the job was deleted; every other queued job has its own message
+    if (orphan := _orphan_here(session, row.queue, worker)) and (
+        job := claim(session, orphan[0], worker, stale, attempts, dead_owner=orphan[1])
+    ):
+        return job
+    if row.status == RUNNING and row.heartbeat_at is not None and row.heartbeat_at < stale:
+        if job := claim(session, hint, worker, stale, attempts):
+            return job
+    for candidate in dispatch_order(session, row.queue, settings.max_running_jobs_per_tenant, attempts):
+        if job := claim(session, candidate, worker, stale, attempts):
+            return job
+    return None
+
+
+def _kick(tenant_id: str, queue: str) -> None:
+    """A job ended: if its tenant has jobs waiting, send a token for one. A token that found only tenants at
+    their running limit was spent on nothing, and this is the moment one of them may run again (an extra
+    token finds nothing to do and costs one query)."""
+    try:
+        with session_factory()() as session:
+            waiting = queued_of_tenant(session, tenant_id, queue)
+        if waiting:
+            celery.send_task(RUN_JOB_TASK, args=[waiting], queue=queue)
+    except Exception:  # the store or broker is down: the sweeper re-sends what waits too long
+        log.exception("could not send the next token for tenant %s", tenant_id)
 
 
 def _mounts(*parts: str) -> Mounts:
@@ -311,21 +358,21 @@ def _job_work(session, job: Job, mounts: Mounts, device: str) -> RunRecipe:
 
 @celery.task(name=RUN_JOB_TASK, bind=True, acks_late=True, reject_on_worker_lost=True, **STORE_RETRY)
 def run_job(self, job_id: str) -> None:
+    """`job_id`: the job this message was sent for; the job run is the one `_take_next` picks."""
     settings, worker = get_settings(), _worker_name(self)
+    with session_factory()() as session:
+        job = _take_next(session, job_id, worker)
+        if job is None:
+            log.info(
+                "no job to run for this message: finished, cancelled, running elsewhere, or its tenant at its limit",
+                extra={"job_id": job_id},
+            )
+            return
+        job_id, tenant_id, queue = job.id, job.tenant_id, job.queue
     token = job_id_var.set(job_id)
     try:
         with session_factory()() as session:
-            job = claim(
-                session,
-                job_id,
-                worker,
-                stale_cutoff(settings.heartbeat_timeout_s),
-                settings.job_max_attempts,
-                dead_owner=_dead_owner_here(session, job_id, worker),
-            )
-            if job is None:
-                log.info("job not claimed: finished, cancelled or running elsewhere")
-                return
+            job = session.get(Job, job_id)
             if job.device == "cuda" and not worker_has_cuda():
                 finish(
                     session,
@@ -362,6 +409,7 @@ def run_job(self, job_id: str) -> None:
         shutil.rmtree(mounts.host, ignore_errors=True)
     finally:
         job_id_var.reset(token)
+        _kick(tenant_id, queue)
 
 
 def _replace_results(session, job_id: str, report: Report, out_dir: Path) -> dict:

@@ -13,7 +13,7 @@ from ..dependencies import SessionDep, TenantDep, get_owned
 from ..errors import ApiError
 from ..pagination import Page, PageParams, page_params, paginate
 from ..queue import enqueue_inspection
-from ..uploads.service import delete_upload, record_upload, sniff
+from ..uploads.service import check_pending_inspections, delete_upload, record_upload, sniff
 from ..uploads.stream import receive_upload
 from .schemas import DatasetOut
 
@@ -27,6 +27,7 @@ def get_dataset(session, tenant, dataset_id: str) -> Dataset:
 @router.post("", status_code=201, response_model=DatasetOut)
 async def upload_dataset(request: Request, session: SessionDep, tenant: TenantDep) -> DatasetOut:
     settings, store = get_settings(), get_blob_store()
+    await run_in_threadpool(check_pending_inspections, session, tenant.id)
     received = await receive_upload(request, store, settings.max_upload_bytes)
     name = received.fields.get("name") or None
     if name and len(name) > 300:

@@ -9,7 +9,7 @@ from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from sqlalchemy import case, func, select
 
-from app.store.broker import CPU_QUEUE, GPU_QUEUE, get_celery
+from app.store.broker import CPU_QUEUE, GPU_QUEUE, INSPECT_QUEUE, get_celery
 from app.store.db import session_factory
 from app.store.tables.jobs import STATUSES, Job
 
@@ -30,12 +30,12 @@ def queue_depths() -> dict[str, int | None]:
     depths: dict[str, int | None] = {}
     try:
         with get_celery().connection_for_write() as conn, conn.channel() as channel:
-            for q in (CPU_QUEUE, GPU_QUEUE):
+            for q in (INSPECT_QUEUE, CPU_QUEUE, GPU_QUEUE):
                 # declaring is idempotent, and a passive declare fails on Redis for a queue never consumed
                 depths[q] = channel.queue_declare(queue=q, durable=True, auto_delete=False).message_count
     except Exception as e:  # a broker that is down must not break the scrape
         log.warning("queue depth unavailable: %s", e)
-        depths = {CPU_QUEUE: None, GPU_QUEUE: None}
+        depths = {INSPECT_QUEUE: None, CPU_QUEUE: None, GPU_QUEUE: None}
     return depths
 
 

@@ -13,6 +13,10 @@ from kombu import Queue
 from .config import get_settings
 
 CPU_QUEUE, GPU_QUEUE = "cpu", "gpu"
+# inspections have a queue of their own that every worker consumes beside its job queues: a worker takes
+# from its queues in turn, so an upload is inspected after at most the job running now, however many jobs
+# wait (a tenant's backlog of jobs cannot keep another tenant's uploads pending)
+INSPECT_QUEUE = "inspect"
 INSPECT_TASK, RUN_JOB_TASK, WEBHOOK_TASK = "squeeze.inspect_upload", "squeeze.run_job", "squeeze.deliver_webhook"
 
 
@@ -24,7 +28,7 @@ def make_celery() -> Celery:
         # redelivery of a message whose worker vanished without a trace; the job sweeper acts sooner
         transport_options["visibility_timeout"] = settings.job_time_limit_s + 600
     app.conf.update(
-        task_queues=[Queue(CPU_QUEUE), Queue(GPU_QUEUE)],
+        task_queues=[Queue(INSPECT_QUEUE), Queue(CPU_QUEUE), Queue(GPU_QUEUE)],
         task_default_queue=CPU_QUEUE,
         task_acks_late=True,
         task_reject_on_worker_lost=True,

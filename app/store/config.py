@@ -30,6 +30,9 @@ class Settings(BaseSettings):
     auth_failures_per_minute: int = Field(30, ge=1)  # missing or wrong keys from one address, per API process
     max_json_bytes: int = 1024 * 1024  # a job's JSON body (a recipe is a few KB); more answers 413
     max_active_jobs_per_tenant: int = 100  # queued + running; more answers 429
+    # a tenant's jobs running at once, over all workers; its other jobs wait while other tenants' run
+    max_running_jobs_per_tenant: int = Field(4, ge=1)
+    max_pending_inspections_per_tenant: int = Field(10, ge=1)  # uploads not yet inspected; more answers 429
     upload_chunk_bytes: int = 1024 * 1024
     stale_upload_s: int = 900  # a partial upload nothing wrote to for this long is removed (startup, sweeps)
 

@@ -4,10 +4,10 @@ retried task) can never both own a job, and a finished job never changes again."
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from .db import utcnow
@@ -62,6 +62,46 @@ def claim(
     add_event(session, job_id, "status", status_event(job) | {"worker": worker, "attempt": job.attempts})
     session.commit()
     return job
+
+
+def dispatch_order(session: Session, queue: str, max_running_per_tenant: int, max_attempts: int) -> list[str]:
+    """The queued jobs of `queue` in the order a free worker should try them: fair between tenants, so that
+    one tenant's many jobs cannot starve another's. Tenants with fewer jobs running come first, then the one
+    whose last job started longest ago (round robin), then each tenant's oldest job. A tenant already
+    running `max_running_per_tenant` jobs waits; its next job is dispatched when one of them ends (`kick`).
+
+    The broker's message for a job is a token for one unit of work, not an order to run that job: the
+    worker that takes it runs the job this order puts first (workers/tasks.py). The per-tenant limit is read,
+    not locked: two workers picking at once may let a tenant run one job over it, never two workers one job
+    (the claim stays one conditional UPDATE)."""
+    running = dict(
+        session.execute(select(Job.tenant_id, func.count()).where(Job.status == RUNNING).group_by(Job.tenant_id)).all()
+    )
+    queued = session.execute(
+        select(Job.id, Job.tenant_id, Job.created_at)
+        .where(Job.status == QUEUED, Job.queue == queue, Job.cancel_requested.is_(False), Job.attempts < max_attempts)
+        .order_by(Job.created_at)
+        .limit(1000)
+    ).all()
+    tenants = {tenant for _, tenant, _ in queued}
+    last_start = dict(
+        session.execute(
+            select(Job.tenant_id, func.max(Job.started_at)).where(Job.tenant_id.in_(tenants)).group_by(Job.tenant_id)
+        ).all()
+    )
+    never = datetime.min.replace(tzinfo=UTC)
+
+    def fairness(row) -> tuple:
+        return running.get(row.tenant_id, 0), last_start.get(row.tenant_id) or never, row.created_at
+
+    return [row.id for row in sorted(queued, key=fairness) if running.get(row.tenant_id, 0) < max_running_per_tenant]
+
+
+def queued_of_tenant(session: Session, tenant_id: str, queue: str) -> str | None:
+    """One queued job of this tenant on `queue`, if any: what a finished job's worker sends a token for."""
+    return session.scalar(
+        select(Job.id).where(Job.tenant_id == tenant_id, Job.queue == queue, Job.status == QUEUED).limit(1)
+    )
 
 
 def heartbeat(

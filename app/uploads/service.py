@@ -5,12 +5,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.store import blob_refs
 from app.store.blobs import BlobStore, key_for
+from app.store.config import get_settings
 from app.store.db import new_id
-from app.store.tables.uploads import INVALID
+from app.store.tables.datasets import Dataset
+from app.store.tables.models import Model
+from app.store.tables.uploads import INVALID, PENDING
 from workers.compression.contract.errors import UnsupportedFormatError
 
 from ..errors import ApiError
@@ -18,6 +22,23 @@ from .stream import ReceivedUpload
 
 # why the bytes were refused -> HTTP status: unsupported kinds are 415, broken files 400
 SNIFF_STATUS = {"pickle_refused": 415, "unsupported_format": 415, "empty_file": 400, "corrupt_archive": 400}
+
+
+def check_pending_inspections(session: Session, tenant_id: str) -> None:
+    """Before a byte of a new upload is read: a tenant with this many uploads still waiting for inspection
+    waits (429), so that one tenant's burst of uploads cannot fill the workers' queue ahead of the others."""
+    pending = sum(
+        session.scalar(select(func.count()).select_from(t).where(t.tenant_id == tenant_id, t.status == PENDING))
+        for t in (Model, Dataset)
+    )
+    limit = get_settings().max_pending_inspections_per_tenant
+    if pending >= limit:
+        raise ApiError(
+            429,
+            "too_many_pending_uploads",
+            f"{pending} of your uploads are still being inspected (limit {limit}); upload more when they are ready",
+            {"Retry-After": "10"},
+        )
 
 
 def sniff(received: ReceivedUpload, detect: Callable) -> str:
