@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.store.broker import CPU_QUEUE, GPU_QUEUE, INSPECT_QUEUE, INSPECT_TASK, RUN_JOB_TASK, get_celery
+from app.store.tables.jobs import QUEUED, Job
 
 from .errors import ApiError
 from .uploads.service import mark_unqueued
+
+log = logging.getLogger("squeeze.queue")
 
 
 def queue_for(device: str) -> str:
@@ -27,3 +33,35 @@ def enqueue_job(job_id: str, queue: str) -> None:
         get_celery().send_task(RUN_JOB_TASK, args=[job_id], queue=queue)
     except Exception as e:
         raise ApiError(503, "queue_unavailable", f"the job queue is unreachable; try again shortly ({e})") from None
+
+
+def queue_depths() -> dict[str, int | None]:
+    depths: dict[str, int | None] = {}
+    try:
+        with get_celery().connection_for_write() as conn, conn.channel() as channel:
+            for q in (INSPECT_QUEUE, CPU_QUEUE, GPU_QUEUE):
+                # declaring is idempotent, and a passive declare fails on Redis for a queue never consumed
+                depths[q] = channel.queue_declare(queue=q, durable=True, auto_delete=False).message_count
+    except Exception as e:  # a broker that is down must not break the scrape
+        log.warning("queue depth unavailable: %s", e)
+        depths = {INSPECT_QUEUE: None, CPU_QUEUE: None, GPU_QUEUE: None}
+    return depths
+
+
+def top_up_tokens(session: Session) -> int:
+    """Every queued job must have a message in its queue (a token a worker spends on the fairest job:
+    app/store/job_state.dispatch_order). A broker restarted without its data (Redis keeps nothing on disk
+    here) or a lost send leaves fewer messages than queued jobs: the shortfall is sent again, for the oldest
+    jobs. A worker between taking a message and claiming a job may make the count one short; the extra
+    message then finds nothing to do. Returns how many were sent."""
+    sent = 0
+    for queue, depth in queue_depths().items():
+        if depth is None or queue == INSPECT_QUEUE:
+            continue  # unknown (broker down: next sweep); inspections are re-sent by time (sweeper)
+        queued = session.scalars(
+            select(Job.id).where(Job.status == QUEUED, Job.queue == queue).order_by(Job.created_at).limit(1000)
+        ).all()
+        for job_id in queued[: max(0, len(queued) - depth)]:
+            enqueue_job(job_id, queue)
+            sent += 1
+    return sent

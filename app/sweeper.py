@@ -23,7 +23,7 @@ from app.store.tables.jobs import QUEUED, Job
 from app.store.tables.models import Model
 from app.store.tables.uploads import PENDING
 
-from .queue import enqueue_inspection, enqueue_job
+from .queue import enqueue_inspection, enqueue_job, top_up_tokens
 
 log = logging.getLogger("squeeze.sweeper")
 
@@ -72,6 +72,8 @@ def sweep_once() -> list[tuple[str, str]]:
                 enqueue_job(job_id, job.queue)
             elif waiting := queued_of_tenant(session, job.tenant_id, job.queue):
                 enqueue_job(waiting, job.queue)  # its tenant's running limit has a free place again
+        if sent := top_up_tokens(session):
+            log.warning("%d queued jobs had no message in the broker (restarted without its data?): sent again", sent)
     return changed
 
 

@@ -293,3 +293,47 @@ def wait_job(client: httpx.Client, job_id: str, timeout: float = 300) -> dict:
 
 def sha256_of(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def restart_redis(down_s: float = 2.0) -> None:
+    """Stops the machine's Redis and starts it again empty (it keeps nothing on disk here, as a cache
+    deployment may): every message in the broker is lost."""
+    subprocess.run(["redis-cli", "-p", "6379", "shutdown", "nosave"], capture_output=True, timeout=30)
+    time.sleep(down_s)
+    subprocess.run(
+        ["redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "-::1", "--port", "6379", "--save", "",
+         "--appendonly", "no", "--dir", "/var/lib/redis", "--logfile", "/var/log/redis/chaos.log"],
+        check=True, timeout=30,
+    )  # fmt: skip
+    for _ in range(100):
+        if subprocess.run(["redis-cli", "-p", "6379", "ping"], capture_output=True, text=True).stdout.strip() == "PONG":
+            return
+        time.sleep(0.1)
+    raise AssertionError("Redis did not come back")
+
+
+def restart_postgres() -> None:
+    """A fast restart of the machine's PostgreSQL: every open connection is cut."""
+    version = sorted(os.listdir("/etc/postgresql"))[-1]
+    subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart", "-m", "fast"],
+                   check=True, timeout=120)  # fmt: skip
+    for _ in range(100):
+        if subprocess.run(["pg_isready", "-q", "-h", "127.0.0.1", "-p", "5432"]).returncode == 0:
+            return
+        time.sleep(0.2)
+    raise AssertionError("PostgreSQL did not come back")
+
+
+def poll_job(client: httpx.Client, job_id: str, timeout: float = 300) -> dict:
+    """wait_job for a stack whose store or broker may be down a while: 503s are waited out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            r = client.get(f"/v1/jobs/{job_id}")
+        except httpx.TransportError:
+            r = None
+        if r is not None and r.status_code == 200 and r.json()["status"] in ("succeeded", "failed", "cancelled"):
+            return r.json()
+        assert r is None or r.status_code in (200, 503), r.text  # never a 500
+        time.sleep(0.5)
+    raise AssertionError(f"job {job_id} did not end within {timeout} s")

@@ -209,8 +209,7 @@ def supervise(
         outcome.code = JobErrorCode.DISK_EXHAUSTED
         outcome.message = f"the job died at its disk limit of {limits.disk_mb} MB (artifacts and checkpoints)"
     elif outcome.stopped is None and not outcome.ok and outcome.code is None:
-        rc = proc.returncode
-        cause = f"signal {signal.Signals(-rc).name}" if rc < 0 else f"exit code {rc}"
+        cause = _death_cause(proc.returncode, sandbox)
         near_limit = outcome.peak_rss_mb > 0.9 * memory_limit_mb
         outcome.code = JobErrorCode.RESOURCE_EXHAUSTED if near_limit else JobErrorCode.WORKER_CRASHED
         outcome.message = f"the job's process died ({cause}) without a result" + (
@@ -220,3 +219,12 @@ def supervise(
         if last:
             outcome.message += f"; last log line: {last[0][:300]}"
     return outcome
+
+
+def _death_cause(rc: int, sandbox: bool) -> str:
+    """How the child died, in words. bwrap reports a child killed by signal N as exit code 128 + N."""
+    number = -rc if rc < 0 else rc - 128 if sandbox and rc > 128 else None
+    try:
+        return f"signal {signal.Signals(number).name}" if number else f"exit code {rc}"
+    except ValueError:
+        return f"exit code {rc}"

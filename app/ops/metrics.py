@@ -9,9 +9,10 @@ from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from sqlalchemy import case, func, select
 
-from app.store.broker import CPU_QUEUE, GPU_QUEUE, INSPECT_QUEUE, get_celery
 from app.store.db import session_factory
 from app.store.tables.jobs import STATUSES, Job
+
+from ..queue import queue_depths
 
 log = logging.getLogger("squeeze.metrics")
 DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600)
@@ -24,19 +25,6 @@ REQUEST_LATENCY = Histogram(
     registry=registry,
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 120),
 )
-
-
-def queue_depths() -> dict[str, int | None]:
-    depths: dict[str, int | None] = {}
-    try:
-        with get_celery().connection_for_write() as conn, conn.channel() as channel:
-            for q in (INSPECT_QUEUE, CPU_QUEUE, GPU_QUEUE):
-                # declaring is idempotent, and a passive declare fails on Redis for a queue never consumed
-                depths[q] = channel.queue_declare(queue=q, durable=True, auto_delete=False).message_count
-    except Exception as e:  # a broker that is down must not break the scrape
-        log.warning("queue depth unavailable: %s", e)
-        depths = {INSPECT_QUEUE: None, CPU_QUEUE: None, GPU_QUEUE: None}
-    return depths
 
 
 class StoreCollector:
