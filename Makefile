@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: install run test bench bench-service bench-prune bench-distill bench-quantize bench-auto bench-sandbox bench-measure bench-zoo clean
+.PHONY: install run test bench bench-service bench-prune bench-distill bench-quantize bench-auto bench-sandbox bench-measure bench-zoo bench-scale clean
 
 $(STAMP): pyproject.toml client/pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -32,7 +32,11 @@ bench: install
 bench-measure: install
 	$(PY) bench/measure.py
 
+bench-scale: install
+	$(PY) bench/scale.py
+
 bench-zoo: install
+	$(PY) -m pip install -q -e '.[zoo]'
 	$(PY) bench/zoo.py --table bench/out/zoo.md
 
 bench-prune: install

