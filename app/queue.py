@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.store.broker import CPU_QUEUE, GPU_QUEUE, INSPECT_QUEUE, INSPECT_TASK, RUN_JOB_TASK, get_celery
-from app.store.tables.jobs import QUEUED, Job
+from app.store.config import get_settings
+from app.store.job_state import runnable_now
 
 from .errors import ApiError
 from .uploads.service import mark_unqueued
@@ -49,19 +49,21 @@ def queue_depths() -> dict[str, int | None]:
 
 
 def top_up_tokens(session: Session) -> int:
-    """Every queued job must have a message in its queue (a token a worker spends on the fairest job:
-    app/store/job_state.dispatch_order). A broker restarted without its data (Redis keeps nothing on disk
-    here) or a lost send leaves fewer messages than queued jobs: the shortfall is sent again, for the oldest
+    """Every job that could start now must have a message in its queue (a token a worker spends on the
+    fairest job: app/store/job_state.dispatch_order); jobs of tenants at their running limit get theirs
+    when one of that tenant's jobs ends. A broker restarted without its data (Redis keeps nothing on disk
+    here) or a lost send leaves fewer messages than that: the shortfall is sent again, for the oldest
     jobs. A worker between taking a message and claiming a job may make the count one short; the extra
-    message then finds nothing to do. Returns how many were sent."""
+    message then finds nothing to do. Each API process's sweeper does this, so a shortfall may be sent once
+    per process: extra messages cost a query each and do not accumulate (they count as depth next time).
+    Returns how many were sent."""
+    settings = get_settings()
     sent = 0
     for queue, depth in queue_depths().items():
         if depth is None or queue == INSPECT_QUEUE:
             continue  # unknown (broker down: next sweep); inspections are re-sent by time (sweeper)
-        queued = session.scalars(
-            select(Job.id).where(Job.status == QUEUED, Job.queue == queue).order_by(Job.created_at).limit(1000)
-        ).all()
-        for job_id in queued[: max(0, len(queued) - depth)]:
+        runnable = runnable_now(session, queue, settings.max_running_jobs_per_tenant, settings.job_max_attempts)
+        for job_id in runnable[: max(0, len(runnable) - depth)]:
             enqueue_job(job_id, queue)
             sent += 1
     return sent

@@ -139,3 +139,26 @@ def test_dispatch_is_fair_between_tenants(session):
     assert dispatch_order(session, "cpu", 4, 3)[0] == "job_a0"
     assert dispatch_order(session, "cpu", 1, 3) == []  # each tenant at a limit of one: nothing may start
     assert dispatch_order(session, "gpu", 4, 3) == ["job_gpu"]  # queues are dispatched apart
+
+
+def test_only_jobs_that_could_start_need_a_message(session):
+    """The sweeper re-sends messages for what could start now: per tenant, its free places under the
+    running limit; a capped tenant's backlog neither needs messages nor hides another tenant's job."""
+    from app.store.job_state import dispatch_order, runnable_now
+
+    tenant = session.get(Job, "job_1").tenant_id
+    other = get_or_create_tenant(session, "c")
+    t0 = utcnow() - timedelta(minutes=10)
+    for i in range(5):
+        session.add(Job(id=f"job_q{i}", tenant_id=tenant, model_id="mdl_1", recipe={"steps": []}, device="cpu",
+                        queue="cpu", created_at=t0 + timedelta(seconds=i)))  # fmt: skip
+    session.add(Model(id="mdl_c", tenant_id=other.id, name="m", format="pt2", sha256="2" * 64, size_bytes=1,
+                      blob_key="k3"))  # fmt: skip
+    session.flush()
+    session.add(Job(id="job_c", tenant_id=other.id, model_id="mdl_c", recipe={"steps": []}, device="cpu",
+                    queue="cpu", created_at=t0 + timedelta(minutes=5)))  # fmt: skip
+    session.commit()
+    assert claim(session, "job_1", "w1", stale_cutoff(60), 3)  # the first tenant runs one
+    assert runnable_now(session, "cpu", 2, 3) == ["job_q0", "job_c"]  # one free place each
+    assert runnable_now(session, "cpu", 1, 3) == ["job_c"]  # the first tenant is at its limit
+    assert dispatch_order(session, "cpu", 1, 3) == ["job_c"]

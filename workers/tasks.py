@@ -75,30 +75,22 @@ def _worker_name(task) -> str:
     return f"{task.request.hostname or socket.gethostname()}:{os.getpid()}"
 
 
-def _orphan_here(session, queue: str, worker: str) -> tuple[str, str] | None:
-    """A running job of `queue` whose owner was a pool process of this very worker that has died
-    (reject_on_worker_lost redelivers its message at once): (job id, dead owner), taken over now instead of
-    after the heartbeat timeout."""
-    node = worker.rpartition(":")[0]
-    owners = session.execute(
-        select(Job.id, Job.worker).where(Job.status == RUNNING, Job.queue == queue, Job.worker.like(f"{node}:%"))
-    ).all()
-    for job_id, owner in owners:
-        pid = owner.rpartition(":")[2]
-        if (
-            owner.rpartition(":")[0] == node
-            and pid.isdigit()
-            and int(pid) != os.getpid()
-            and not psutil.pid_exists(int(pid))
-        ):
-            return job_id, owner
-    return None
+def _dead_owner_here(session, job_id: str, worker: str) -> str | None:
+    """The job's owner when it was a pool process of this very worker that has died (reject_on_worker_lost
+    redelivers its message at once): the job can be taken over now instead of after the heartbeat timeout.
+    Only the message's own job is checked: another node's processes are not visible from here, and a node
+    name two workers share would make their live processes look dead."""
+    owner = session.scalar(select(Job.worker).where(Job.id == job_id, Job.status == RUNNING))
+    node, _, pid = (owner or "").rpartition(":")
+    if not owner or node != worker.rpartition(":")[0] or not pid.isdigit() or int(pid) == os.getpid():
+        return None
+    return None if psutil.pid_exists(int(pid)) else owner
 
 
 def _take_next(session, hint: str, worker: str) -> Job | None:
     """The job this message buys. A message names the job it was sent for (`hint`), but every message is a
-    token for one unit of work on its queue: a job a dead pool process of this worker held is taken over
-    first; then the hint, if its worker went silent (a redelivery); otherwise the queued job fairest between
+    token for one unit of work on its queue: the hint is taken over first if a dead pool process of this
+    worker held it or its worker went silent (a redelivery); otherwise the queued job fairest between
     tenants (app/store/job_state.dispatch_order), which may be another tenant's than the hint's. Each queued
     job has a message, so a token spent on another job leaves that job's message for the hint."""
     settings = get_settings()
@@ -106,12 +98,11 @@ def _take_next(session, hint: str, worker: str) -> Job | None:
     row = session.execute(select(Job.queue, Job.status, Job.heartbeat_at).where(Job.id == hint)).first()
     if row is None:
         return None  # the job was deleted; every other queued job has its own message
-    if (orphan := _orphan_here(session, row.queue, worker)) and (
-        job := claim(session, orphan[0], worker, stale, attempts, dead_owner=orphan[1])
-    ):
-        return job
-    if row.status == RUNNING and row.heartbeat_at is not None and row.heartbeat_at < stale:
-        if job := claim(session, hint, worker, stale, attempts):
+    if row.status == RUNNING:
+        dead = _dead_owner_here(session, hint, worker)
+        if (dead or (row.heartbeat_at is not None and row.heartbeat_at < stale)) and (
+            job := claim(session, hint, worker, stale, attempts, dead_owner=dead)
+        ):
             return job
     for candidate in dispatch_order(session, row.queue, settings.max_running_jobs_per_tenant, attempts):
         if job := claim(session, candidate, worker, stale, attempts):

@@ -74,12 +74,12 @@ def dispatch_order(session: Session, queue: str, max_running_per_tenant: int, ma
     worker that takes it runs the job this order puts first (workers/tasks.py). The per-tenant limit is read,
     not locked: two workers picking at once may let a tenant run one job over it, never two workers one job
     (the claim stays one conditional UPDATE)."""
-    running = dict(
-        session.execute(select(Job.tenant_id, func.count()).where(Job.status == RUNNING).group_by(Job.tenant_id)).all()
-    )
+    running = _running_per_tenant(session)
+    saturated = [tenant for tenant, n in running.items() if n >= max_running_per_tenant]
     queued = session.execute(
         select(Job.id, Job.tenant_id, Job.created_at)
         .where(Job.status == QUEUED, Job.queue == queue, Job.cancel_requested.is_(False), Job.attempts < max_attempts)
+        .where(Job.tenant_id.not_in(saturated))  # so that a window of capped tenants' jobs cannot hide the others
         .order_by(Job.created_at)
         .limit(1000)
     ).all()
@@ -95,6 +95,32 @@ def dispatch_order(session: Session, queue: str, max_running_per_tenant: int, ma
         return running.get(row.tenant_id, 0), last_start.get(row.tenant_id) or never, row.created_at
 
     return [row.id for row in sorted(queued, key=fairness) if running.get(row.tenant_id, 0) < max_running_per_tenant]
+
+
+def _running_per_tenant(session: Session) -> dict[str, int]:
+    return dict(
+        session.execute(select(Job.tenant_id, func.count()).where(Job.status == RUNNING).group_by(Job.tenant_id)).all()
+    )
+
+
+def runnable_now(session: Session, queue: str, max_running_per_tenant: int, max_attempts: int) -> list[str]:
+    """The queued jobs of `queue` that could start now, oldest first: per tenant, as many as it has free
+    places under its running limit. What the broker must hold a message for (the rest get theirs when a
+    job of their tenant ends)."""
+    running = _running_per_tenant(session)
+    places: dict[str, int] = {}
+    out = []
+    for job_id, tenant in session.execute(
+        select(Job.id, Job.tenant_id)
+        .where(Job.status == QUEUED, Job.queue == queue, Job.cancel_requested.is_(False), Job.attempts < max_attempts)
+        .order_by(Job.created_at)
+        .limit(5000)
+    ):
+        free = places.setdefault(tenant, max(0, max_running_per_tenant - running.get(tenant, 0)))
+        if free:
+            places[tenant] = free - 1
+            out.append(job_id)
+    return out
 
 
 def queued_of_tenant(session: Session, tenant_id: str, queue: str) -> str | None:
@@ -190,7 +216,12 @@ def requeue_or_fail_stale(session: Session, stale_before: datetime, max_attempts
         else:
             result = session.execute(
                 update(Job)
-                .where(Job.id == job.id, Job.status == RUNNING, Job.heartbeat_at < stale_before)
+                .where(
+                    Job.id == job.id,
+                    Job.status == RUNNING,
+                    Job.heartbeat_at < stale_before,
+                    Job.cancel_requested.is_(False),  # asked meanwhile: the next sweep cancels it instead
+                )
                 .values(
                     status=QUEUED,
                     stage=f"requeued: worker {job.worker} stopped responding",
