@@ -80,56 +80,35 @@ def test_sweeper(session, attempts, cancel, expected):
     assert requeue_or_fail_stale(session, stale_cutoff(60), 3) == []  # nothing twice
 
 
+def _queued(session, job_id: str, tenant_id: str, model_id: str, created_at, queue: str = "cpu") -> None:
+    device = "cuda" if queue == "gpu" else "cpu"
+    session.add(Job(id=job_id, tenant_id=tenant_id, model_id=model_id, recipe={"steps": []}, device=device,
+                    queue=queue, created_at=created_at))  # fmt: skip
+
+
+def _tenant_with_model(session, name: str, model_id: str):
+    tenant = get_or_create_tenant(session, name)
+    session.add(Model(id=model_id, tenant_id=tenant.id, name="m", format="pt2", sha256=model_id[-1] * 64,
+                      size_bytes=1, blob_key=model_id))  # fmt: skip
+    session.flush()
+    return tenant
+
+
 def test_dispatch_is_fair_between_tenants(session):
     """Tenant a queued six jobs before tenant b queued one: b's comes right after a's first, not after all
     six; a tenant at its running limit waits while another's job can run."""
     from app.store.job_state import dispatch_order
 
-    other = get_or_create_tenant(session, "b")
-    t0 = utcnow() - timedelta(minutes=10)
+    a, t0 = session.get(Job, "job_1").tenant_id, utcnow() - timedelta(minutes=10)
     a_jobs = [f"job_a{i}" for i in range(5)]
     for i, job_id in enumerate(a_jobs):
-        session.add(
-            Job(
-                id=job_id,
-                tenant_id=session.get(Job, "job_1").tenant_id,
-                model_id="mdl_1",
-                recipe={"steps": []},
-                device="cpu",
-                queue="cpu",
-                created_at=t0 + timedelta(seconds=i),
-            )
-        )
-    session.add(
-        Model(id="mdl_b", tenant_id=other.id, name="m", format="pt2", sha256="1" * 64, size_bytes=1, blob_key="k2")
-    )
-    session.flush()
-    session.add(
-        Job(
-            id="job_b",
-            tenant_id=other.id,
-            model_id="mdl_b",
-            recipe={"steps": []},
-            device="cpu",
-            queue="cpu",
-            created_at=t0 + timedelta(minutes=1),
-        )
-    )
-    session.add(
-        Job(
-            id="job_gpu",
-            tenant_id=other.id,
-            model_id="mdl_b",
-            recipe={"steps": []},
-            device="cuda",
-            queue="gpu",
-            created_at=t0,
-        )
-    )
-    session.commit()
-    fresh = stale_cutoff(60)
+        _queued(session, job_id, a, "mdl_1", t0 + timedelta(seconds=i))
+    other = _tenant_with_model(session, "b", "mdl_b")
+    _queued(session, "job_b", other.id, "mdl_b", t0 + timedelta(minutes=1))
+    _queued(session, "job_gpu", other.id, "mdl_b", t0, queue="gpu")
     session.get(Job, "job_1").created_at = t0 - timedelta(seconds=1)
     session.commit()
+    fresh = stale_cutoff(60)
     assert dispatch_order(session, "cpu", 4, 3)[0] == "job_1"  # nobody has run anything yet: the oldest first
     assert claim(session, "job_1", "w1", fresh, 3)  # a now runs one
     order = dispatch_order(session, "cpu", 4, 3)
@@ -146,17 +125,11 @@ def test_only_jobs_that_could_start_need_a_message(session):
     running limit; a capped tenant's backlog neither needs messages nor hides another tenant's job."""
     from app.store.job_state import dispatch_order, runnable_now
 
-    tenant = session.get(Job, "job_1").tenant_id
-    other = get_or_create_tenant(session, "c")
-    t0 = utcnow() - timedelta(minutes=10)
+    tenant, t0 = session.get(Job, "job_1").tenant_id, utcnow() - timedelta(minutes=10)
     for i in range(5):
-        session.add(Job(id=f"job_q{i}", tenant_id=tenant, model_id="mdl_1", recipe={"steps": []}, device="cpu",
-                        queue="cpu", created_at=t0 + timedelta(seconds=i)))  # fmt: skip
-    session.add(Model(id="mdl_c", tenant_id=other.id, name="m", format="pt2", sha256="2" * 64, size_bytes=1,
-                      blob_key="k3"))  # fmt: skip
-    session.flush()
-    session.add(Job(id="job_c", tenant_id=other.id, model_id="mdl_c", recipe={"steps": []}, device="cpu",
-                    queue="cpu", created_at=t0 + timedelta(minutes=5)))  # fmt: skip
+        _queued(session, f"job_q{i}", tenant, "mdl_1", t0 + timedelta(seconds=i))
+    other = _tenant_with_model(session, "c", "mdl_c")
+    _queued(session, "job_c", other.id, "mdl_c", t0 + timedelta(minutes=5))
     session.commit()
     assert claim(session, "job_1", "w1", stale_cutoff(60), 3)  # the first tenant runs one
     assert runnable_now(session, "cpu", 2, 3) == ["job_q0", "job_c"]  # one free place each
