@@ -23,7 +23,13 @@ install: $(STAMP)
 run: install
 	$(PY) -m app.serve --host $(HOST) --port $(PORT)
 
-test: install
+# axe-core for the browser test's accessibility scan (tests/js, from the npm registry, pinned by its lock)
+AXE := tests/js/node_modules/axe-core/axe.min.js
+$(AXE): tests/js/package.json tests/js/package-lock.json
+	npm ci --prefix tests/js --no-audit --no-fund
+	touch $(AXE)
+
+test: install $(AXE)
 	$(PY) -m pytest -q -ra tests
 
 bench: install

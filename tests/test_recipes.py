@@ -84,3 +84,24 @@ def test_cuda_without_a_gpu_is_refused_up_front(cnn_pt2, tmp_path):
             out_dir=tmp_path,
             settings=MeasureSettings(device="cuda"),
         )
+
+
+def test_a_recipe_says_itself_in_a_few_words_for_the_job_list():
+    from app.jobs.schemas import Headline, recipe_summary
+
+    pipeline = {
+        "steps": [
+            {"method": "prune", "kind": "structured", "sparsity": 0.3},
+            {"method": "distill", "student": {"derive": {"width": 0.5}}, "epochs": 4},
+            {"method": "quantize", "scheme": "int8_dynamic"},
+            {"method": "export", "format": "onnx"},
+        ]
+    }
+    assert recipe_summary(pipeline) == (
+        "prune structured 30% → distill into width 0.5, 4 epochs → quantize int8_dynamic → export onnx"
+    )
+    auto = {"steps": [{"method": "auto", "objective": "size", "max_accuracy_drop": 0.005, "budget_minutes": 5}]}
+    assert recipe_summary(auto) == "auto: size, accuracy within 0.5 pt, 5 min"
+    # a stored recipe that no longer parses still names its methods; a row without a report has no headline
+    assert recipe_summary({"steps": [{"method": "quantize", "scheme": "int3"}]}) == "quantize"
+    assert Headline.of(None) is None and Headline.of({"partial": True}) is None

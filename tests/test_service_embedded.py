@@ -103,6 +103,39 @@ def test_the_readme_python_and_sdk_examples(embedded, cnn_pt2, digits_npz, tmp_p
     assert (tmp_path / "out" / "digits_int8.pt2").stat().st_size > 0  # the download landed in out/, as written
 
 
+def readme_block(lang: str, containing: str) -> str:
+    readme = (ROOT / "README.md").read_text()
+    return next(b.split("```")[0] for b in readme.split(f"```{lang}\n")[1:] if containing in b.split("```")[0])
+
+
+def test_the_readme_shell_and_cli_examples(embedded, tmp_path):
+    """README: the curl and CLI examples, run by bash as written (`set -euo pipefail`, so any failed
+    command fails the test) in a directory laid out like a checkout. The only change: the placeholder
+    `export SQUEEZE_URL=… SQUEEZE_API_KEY=sqz_...` lines are dropped, the test's environment has both."""
+    curl = readme_block("sh", "curl -sf")
+    cli = readme_block("sh", "squeeze models upload")
+    for name in (".venv", "bench"):
+        (tmp_path / name).symlink_to(ROOT / name)
+    env = {**os.environ, "SQUEEZE_URL": embedded.url, "SQUEEZE_API_KEY": embedded.api_key}
+    env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if ".venv" not in p)  # as a new shell has it
+    outputs = {}
+    for name, block in (("curl", curl), ("cli", cli)):
+        script = "\n".join(line for line in block.splitlines() if not line.startswith("export SQUEEZE_URL="))
+        assert "sqz_..." not in script, f"the {name} example has a placeholder left"
+        out = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path, env=env, capture_output=True,
+                             text=True, timeout=600)  # fmt: skip
+        assert out.returncode == 0, (name, out.stdout[-2000:], out.stderr[-3000:])
+        outputs[name] = out.stdout
+    # curl: the job's events ended with its final status; its summary and its artifact are there
+    assert "event: status" in outputs["curl"] and '"status": "succeeded"' in outputs["curl"], outputs["curl"][-2000:]
+    downloaded = [p for p in tmp_path.iterdir() if p.suffix in (".pt2", ".onnx")]
+    assert downloaded and downloaded[0].stat().st_size > 0, list(tmp_path.iterdir())
+    # the CLI: a table row for the upload, the job's verdict, the listed job, the verified download
+    assert re.search(r"^mdl_\w+\s+ready\s+pt2", outputs["cli"], re.M), outputs["cli"]
+    assert "(verified)" in outputs["cli"] and "quantize" in outputs["cli"]
+    assert any(p.suffix == ".pt2" for p in (tmp_path / "out").iterdir() if p.name != "digits.pt2")
+
+
 def test_a_killed_worker_is_started_again(embedded, cnn_pt2):
     import os
     import signal

@@ -1,12 +1,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, SkipValidation
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, SkipValidation, ValidationError
 
 from workers.compression.contract.recipe import Recipe
-from workers.compression.contract.report import Report
+from workers.compression.contract.report import Final, Report
 
 from ..artifacts.schemas import ArtifactOut
 from ..schemas import ErrorBody, RowOut
@@ -33,6 +33,39 @@ class PartialResults(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class Headline(BaseModel):
+    """The final artifact's figures, as a list shows them (the full report is in the job)."""
+
+    size_ratio: float
+    speedup_b1: float | None
+    speedup_bN: float | None
+    verdict: str
+
+    @classmethod
+    def of(cls, results: dict[str, Any] | None) -> Headline | None:
+        # stored JSON; a job without a full report (running, failed, an older row) has no headline
+        try:
+            final = Final.model_validate((results or {})["final"])
+        except (KeyError, TypeError, ValidationError):
+            return None
+        return cls(
+            size_ratio=final.size_ratio,
+            speedup_b1=final.speedup_b1,
+            speedup_bN=final.speedup_bN,
+            verdict=final.verdict,
+        )
+
+
+def recipe_summary(recipe: dict[str, Any]) -> str:
+    """A recipe in a few words per step ("prune structured 30% → quantize int8_dynamic"); a stored recipe
+    an older version wrote, which no longer parses, shows its methods."""
+    try:
+        return Recipe.model_validate(recipe).summary()
+    except (ValidationError, TypeError):
+        steps = recipe.get("steps") if isinstance(recipe, dict) else None
+        return " → ".join(str(s.get("method", "?")) for s in steps if isinstance(s, dict)) if steps else ""
+
+
 class JobSummary(RowOut):
     """What a job list shows."""
 
@@ -45,7 +78,16 @@ class JobSummary(RowOut):
     device: str
     error: ErrorBody | None = None
     created_at: datetime
+    started_at: datetime | None
     finished_at: datetime | None
+    recipe_summary: str = Field("", description="the steps in a few words each")
+    headline: Headline | None = Field(None, description="the final artifact's size ratio, speedups and verdict")
+
+    @classmethod
+    def of(cls, row, **extra: Any) -> Self:
+        extra.setdefault("recipe_summary", recipe_summary(row.recipe))
+        extra.setdefault("headline", Headline.of(row.results))
+        return super().of(row, **extra)
 
 
 class JobOut(JobSummary):
@@ -66,5 +108,4 @@ class JobOut(JobSummary):
         description="the report once the job has ended (or a search's front so far, with partial: true)",
     )
     artifacts: list[ArtifactOut] = []
-    started_at: datetime | None
     updated_at: datetime

@@ -17,6 +17,24 @@ function pick(obj, keys) {
   return out;
 }
 
+// the options a step shows at once; the rest fold under "More options" (required ones always show)
+const MAIN = {
+  quantize: ["scheme", "max_accuracy_drop"],
+  prune: ["kind", "sparsity", "finetune_epochs"],
+  distill: ["student", "epochs"],
+  export: ["format"],
+  auto: ["objective", "max_accuracy_drop", "budget_minutes"],
+};
+
+const WORDS = { macs: "MACs", lr: "LR", amp: "mixed precision (AMP)", qat: "QAT" };
+
+// "max_accuracy_drop" -> "Max accuracy drop": what a person reads, the JSON name stays in the help
+export function humanLabel(name) {
+  const words = name.split("_").map((w) => WORDS[w] || w);
+  const text = words.join(" ");
+  return text.charAt(0).toUpperCase() + text.slice(1);
+}
+
 function kindOf(field) {
   if (field.enum) return "select";
   if (field.type === "boolean") return "checkbox";
@@ -31,6 +49,8 @@ export function stepForm(entry, index, onRemove) {
   const id = (name) => `step${index}-${name}`;
   const fields = [];
   const rows = [];
+  const more = [];
+  const main = new Set(MAIN[entry.method] || []);
   const required = new Set(root.required || []);
   for (const [name, raw] of Object.entries(root.properties)) {
     if (name === "method") continue;
@@ -62,14 +82,17 @@ export function stepForm(entry, index, onRemove) {
     input.setAttribute("aria-describedby", [helpEl ? id(name) + "-help" : "", id(name) + "-error"].join(" ").trim());
     if (required.has(name)) input.setAttribute("aria-required", "true");
     fields.push({ name, kind, input, error, dflt, required: required.has(name) });
-    rows.push(h("div", { class: kind === "checkbox" ? "field inline" : "field" },
-      h("label", { for: id(name) }, name + (required.has(name) ? " *" : "")), input, helpEl, error));
+    const row = h("div", { class: kind === "checkbox" ? "field inline" : "field" },
+      h("label", { for: id(name) }, humanLabel(name) + (required.has(name) ? " *" : ""),
+        h("span", { class: "sub" }, ` ${name}`)), input, helpEl, error);
+    (required.has(name) || main.has(name) ? rows : more).push(row);
   }
   const stepError = h("p", { class: "error", role: "alert", hidden: true });
-  const fieldset = h("fieldset", { class: "step card", "data-step": index },
+  const fieldset = h("fieldset", { class: "step card", "data-step": index, tabindex: "-1" },
     h("legend", {}, `Step ${index + 1}: ${entry.method}`),
     h("p", { class: "help" }, entry.description),
     rows,
+    more.length ? h("details", { class: "options", id: id("more") }, h("summary", {}, `More options (${more.length})`), more) : null,
     stepError,
     h("button", { type: "button", class: "link", onclick: onRemove }, `Remove step ${index + 1}`));
 
@@ -99,11 +122,13 @@ export function stepForm(entry, index, onRemove) {
 
   function showError(name, message) {
     const f = fields.find((x) => x.name === name);
-    if (!f) { stepError.textContent = message; stepError.hidden = false; return; }
+    if (!f) { stepError.textContent = message; stepError.hidden = false; return fieldset; }
     f.error.textContent = message;
     f.error.hidden = false;
     f.input.setAttribute("aria-invalid", "true");
-    f.input.focus();
+    const folded = f.input.closest("details");
+    if (folded) folded.open = true;
+    return f.input;  // the caller focuses the first field a refusal names
   }
 
   // the inputs as typed, to rebuild the form after another step is removed

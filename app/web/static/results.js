@@ -1,166 +1,228 @@
-// A job's results: the measured table (baseline beside every step) and two plots a person reads at a
-// glance: quality against size and against latency.
+// A job's results: what came out first (the recommended artifact and why), then one compact row per
+// measured artifact (details fold out per row; rows become cards on a phone), then two plots, then a
+// search's candidates. The same number names a row in the table and its point in the plots.
 
-import { bytes, fixed, h, s } from "./dom.js";
+import { bytes, fixed, h } from "./dom.js";
+import { scatter } from "./plot.js";
+
+const present = (x) => x !== null && x !== undefined;
 
 function quality(m, base) {
-  if (m.accuracy !== null && m.accuracy !== undefined) return { value: m.accuracy, label: "accuracy" };
+  if (present(m.accuracy)) return { value: m.accuracy, label: "accuracy" };
   if (m === base) return { value: 1, label: "agreement" };
   return { value: m.agreement, label: (m.agreement_metric || "").startsWith("cosine") ? "cosine agreement" : "agreement" };
 }
 
-// the headline figure, then what a language model or a multi-output model is also judged by
-function qualityCell(m, q) {
-  const lines = [h("span", {}, `${fixed(q.value, 4)} ${q.label}`)];
-  if (m.perplexity !== null && m.perplexity !== undefined) lines.push(h("span", { class: "interval" }, `perplexity ${fixed(m.perplexity, 2)}`));
-  if (m.agreement_metric && m.agreement_metric.includes("worst of")) lines.push(h("span", { class: "interval" }, m.agreement_metric));
-  return h("span", { class: "speedup" }, ...lines);
+function variant(step) {
+  const p = step.params || {};
+  if (p.scheme) return p.scheme;
+  if (p.kind) return `${p.kind.replaceAll("_", " ")}${present(p.sparsity) ? ` ${Math.round(p.sparsity * 100)} %` : ""}`;
+  if (p.format) return p.format;
+  if (p.student) return "student";
+  return "";
 }
 
-function rowsOf(results) {
+// one row per artifact: a plain step, each runtime a step was measured on, each member of a search's front
+export function rowsOf(results) {
   const base = results.baseline;
-  const rows = [{ name: "baseline", m: base, step: null }];
+  const rows = [{ n: null, name: "original", m: base, entry: null }];
+  const several = results.steps.length > 1;
+  let n = 0;
   results.steps.forEach((step, i) => {
-    const name = `step ${i + 1}: ${step.method} ${variant(step)}`;
-    // a step measured on several runtimes shows each, a search (auto) its Pareto front; the recommended is marked
-    const entries = step.runtimes || step.front || [step];
-    entries.forEach((entry, j) => {
-      const mark = entry.recommended ? " (recommended)" : "";
-      let label = name;
-      if (step.front) label = `${name}: ${entry.details.label} on ${entry.measurement.runtime}${mark}`;
-      else if (step.runtimes) label = `${name} on ${entry.measurement.runtime}${mark}`;
-      rows.push({ name: label, short: step.front ? `front ${j + 1}` : `step ${i + 1}`, m: entry.measurement, step: entry });
-    });
+    const prefix = several ? `step ${i + 1}: ` : "";
+    const entries = step.front || step.runtimes || [step];
+    for (const entry of entries) {
+      const runtime = entry.measurement.runtime;
+      let name = `${step.method} ${variant(step)}`.trim();
+      if (step.front) {
+        const label = (entry.details && entry.details.label) || name;
+        name = label.includes(runtime) ? label : `${label} on ${runtime}`;
+      } else if (step.runtimes) {
+        name = `${name} on ${runtime}`;
+      }
+      const recommended = (step.front || step.runtimes) ? entry.artifact_id === step.artifact_id : false;
+      rows.push({ n: ++n, name: prefix + name, m: entry.measurement, entry, step, recommended });
+    }
   });
   return rows;
 }
 
-// "2.10x" with its 95 % interval beneath, where the measurement has one
-function speedupCell(step) {
-  if (!step) return "–";
-  const ci = step.speedup_ci95 || {};
-  const one = (key) => {
-    const v = step[`speedup_${key}`];
-    const lines = [h("span", {}, fixed(v, 2, "x"))];
-    if (ci[key]) lines.push(h("span", { class: "interval" }, `${fixed(ci[key][0], 2)}–${fixed(ci[key][1], 2)}`));
-    return h("span", { class: "speedup" }, ...lines);
-  };
-  const parts = [one("b1"), " / ", one("bN")];
-  if (step.noisy) parts.push(" ", h("span", { class: "badge noisy", title: (step.noise || []).join("; ") }, "noisy"));
-  const ref = step.runtime_baseline;
-  if (ref) {
-    parts.push(h("span", { class: "vs-runtime", title: "against the same original model, fp32, on this runtime: what compression bought apart from the runtime switch" },
-      `vs ${ref.runtime} fp32: ${fixed(ref.speedup_b1, 2, "x")} / ${fixed(ref.speedup_bN, 2, "x")}`));
+function qualityText(m, base) {
+  const q = quality(m, base);
+  if (m === base && q.label !== "accuracy") return "reference";
+  let text = `${fixed(q.value, 4)} ${q.label}`;
+  if (q.label === "accuracy" && m !== base && present(base.accuracy)) {
+    const delta = (m.accuracy - base.accuracy) * 100;
+    text += ` (${delta >= 0 ? "+" : "−"}${Math.abs(delta).toFixed(2)} pt)`;
   }
-  return parts;
+  return text;
 }
 
-function variant(step) {
-  const p = step.params || {};
-  return p.scheme || p.kind || p.format || p.objective || (p.student ? "student" : "");
+function qualityCell(m, base) {
+  const lines = [h("span", {}, qualityText(m, base))];
+  if (present(m.perplexity)) lines.push(h("span", { class: "sub" }, `perplexity ${fixed(m.perplexity, 2)}`));
+  if (m.agreement_metric && m.agreement_metric.includes("worst of")) lines.push(h("span", { class: "sub" }, m.agreement_metric));
+  return h("span", { class: "stack" }, ...lines);
+}
+
+// "2.10x" with its 95 % interval beneath, where the measurement has one
+function speedupCell(entry, key) {
+  if (!entry) return "1x";
+  const v = entry[`speedup_${key}`];
+  const ci = (entry.speedup_ci95 || {})[key];
+  const lines = [h("span", {}, fixed(v, 2, "x"))];
+  if (ci) lines.push(h("span", { class: "sub interval", title: "95 % interval" }, `${fixed(ci[0], 2)}–${fixed(ci[1], 2)}`));
+  return h("span", { class: "stack" }, ...lines);
+}
+
+function verdictBadge(entry) {
+  return h("span", { class: `badge ${entry.verdict}`, title: entry.verdict_reason || "" }, entry.verdict.replaceAll("_", " "));
+}
+
+function downloadLink(artifact, extra = "") {
+  if (!artifact) return "";
+  return h("a", { class: "button", href: artifact.download_url, download: artifact.filename },
+    `Download ${artifact.format}`, extra ? h("span", { class: "visually-hidden" }, ` ${extra}`) : null);
+}
+
+// the facts behind a row, folded out on demand
+function detailsList(row, base) {
+  const { m, entry } = row;
+  const lat = m.latency_ms;
+  const items = [
+    ["format / runtime", `${entry ? entry.format : "original"} / ${m.runtime}`],
+    ["size", bytes(m.size_bytes)],
+    ["parameters (non-zero)", `${m.params.toLocaleString()} (${m.nonzero_params.toLocaleString()})`],
+    ["latency, batch 1", lat.b1 ? `p50 ${fixed(lat.b1.p50, 2)} ms, p90 ${fixed(lat.b1.p90, 2)} ms` : "–"],
+    [`latency, batch ${lat.batch}`, lat.bN ? `p50 ${fixed(lat.bN.p50, 1)} ms, p90 ${fixed(lat.bN.p90, 1)} ms` : "–"],
+    ["throughput", present(m.throughput_per_s) ? `${fixed(m.throughput_per_s, 1)} samples/s` : "–"],
+  ];
+  if (entry) {
+    items.push(["verdict", entry.verdict_reason || entry.verdict]);
+    if (entry.rounds && Object.keys(entry.rounds).length) {
+      items.push(["rounds", Object.entries(entry.rounds).map(([k, v]) => `${v} (${k})`).join(", ")]);
+    }
+    const ref = entry.runtime_baseline;
+    if (ref) items.push([`vs the original on ${ref.runtime}`, `${fixed(ref.speedup_b1, 2, "x")} at batch 1, ${fixed(ref.speedup_bN, 2, "x")} at batch ${lat.batch}, ${fixed(ref.size_ratio, 2, "x")} smaller`]);
+    if (entry.noisy) items.push(["noisy", (entry.noise || []).join("; ")]);
+    for (const note of entry.notes || []) items.push(["note", note]);
+  }
+  return h("dl", { class: "facts" }, items.flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]));
 }
 
 export function resultsTable(results, artifacts) {
   const byId = Object.fromEntries((artifacts || []).map((a) => [a.id, a]));
   const base = results.baseline;
-  const head = ["", "format / runtime", "size", "params (non-zero)", "latency b1 p50", `latency b${base.latency_ms.batch} p50`,
-    "speedup b1 / bN", "size ratio", "quality", "verdict", ""];
-  const body = rowsOf(results).map(({ name, m, step }) => {
-    const q = quality(m, base);
-    const artifact = step ? byId[step.artifact_id] : null;
-    return h("tr", {},
-      h("th", { scope: "row" }, name),
-      h("td", {}, `${step ? step.format : "original"} / ${m.runtime}`),
-      h("td", { class: "num" }, bytes(m.size_bytes)),
-      h("td", { class: "num" }, `${m.params.toLocaleString()} (${m.nonzero_params.toLocaleString()})`),
-      h("td", { class: "num" }, fixed(m.latency_ms.b1 && m.latency_ms.b1.p50, 2, " ms")),
-      h("td", { class: "num" }, fixed(m.latency_ms.bN && m.latency_ms.bN.p50, 1, " ms")),
-      h("td", { class: "num" }, speedupCell(step)),
-      h("td", { class: "num" }, step ? fixed(step.size_ratio, 2, "x") : "–"),
-      h("td", { class: "num" }, qualityCell(m, q)),
-      h("td", {}, step ? h("span", { class: `badge ${step.verdict}`, title: step.verdict_reason || "" },
-        step.verdict.replaceAll("_", " ")) : "–"),
-      h("td", {}, artifact ? h("a", { class: "button", href: artifact.download_url, download: artifact.filename },
-        `Download ${artifact.format}`) : ""));
+  const batch = base.latency_ms.batch;
+  const head = ["#", "artifact", "size ×", "speedup b1", `speedup b${batch}`, "quality", "verdict", "download"];
+  const body = [];
+  rowsOf(results).forEach((row, i) => {
+    const { n, name, m, entry } = row;
+    const detailsId = `result-details-${i}`;
+    const toggle = h("button", { type: "button", class: "link toggle", "aria-expanded": "false", "aria-controls": detailsId },
+      "details", h("span", { class: "visually-hidden" }, ` of ${name}`));
+    const details = h("tr", { class: "details", id: detailsId, hidden: true },
+      h("td", { colspan: head.length }, detailsList(row, base)));
+    toggle.addEventListener("click", () => {
+      const open = details.hidden;
+      details.hidden = !open;
+      toggle.setAttribute("aria-expanded", String(open));
+    });
+    const cell = (label, content, cls) => h("td", { "data-label": label, class: cls }, content);
+    body.push(h("tr", { class: row.recommended ? "recommended" : null, "data-n": n ?? "original" },
+      cell("#", n ?? "–", "num row-n"),
+      h("th", { scope: "row", "data-label": "artifact" },
+        h("span", { class: "name" }, h("span", { class: "phone-only" }, n ? `${n}. ` : ""), name), row.recommended ? h("span", { class: "badge recommended" }, "recommended") : null,
+        " ", toggle),
+      cell("size ×", entry ? fixed(entry.size_ratio, 2, "x") : "1x", "num"),
+      cell("speedup b1", speedupCell(entry, "b1"), "num"),
+      cell(`speedup b${batch}`, speedupCell(entry, "bN"), "num"),
+      cell("quality", qualityCell(m, base)),
+      cell("verdict", entry ? [verdictBadge(entry), entry.noisy ? [" ", h("span", { class: "badge noisy", title: (entry.noise || []).join("; ") }, "noisy")] : null] : "–"),
+      cell("download", entry ? downloadLink(byId[entry.artifact_id], name) : "")));
+    body.push(details);
   });
-  const notes = results.steps.flatMap((step, i) => (step.notes || []).map((n) => h("li", {}, `step ${i + 1}: ${n}`)));
-  if (results.partial) notes.unshift(h("li", {}, "the search is still running (or was stopped): this is what it has found so far"));
-  return h("div", {},
-    h("div", { class: "table-wrap" },
-      h("table", { class: "results" },
-        h("caption", {}, "Measured in one run on the same machine; speedups are medians of interleaved rounds, with their 95 % interval beneath"),
-        h("thead", {}, h("tr", {}, head.map((c) => h("th", { scope: "col" }, c)))),
-        h("tbody", {}, body))),
-    notes.length ? h("ul", { class: "notes" }, notes) : null,
-    ...results.steps.filter((step) => step.search).map((step) => candidatesTable(step.search)));
+  return h("div", { class: "table-wrap" },
+    h("table", { class: "results cards" },
+      h("caption", {}, "Measured in one run on the same machine. Speedups are medians of interleaved rounds, with the 95 % interval beneath."),
+      h("thead", {}, h("tr", {}, head.map((c) => h("th", { scope: "col" }, c)))),
+      h("tbody", {}, body)));
+}
+
+// What came out, first: the recommended artifact of a search (with why), or the final artifact of a recipe.
+export function resultSummary(results, artifacts) {
+  const byId = Object.fromEntries((artifacts || []).map((a) => [a.id, a]));
+  const final = results.final;
+  const base = results.baseline;
+  const rows = rowsOf(results);
+  const row = rows.find((r) => r.entry && r.entry.artifact_id === final.artifact_id) || rows[rows.length - 1];
+  const search = results.steps.find((s) => s.front);
+  const ci = (final.speedup_ci95 || {}).b1;
+  const figures = [
+    `${fixed(final.size_ratio, 2)}× smaller`,
+    `${fixed(final.speedup_b1, 2)}× ${final.speedup_b1 >= 1 ? "faster" : "the speed"} at batch 1${ci ? ` (95 %: ${fixed(ci[0], 2)}–${fixed(ci[1], 2)})` : ""}`,
+    `${fixed(final.speedup_bN, 2)}× at batch ${base.latency_ms.batch}`,
+    qualityText(row.m, base),
+  ];
+  return h("section", { class: "card summary", id: "result-summary", "aria-labelledby": "result-summary-title" },
+    h("h3", { id: "result-summary-title" }, search ? "Recommended: " : "Result: ",
+      h("span", { class: "name" }, row.n ? `#${row.n} ${row.name}` : row.name)),
+    h("p", { class: "figures" }, figures.join(" · ")),
+    h("p", {}, verdictBadge(final), " ", final.verdict_reason),
+    search && search.recommendation_reason ? h("p", { class: "why" }, h("strong", {}, "Why: "), search.recommendation_reason) : null,
+    search && search.within_budget === false ? h("p", { class: "error" }, "No candidate met the accuracy budget; this is the closest.") : null,
+    results.failed ? h("p", { class: "error" }, `A later step failed: ${results.failed}`) : null,
+    results.partial ? h("p", { class: "help" }, "The search is still running (or was stopped): this is what it has found so far.") : null,
+    downloadLink(byId[final.artifact_id]));
 }
 
 // Every candidate a search tried, in order, with what became of it (figures from the search's own timing).
 function candidatesTable(search) {
-  const pct = (x) => (x === null || x === undefined ? "–" : `${(x * 100).toFixed(2)} pt`);
+  const pct = (x) => (present(x) ? `${(x * 100).toFixed(2)} pt` : "–");
   const rows = search.candidates.flatMap((c) => {
     const found = c.artifacts && c.artifacts.length ? c.artifacts : [null];
     return found.map((a) => h("tr", {},
-      h("th", { scope: "row" }, `${c.id} ${c.label}`),
-      h("td", {}, c.rung),
-      h("td", {}, a ? `${c.status}${a.on_front ? ", on the front" : ""}` : `${c.status}: ${c.reason || ""}`),
-      h("td", {}, a ? a.runtime : "–"),
-      h("td", { class: "num" }, a ? pct(a.accuracy_drop) : "–"),
-      h("td", { class: "num" }, a ? `${fixed(a.speedup_b1, 2, "x")} / ${fixed(a.speedup_bN, 2, "x")}` : "–"),
-      h("td", { class: "num" }, a ? fixed(a.size_ratio, 2, "x") : "–")));
+      h("th", { scope: "row", "data-label": "candidate" }, `${c.id} ${c.label}`),
+      h("td", { "data-label": "rung" }, c.rung),
+      h("td", { "data-label": "status" }, a ? `${c.status}${a.on_front ? ", on the front" : ""}` : `${c.status}: ${c.reason || ""}`),
+      h("td", { "data-label": "runtime" }, a ? a.runtime : "–"),
+      h("td", { class: "num", "data-label": "accuracy drop" }, a ? pct(a.accuracy_drop) : "–"),
+      h("td", { class: "num", "data-label": "speedup b1 / bN" }, a ? `${fixed(a.speedup_b1, 2, "x")} / ${fixed(a.speedup_bN, 2, "x")}` : "–"),
+      h("td", { class: "num", "data-label": "size ×" }, a ? fixed(a.size_ratio, 2, "x") : "–")));
   });
-  const head = ["candidate", "rung", "status", "runtime", "accuracy drop", "speedup b1 / bN", "size ratio"];
+  const head = ["candidate", "rung", "status", "runtime", "accuracy drop", "speedup b1 / bN", "size ×"];
   return h("details", { class: "candidates" },
     h("summary", {}, `Search: ${search.candidates.length} candidates in ${Math.round(search.search_s)} s ` +
-      `(objective ${search.objective}, budget ${search.max_accuracy_drop * 100} pt; validated on ${search.validation})`),
+      `(objective ${search.objective}, budget ${(search.max_accuracy_drop * 100).toFixed(2).replace(/\.?0+$/, "")} pt; validated on ${search.validation})`),
     h("div", { class: "table-wrap" },
-      h("table", { class: "results" },
+      h("table", { class: "results cards candidates-table" },
         h("thead", {}, h("tr", {}, head.map((c) => h("th", { scope: "col" }, c)))),
         h("tbody", {}, rows))));
 }
 
-// A scatter of quality (y) against a cost (x); labels name every point, so it reads without colour.
-function scatter(title, points, xLabel, format) {
-  const W = 420, H = 260, L = 56, R = 16, T = 28, B = 44;
-  const xs = points.map((p) => p.x), ys = points.map((p) => p.y);
-  const [x0, x1] = [0, Math.max(...xs) * 1.15 || 1];
-  const yMin = Math.min(...ys), yMax = Math.max(...ys);
-  const pad = Math.max(0.01, (yMax - yMin) * 0.15);
-  const [y0, y1] = [Math.max(0, yMin - pad), Math.min(1, yMax + pad) + (yMax + pad > 1 ? 0.001 : 0)];
-  const px = (x) => L + ((x - x0) / (x1 - x0)) * (W - L - R);
-  const py = (y) => T + (1 - (y - y0) / (y1 - y0 || 1)) * (H - T - B);
-  const ticks = (a, b, n) => Array.from({ length: n + 1 }, (_, i) => a + ((b - a) * i) / n);
-  return s("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": `${title}: ` + points.map((p) => `${p.label} ${format(p.x)}, ${p.y.toFixed(4)}`).join("; "), class: "plot" },
-    s("text", { x: W / 2, y: 16, "text-anchor": "middle", class: "plot-title" }, title),
-    s("line", { x1: L, y1: H - B, x2: W - R, y2: H - B, class: "axis" }),
-    s("line", { x1: L, y1: T, x2: L, y2: H - B, class: "axis" }),
-    ticks(x0, x1, 4).map((t) => s("text", { x: px(t), y: H - B + 16, "text-anchor": "middle", class: "tick" }, format(t))),
-    ticks(y0, y1, 4).map((t) => s("text", { x: L - 6, y: py(t) + 4, "text-anchor": "end", class: "tick" }, t.toFixed(3))),
-    s("text", { x: (L + W - R) / 2, y: H - 6, "text-anchor": "middle", class: "axis-label" }, xLabel),
-    points.map((p, i) => {
-      // labels go left of points near the right edge, and alternate above/below so neighbours stay legible
-      const right = px(p.x) > W - R - 70;
-      return s("g", { class: i === 0 ? "point baseline" : "point" },
-        s("circle", { cx: px(p.x), cy: py(p.y), r: 6 }),
-        s("text", {
-          x: px(p.x) + (right ? -9 : 9), y: py(p.y) + (i % 2 ? 16 : -8),
-          "text-anchor": right ? "end" : "start", class: "point-label",
-        }, p.label));
-    }));
-}
-
 export function resultPlots(results) {
   const base = results.baseline;
-  const rows = rowsOf(results).filter(({ m }) => quality(m, base).value !== null && quality(m, base).value !== undefined);
-  const label = (r, i) => (i === 0 ? "baseline" : r.short);
+  const rows = rowsOf(results).filter(({ m }) => present(quality(m, base).value));
   const q = quality(base, base).label;
-  const bySize = rows.map((r, i) => ({ x: r.m.size_bytes / 1e6, y: quality(r.m, base).value, label: label(r, i) }));
-  const byLatency = rows
-    .filter((r) => r.m.latency_ms.b1)
-    .map((r, i) => ({ x: r.m.latency_ms.b1.p50, y: quality(r.m, base).value, label: label(r, i) }));
+  const point = (r, x, interval) => ({ x, y: quality(r.m, base).value, label: r.n === null ? "original" : String(r.n), name: r.name, baseline: r.n === null, interval });
+  const bySize = rows.map((r) => point(r, r.m.size_bytes / 1e6));
+  const bySpeed = rows.filter((r) => !r.entry || present(r.entry.speedup_b1))
+    .map((r) => point(r, r.entry ? r.entry.speedup_b1 : 1, r.entry && (r.entry.speedup_ci95 || {}).b1));
+  const legend = h("ol", { class: "legend", "aria-label": "points" },
+    rows.filter((r) => r.n !== null).map((r) => h("li", { value: r.n }, r.name)));
   return h("div", { class: "plots" },
-    h("figure", {}, scatter(`${q} vs size`, bySize, "size (MB)", (x) => x.toFixed(2)),
-      h("figcaption", {}, `${q} against file size; up and left is better`)),
-    h("figure", {}, scatter(`${q} vs latency`, byLatency, "latency at batch 1, p50 (ms)", (x) => x.toFixed(1)),
-      h("figcaption", {}, `${q} against latency; up and left is better`)));
+    h("figure", {}, scatter({ title: `${q} against size`, points: bySize, xLabel: "size (MB)", yLabel: q, yCeiling: 1, reference: { x: base.size_bytes / 1e6 } }),
+      h("figcaption", {}, `Up and left is better. The open circle is the original.`)),
+    h("figure", {}, scatter({ title: `${q} against speedup`, points: bySpeed, xLabel: "speedup at batch 1 (×), 95 % interval as bars", yLabel: q, yCeiling: 1, reference: { x: 1 } }),
+      h("figcaption", {}, `Up and right is better. Numbers are the table's rows.`)),
+    legend);
+}
+
+export function resultsSection(results, artifacts) {
+  return h("div", {},
+    results.final ? resultSummary(results, artifacts) : null,
+    h("h3", {}, "Every artifact"),
+    resultsTable(results, artifacts),
+    resultPlots(results),
+    ...results.steps.filter((step) => step.search).map((step) => candidatesTable(step.search)));
 }

@@ -54,6 +54,12 @@ class AutoStep(BaseModel):
     )
     seed: int = 0
 
+    def summary(self) -> str:
+        """A few words a job list shows for this step."""
+        return (
+            f"auto: {self.objective}, accuracy within {self.max_accuracy_drop * 100:g} pt, {self.budget_minutes:g} min"
+        )
+
     def needs_data(self) -> str | None:
         return "auto calibrates, trains and scores candidates on data: add a dataset (labels optional)"
 

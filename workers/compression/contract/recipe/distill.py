@@ -105,6 +105,15 @@ class DistillStep(BaseModel):
     def trains(self) -> bool:
         return True
 
+    def summary(self) -> str:
+        """A few words a job list shows for this step."""
+        s = self.student
+        if s.derive is not None:
+            into = f"width {s.derive.width:g}" if s.derive.width is not None else f"{s.derive.layers} layers"
+        else:
+            into = s.arch or s.model_id or "student"
+        return f"distill into {into}, {self.epochs} epochs"
+
     def needs_data(self) -> str | None:
         return "distillation needs a dataset (labels optional)"
 

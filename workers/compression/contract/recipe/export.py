@@ -24,6 +24,10 @@ class ExportStep(BaseModel):
     method: Literal["export"] = "export"
     format: Literal["onnx", "torchscript", "pt2"] = Field(description="the target format")
 
+    def summary(self) -> str:
+        """A few words a job list shows for this step."""
+        return f"export {self.format}"
+
 
 def formats(step: ExportStep) -> frozenset[ModelFormat]:
     return FORMATS[step.format]

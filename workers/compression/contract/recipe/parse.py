@@ -43,6 +43,10 @@ class Recipe(BaseModel):
     model_config = ConfigDict(extra="forbid")
     steps: list[Step] = Field(min_length=1, max_length=16)
 
+    def summary(self) -> str:
+        """The steps in a few words each, in order: what a job list shows."""
+        return " → ".join(step.summary() for step in self.steps)
+
 
 def parse_recipe(raw: dict | Recipe) -> Recipe:
     if isinstance(raw, Recipe):

@@ -109,6 +109,12 @@ class PruneStep(BaseModel):
     def trains(self) -> bool:
         return self.finetune_epochs > 0
 
+    def summary(self) -> str:
+        """A few words a job list shows for this step."""
+        if self.target_macs_reduction is not None:
+            return f"prune {self.kind} to {self.target_macs_reduction:.0%} fewer MACs"
+        return f"prune {self.kind} {self.amount:.0%}"
+
     def needs_data(self) -> str | None:
         wants = [
             what

@@ -64,6 +64,10 @@ class _Scheme(BaseModel):
     def epochs(self) -> int:
         return 0
 
+    def summary(self) -> str:
+        """A few words a job list shows for this step."""
+        return f"quantize {getattr(self, 'scheme', '')}".strip()
+
     def needs_data(self) -> str | None:
         if self.max_accuracy_drop is not None:
             return "max_accuracy_drop is checked on data: add a dataset"
