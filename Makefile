@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: install run test bench bench-service bench-prune bench-distill bench-quantize bench-auto bench-sandbox bench-measure bench-zoo bench-scale clean
+.PHONY: install run test bench bench-service bench-prune bench-distill bench-quantize bench-auto bench-sandbox bench-measure bench-zoo bench-scale bench-web clean
 
 $(STAMP): pyproject.toml client/pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -40,6 +40,9 @@ bench-measure: install
 
 bench-scale: install
 	$(PY) bench/scale.py
+
+bench-web: install $(AXE)
+	$(PY) bench/web_audit.py
 
 bench-zoo: install
 	$(PY) -m pip install -q -e '.[zoo]'

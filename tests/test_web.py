@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.browser import AXE, WIDTHS, axe_serious, overflow
 from tests.conftest import PROD_KEY
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -171,43 +172,6 @@ def test_cancel_from_the_job_page(prod_stack, browser, ready_digits):
         expect(page.locator("#job-status .badge")).to_have_text("cancelled", timeout=60_000)
         expect(page.get_by_role("button", name="Cancel job")).to_be_hidden()
     context.close()
-
-
-AXE = Path(__file__).parent / "js" / "node_modules" / "axe-core" / "axe.min.js"
-WIDTHS = {"desktop": 1280, "phone": 390}
-
-
-def overflow(page) -> list[str]:
-    """What is wider than the window at this width: the page itself, or any box inside it (a table, a plot,
-    a form) whose content sticks out of it — what a person would have to scroll sideways for."""
-    return page.evaluate(
-        """() => {
-          const out = [];
-          const doc = document.documentElement;
-          if (doc.scrollWidth > doc.clientWidth + 1) out.push(`page ${doc.scrollWidth} > ${doc.clientWidth}`);
-          for (const el of document.querySelectorAll("main *")) {
-            const r = el.getBoundingClientRect();
-            if (r.width <= 1 || el.closest("[hidden], .visually-hidden")) continue;  // 1 px: visually hidden
-            if (r.right > doc.clientWidth + 1) out.push(`${el.tagName.toLowerCase()}.${el.className} right ${Math.round(r.right)}`);
-            if (el.scrollWidth > el.clientWidth + 1 && getComputedStyle(el).overflowX !== "visible")
-              out.push(`${el.tagName.toLowerCase()}.${el.className} scrolls ${el.scrollWidth} > ${el.clientWidth}`);
-          }
-          return out.slice(0, 10);
-        }"""
-    )
-
-
-def axe_serious(page) -> list[str]:
-    """axe-core's scan of the page as it is: the serious and critical violations, one line each. The script
-    is evaluated by the test (the page's CSP admits no inline script, and the page ships no third-party code)."""
-    if not page.evaluate("() => !!window.axe"):
-        page.evaluate(AXE.read_text())
-    found = page.evaluate("async () => (await axe.run(document, {resultTypes: ['violations']})).violations")
-    return [
-        f"{v['impact']} {v['id']}: {v['help']} ({len(v['nodes'])}x, e.g. {v['nodes'][0]['target']})"
-        for v in found
-        if v["impact"] in ("serious", "critical")
-    ]
 
 
 def check_view(page, name: str, width: str, report: dict) -> None:

@@ -86,7 +86,7 @@ function uploadsTable(kind, rows) {
     { key: "id", label: "id", cell: (r) => shortId(r.id) },
     { key: "status", label: "status", value: (r) => r.status, cell: (r) => statusBadge(r.status) },
     { key: "details", label: "details", cell: (r) => (r.status === "invalid" ? h("span", { class: "error" }, r.error ? r.error.message : "invalid") : describe(kind, r)) },
-    { key: "actions", label: "", cell: (r) => h("button", { type: "button", class: "link", onclick: () => remove(kind, r) }, `Delete ${r.name}`) },
+    { key: "actions", label: "actions", cell: (r) => h("button", { type: "button", class: "link", onclick: () => remove(kind, r) }, `Delete ${r.name}`) },
   ];
   return listTable({
     id: `${kind}-table`, caption: kind === "models" ? "Models" : "Datasets", columns, rows, state: uploadSort[kind],
