@@ -104,8 +104,9 @@ def _take_next(session, hint: str, worker: str) -> Job | None:
             job := claim(session, hint, worker, stale, attempts, dead_owner=dead)
         ):
             return job
-    for candidate in dispatch_order(session, row.queue, settings.max_running_jobs_per_tenant, attempts):
-        if job := claim(session, candidate, worker, stale, attempts):
+    limit = settings.max_running_jobs_per_tenant
+    for candidate in dispatch_order(session, row.queue, limit, attempts):
+        if job := claim(session, candidate, worker, stale, attempts, max_running_per_tenant=limit):
             return job
     return None
 

@@ -8,9 +8,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from .db import utcnow
+from .locks import lock_tenant
 from .tables.jobs import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, TERMINAL, Job, JobEvent
 
 
@@ -24,22 +25,46 @@ def status_event(job: Job) -> dict[str, Any]:
 
 
 def claim(
-    session: Session, job_id: str, worker: str, stale_before: datetime, max_attempts: int, dead_owner: str | None = None
+    session: Session,
+    job_id: str,
+    worker: str,
+    stale_before: datetime,
+    max_attempts: int,
+    dead_owner: str | None = None,
+    max_running_per_tenant: int | None = None,
 ) -> Job | None:
     """Takes a queued job (or a running one whose worker stopped heart-beating, or whose owner
-    `dead_owner` is known to be dead) for this worker. None when the job is finished, cancelled, or
-    alive elsewhere."""
+    `dead_owner` is known to be dead) for this worker. None when the job is finished, cancelled, alive
+    elsewhere, or queued while its tenant already runs `max_running_per_tenant` jobs.
+
+    The limit is part of the one conditional UPDATE, and the tenant's row is locked first (store/locks.py),
+    so W workers claiming the same tenant's jobs at once start at most the limit, not the limit + W − 1. A
+    takeover is not limited: that job was already counted as running."""
     now = utcnow()
     taken_over = (Job.status == RUNNING) & (Job.heartbeat_at < stale_before)
     if dead_owner is not None:
         taken_over = taken_over | ((Job.status == RUNNING) & (Job.worker == dead_owner))
+    startable = Job.status == QUEUED
+    if max_running_per_tenant is not None:
+        tenant = session.scalar(select(Job.tenant_id).where(Job.id == job_id))
+        if tenant is None:
+            return None
+        lock_tenant(session, tenant)
+        others = aliased(Job)
+        running = (
+            select(func.count())
+            .select_from(others)
+            .where(others.tenant_id == tenant, others.status == RUNNING)
+            .scalar_subquery()
+        )
+        startable = startable & (running < max_running_per_tenant)
     result = session.execute(
         update(Job)
         .where(
             Job.id == job_id,
             Job.cancel_requested.is_(False),
             Job.attempts < max_attempts,
-            or_(Job.status == QUEUED, taken_over),
+            or_(startable, taken_over),
         )
         .values(
             status=RUNNING,
@@ -71,9 +96,8 @@ def dispatch_order(session: Session, queue: str, max_running_per_tenant: int, ma
     running `max_running_per_tenant` jobs waits; its next job is dispatched when one of them ends (`kick`).
 
     The broker's message for a job is a token for one unit of work, not an order to run that job: the
-    worker that takes it runs the job this order puts first (workers/tasks.py). The per-tenant limit is read,
-    not locked: two workers picking at once may let a tenant run one job over it, never two workers one job
-    (the claim stays one conditional UPDATE)."""
+    worker that takes it runs the job this order puts first (workers/tasks.py). The limit read here only
+    orders the candidates; `claim` enforces it under the tenant's lock."""
     running = _running_per_tenant(session)
     saturated = [tenant for tenant, n in running.items() if n >= max_running_per_tenant]
     queued = session.execute(

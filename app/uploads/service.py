@@ -12,6 +12,7 @@ from app.store import blob_refs
 from app.store.blobs import BlobStore, key_for
 from app.store.config import get_settings
 from app.store.db import new_id
+from app.store.locks import lock_tenant
 from app.store.tables.datasets import Dataset
 from app.store.tables.models import Model
 from app.store.tables.uploads import INVALID, PENDING
@@ -24,9 +25,13 @@ from .stream import ReceivedUpload
 SNIFF_STATUS = {"pickle_refused": 415, "unsupported_format": 415, "empty_file": 400, "corrupt_archive": 400}
 
 
-def check_pending_inspections(session: Session, tenant_id: str) -> None:
-    """Before a byte of a new upload is read: a tenant with this many uploads still waiting for inspection
-    waits (429), so that one tenant's burst of uploads cannot fill the workers' queue ahead of the others."""
+def check_pending_inspections(session: Session, tenant_id: str, locked: bool = False) -> None:
+    """A tenant with this many uploads still waiting for inspection waits (429), so that one tenant's burst
+    of uploads cannot fill the workers' queue ahead of the others. Checked before a byte of the upload is
+    read (cheap, so a refused upload costs nothing), and again, `locked`, in the transaction that records it
+    (exact: N uploads streamed at once all passed the first check)."""
+    if locked:
+        lock_tenant(session, tenant_id)
     pending = sum(
         session.scalar(select(func.count()).select_from(t).where(t.tenant_id == tenant_id, t.status == PENDING))
         for t in (Model, Dataset)
@@ -62,8 +67,15 @@ def record_upload(
     **extra,
 ) -> object:
     key = key_for(received.sha256)
-    # pinned before the bytes are written, in the transaction that records the row (blob_refs.py)
+    # pinned before the bytes are written, in the transaction that records the row (blob_refs.py); the pin is
+    # this transaction's first write, so on SQLite the count below is read under the write lock
     blob_refs.pin(session, key)
+    try:
+        check_pending_inspections(session, tenant_id, locked=True)
+    except ApiError:
+        session.rollback()
+        received.temp.unlink(missing_ok=True)
+        raise
     try:
         store.commit(received.temp, received.sha256)
     except BaseException:
