@@ -135,3 +135,13 @@ def test_only_jobs_that_could_start_need_a_message(session):
     assert runnable_now(session, "cpu", 2, 3) == ["job_q0", "job_c"]  # one free place each
     assert runnable_now(session, "cpu", 1, 3) == ["job_c"]  # the first tenant is at its limit
     assert dispatch_order(session, "cpu", 1, 3) == ["job_c"]
+
+
+def test_job_queues_hold_only_job_tokens():
+    """The sweeper compares a job queue's depth with its runnable jobs: a webhook retry waiting there would
+    hide a lost job message, so webhooks ride the inspection queue every worker serves."""
+    from app.store.broker import CPU_QUEUE, INSPECT_QUEUE, RUN_JOB_TASK, WEBHOOK_TASK, make_celery
+
+    router = make_celery().amqp.router
+    assert router.route({}, WEBHOOK_TASK, args=("job_1", 2), kwargs={})["queue"].name == INSPECT_QUEUE
+    assert router.route({}, RUN_JOB_TASK, args=("job_1",), kwargs={})["queue"].name == CPU_QUEUE

@@ -30,6 +30,9 @@ def make_celery() -> Celery:
     app.conf.update(
         task_queues=[Queue(INSPECT_QUEUE), Queue(CPU_QUEUE), Queue(GPU_QUEUE)],
         task_default_queue=CPU_QUEUE,
+        # the job queues hold only job tokens (their depth is what the sweeper's top-up compares with the
+        # runnable jobs); a webhook retry is short, like an inspection, and rides the queue every worker serves
+        task_routes={WEBHOOK_TASK: {"queue": INSPECT_QUEUE}},
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         task_acks_on_failure_or_timeout=True,
