@@ -22,6 +22,7 @@ from app.store.tables.datasets import Dataset
 from app.store.tables.jobs import QUEUED, Job
 from app.store.tables.models import Model
 from app.store.tables.uploads import PENDING
+from app.store.upload_state import UPLOAD_TABLES, lost_inspections
 
 from .queue import enqueue_inspection, enqueue_job, top_up_tokens
 
@@ -39,6 +40,17 @@ def requeue_stuck_uploads(session) -> list[str]:
             session.commit()
             enqueue_inspection(session, row, kind)
             again.append(row.id)
+    return again
+
+
+def requeue_lost_inspections(session) -> list[str]:
+    """Uploads whose inspecting worker stopped beating (killed mid-inspection): inspect again now."""
+    again = []
+    for kind, upload_id in lost_inspections(session, stale_cutoff(get_settings().heartbeat_timeout_s)):
+        row = session.get(UPLOAD_TABLES[kind], upload_id)
+        if row is not None:
+            enqueue_inspection(session, row, kind)
+            again.append(upload_id)
     return again
 
 
@@ -62,6 +74,8 @@ def sweep_once() -> list[tuple[str, str]]:
     remove_stale_uploads()
     with session_factory()() as session:
         collect_blobs(session)
+        for upload_id in requeue_lost_inspections(session):
+            log.warning("upload %s lost the worker inspecting it: inspecting it again", upload_id)
         for upload_id in requeue_stuck_uploads(session):
             log.warning("upload %s was still pending: inspecting it again", upload_id)
         changed = requeue_or_fail_stale(session, stale_cutoff(settings.heartbeat_timeout_s), settings.job_max_attempts)

@@ -1,5 +1,5 @@
 """Chaos on the real stack: the job's own process killed, Redis restarted empty, PostgreSQL restarted, each
-mid-job. Every job ends in a terminal state or completes, none is lost or run twice to the end, and what
+mid-job; the worker killed mid-inspection. Every job ends in a terminal state or completes, none is lost or run twice to the end, and what
 was stored is whole (its bytes match the recorded hash). The worker's main and pool processes killed
 mid-job are in test_service_resilience.py."""
 
@@ -18,7 +18,9 @@ LONG = {"steps": [{"method": "distill", "student": {"derive": {"width": 0.5}}, "
 
 
 def submit(c, model, dataset, recipe) -> str:
-    r = c.post("/v1/jobs", json={"model_id": model["id"], "dataset_id": dataset["id"], "recipe": recipe, "device": "cpu"})
+    r = c.post(
+        "/v1/jobs", json={"model_id": model["id"], "dataset_id": dataset["id"], "recipe": recipe, "device": "cpu"}
+    )
     assert r.status_code == 202, r.text
     return r.json()["id"]
 
@@ -42,7 +44,9 @@ def test_the_jobs_own_process_killed_fails_the_job_with_a_reason(prod_stack, rea
     with prod_stack.client() as c:
         job_id = submit(c, model, dataset, LONG)
         pool = int(running(c, job_id)["worker"].rpartition(":")[2])
-        children = [p for p in psutil.Process(pool).children(recursive=True) if "workers.child" in " ".join(p.cmdline())]
+        children = [
+            p for p in psutil.Process(pool).children(recursive=True) if "workers.child" in " ".join(p.cmdline())
+        ]
         assert children, "the job's child process was not found"
         children[-1].send_signal(signal.SIGKILL)
         done = poll_job(c, job_id)
@@ -85,3 +89,29 @@ def test_postgres_restarted_mid_job_loses_no_job(prod_stack, ready_digits):
         stored_whole(c, done)
         time.sleep(1)
         assert c.get("/readyz").status_code == 200
+
+
+def test_worker_killed_mid_inspection_is_inspected_again_soon(prod_stack, tmp_path):
+    """The worker main process SIGKILLed while it inspects an upload: its inspection beat stops, and the
+    sweeper sends the upload again after the heartbeat timeout (8 s here). Before, it stayed pending until the
+    inspection time limit + 60 s (660 s by default) ran out, or the broker redelivered the message."""
+    import torch
+
+    model = torch.nn.Sequential(torch.nn.Linear(16, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+    path = tmp_path / "fresh.pt2"  # new bytes: nothing already inspected can answer for it
+    torch.export.save(torch.export.export(model.eval(), (torch.randn(1, 16),)), path)
+    with prod_stack.client() as c:
+        row = upload(c, "models", path, name="inspected-twice").json()
+        deadline = time.monotonic() + 60
+        while not prod_stack.sql("SELECT inspect_heartbeat_at FROM models WHERE id = %s", row["id"])[0][0]:
+            assert time.monotonic() < deadline, "no worker started the inspection"
+            time.sleep(0.05)
+        prod_stack.kill_worker("w1")  # the worker, its pool and the inspection's child
+        killed = time.monotonic()
+        assert c.get(f"/v1/models/{row['id']}").json()["status"] == "pending"
+        prod_stack.start_worker("w1")  # the machine comes back (or another serves the queue)
+        done = wait_for(c, f"/v1/models/{row['id']}", lambda b: b["status"] != "pending", timeout=120)
+        waited = time.monotonic() - killed
+    assert done["status"] == "ready", done
+    assert waited < 120, waited
+    assert "lost the worker inspecting it" in prod_stack.api_log.read_text()

@@ -145,3 +145,16 @@ def test_job_queues_hold_only_job_tokens():
     router = make_celery().amqp.router
     assert router.route({}, WEBHOOK_TASK, args=("job_1", 2), kwargs={})["queue"].name == INSPECT_QUEUE
     assert router.route({}, RUN_JOB_TASK, args=("job_1",), kwargs={})["queue"].name == CPU_QUEUE
+
+
+def test_an_inspection_has_one_worker_and_a_lost_one_is_released_once(session):
+    from app.store.upload_state import lost_inspections, start_inspection
+
+    fresh = stale_cutoff(60)
+    assert start_inspection(session, Model, "mdl_1", fresh)
+    assert not start_inspection(session, Model, "mdl_1", fresh)  # a redelivered message: a live worker beats
+    assert lost_inspections(session, fresh) == []
+    silent = utcnow() + timedelta(seconds=1)  # as if its beat had stopped
+    assert lost_inspections(session, silent) == [("model", "mdl_1")]
+    assert lost_inspections(session, silent) == []  # sent again once, however many sweepers look
+    assert start_inspection(session, Model, "mdl_1", fresh)  # the new message's worker takes it

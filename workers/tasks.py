@@ -28,6 +28,7 @@ from app.store.tables.datasets import Dataset
 from app.store.tables.jobs import CANCELLED, FAILED, RUNNING, SUCCEEDED, Job
 from app.store.tables.models import Model
 from app.store.tables.uploads import INVALID, PENDING, READY
+from app.store.upload_state import UPLOAD_TABLES, beat_inspection, start_inspection
 from workers.compression.contract.errors import JobErrorCode
 from workers.compression.contract.formats import FILE_SUFFIX, ModelFormat
 from workers.compression.contract.load import LoadOptions
@@ -147,11 +148,12 @@ STORE_RETRY = dict(autoretry_for=(OperationalError,), retry_backoff=True, retry_
 
 @celery.task(name=INSPECT_TASK, bind=True, acks_late=True, reject_on_worker_lost=True, **STORE_RETRY)
 def inspect_upload(self, kind: str, upload_id: str) -> None:
-    table = {"model": Model, "dataset": Dataset}[kind]
+    table = UPLOAD_TABLES[kind]
+    settings = get_settings()
     with session_scope() as session:
+        if not start_inspection(session, table, upload_id, stale_cutoff(settings.heartbeat_timeout_s)):
+            return  # deleted, inspected already, or being inspected by a live worker (a redelivered message)
         row = session.get(table, upload_id)
-        if row is None or row.status != PENDING:
-            return  # deleted, or inspected already (a redelivered message)
         host = get_blob_store().local_path(row.blob_key)
         mounts = _mounts("inspect", upload_id)
         if kind == "model":
@@ -160,7 +162,6 @@ def inspect_upload(self, kind: str, upload_id: str) -> None:
             work = InspectModel(path=path, load=load)
         else:
             work = InspectDataset(path=mounts.input(host, "dataset" + INPUT_SUFFIX.get(row.format, "")))
-    settings = get_settings()
     outcome = supervise(
         work,
         mounts,
@@ -168,6 +169,7 @@ def inspect_upload(self, kind: str, upload_id: str) -> None:
         time_limit_s=settings.inspect_time_limit_s,
         sandbox=mounts.sandboxed,
         limits=_limits(),
+        should_stop=InspectionBeat(table, upload_id, settings.heartbeat_interval_s),
     )
     shutil.rmtree(mounts.host, ignore_errors=True)
     with session_scope() as session:
@@ -179,6 +181,24 @@ def inspect_upload(self, kind: str, upload_id: str) -> None:
         else:
             row.status, row.error_code, row.error_message = INVALID, outcome.code, outcome.message
     log.info("%s %s inspected: %s", kind, upload_id, "ready" if outcome.ok else outcome.code)
+
+
+class InspectionBeat:
+    """Polled by the supervisor while the child inspects: beats for the upload every `every_s` (a store
+    outage skips a beat; the inspection goes on). Never asks to stop."""
+
+    def __init__(self, table, upload_id: str, every_s: float):
+        self.table, self.upload_id, self.every_s, self.last = table, upload_id, every_s, time.monotonic()
+
+    def __call__(self) -> None:
+        if time.monotonic() - self.last >= self.every_s:
+            self.last = time.monotonic()
+            try:
+                with session_scope() as session:
+                    beat_inspection(session, self.table, self.upload_id)
+            except Exception:
+                log.warning("could not beat for the inspection of %s", self.upload_id, exc_info=True)
+        return None
 
 
 # ---------------------------------------------------------------- jobs

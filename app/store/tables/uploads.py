@@ -26,6 +26,9 @@ class UploadColumns:
     error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    # set by the worker inspecting it, and beaten while it does: a pending upload whose beat stopped lost its
+    # worker (store/upload_state.py), and is inspected again without waiting for the inspection time limit
+    inspect_heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
     @declared_attr
     def tenant_id(cls) -> Mapped[str]:
