@@ -123,6 +123,7 @@ def test_sign_in_upload_submit_watch_and_download(prod_stack, browser, cnn_pt2, 
         expect(page.locator("#result-summary")).to_contain_text("Result:")
         # a row's facts fold out below it
         rows.nth(1).get_by_role("button", name=re.compile("details")).click()
+        expect(page.locator("tr.details").nth(1)).to_be_visible()
         expect(page.locator("tr.details").nth(1)).to_contain_text("latency, batch 1")
         # each speedup with its 95 % interval beneath it, as the report gives it
         with prod_stack.client() as c:
@@ -291,7 +292,10 @@ def test_the_simple_path_to_an_auto_job_at_1280_and_390_px(prod_stack, browser, 
         page.select_option("#jobs-status", "succeeded")
         expect(row).to_be_visible()
         page.get_by_role("button", name="speedup b1").click()
-        expect(page.locator("#jobs-table th[aria-sort]")).to_have_attribute("aria-sort", "descending")
+        sorted_by = page.locator("#jobs-table th[aria-sort]")
+        expect(sorted_by).to_have_text(re.compile("speedup b1"))
+        expect(sorted_by).to_have_attribute("aria-sort", "descending")
+        expect(page.get_by_role("button", name="speedup b1")).to_be_focused()  # focus survives the redraw
         for width, px in WIDTHS.items():
             page.set_viewport_size({"width": px, "height": 900})
             check_view(page, "jobs", width, report)

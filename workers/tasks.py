@@ -99,13 +99,15 @@ def _take_next(session, hint: str, worker: str) -> Job | None:
     row = session.execute(select(Job.queue, Job.status, Job.heartbeat_at).where(Job.id == hint)).first()
     if row is None:
         return None  # the job was deleted; every other queued job has its own message
+    limit = settings.max_running_jobs_per_tenant
     if row.status == RUNNING:
         dead = _dead_owner_here(session, hint, worker)
+        # a takeover is not limited (the job is counted as running already); the limit applies should the
+        # sweeper have put it back in the queue meanwhile
         if (dead or (row.heartbeat_at is not None and row.heartbeat_at < stale)) and (
-            job := claim(session, hint, worker, stale, attempts, dead_owner=dead)
+            job := claim(session, hint, worker, stale, attempts, dead_owner=dead, max_running_per_tenant=limit)
         ):
             return job
-    limit = settings.max_running_jobs_per_tenant
     for candidate in dispatch_order(session, row.queue, limit, attempts):
         if job := claim(session, candidate, worker, stale, attempts, max_running_per_tenant=limit):
             return job
@@ -154,6 +156,8 @@ def inspect_upload(self, kind: str, upload_id: str) -> None:
         if not start_inspection(session, table, upload_id, stale_cutoff(settings.heartbeat_timeout_s)):
             return  # deleted, inspected already, or being inspected by a live worker (a redelivered message)
         row = session.get(table, upload_id)
+        if row is None:
+            return  # deleted meanwhile
         host = get_blob_store().local_path(row.blob_key)
         mounts = _mounts("inspect", upload_id)
         if kind == "model":

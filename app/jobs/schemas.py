@@ -10,6 +10,7 @@ from workers.compression.contract.report import Final, Report
 
 from ..artifacts.schemas import ArtifactOut
 from ..schemas import ErrorBody, RowOut
+from ..store.tables.jobs import SUCCEEDED
 
 
 class JobIn(BaseModel):
@@ -86,7 +87,8 @@ class JobSummary(RowOut):
     @classmethod
     def of(cls, row, **extra: Any) -> Self:
         extra.setdefault("recipe_summary", recipe_summary(row.recipe))
-        extra.setdefault("headline", Headline.of(row.results))
+        # a failed job or a running search keeps partial results with a `final`: not a result to show
+        extra.setdefault("headline", Headline.of(row.results) if row.status == SUCCEEDED else None)
         return super().of(row, **extra)
 
 

@@ -11,8 +11,10 @@ from .tables.auth import Tenant
 
 
 def lock_tenant(session: Session, tenant_id: str) -> None:
-    """Holds the tenant's row until this transaction ends. PostgreSQL: SELECT … FOR UPDATE, so a second
+    """Holds the tenant's row until this transaction ends. PostgreSQL: SELECT … FOR NO KEY UPDATE, so a second
     transaction for the same tenant waits here and then reads what the first committed (READ COMMITTED reads
-    each statement afresh). SQLite: FOR UPDATE is not emitted; writers are serialised by the database's
-    write lock, so callers read their count after (or inside) the transaction's first write."""
-    session.execute(select(Tenant.id).where(Tenant.id == tenant_id).with_for_update())
+    each statement afresh); NO KEY, so it does not block the key-share locks that inserting rows which refer
+    to the tenant take (a job's artifacts being stored). Take it before any other row lock in the transaction
+    (blob pins), so locks are always taken tenant first. SQLite: nothing is emitted; writers are serialised by
+    the database's write lock, so callers read their count after (or inside) the transaction's first write."""
+    session.execute(select(Tenant.id).where(Tenant.id == tenant_id).with_for_update(key_share=True))

@@ -25,13 +25,11 @@ from .stream import ReceivedUpload
 SNIFF_STATUS = {"pickle_refused": 415, "unsupported_format": 415, "empty_file": 400, "corrupt_archive": 400}
 
 
-def check_pending_inspections(session: Session, tenant_id: str, locked: bool = False) -> None:
+def check_pending_inspections(session: Session, tenant_id: str) -> None:
     """A tenant with this many uploads still waiting for inspection waits (429), so that one tenant's burst
     of uploads cannot fill the workers' queue ahead of the others. Checked before a byte of the upload is
-    read (cheap, so a refused upload costs nothing), and again, `locked`, in the transaction that records it
-    (exact: N uploads streamed at once all passed the first check)."""
-    if locked:
-        lock_tenant(session, tenant_id)
+    read (cheap, so a refused upload costs nothing), and again under the tenant's lock in the transaction that
+    records it (`record_upload`; exact: N uploads streamed at once all passed the first check)."""
     pending = sum(
         session.scalar(select(func.count()).select_from(t).where(t.tenant_id == tenant_id, t.status == PENDING))
         for t in (Model, Dataset)
@@ -67,11 +65,12 @@ def record_upload(
     **extra,
 ) -> object:
     key = key_for(received.sha256)
+    lock_tenant(session, tenant_id)  # first, before the blob's row (store/locks.py)
     # pinned before the bytes are written, in the transaction that records the row (blob_refs.py); the pin is
     # this transaction's first write, so on SQLite the count below is read under the write lock
     blob_refs.pin(session, key)
     try:
-        check_pending_inspections(session, tenant_id, locked=True)
+        check_pending_inspections(session, tenant_id)
     except ApiError:
         session.rollback()
         received.temp.unlink(missing_ok=True)

@@ -205,7 +205,7 @@ async function newJobView(startIn = "goal") {
   function goalRecipe() {
     if (!datasetSelect.value) return { steps: [{ method: "quantize", scheme: "int8_dynamic" }] };
     const points = Number(dropInput.value), minutes = Number(budgetInput.value);
-    if (!(points > 0 && points < 100)) throw Object.assign(new Error("give the accuracy you may lose in points, between 0.1 and 50"), { field: "goal-drop" });
+    if (!(points >= 0.1 && points <= 50)) throw Object.assign(new Error("give the accuracy you may lose in points, between 0.1 and 50"), { field: "goal-drop" });
     if (!(minutes > 0)) throw Object.assign(new Error("give a time budget in minutes, more than 0"), { field: "goal-budget" });
     return { steps: [{ method: "auto", objective: goal(), max_accuracy_drop: Number((points / 100).toPrecision(6)), budget_minutes: minutes }] };
   }
@@ -389,18 +389,25 @@ async function jobsView() {
       cell: (j) => (j.headline ? h("span", { class: `badge ${j.headline.verdict}` }, j.headline.verdict.replaceAll("_", " ")) : "–") },
   ];
   const draw = () => box.replaceChildren(jobs.length ? listTable({
-    id: "jobs-table", caption: "Refreshed every 2 s. Speedup and size × are the final artifact's.", columns, rows: jobs, state: jobsState.sort,
+    id: "jobs-table", caption: "The newest 100 jobs, refreshed every 2 s. Speedup and size × are the final artifact's (succeeded jobs).", columns, rows: jobs, state: jobsState.sort,
     onSort: (state) => { jobsState.sort = state; draw(); },
   }) : h("p", { class: "help" }, jobsState.status ? `No ${jobsState.status} jobs.` : "No jobs yet."));
+  let shown = null; // what the table shows now: redrawn only when that changes, so focus and reading stay put
+  let asked = 0;
   async function render() {
+    const ask = ++asked, status = jobsState.status;
     try {
-      const page = await get(`/v1/jobs?limit=100${jobsState.status ? `&status=${jobsState.status}` : ""}`);
+      const page = await get(`/v1/jobs?limit=100${status ? `&status=${status}` : ""}`);
+      if (ask !== asked) return; // a newer request (another filter) answers instead
       if (page.items.some((j) => !(j.model_id in modelNames))) {
         modelNames = Object.fromEntries((await listAll("/v1/models")).map((m) => [m.id, m.name]));
       }
+      const now = JSON.stringify([status, page.items]);
+      if (now === shown) return;
+      shown = now;
       jobs = page.items;
       draw();
-    } catch (e) { box.replaceChildren(errorBox(e)); }
+    } catch (e) { box.replaceChildren(errorBox(e)); shown = null; }
   }
   render();
   every(2000, render);

@@ -32,10 +32,10 @@ export function logTicks(lo, hi) {
 }
 
 // ceiling: a bound no value can pass (accuracy and agreement stop at 1), so no tick is drawn past it
-function axis(values, extra, ceiling = Infinity) {
+function axis(values, extra, ceiling = Infinity, allowLog = true) {
   const all = [...values, ...extra].filter((v) => Number.isFinite(v));
   const min = Math.min(...all), max = Math.max(...all);
-  if (min > 0 && max / min > 10) {
+  if (allowLog && min > 0 && max / min > 10) {
     const lo = min / 1.25, hi = max * 1.25;
     const t = logTicks(lo, hi);
     return { ...t, map: (v) => (Math.log10(v) - Math.log10(lo)) / (Math.log10(hi) - Math.log10(lo)), log: true };
@@ -50,7 +50,7 @@ const overlaps = (a, b) => a.x < b.x + b.w && b.x < a.x + a.w && a.y < b.y + b.h
 // points: [{x, y, label, name, baseline, interval: [lo, hi] | undefined}]
 export function scatter({ title, points, xLabel, yLabel, reference, yCeiling }) {
   const xa = axis(points.map((p) => p.x), points.flatMap((p) => p.interval || []));
-  const ya = axis(points.map((p) => p.y), [], yCeiling);
+  const ya = axis(points.map((p) => p.y), [], yCeiling, false); // quality stays linear: 0.05 is a collapse
   const px = (x) => L + xa.map(x) * (W - L - R);
   const py = (y) => H - B - ya.map(y) * (H - T - B);
   const base = points.find((p) => p.baseline);
@@ -76,7 +76,8 @@ export function scatter({ title, points, xLabel, yLabel, reference, yCeiling }) 
     placed.push(box);
     return s("text", { x: box.x + 2, y: box.y + 10, class: "point-label" }, p.label);
   };
-  const describe = points.map((p) => `${p.baseline ? "original" : `${p.label} ${p.name}`}: ${xa.format(p.x)}, ${ya.format(p.y)}`).join("; ");
+  const exact = (v) => String(Number(v.toPrecision(3))); // the value itself, not rounded to the ticks
+  const describe = points.map((p) => `${p.baseline ? "original" : `${p.label} ${p.name}`}: ${exact(p.x)}, ${exact(p.y)}`).join("; ");
   return s("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": `${title}. ${describe}`, class: "plot" },
     s("title", {}, title),
     s("text", { x: L, y: 16, class: "plot-title" }, title),

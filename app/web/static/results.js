@@ -159,7 +159,7 @@ export function resultSummary(results, artifacts) {
   const search = results.steps.find((s) => s.front);
   const ci = (final.speedup_ci95 || {}).b1;
   const figures = [
-    `${fixed(final.size_ratio, 2)}× smaller`,
+    final.size_ratio >= 1 ? `${fixed(final.size_ratio, 2)}× smaller` : `${fixed(1 / final.size_ratio, 2)}× larger`,
     `${fixed(final.speedup_b1, 2)}× ${final.speedup_b1 >= 1 ? "faster" : "the speed"} at batch 1${ci ? ` (95 %: ${fixed(ci[0], 2)}–${fixed(ci[1], 2)})` : ""}`,
     `${fixed(final.speedup_bN, 2)}× at batch ${base.latency_ms.batch}`,
     qualityText(row.m, base),
@@ -205,17 +205,24 @@ export function resultPlots(results) {
   const rows = rowsOf(results).filter(({ m }) => present(quality(m, base).value));
   const q = quality(base, base).label;
   const point = (r, x, interval) => ({ x, y: quality(r.m, base).value, label: r.n === null ? "original" : String(r.n), name: r.name, baseline: r.n === null, interval });
-  const bySize = rows.map((r) => point(r, r.m.size_bytes / 1e6));
+  const bySize = rows.map((r) => point(r, r.m.size_bytes / 2 ** 20)); // MB as the table counts them (1024²)
   const bySpeed = rows.filter((r) => !r.entry || present(r.entry.speedup_b1))
     .map((r) => point(r, r.entry ? r.entry.speedup_b1 : 1, r.entry && (r.entry.speedup_ci95 || {}).b1));
   const legend = h("ol", { class: "legend", "aria-label": "points" },
     rows.filter((r) => r.n !== null).map((r) => h("li", { value: r.n }, r.name)));
   return h("div", { class: "plots" },
-    h("figure", {}, scatter({ title: `${q} against size`, points: bySize, xLabel: "size (MB)", yLabel: q, yCeiling: 1, reference: { x: base.size_bytes / 1e6 } }),
+    h("figure", {}, scatter({ title: `${q} against size`, points: bySize, xLabel: "size (MB)", yLabel: q, yCeiling: 1, reference: { x: base.size_bytes / 2 ** 20 } }),
       h("figcaption", {}, `Up and left is better. The open circle is the original.`)),
     h("figure", {}, scatter({ title: `${q} against speedup`, points: bySpeed, xLabel: "speedup at batch 1 (×), 95 % interval as bars", yLabel: q, yCeiling: 1, reference: { x: 1 } }),
       h("figcaption", {}, `Up and right is better. Numbers are the table's rows.`)),
     legend);
+}
+
+// what each step says of itself (a search's budget ran out, a runtime was measured, ...), once per step
+function stepNotes(results) {
+  const several = results.steps.length > 1;
+  const notes = results.steps.flatMap((step, i) => (step.notes || []).map((n) => h("li", {}, several ? `step ${i + 1}: ${n}` : n)));
+  return notes.length ? h("ul", { class: "notes", "aria-label": "notes" }, notes) : null;
 }
 
 export function resultsSection(results, artifacts) {
@@ -223,6 +230,7 @@ export function resultsSection(results, artifacts) {
     results.final ? resultSummary(results, artifacts) : null,
     h("h3", {}, "Every artifact"),
     resultsTable(results, artifacts),
+    stepNotes(results),
     resultPlots(results),
     ...results.steps.filter((step) => step.search).map((step) => candidatesTable(step.search)));
 }

@@ -6,6 +6,9 @@ import { h } from "./dom.js";
 // columns: [{ key, label, value: row => sortable value, cell: row => content, num, sortable = true }]
 // state: { key, dir } kept by the caller, so a refresh keeps the order the person chose
 export function listTable({ id, caption, columns, rows, state, onSort, rowAttrs }) {
+  // a redraw replaces the header: the sort button that had focus gets it back (keyboard users stay put)
+  const focused = document.activeElement && document.activeElement.closest && document.activeElement.closest(`#${id} button.sort`);
+  const refocus = focused ? focused.dataset.key : null;
   const sorted = [...rows];
   const col = columns.find((c) => c.key === state.key);
   if (col && col.value) {
@@ -20,21 +23,24 @@ export function listTable({ id, caption, columns, rows, state, onSort, rowAttrs 
   }
   const header = columns.map((c) => {
     const sorting = c.key === state.key;
-    const th = h("th", { scope: "col", "aria-sort": sorting ? state.dir : null, class: c.num ? "num" : null });
-    if (c.sortable === false || !c.value) th.append(c.label);
+    const sortable = c.sortable !== false && !!c.value;
+    const th = h("th", { scope: "col", "aria-sort": sorting ? state.dir : null, class: [c.num ? "num" : "", sortable ? "" : "unsorted"].join(" ").trim() || null });
+    if (!sortable) th.append(c.label);
     else {
-      th.append(h("button", { type: "button", class: "sort", onclick: () => {
+      th.append(h("button", { type: "button", class: "sort", "data-key": c.key, onclick: () => {
         const dir = sorting && state.dir === "descending" ? "ascending" : "descending";
         onSort({ key: c.key, dir });
-      } }, c.label, sorting ? (state.dir === "ascending" ? " ▲" : " ▼") : ""));
+      } }, c.label, sorting ? h("span", { "aria-hidden": "true" }, state.dir === "ascending" ? " ▲" : " ▼") : ""));
     }
     return th;
   });
-  return h("div", { class: "table-wrap" }, h("table", { id, class: "list cards" },
+  const wrap = h("div", { class: "table-wrap" }, h("table", { id, class: "list cards" },
     h("caption", {}, caption),
     h("thead", {}, h("tr", {}, header)),
     h("tbody", {}, sorted.map((r) => h("tr", rowAttrs ? rowAttrs(r) : {},
       columns.map((c, i) => h(i === 0 ? "th" : "td", { scope: i === 0 ? "row" : null, "data-label": c.label || null, class: c.num ? "num" : null }, c.cell(r))))))));
+  if (refocus) queueMicrotask(() => { const b = document.querySelector(`#${id} button.sort[data-key="${refocus}"]`); if (b) b.focus(); });
+  return wrap;
 }
 
 export function shortId(id) {
