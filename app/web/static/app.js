@@ -376,7 +376,7 @@ async function jobsView() {
   let jobs = [];
   const columns = [
     { key: "name", label: "job", value: (j) => (j.name || j.id).toLowerCase(),
-      cell: (j) => h("a", { href: `#/jobs/${j.id}` }, j.name || j.id, j.name ? h("span", { class: "sub" }, " ", shortId(j.id)) : null) },
+      cell: (j) => h("a", { href: `#/jobs/${j.id}` }, j.name || shortId(j.id), j.name ? h("span", { class: "sub" }, " ", shortId(j.id)) : null) },
     { key: "model", label: "model", value: (j) => modelNames[j.model_id] || j.model_id, cell: (j) => modelNames[j.model_id] || shortId(j.model_id) },
     { key: "recipe", label: "recipe", value: (j) => j.recipe_summary, cell: (j) => j.recipe_summary },
     { key: "status", label: "status", value: (j) => j.status, cell: (j) => [statusBadge(j.status),
