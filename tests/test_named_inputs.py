@@ -267,6 +267,52 @@ def test_a_torch_export_program_with_two_inputs(tmp_path, quick):
     assert report["steps"][0]["measurement"]["agreement"] > 0.9
 
 
+class RotaryTable(TwoInputs):
+    """TwoInputs with a position table kept in bf16, as models keep RoPE tables (nanoguard): the ONNX export
+    of such a graph has bf16 operators that onnxruntime's CPU provider cannot run."""
+
+    def __init__(self):
+        super().__init__()
+        self.layer = nn.Linear(16, 16)
+        self.register_buffer("sin", torch.sin(torch.arange(12 * 16).reshape(12, 16) / 7).bfloat16(), persistent=False)
+
+    def forward(self, input_ids, attention_mask):
+        x = self.embed(input_ids)
+        x = self.layer(x * (-self.sin[: x.shape[1]]) + x)  # bf16 Neg, then promoted to fp32 by the product
+        weights = attention_mask.unsqueeze(-1).float()
+        return self.head((x * weights).sum(1) / weights.sum(1).clamp(min=1))
+
+
+def test_int8_static_on_a_program_with_bf16_tables_runs_on_both_runtimes(tmp_path, quick, monkeypatch):
+    example = (torch.zeros(2, 12, dtype=torch.int64), torch.ones(2, 12, dtype=torch.int64))
+    program = torch.export.export(RotaryTable().eval(), example, dynamic_shapes=({0: torch.export.Dim.AUTO},) * 2)
+    model_path = tmp_path / "rotary.pt2"
+    torch.export.save(program, str(model_path))
+    data = _ids_npz(tmp_path / "ids.npz", "input_ids", "attention_mask")
+    recipe = {"steps": [{"method": "quantize", "scheme": "int8_static", "calibration_batches": 2}]}
+    report = run_recipe(model_path, recipe, data_path=data, out_dir=tmp_path / "out", settings=quick)
+    runtimes = {r["measurement"]["runtime"]: r for r in report["steps"][0]["runtimes"]}
+    assert set(runtimes) == {"inductor", "onnxruntime"}  # onnxruntime failed on the bf16 Neg before
+    for r in runtimes.values():
+        assert r["measurement"]["agreement"] > 0.9, r["measurement"]
+    assert any(n.startswith("1 bf16 tensor(s)") and "sin) exported as fp32" in n for n in runtimes["onnxruntime"]["notes"])
+
+    # one runtime that cannot take a model leaves the other's artifact, and is named
+    from workers.compression.quantization import backends
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("no kernel for this operator\n  at /srv/private/path.cc:12")
+
+    monkeypatch.setattr(backends, "onnx_backend", refuse)
+    report = run_recipe(model_path, recipe, data_path=data, out_dir=tmp_path / "out2", settings=quick)
+    step = report["steps"][0]
+    assert step["measurement"]["runtime"] == "inductor" and report["final"]["artifact_id"] == step["artifact_id"]
+    assert "onnxruntime could not build int8_static for this model: RuntimeError: no kernel for this operator" in (
+        step["notes"]
+    )
+    assert not any("/srv/private" in n for n in step["notes"])
+
+
 def test_a_vit_takes_pixel_values(tmp_path, quick):
     from transformers import ViTConfig, ViTForImageClassification
 

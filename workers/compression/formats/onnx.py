@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import tempfile
 import zipfile
 from pathlib import Path
@@ -193,8 +194,40 @@ def _input_spec(inputs) -> InputSpec:
     )
 
 
+def bf16_tensors(module: nn.Module) -> list[str]:
+    """The module's bf16 parameters, buffers and graph constants (a model may keep e.g. its RoPE tables in bf16)."""
+    names = [n for n, t in [*module.named_parameters(), *module.named_buffers()] if t.dtype == torch.bfloat16]
+    for prefix, sub in module.named_modules():
+        names += [
+            f"{prefix}.{k}".lstrip(".")
+            for k, v in vars(sub).items()
+            if isinstance(v, torch.Tensor) and not isinstance(v, nn.Parameter) and v.dtype == torch.bfloat16
+        ]
+    return names
+
+
+def _bf16_as_fp32(module: nn.Module) -> nn.Module:
+    """A copy whose bf16 tensors are fp32: onnxruntime's CPU provider has no bf16 kernel for most operators
+    (a bf16 `Neg` fails the session), and every bf16 value is exact in fp32, so a computation PyTorch
+    promotes to fp32 anyway (bf16 table x fp32 activations) gives the same result."""
+    if not bf16_tensors(module):
+        return module
+    module = copy.deepcopy(module)
+    for sub in module.modules():
+        for name, p in sub._parameters.items():
+            if p is not None and p.dtype == torch.bfloat16:
+                p.data = p.data.float()
+        for name, b in sub._buffers.items():
+            if b is not None and b.dtype == torch.bfloat16:
+                sub._buffers[name] = b.float()
+        for name, v in list(vars(sub).items()):
+            if isinstance(v, torch.Tensor) and not isinstance(v, nn.Parameter) and v.dtype == torch.bfloat16:
+                setattr(sub, name, v.float())
+    return module
+
+
 def save_onnx(module: nn.Module, spec: InputSpec, path: Path) -> Path:
-    exported, args, kwargs, dynamic = export_arguments(module, spec)
+    exported, args, kwargs, dynamic = export_arguments(_bf16_as_fp32(module), spec)
     try:
         program = torch.onnx.export(
             exported,

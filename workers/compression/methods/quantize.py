@@ -19,7 +19,7 @@ from ..contract.recipe.quantize import QuantizeConfig
 from ..formats import LoadedModel, ModelFormat, save_model
 from ..measure.metrics import weight_tensors
 from ..pruning.layers import editable, execution_order
-from ..quantization.backends import onnx_backend, torch_backends
+from ..quantization.backends import onnx_backend, short_error, torch_backends
 from ..quantization.candidates import Backend, TorchCandidate
 from ..quantization.guard import Guarded, Scorer, guard
 from ..quantization.packed import packed_layer_bytes
@@ -43,7 +43,9 @@ class CastInputs(nn.Module):
         from torch.utils._pytree import tree_map
 
         # every output back to float32 (a multi-output model returns a tuple)
-        return tree_map(lambda t: t.float() if isinstance(t, torch.Tensor) and t.is_floating_point() else t, self.inner(x))
+        return tree_map(
+            lambda t: t.float() if isinstance(t, torch.Tensor) and t.is_floating_point() else t, self.inner(x)
+        )
 
 
 def quantize(model: LoadedModel, step: QuantizeConfig, ctx: StepContext) -> StepOutput:
@@ -72,23 +74,35 @@ def _quantize(model: LoadedModel, step: QuantizeConfig, ctx: StepContext, work: 
         if step.scheme in ("binary", "ternary") and step.keep_first_last:
             kept += [n for n in dict.fromkeys([order[0], order[-1]]) if n not in kept]
         backends = torch_backends(module, spec, order, step, ctx, scorer, work)
-    outcomes = []
-    for backend in backends:
-        ctx.progress(len(outcomes) / len(backends), f"{step.scheme} on {backend.runtime}")
+    outcomes, failed = [], []
+    for i, backend in enumerate(backends):
+        ctx.progress(i / len(backends), f"{step.scheme} on {backend.runtime}")
         layer_kept = [n for n in backend.layers if n in kept or any(fnmatchcase(n, p) for p in step.exclude)]
-        if scorer is None:  # nothing to score on: quantize every layer that is not excluded
-            guarded = Guarded(backend.build(frozenset(layer_kept), False), None, [], True)
-        else:
-            guarded = guard(
-                backend.build,
-                backend.layers,
-                scorer,
-                step.max_accuracy_drop,
-                kept=layer_kept,
-                progress=lambda f, s, r=backend.runtime: ctx.progress(len(outcomes) / len(backends), f"{r}: {s}"),
-            )
+        try:
+            if scorer is None:  # nothing to score on: quantize every layer that is not excluded
+                guarded = Guarded(backend.build(frozenset(layer_kept), False), None, [], True)
+            else:
+                guarded = guard(
+                    backend.build,
+                    backend.layers,
+                    scorer,
+                    step.max_accuracy_drop,
+                    kept=layer_kept,
+                    progress=lambda f, s, r=backend.runtime, i=i: ctx.progress(i / len(backends), f"{r}: {s}"),
+                )
+        except MemoryError:
+            raise
+        except Exception as e:
+            if len(backends) == 1:
+                raise
+            # one runtime failing on this model leaves the others' artifacts; the failure is named in the notes
+            failed.append(f"{backend.runtime} failed on this model: {short_error(e)}")
+            continue
         outcomes.append((backend, guarded, layer_kept))
+    if not outcomes:
+        raise StepFailedError(f"{step.scheme} failed on every runtime: " + "; ".join(failed))
     results = [_result(b, g, kept_now, step, ctx) for b, g, kept_now in outcomes]
+    results[0].notes.extend(failed)
     met = [r for r, (_, g, _) in zip(results, outcomes) if g.met]
     primary = met[0] if met else max(results, key=lambda r: r.details["guard"].get("quality") or 0.0)
     if not met:

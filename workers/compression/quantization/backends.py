@@ -15,6 +15,7 @@ from torch.nn.utils import parametrize
 from ..contract.errors import StepFailedError
 from ..contract.recipe.quantize import QuantizeConfig
 from ..formats import ModelFormat, save_model
+from ..formats.onnx import bf16_tensors
 from ..formats.packed import replace_weight
 from ..formats.spec import InputSpec
 from ..hardware import cpu_has_vnni
@@ -43,13 +44,20 @@ def torch_backends(
     match step.scheme:
         case "int8_static":
             runtimes = ["inductor", "onnxruntime"] if step.runtime == "auto" else [step.runtime]
-            out = []
+            out, failed = [], []
             for runtime in runtimes:
-                if runtime == "inductor":
-                    out.append(_pt2e_backend(module, spec, order, step, ctx, scorer, "static"))
-                else:
-                    fp32 = save_model(module, spec, ModelFormat.ONNX, work / "fp32.onnx")
-                    out.append(onnx_backend(fp32, step, ctx, scorer, work))
+                try:
+                    out.append(_static_backend(runtime, module, spec, order, step, ctx, scorer, work))
+                except MemoryError:
+                    raise
+                except Exception as e:
+                    # runtime auto: a runtime that cannot take this model is named, the other one still runs
+                    if len(runtimes) == 1:
+                        raise
+                    failed.append(f"{runtime} could not build int8_static for this model: {short_error(e)}")
+            if not out:
+                raise StepFailedError("; ".join(failed))
+            out[0].notes.extend(failed)
             return out
         case "int8_qat":
             return [_pt2e_backend(module, spec, order, step, ctx, scorer, "qat")]
@@ -65,6 +73,25 @@ def torch_backends(
         case "int8_weight_only" | "int4_weight_only" | "binary" | "ternary":
             return [_packed_backend(module, spec, order, step, ctx)]
     raise StepFailedError(f"unknown scheme {step.scheme}")
+
+
+def _static_backend(runtime: str, module, spec, order, step, ctx, scorer, work: Path) -> Backend:
+    if runtime == "inductor":
+        return _pt2e_backend(module, spec, order, step, ctx, scorer, "static")
+    fp32 = save_model(module, spec, ModelFormat.ONNX, work / "fp32.onnx")
+    # the export takes the model's named inputs by name (export_arguments), fed from the packed tensor
+    backend = onnx_backend(fp32, step, ctx, scorer, work, spec.names or None)
+    if cast := bf16_tensors(module):
+        backend.notes.append(
+            f"{len(cast)} bf16 tensor(s) ({', '.join(cast[:3])}) exported as fp32: onnxruntime's CPU kernels lack bf16"
+        )
+    return backend
+
+
+def short_error(e: Exception) -> str:
+    """An exception as one line a user can read (a library's message, without its traceback or paths)."""
+    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return f"{type(e).__name__}: {text}"[:300]
 
 
 def _pt2e_backend(module, spec, order, step, ctx, scorer, mode: str) -> Backend:
@@ -250,7 +277,12 @@ def onnx_backend(
         nodes = [layers[n] for n in kept if n in layers]
         if static:
             onnx_int8.quantize_static(
-                pre, target, calibration[:4] if quick else calibration, reduce_range=rr, exclude_nodes=nodes, names=names
+                pre,
+                target,
+                calibration[:4] if quick else calibration,
+                reduce_range=rr,
+                exclude_nodes=nodes,
+                names=names,
             )
         else:
             onnx_int8.quantize_dynamic(pre, target, reduce_range=rr, exclude_nodes=nodes)
