@@ -14,12 +14,10 @@ engine's `run_recipe`, the same code the worker's sandboxed child runs.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import sys
 import time
 import traceback
-import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,14 +28,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench" / "zoo")]
 
-from tests.zoo import wheel, wheel_member, wheel_member_zip  # noqa: E402
+from tests.zoo import photos, wheel_member, wheel_member_zip  # noqa: E402
 from workers.compression import run_recipe  # noqa: E402
 from workers.compression.contract.measure import MeasureSettings  # noqa: E402
 from workers.compression.inspection import inspect_model  # noqa: E402
 
-SKIMAGE = "scikit-image==0.26.0"
-PHOTOS = ["astronaut", "chelsea", "coffee", "motorcycle_left", "rocket", "horse", "camera", "page", "text",
-          "coins", "moon", "grass", "brick", "gravel", "color", "logo"]
 IMAGENET_MEAN, IMAGENET_STD = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
 
 
@@ -58,31 +53,6 @@ class ZooModel:
 
 
 # ---------------------------------------------------------------- real inputs
-
-
-def photos(size: tuple[int, int], n: int, *, grey: bool = False, seed: int = 0) -> np.ndarray:
-    """n crops of scikit-image's sample photos (random box, flip), resized: float32 [n, c, h, w] in [0, 1]."""
-    from PIL import Image
-
-    rng = np.random.default_rng(seed)
-    images = []
-    with zipfile.ZipFile(wheel(SKIMAGE)) as zf:
-        for name in PHOTOS:
-            member = next(m for m in zf.namelist() if m.startswith(f"skimage/data/{name}."))
-            images.append(Image.open(io.BytesIO(zf.read(member))).convert("L" if grey else "RGB"))
-    out = []
-    for i in range(n):
-        img = images[i % len(images)]
-        w, h = img.size
-        scale = rng.uniform(0.5, 1.0)
-        cw, ch = int(w * scale), int(h * scale)
-        x0, y0 = rng.integers(0, w - cw + 1), rng.integers(0, h - ch + 1)
-        crop = img.crop((x0, y0, x0 + cw, y0 + ch)).resize((size[1], size[0]), Image.BILINEAR)
-        if rng.random() < 0.5:
-            crop = crop.transpose(Image.FLIP_LEFT_RIGHT)
-        arr = np.asarray(crop, dtype=np.float32) / 255.0
-        out.append(arr[None] if grey else arr.transpose(2, 0, 1))
-    return np.stack(out)
 
 
 def normalized(x: np.ndarray) -> np.ndarray:

@@ -56,7 +56,14 @@ def test_int8_static_measures_every_runtime_and_recommends_the_fastest_within_bu
     assert set(runtimes) == {"inductor", "onnxruntime"}
     for r in runtimes.values():  # stated tolerance: 1 point on 397 held-out digits
         assert base["accuracy"] - r["measurement"]["accuracy"] <= 0.01, r["measurement"]
-        assert r["verdict"] in ("faster_and_smaller", "smaller_only", "faster_only", "no_gain", "inconclusive", "quality_lost")
+        assert r["verdict"] in (
+            "faster_and_smaller",
+            "smaller_only",
+            "faster_only",
+            "no_gain",
+            "inconclusive",
+            "quality_lost",
+        )
         assert r["verdict_reason"].startswith(f"{r['size_ratio']:.2f}x")
         for key in ("b1", "bN"):  # every speedup with its interval and rounds
             lo, hi = r["speedup_ci95"][key]
@@ -97,6 +104,38 @@ def test_int8_static_on_onnx_from_the_torchscript_exporter(cnn, digits_train_npz
         assert step["format"] == "onnx" and step["measurement"]["runtime"] == "onnxruntime"
         assert report["final"]["accuracy_delta"] >= -0.01
         assert int8_initializers(tmp_path / scheme / step["artifact_id"]) == (4 if scheme == "int8_static" else 2)
+
+
+def test_onnx_layers_without_names_are_named_before_quantizing(cnn, digits_train_npz, digits_npz, tmp_path, quick):
+    # CenterFace's exporter names no node and no weight after its layer: the guard knew one layer, '', and
+    # keeping it in float excluded every unnamed node, so "int8" quantized nothing (size ratio 1.00)
+    from workers.compression.quantization.onnx_int8 import onnx_layers, preprocess
+
+    path = tmp_path / "unnamed.onnx"
+    torch.onnx.export(
+        cnn, (torch.zeros(1, 1, 8, 8),), str(path), dynamo=False, input_names=["x"], dynamic_axes={"x": {0: "n"}}
+    )
+    model = onnx.load(str(path))
+    renames = {t.name: f"{i}" for i, t in enumerate(model.graph.initializer)}
+    for t in model.graph.initializer:
+        t.name = renames[t.name]
+    for node in model.graph.node:
+        node.name = ""
+        node.input[:] = [renames.get(i, i) for i in node.input]
+    onnx.save(model, str(path))
+    assert len(onnx_layers(preprocess(path, tmp_path / "pre.onnx"))) == 4
+    report = run_recipe(
+        path,
+        quantize("int8_static", max_accuracy_drop=1e-6),  # a budget nothing meets: the guard keeps layers
+        data_path=digits_train_npz,
+        eval_data_path=digits_npz,
+        out_dir=tmp_path / "out",
+        settings=quick,
+    )
+    step = report["steps"][0]
+    kept = step["details"]["layers_full_precision"]
+    assert "" not in kept and len(kept) < 4, kept
+    assert int8_initializers(tmp_path / "out" / step["artifact_id"]) == 4 - len(kept)
 
 
 def test_runtime_onnxruntime_alone_exports_then_quantizes(cnn_pt2, digits_train_npz, tmp_path, quick):

@@ -4,13 +4,20 @@ since several of these packages pin other torch releases. The service itself nev
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
 import zipfile
 from pathlib import Path, PurePosixPath
 
+import numpy as np
+
 CACHE = Path(os.environ.get("SQUEEZE_ZOO_CACHE", Path.home() / ".cache" / "squeeze-zoo"))
+
+SKIMAGE = "scikit-image==0.26.0"
+PHOTOS = ["astronaut", "chelsea", "coffee", "motorcycle_left", "rocket", "horse", "camera", "page", "text",
+          "coins", "moon", "grass", "brick", "gravel", "color", "logo"]
 
 
 def wheel(requirement: str) -> Path:
@@ -49,3 +56,28 @@ def wheel_member_zip(requirement: str, folder: str, out_dir: Path) -> Path:
             if info.filename.startswith(folder) and not info.is_dir():
                 zf.writestr(PurePosixPath(folder).name + "/" + info.filename[len(folder):], source.read(info))
     return target
+
+
+def photos(size: tuple[int, int], n: int, *, grey: bool = False, seed: int = 0) -> np.ndarray:
+    """n crops of scikit-image's sample photos (random box, flip), resized: float32 [n, c, h, w] in [0, 1]."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    images = []
+    with zipfile.ZipFile(wheel(SKIMAGE)) as zf:
+        for name in PHOTOS:
+            member = next(m for m in zf.namelist() if m.startswith(f"skimage/data/{name}."))
+            images.append(Image.open(io.BytesIO(zf.read(member))).convert("L" if grey else "RGB"))
+    out = []
+    for i in range(n):
+        img = images[i % len(images)]
+        w, h = img.size
+        scale = rng.uniform(0.5, 1.0)
+        cw, ch = int(w * scale), int(h * scale)
+        x0, y0 = rng.integers(0, w - cw + 1), rng.integers(0, h - ch + 1)
+        crop = img.crop((x0, y0, x0 + cw, y0 + ch)).resize((size[1], size[0]), Image.BILINEAR)
+        if rng.random() < 0.5:
+            crop = crop.transpose(Image.FLIP_LEFT_RIGHT)
+        arr = np.asarray(crop, dtype=np.float32) / 255.0
+        out.append(arr[None] if grey else arr.transpose(2, 0, 1))
+    return np.stack(out)

@@ -40,8 +40,14 @@ class OutputQuality(BaseModel):
 
     index: int
     shape: list[int | None]
-    kind: str = Field(description="classifier (rows are probabilities or many-class logits) or values")
-    metric: str = Field(description="top1 agreement for classifier outputs, cosine for values")
+    kind: str = Field(
+        description="classifier (rows are probabilities or many-class logits), boxes (a YOLOv8-style detection "
+        "head) or values"
+    )
+    metric: str = Field(
+        description="top1 agreement for classifier outputs, mAP50 against the original's detections for boxes, "
+        "cosine for values"
+    )
     agreement: float
     relative_error: float = Field(description="|output - baseline| / |baseline|, over the whole output")
 
@@ -60,7 +66,9 @@ class Measurement(BaseModel):
     cosine_similarity: float | None  # mean per-sample cosine of outputs vs the baseline, for every model
     perplexity: float | None = Field(None, description="causal language models: on the evaluation texts")
     outputs: list[OutputQuality] | None = Field(
-        None, description="models with several outputs: each one's quality; agreement is then the worst of them"
+        None,
+        description="models with several outputs or a detector's box head: each one's quality; agreement is then "
+        "the worst of them",
     )
     device: str
     runtime: str

@@ -28,6 +28,7 @@ from ..contract.measure import (
 from ..data import Dataset
 from ..formats.onnx import OnnxModule
 from ..formats.spec import LoadedModel
+from .detection import detection_agreement, is_yolo_head
 from .metrics import all_tensors, count_macs, count_params, environment, first_tensor, peak_memory
 from .timing import MIN_CI_ROUNDS, STATISTIC, TimingRun, time_interleaved
 
@@ -82,25 +83,33 @@ def _classifier_like(t: torch.Tensor) -> bool:
     return probabilities or t.shape[1] >= CLASSIFIER_COLUMNS
 
 
-def _per_output(outs: list[torch.Tensor], base: list[torch.Tensor] | None) -> list[OutputQuality] | None:
-    """Each output against the baseline's, for models with several."""
-    if base is None or len(outs) < 2 or len(outs) != len(base):
+def _per_output(
+    outs: list[torch.Tensor], base: list[torch.Tensor] | None, x: torch.Tensor
+) -> list[OutputQuality] | None:
+    """Each output against the baseline's, for models with several or with a detector's box head."""
+    if base is None or len(outs) != len(base):
+        return None
+    if len(outs) < 2 and not is_yolo_head(base[0], x):
         return None
     quality = []
     for k, (o, b) in enumerate(zip(outs, base)):
         if o.shape != b.shape:
             return None
         classifier = _classifier_like(b)
-        if classifier:
-            agreement = float((o.argmax(1) == b.argmax(1)).float().mean())
+        detection = detection_agreement(o, b, x)
+        if detection is not None:
+            kind, metric, agreement = "boxes", f"mAP50 vs the original's {detection[1]} detections", detection[0]
+        elif classifier:
+            kind, metric, agreement = "classifier", "top1", float((o.argmax(1) == b.argmax(1)).float().mean())
         else:
+            kind, metric = "values", "cosine"
             agreement = float(F.cosine_similarity(o.flatten(1), b.flatten(1), dim=1, eps=1e-12).mean())
         quality.append(
             OutputQuality(
                 index=k,
                 shape=[None, *b.shape[1:]],
-                kind="classifier" if classifier else "values",
-                metric="top1" if classifier else "cosine",
+                kind=kind,
+                metric=metric,
                 agreement=agreement,
                 relative_error=float((o - b).norm() / b.norm().clamp_min(1e-12)),
             )
@@ -238,11 +247,13 @@ def measure_models(
     for i, m in enumerate(models):
         outs = all_outputs_of(m, eval_x, settings.batch, device)
         accuracy, agreement, metric, cosine = _quality(outs[0], baseline_out[0] if baseline_out else None, labels)
-        per_output = _per_output(outs, baseline_out)
+        per_output = _per_output(outs, baseline_out, eval_x)
         ppl = perplexity(outs[0], eval_x, names) if causal else None
         if causal and baseline_out is not None and ppl is not None:  # what a language model is judged by
             agreement, metric = _next_token_agreement(outs[0], baseline_out[0], eval_x, names), "next-token top1"
-        if per_output:  # several outputs: the headline is the worst of them, named
+        if per_output and len(per_output) == 1:  # one box head: judged by its detections
+            agreement, metric = per_output[0].agreement, per_output[0].metric
+        elif per_output:  # several outputs: the headline is the worst of them, named
             worst = min(per_output, key=lambda q: q.agreement)
             agreement, metric = worst.agreement, f"{worst.metric} (output {worst.index}, worst of {len(per_output)})"
         if i == 0:

@@ -40,7 +40,24 @@ def preprocess(source: Path, target: Path) -> Path:
         quant_pre_process(str(source), str(target), skip_symbolic_shape=True)
     except Exception as e:
         raise StepFailedError(f"onnxruntime pre-processing failed: {type(e).__name__}: {e}") from None
+    _name_nodes(target)
     return target
+
+
+def _name_nodes(path: Path) -> None:
+    """Gives every node a unique name. Exporters may leave them empty (CenterFace's are): the guard then
+    knew one layer called '' and keeping it in float excluded every unnamed node, i.e. quantized nothing."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    seen: set[str] = set()
+    renamed = False
+    for i, node in enumerate(model.graph.node):
+        if not node.name or node.name in seen:
+            node.name, renamed = f"{node.op_type}_{i}" if not node.name else f"{node.name}_{i}", True
+        seen.add(node.name)
+    if renamed:
+        onnx.save(model, str(path))
 
 
 def _opset(path: Path) -> int:
@@ -53,8 +70,13 @@ def _opset(path: Path) -> int:
 class _Calibration(CalibrationDataReader):
     """onnxruntime's calibration reader over a list of input batches (packed named inputs are fed by name)."""
 
-    def __init__(self, input_name: str, batches: Iterable[np.ndarray], names: tuple[str, ...] | None = None,
-                 types: dict | None = None):
+    def __init__(
+        self,
+        input_name: str,
+        batches: Iterable[np.ndarray],
+        names: tuple[str, ...] | None = None,
+        types: dict | None = None,
+    ):
         self.input_name, self.batches, self.names, self.types = input_name, iter(batches), names, types or {}
 
     def get_next(self):
@@ -62,6 +84,21 @@ class _Calibration(CalibrationDataReader):
 
         x = next(self.batches, None)
         return None if x is None else onnx_feed(x, self.names or (self.input_name,), self.types)
+
+
+def output_joins(path: Path) -> list[str]:
+    """The weightless nodes that make a graph output (a detector's Concat of boxes and scores, a Softmax):
+    kept in float. Quantized, such a Concat shares one scale across its inputs, so a YOLO head's scores
+    (0-1) get the step of its pixel boxes (0-320): nudenet's 320n lost 4 of its 6 detections on 16 photos
+    (mAP50 0.3 against its fp32 boxes) while the output's cosine read 0.999."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    weights = {t.name for t in graph.initializer}
+    outputs = {o.name for o in graph.output}
+    return [
+        n.name for n in graph.node if n.name and outputs.intersection(n.output) and not weights.intersection(n.input)
+    ]
 
 
 def quantize_static(
@@ -94,7 +131,7 @@ def quantize_static(
             reduce_range=reduce_range,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
-            nodes_to_exclude=list(exclude_nodes),
+            nodes_to_exclude=[*exclude_nodes, *output_joins(source)],
         )
     except Exception as e:
         raise StepFailedError(f"onnxruntime static quantization failed: {type(e).__name__}: {e}") from None
