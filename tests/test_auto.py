@@ -177,3 +177,16 @@ def test_without_labels_a_one_sided_original_is_judged_on_the_output_cosine(digi
     assert any("predicts one class for 100%" in n and "cosine" in n for n in step["notes"]), step["notes"]
     [measured] = [a for c in step["search"]["candidates"] for a in c.get("artifacts", [])][:1]
     assert measured["accuracy_drop"] == pytest.approx(1 - measured["measurement"]["cosine_similarity"])
+
+
+def test_an_onnx_upload_is_not_offered_quantization_aware_training():
+    # QAT trains a PyTorch graph: on an ONNX upload the search listed it as a failed candidate (CenterFace)
+    from workers.compression.contract.recipe.auto import AutoStep
+    from workers.compression.contract.recipe.quantize import quantize_step
+    from workers.compression.search import space
+
+    auto, screened = AutoStep(method="auto"), quantize_step("int8_static", runtime="auto", calibration_batches=4)
+    torch_labels = [c.label for c in space.guarded_quantization(auto, screened, 0.01)]
+    onnx_labels = [c.label for c in space.guarded_quantization(auto, screened, 0.01, onnx_model=True)]
+    assert "int8_qat (2 epochs)" in torch_labels and "int8_qat (2 epochs)" not in onnx_labels
+    assert onnx_labels == ["int8_static, full calibration, sensitive layers kept in float"]

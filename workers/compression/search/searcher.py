@@ -74,7 +74,7 @@ class Search:
         over = [e for e in screened if e.point.drop > budget and gain(objective, e.point) > best_fit]
         if over:
             best = max(over, key=lambda e: gain(objective, e.point))
-            for c in space.guarded_quantization(self.auto, best.candidate.steps[-1], budget):
+            for c in space.guarded_quantization(self.auto, best.candidate.steps[-1], budget, self.onnx):
                 self.evaluate(c)
 
     def training_arms(self) -> list[tuple[str, float]]:

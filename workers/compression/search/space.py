@@ -106,9 +106,12 @@ def screen_quantization(auto: AutoStep, onnx_model: bool, device: str = "cpu") -
     return out
 
 
-def guarded_quantization(auto: AutoStep, screened: QuantizeConfig, budget: float) -> list[Candidate]:
+def guarded_quantization(
+    auto: AutoStep, screened: QuantizeConfig, budget: float, onnx_model: bool = False
+) -> list[Candidate]:
     """The screen's best int8 scheme, over the budget: full calibration with the accuracy guard (the most
-    sensitive layers stay in float until the drop fits), then quantization-aware training."""
+    sensitive layers stay in float until the drop fits), then quantization-aware training (not for an ONNX
+    upload: QAT trains a PyTorch graph)."""
     out = []
     if screened.scheme == "int8_static":
         step = quantize_step(
@@ -118,7 +121,7 @@ def guarded_quantization(auto: AutoStep, screened: QuantizeConfig, budget: float
             max_accuracy_drop=budget,
         )
         out.append(Candidate("int8_static, full calibration, sensitive layers kept in float", (step,), "guarded"))
-        if "inductor" in auto.runtimes:
+        if "inductor" in auto.runtimes and not onnx_model:
             qat = quantize_step("int8_qat", finetune_epochs=2)
             out.append(Candidate("int8_qat (2 epochs)", (qat,), "guarded", epochs=2))
     elif screened.max_accuracy_drop is None and screened.scheme not in ("fp16", "bf16"):
