@@ -191,10 +191,16 @@ def _packed_backend(module, spec, order, step, ctx) -> Backend:
         chosen = [n for n in order if n not in kept]
         if scheme in ("binary", "ternary") and step.epochs and not quick:
             _finetune_signs(model, chosen, levels, step, ctx, reference=module)
+        # tied weights (a language model's lm_head and token table are one tensor) are packed once and read
+        # by both: packed apart, SmolLM2's 28M-entry table was stored twice
+        shared: dict[int, nn.Module] = {}
         for name in chosen:
-            replace_weight(model, name, pack(model.get_submodule(name).weight))
+            weight = model.get_submodule(name).weight
+            if id(weight) not in shared:
+                shared[id(weight)] = pack(weight)
+            replace_weight(model, name, shared[id(weight)])
         if scheme in ("int8_weight_only", "int4_weight_only"):
-            pack_embeddings(model, bits, group)
+            pack_embeddings(model, bits, group, shared)
         return TorchCandidate(model.eval(), spec)
 
     notes = [_packed_note(step)]

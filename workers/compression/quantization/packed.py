@@ -111,16 +111,20 @@ def packed_layer_bytes(module: nn.Module) -> dict:
     return {"layers": layers, "fp32_bytes": fp32, "stored_bytes": stored, "ratio": fp32 / stored if stored else None}
 
 
-def pack_embeddings(model: nn.Module, bits: int = 8, group_size: int | None = None) -> list[str]:
+def pack_embeddings(
+    model: nn.Module, bits: int = 8, group_size: int | None = None, shared: dict[int, nn.Module] | None = None
+) -> list[str]:
     """Stores every embedding table as int8 (or int4) rows with a scale each. The int8 quantizers and
     weight-only schemes cover Linear and Conv; in a language model the token table is often the largest
     tensor (8 MB of a 20 MB BERT-like encoder), so leaving it fp32 would leave the file barely smaller.
-    Lookups read the table rebuilt at load. Returns the names packed."""
+    Lookups read the table rebuilt at load. `shared` maps id(weight) to the packed weight of a layer
+    already packed: a table tied to a language model's output layer is stored once. Returns the names packed."""
     from ..formats.packed import replace_weight
 
     names = [name for name, m in model.named_modules() if isinstance(m, nn.Embedding) and name]
     for name in names:
         weight = model.get_submodule(name).weight
         group = group_size if group_size is not None and weight.shape[1] % group_size == 0 else None
-        replace_weight(model, name, IntWeight(weight, bits, group))
+        packed = shared.get(id(weight)) if shared is not None else None  # a table tied to the output layer
+        replace_weight(model, name, packed if packed is not None else IntWeight(weight, bits, group))
     return names
