@@ -4,11 +4,21 @@ bodies."""
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .report import Report
+
+
+# library messages name the files they read ("Load model from /srv/.../candidate_0.onnx failed"): a tenant
+# sees the file's name, never where the worker keeps it
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.])/(?:[\w.+-]+/)+([\w.+-]+)")
+
+
+def without_paths(message: str) -> str:
+    return _ABSOLUTE_PATH.sub(lambda m: m.group(1), message)
 
 
 class JobErrorCode(StrEnum):

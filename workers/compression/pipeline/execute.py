@@ -3,14 +3,13 @@ after earlier ones keeps them: the run stops there and says why."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydantic import BaseModel
 
-from ..contract.errors import EngineError, StepFailedError
+from ..contract.errors import EngineError, StepFailedError, without_paths
 from ..contract.measure import MeasureSettings
 from ..contract.report import Report
 from ..methods import StepContext, StepOutput, run_step
@@ -89,12 +88,3 @@ def run_steps(
             ran.failure = f"step {i} ({step.method}) failed: {output.failure}"
             break
     return ran
-
-
-# library messages name the files they read ("Load model from /srv/.../candidate_0.onnx failed"): a tenant
-# sees the file's name, never where the worker keeps it
-_ABSOLUTE_PATH = re.compile(r"(?<![\w.])/(?:[\w.+-]+/)+([\w.+-]+)")
-
-
-def without_paths(message: str) -> str:
-    return _ABSOLUTE_PATH.sub(lambda m: m.group(1), message)

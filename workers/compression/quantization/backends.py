@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from ..contract.errors import StepFailedError
+from ..contract.errors import StepFailedError, without_paths
 from ..contract.recipe.quantize import QuantizeConfig
 from ..formats import ModelFormat, save_model
 from ..formats.onnx import bf16_tensors
@@ -91,7 +91,7 @@ def _static_backend(runtime: str, module, spec, order, step, ctx, scorer, work: 
 def short_error(e: Exception) -> str:
     """An exception as one line a user can read (a library's message, without its traceback or paths)."""
     text = str(e).strip().splitlines()[0] if str(e).strip() else ""
-    return f"{type(e).__name__}: {text}"[:300]
+    return without_paths(f"{type(e).__name__}: {text}")[:300]
 
 
 def _pt2e_backend(module, spec, order, step, ctx, scorer, mode: str) -> Backend:
