@@ -392,3 +392,32 @@ def test_scheme_format_pairs_that_cannot_work_are_refused(cnn, tmp_path):
             },
             out_dir=tmp_path / "twice",
         )
+
+
+def test_a_gemm_bias_stored_as_a_row_does_not_stop_onnxruntime(tmp_path, quick):
+    # magika stores Gemm biases as [1, N]: onnxruntime 1.32's int32-bias scale adjustment fails on them with
+    # "truth value of an array ... is ambiguous"; the step quantizes again without that adjustment
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    weights = [
+        numpy_helper.from_array(rng.standard_normal((8, 4)).astype(np.float32), "W"),
+        numpy_helper.from_array(rng.standard_normal((1, 4)).astype(np.float32), "B"),
+    ]
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["x", "W", "B"], ["y"], name="fc")],
+        "row_bias",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4])],
+        weights,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path, data = tmp_path / "row_bias.onnx", tmp_path / "x.npz"
+    onnx.save(model, str(path))
+    np.savez(data, x=rng.standard_normal((64, 8)).astype(np.float32))
+    report = run_recipe(path, quantize("int8_static"), data_path=data, out_dir=tmp_path / "out", settings=quick)
+    step = report["steps"][0]
+    assert int8_initializers(tmp_path / "out" / step["artifact_id"]) == 1
+    assert step["measurement"]["agreement"] > 0.99, step["measurement"]

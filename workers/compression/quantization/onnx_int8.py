@@ -119,12 +119,13 @@ def quantize_static(
 
     inputs = ort.InferenceSession(str(source), providers=["CPUExecutionProvider"]).get_inputs()
     types = {i.name: NUMPY_TYPES.get(i.type) for i in inputs}
-    reader = _Calibration(inputs[0].name, batches, names, {k: v for k, v in types.items() if v is not None})
-    try:
+    types = {k: v for k, v in types.items() if v is not None}
+
+    def run(extra_options: dict) -> None:
         ort_quantize_static(
             str(source),
             str(target),
-            reader,
+            _Calibration(inputs[0].name, batches, names, types),
             quant_format=QuantFormat.QDQ,
             # per-channel DequantizeLinear needs opset 13; older models (PaddleOCR, CenterFace) get per-tensor
             per_channel=_opset(source) >= 13,
@@ -132,7 +133,19 @@ def quantize_static(
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             nodes_to_exclude=[*exclude_nodes, *output_joins(source)],
+            extra_options=extra_options,
         )
+
+    try:
+        run({})
+    except ValueError as e:
+        # onnxruntime 1.32 widens weight scales so that int32 biases fit (on by default) and fails on a bias
+        # stored as [1, N] rather than [N] (magika: "truth value of an array ... is ambiguous"). Without
+        # that adjustment the biases are what every earlier release made of them.
+        try:
+            run({"QDQDisableWeightAdjustForInt32Bias": True})
+        except Exception:
+            raise StepFailedError(f"onnxruntime static quantization failed: {type(e).__name__}: {e}") from None
     except Exception as e:
         raise StepFailedError(f"onnxruntime static quantization failed: {type(e).__name__}: {e}") from None
     return target
