@@ -114,3 +114,35 @@ def test_when_nothing_can_be_pruned_the_step_names_the_layer_and_why(tmp_path, d
     # the layer is named with the reason, in the step's own words, not only the library's exception
     assert "conv:" in message and message.startswith("step 1 (prune) failed: "), message
     assert "no layer of this model can lose channels" in message or "cannot be applied" in message, message
+
+
+class ResidualStream(nn.Module):
+    """A transformer-like residual stream normalised by a functional norm of a fixed width (nanoguard's
+    `F.rms_norm(x, (x.size(-1),))` exported as 512): every layer prunes alone, but the stream's channels,
+    shared by all its writers, cannot go."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.embed = nn.Linear(64, 32)
+        self.up1, self.down1 = nn.Linear(32, 64), nn.Linear(64, 32)
+        self.up2, self.down2 = nn.Linear(32, 64), nn.Linear(64, 32)
+        self.head = nn.Linear(32, 10)
+
+    def forward(self, x):
+        h = self.embed(x.flatten(1))
+        h = h + self.down1(torch.relu(self.up1(nn.functional.layer_norm(h, (32,)))))
+        h = h + self.down2(torch.relu(self.up2(nn.functional.layer_norm(h, (32,)))))
+        return self.head(nn.functional.layer_norm(h, (32,)))
+
+
+def test_layers_that_prune_alone_but_not_together_keep_the_stream_whole(digits, tmp_path, digits_npz, quick):
+    x, y, _, _ = digits
+    net = train(ResidualStream(), x, y, epochs=3)
+    path = export_pt2(net, tmp_path / "stream.pt2", torch.zeros(2, 1, 8, 8))
+    recipe = {"steps": [{"method": "prune", "kind": "structured", "sparsity": 0.3, "finetune_epochs": 0}]}
+    report = run_recipe(path, recipe, data_path=digits_npz, out_dir=tmp_path / "out", settings=quick)
+    step = report["steps"][0]  # failed before: "the layers prune one at a time but not together"
+    unprunable = step["details"]["unprunable"]
+    assert any("prunes alone but not with the layers before it" in why for why in unprunable.values()), unprunable
+    assert step["measurement"]["params"] < report["baseline"]["params"]  # the hidden layers lost channels

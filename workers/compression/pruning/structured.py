@@ -148,7 +148,9 @@ def unprunable_layers(
     pruned first; when that fails, each layer is tried alone (the others kept whole), and the layers
     that fail alone are kept whole in the real run, named with their reason. A permute before a flatten
     fails silently (wrong columns removed), so it is found in the graph (layers.permuted_into_flatten).
-    Costs one copy when the model prunes fine, one per layer when it does not."""
+    When every layer prunes alone but not all together, they are added one by one and a layer that breaks
+    the ones before it is kept whole too. Costs one copy when the model prunes fine, one or two per layer
+    when it does not."""
     model_was_training = model.training
     model.eval()
     try:
@@ -164,9 +166,21 @@ def unprunable_layers(
             others = (set(candidates) - {name}) | kept
             if (why := _trial(model, example, ratio, "layer", others, want)) is not None:
                 bad[name] = why
-        if (why := _trial(model, example, ratio, scope, kept | set(bad), want)) is not None:
-            # each layer prunes alone but not together: no set of layers to keep whole can be named
-            raise ValueError(f"the layers prune one at a time but not together ({why})")
+        if _trial(model, example, ratio, scope, kept | set(bad), want) is not None:
+            # each layer prunes alone but some do not together (a functional norm with a fixed size over a
+            # residual stream whose channels two layers share): the layers are taken one by one, in order,
+            # and one that breaks what was taken before is kept whole
+            taken: list[str] = []
+            for name in candidates:
+                if name in bad:
+                    continue
+                others = (set(candidates) - set(taken) - {name}) | kept
+                if (why := _trial(model, example, ratio, scope, others, want)) is None:
+                    taken.append(name)
+                else:
+                    bad[name] = f"prunes alone but not with the layers before it ({why})"
+            if not taken:
+                raise ValueError("no layer prunes together with the others")
         return bad
     finally:
         model.train(model_was_training)
