@@ -19,8 +19,8 @@ from ..contract.recipe.quantize import QuantizeConfig
 from ..formats import LoadedModel, ModelFormat, save_model
 from ..measure.metrics import weight_tensors
 from ..pruning.layers import editable, execution_order
-from ..quantization.backends import onnx_backend, short_error, torch_backends
-from ..quantization.candidates import Backend, TorchCandidate
+from ..quantization.backends import onnx_backend, torch_backends
+from ..quantization.candidates import Backend, TorchCandidate, on_each_runtime
 from ..quantization.guard import Guarded, Scorer, guard
 from ..quantization.packed import packed_layer_bytes
 from .base import StepContext, StepOutput
@@ -74,31 +74,26 @@ def _quantize(model: LoadedModel, step: QuantizeConfig, ctx: StepContext, work: 
         if step.scheme in ("binary", "ternary") and step.keep_first_last:
             kept += [n for n in dict.fromkeys([order[0], order[-1]]) if n not in kept]
         backends = torch_backends(module, spec, order, step, ctx, scorer, work)
-    outcomes, failed = [], []
-    for i, backend in enumerate(backends):
+
+    def guarded(backend: Backend) -> tuple[Backend, Guarded, list[str]]:
+        i = next(k for k, b in enumerate(backends) if b is backend)
         ctx.progress(i / len(backends), f"{step.scheme} on {backend.runtime}")
         layer_kept = [n for n in backend.layers if n in kept or any(fnmatchcase(n, p) for p in step.exclude)]
-        try:
-            if scorer is None:  # nothing to score on: quantize every layer that is not excluded
-                guarded = Guarded(backend.build(frozenset(layer_kept), False), None, [], True)
-            else:
-                guarded = guard(
-                    backend.build,
-                    backend.layers,
-                    scorer,
-                    step.max_accuracy_drop,
-                    kept=layer_kept,
-                    progress=lambda f, s, r=backend.runtime, i=i: ctx.progress(i / len(backends), f"{r}: {s}"),
-                )
-        except MemoryError:
-            raise
-        except Exception as e:
-            if len(backends) == 1:
-                raise
-            # one runtime failing on this model leaves the others' artifacts; the failure is named in the notes
-            failed.append(f"{backend.runtime} failed on this model: {short_error(e)}")
-            continue
-        outcomes.append((backend, guarded, layer_kept))
+        if scorer is None:  # nothing to score on: quantize every layer that is not excluded
+            return backend, Guarded(backend.build(frozenset(layer_kept), False), None, [], True), layer_kept
+        found = guard(
+            backend.build,
+            backend.layers,
+            scorer,
+            step.max_accuracy_drop,
+            kept=layer_kept,
+            progress=lambda f, s, r=backend.runtime: ctx.progress(i / len(backends), f"{r}: {s}"),
+        )
+        return backend, found, layer_kept
+
+    outcomes, failed = on_each_runtime(
+        backends, guarded, lambda backend, why: f"{backend.runtime} failed on this model: {why}"
+    )
     if not outcomes:
         raise StepFailedError(f"{step.scheme} failed on every runtime: " + "; ".join(failed))
     results = [_result(b, g, kept_now, step, ctx) for b, g, kept_now in outcomes]

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from ..contract.errors import StepFailedError, without_paths
+from ..contract.errors import StepFailedError
 from ..contract.recipe.quantize import QuantizeConfig
 from ..formats import ModelFormat, save_model
 from ..formats.onnx import bf16_tensors
@@ -21,7 +21,14 @@ from ..formats.spec import InputSpec
 from ..hardware import cpu_has_vnni
 from ..training import finetune
 from . import onnx_int8, pt2e
-from .candidates import Backend, OnnxCandidate, TorchCandidate, calibration_batches, choose_reduce_range
+from .candidates import (
+    Backend,
+    OnnxCandidate,
+    TorchCandidate,
+    calibration_batches,
+    choose_reduce_range,
+    on_each_runtime,
+)
 from .guard import Scorer
 from .packed import IntWeight, SignSTE, SignWeight, pack_embeddings
 
@@ -44,17 +51,11 @@ def torch_backends(
     match step.scheme:
         case "int8_static":
             runtimes = ["inductor", "onnxruntime"] if step.runtime == "auto" else [step.runtime]
-            out, failed = [], []
-            for runtime in runtimes:
-                try:
-                    out.append(_static_backend(runtime, module, spec, order, step, ctx, scorer, work))
-                except MemoryError:
-                    raise
-                except Exception as e:
-                    # runtime auto: a runtime that cannot take this model is named, the other one still runs
-                    if len(runtimes) == 1:
-                        raise
-                    failed.append(f"{runtime} could not build int8_static for this model: {short_error(e)}")
+            out, failed = on_each_runtime(
+                runtimes,
+                lambda runtime: _static_backend(runtime, module, spec, order, step, ctx, scorer, work),
+                lambda runtime, why: f"{runtime} could not build int8_static for this model: {why}",
+            )
             if not out:
                 raise StepFailedError("; ".join(failed))
             out[0].notes.extend(failed)
@@ -86,12 +87,6 @@ def _static_backend(runtime: str, module, spec, order, step, ctx, scorer, work: 
             f"{len(cast)} bf16 tensor(s) ({', '.join(cast[:3])}) exported as fp32: onnxruntime's CPU kernels lack bf16"
         )
     return backend
-
-
-def short_error(e: Exception) -> str:
-    """An exception as one line a user can read (a library's message, without its traceback or paths)."""
-    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
-    return without_paths(f"{type(e).__name__}: {text}")[:300]
 
 
 def _pt2e_backend(module, spec, order, step, ctx, scorer, mode: str) -> Backend:

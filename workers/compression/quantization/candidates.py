@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..contract.errors import without_paths
 from ..contract.recipe.quantize import QuantizeConfig
 from ..data import Dataset
 from ..formats import ModelFormat, save_model
@@ -69,6 +70,29 @@ class Backend:
     build: Callable[[frozenset[str], bool], object]
     notes: list[str] = field(default_factory=list)
     details: dict = field(default_factory=dict)
+
+
+def on_each_runtime(items: list, attempt: Callable, failure: Callable[[object, str], str]) -> tuple[list, list[str]]:
+    """`attempt(item)` for each runtime's item. With several, one that raises is described by
+    `failure(item, error)` and the others go on (a runtime that cannot take a model leaves the others'
+    artifacts); with one, its error is the step's. Returns the results and the failures."""
+    done, failed = [], []
+    for item in items:
+        try:
+            done.append(attempt(item))
+        except MemoryError:
+            raise
+        except Exception as e:
+            if len(items) == 1:
+                raise
+            failed.append(failure(item, short_error(e)))
+    return done, failed
+
+
+def short_error(e: Exception) -> str:
+    """An exception as one line a user can read (a library's message, without its traceback or paths)."""
+    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return without_paths(f"{type(e).__name__}: {text}")[:300]
 
 
 def calibration_batches(data: Dataset, batches_wanted: int, device: str) -> list[torch.Tensor]:
