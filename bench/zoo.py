@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 import traceback
@@ -360,6 +361,8 @@ def run_one(model: ZooModel, upload: Upload, step: str, out: Path, settings: Mea
             shape = info.get("input", {}) or {}
             return {"result": "ok", "quality": f"input {shape.get('shape')}", "seconds": time.monotonic() - started,
                     "notes": "; ".join(info.get("notes") or [])}
+        # a training step's checkpoint from an earlier run would be resumed: the bench measures the code as it is
+        shutil.rmtree(out / step, ignore_errors=True)
         report = run_recipe(upload.model, STEPS[step], data_path=upload.data, out_dir=out / step, settings=settings,
                             load=upload.load or None)
     except Exception as e:  # the table says why; the run goes on

@@ -80,3 +80,48 @@ def test_a_distilled_student_learns_every_head(tmp_path, quick):
     # relative error of 0.60 here, distilling every head at 0.93 and 0.38
     assert min(o["agreement"] for o in outputs[:2]) > 0.88 and outputs[1]["relative_error"] < 0.5, outputs
     assert outputs[2]["agreement"] > 0.9, outputs
+
+
+class QuietSecondHead(nn.Module):
+    """Two heads off one trunk; the second reads a hidden layer whose most active unit is scaled up 2000x
+    and read back scaled down as much (the fp32 function is unchanged), so per-tensor int8 activations at
+    the second head's input spend their range on that unit and the head's output is lost. The first
+    output does not change under int8, so a guard that scores only the first output keeps nothing."""
+
+    def __init__(self, x: torch.Tensor):
+        super().__init__()
+        torch.manual_seed(0)
+        self.trunk = nn.Linear(16, 32)
+        self.first = nn.Linear(32, 4)
+        self.hidden = nn.Linear(32, 32)
+        self.second = nn.Linear(32, 8)
+        with torch.no_grad():
+            h = torch.relu(self.hidden(torch.relu(self.trunk(x))))
+            unit = int(h.mean(0).argmax())
+            self.hidden.weight[unit] *= 2000
+            self.hidden.bias[unit] *= 2000
+            self.second.weight[:, unit] /= 2000
+
+    def forward(self, x):
+        h = torch.relu(self.trunk(x))
+        return self.first(h), self.second(torch.relu(self.hidden(h)))
+
+
+def test_the_quantization_guard_keeps_layers_for_any_output_not_only_the_first(tmp_path, quick):
+    x = torch.from_numpy(np.random.default_rng(0).standard_normal((256, 16)).astype(np.float32))
+    net = QuietSecondHead(x).eval()
+    program = torch.export.export(net, (x[:2],), dynamic_shapes=({0: torch.export.Dim.AUTO},))
+    model = tmp_path / "heads.pt2"
+    torch.export.save(program, str(model))
+    data = tmp_path / "x.npz"
+    np.savez(data, x=x.numpy())
+    recipe = {"steps": [{"method": "quantize", "scheme": "int8_static", "runtime": "inductor",
+                         "max_accuracy_drop": 0.02}]}
+    report = run_recipe(model, recipe, data_path=data, out_dir=tmp_path / "out", settings=quick)
+    step = report["steps"][0]
+    guard = step["details"]["guard"]
+    assert guard["metric"] == "worst of 2 outputs", guard
+    assert guard["quantized_all"] < 0.98, "all-int8 was built to lose the second head"
+    assert guard["met"] and guard["kept_full_precision"], guard
+    outputs = step["measurement"]["outputs"]
+    assert min(o["agreement"] for o in outputs) >= 0.98, outputs

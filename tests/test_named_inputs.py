@@ -357,7 +357,7 @@ def test_the_zoo_archive_helper_keeps_only_the_folder(minilm_zip):
     assert not any(n.endswith(".py") for n in names)
 
 
-def tiny_llama_zip(tmp_path, *, tied: bool = False):
+def tiny_llama_zip(tmp_path, *, tied: bool = False, dtype: torch.dtype = torch.float32):
     """A causal LM with a word-level tokenizer that, like many, has no padding token."""
     from tokenizers import Tokenizer
     from tokenizers.models import WordLevel
@@ -373,7 +373,7 @@ def tiny_llama_zip(tmp_path, *, tied: bool = False):
                          num_key_value_heads=2, intermediate_size=64, max_position_embeddings=64,
                          tie_word_embeddings=tied)
     folder = tmp_path / "llama"
-    LlamaForCausalLM(config).eval().save_pretrained(folder, safe_serialization=True)
+    LlamaForCausalLM(config).to(dtype).eval().save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
     return shutil.make_archive(str(folder), "zip", tmp_path, "llama")
 
@@ -416,3 +416,64 @@ def test_a_tied_token_table_is_stored_once(tmp_path, quick):
         tables = [i for i in zf.infolist() if "/data/" in i.filename and i.file_size == len(WORDS_VOCAB) * 32]
     assert len(tables) == 1, [(i.filename, i.file_size) for i in zf.infolist()]  # one int8 table [vocab, 32]
     assert report["steps"][0]["measurement"]["agreement"] > 0.8
+
+
+def test_a_16_bit_model_trains_with_fp32_weights_and_keeps_its_dtype():
+    """At 1.0 a bf16 weight moves in steps of 2**-7: AdamW's steps of 1e-4 applied to it in bf16 round
+    back to 1.0 every time, so a bf16 model trained as it is does not change at all."""
+    from workers.compression.data import Dataset
+    from workers.compression.training import finetune
+
+    net = torch.nn.Linear(8, 4).to(torch.bfloat16)
+    with torch.no_grad():
+        net.weight.fill_(1.0)
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(64, 8, generator=g), torch.randint(0, 4, (64,), generator=g)
+    finetune(net, Dataset(x, y), epochs=60, learning_rate=1e-4, batch_size=8, device="cpu")
+    assert net.weight.dtype == torch.bfloat16 and net.bias.dtype == torch.bfloat16
+    assert (net.weight != 1.0).float().mean() > 0.5
+
+
+@pytest.mark.parametrize(
+    "step",
+    [
+        {"method": "prune", "kind": "structured", "sparsity": 0.3, "finetune_epochs": 1},
+        {"method": "distill", "student": {"derive": {"width": 0.5}}, "epochs": 1},
+    ],
+    ids=["prune", "distill"],
+)
+def test_a_16_bit_language_model_stays_16_bit(tmp_path, quick, step):
+    """A bf16 checkpoint is pruned or distilled with fp32 weights (training.fp32_weights) and stored in
+    bf16 again, as it was uploaded; an fp32 gradient left on a bf16 weight would fail the export."""
+    archive = tiny_llama_zip(tmp_path, tied=True, dtype=torch.bfloat16)
+    path = tmp_path / "corpus.jsonl"
+    path.write_text("\n".join(json.dumps({"text": r["text"]}) for r in sentences(32)))
+    report = run_recipe(archive, {"steps": [step]}, data_path=path, out_dir=tmp_path / "out", settings=quick)
+    result = report["steps"][0]
+    artifact = load_model(tmp_path / "out" / result["artifact_id"])
+    dtypes = {t.dtype for t in artifact.module.state_dict().values() if t.is_floating_point() and t.numel() > 64}
+    assert dtypes == {torch.bfloat16}, dtypes
+    assert result["measurement"]["perplexity"] is not None
+
+
+def test_a_language_models_logits_are_distilled_token_by_token():
+    """Recovery and distillation match an LM's next-token distributions (KL per token), not its raw
+    logits by squared error; an output as wide as something else (a hidden state) keeps squared error."""
+    import torch.nn.functional as F
+
+    from workers.compression.distillation.losses import distillation_loss
+    from workers.compression.training import task_loss
+
+    g = torch.Generator().manual_seed(0)
+    student, teacher = torch.randn(2, 5, 11, generator=g), torch.randn(2, 5, 11, generator=g)
+    kl = F.kl_div(
+        F.log_softmax(student.flatten(0, 1), 1), F.log_softmax(teacher.flatten(0, 1), 1), log_target=True,
+        reduction="batchmean",
+    )
+    assert torch.allclose(task_loss(student, None, teacher, vocabulary=11), kl)
+    # a constant shift of the logits is the same distribution: no loss, where squared error sees one
+    assert task_loss(teacher + 3.0, None, teacher, vocabulary=11) < 1e-5
+    assert torch.allclose(task_loss(teacher + 3.0, None, teacher, vocabulary=12), torch.tensor(9.0))
+    soft = distillation_loss(student, teacher, None, kind="soft", temperature=1.0, alpha=0.9, output_loss="mse",
+                             vocabulary=11)
+    assert torch.allclose(soft, kl)

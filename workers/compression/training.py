@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -28,9 +29,24 @@ def batches(data: Dataset, batch_size: int, *, shuffle: bool, seed: int = 0) -> 
         yield data.x[idx], (data.y[idx] if data.y is not None else None)
 
 
-def task_loss(output: torch.Tensor, labels: torch.Tensor | None, reference: torch.Tensor | None) -> torch.Tensor:
-    """Cross-entropy on labels; otherwise distillation: KL to the reference's softmax for classifiers,
-    mean squared error on other outputs."""
+def per_token(output: torch.Tensor, vocabulary: int | None) -> torch.Tensor:
+    """A language model's logits [batch, tokens, vocabulary] as rows of class scores, one per token, so
+    training matches the reference's next-token distributions (KL) as for a classifier. Mean squared
+    error on raw logits drifted SmolLM2's distilled student past a uniform guess (perplexity 207k over a
+    49k vocabulary). Other outputs pass unchanged: a hidden state [batch, tokens, width] is not logits,
+    which is why the model's vocabulary size, not the shape alone, decides."""
+    if vocabulary and output.ndim == 3 and output.shape[-1] == vocabulary:
+        return output.flatten(0, 1)
+    return output
+
+
+def task_loss(
+    output: torch.Tensor, labels: torch.Tensor | None, reference: torch.Tensor | None, vocabulary: int | None = None
+) -> torch.Tensor:
+    """Cross-entropy on labels; otherwise distillation: KL to the reference's softmax for classifiers
+    and for a language model's tokens, mean squared error on other outputs."""
+    if reference is not None and labels is None:
+        output, reference = per_token(output, vocabulary), per_token(reference, vocabulary)
     if labels is not None and is_classifier(output):
         return F.cross_entropy(output, labels)
     if reference is None:
@@ -61,6 +77,27 @@ def accumulate_gradients(model: nn.Module, data: Dataset, *, batch_size: int, ma
         gradient_loss(output, None if y is None else y.to(device)).backward()
 
 
+@contextmanager
+def fp32_weights(model: nn.Module) -> Iterator[None]:
+    """Trains a 16-bit checkpoint (SmolLM2 ships bf16) with fp32 weights and casts each tensor back to its
+    dtype after, so the artifact is stored as the upload was. Updated in bf16 itself, AdamW's steps (a
+    learning rate of 1e-4 against weights near 0.02) fall below the 8-bit mantissa's resolution and most
+    are lost: the optimizer would run and the weights barely move."""
+    tensors = [*model.named_parameters(), *model.named_buffers()]
+    dtypes = {name: t.dtype for name, t in tensors if t.is_floating_point() and t.dtype != torch.float32}
+    if not dtypes:
+        yield
+        return
+    model.float()
+    try:
+        yield
+    finally:
+        for name, t in [*model.named_parameters(), *model.named_buffers()]:
+            if name in dtypes:
+                t.grad = None  # an fp32 gradient on a bf16 tensor fails torch.export later
+                t.data = t.data.to(dtypes[name])
+
+
 def finetune(
     model: nn.Module,
     data: Dataset,
@@ -72,8 +109,17 @@ def finetune(
     reference: nn.Module | None = None,
     progress: Callable[[float, str], None] = lambda fraction, stage: None,
     seed: int = 0,
+    vocabulary: int | None = None,
 ) -> list[float]:
-    """Trains in place with AdamW and a cosine learning-rate decay; returns the mean loss per epoch."""
+    """Trains in place with AdamW and a cosine learning-rate decay, in fp32 whatever the weights' dtype;
+    returns the mean loss per epoch."""
+    with fp32_weights(model):
+        return _finetune(model, data, epochs, learning_rate, batch_size, device, reference, progress, seed, vocabulary)
+
+
+def _finetune(
+    model, data, epochs, learning_rate, batch_size, device, reference, progress, seed, vocabulary
+) -> list[float]:
     labelled = data.y is not None
     if not labelled and reference is None:
         raise ValueError("fine-tuning without labels needs a reference model")
@@ -95,7 +141,7 @@ def finetune(
                 with torch.no_grad():
                     refs = [r.float() for r in all_tensors(reference(x))]
             # the labels score the first output; every other output (boxes, landmarks) keeps to the reference's
-            loss = task_loss(outputs[0], None if y is None else y.to(device), refs[0] if refs else None)
+            loss = task_loss(outputs[0], None if y is None else y.to(device), refs[0] if refs else None, vocabulary)
             for output, ref in zip(outputs[1:], refs[1:]):
                 loss = loss + task_loss(output, None, ref)
             optimizer.zero_grad(set_to_none=True)

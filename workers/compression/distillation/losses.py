@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..training import per_token
+
 
 def soft_kd(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
     """Hinton et al.: KL(softmax(t/T) || softmax(s/T)) * T^2, so its gradients keep their scale as T changes."""
@@ -35,9 +37,13 @@ def distillation_loss(
     temperature: float,
     alpha: float,
     output_loss: str,
+    vocabulary: int | None = None,
 ) -> torch.Tensor:
     """alpha * distillation term + (1 - alpha) * cross-entropy on the true labels when there are labels;
-    the distillation term alone otherwise."""
+    the distillation term alone otherwise. A language model's logits are distilled token by token
+    (training.per_token)."""
+    if labels is None:
+        student, teacher = per_token(student, vocabulary), per_token(teacher, vocabulary)
     classifier = student.ndim == 2 and student.shape[1] > 1
     if not classifier:
         return output_match(student, teacher, output_loss)

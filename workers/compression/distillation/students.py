@@ -16,7 +16,7 @@ from ..formats.spec import module_device
 from ..formats.weights import build_architecture
 from ..measure.metrics import first_tensor
 from ..pruning.layers import always_kept, editable
-from ..pruning.structured import remove_channels
+from ..pruning.structured import remove_channels, role_summary, unchanged_layers, weight_shapes
 
 TRAINABLE = EAGER_FORMATS
 
@@ -45,16 +45,25 @@ def build_student(
     source = editable(teacher)  # lifting keeps the teacher's outputs exactly
     if spec.derive.width is not None:
         student = copy.deepcopy(source)
-        kept, _ = always_kept(teacher, student, example, structured=True)
+        kept, kept_notes = always_kept(teacher, student, example, structured=True)
+        shapes = weight_shapes(student)
         try:
             bad = remove_channels(student, example, 1 - spec.derive.width, sorted(kept))
         except ValueError as e:
             raise RecipeError(f"derive width: {e}; give the student as arch or model_id instead") from None
-        notes = [f"student: the teacher with {spec.derive.width:.0%} of its channels (structured pruning)"]
+        notes = [f"student: the teacher with {spec.derive.width:.0%} of its channels (structured pruning)", *kept_notes]
         if bad:
+            by_reason: dict[str, list[str]] = {}
+            for name, why in bad.items():
+                by_reason.setdefault(why, []).append(name)
             notes.append(
                 "kept at the teacher's width because narrowing them breaks the model: "
-                + "; ".join(f"{n} ({why})" for n, why in bad.items())
+                + "; ".join(f"{role_summary(names)} ({why})" for why, names in by_reason.items())
+            )
+        if coupled := unchanged_layers(shapes, student, set(bad) | set(kept)):
+            notes.append(
+                "also at the teacher's width (coupled to layers kept whole, or too narrow to lose a channel): "
+                + role_summary(coupled)
             )
         return student, notes
     return _fewer_layers(teacher, source, spec.derive.layers)

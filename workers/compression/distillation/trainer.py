@@ -21,7 +21,7 @@ from ..contract.errors import RecipeError
 from ..contract.recipe.distill import DistillStep
 from ..data import Dataset
 from ..measure.metrics import all_tensors, first_tensor
-from ..training import is_classifier, task_loss
+from ..training import fp32_weights, is_classifier, task_loss
 from .losses import distillation_loss
 
 TEACHER_BATCH = 256
@@ -119,9 +119,17 @@ def train(
     step: DistillStep,
     phase: Phase,
     device: str,
+    vocabulary: int | None = None,
 ) -> TrainingOutcome:
     """Trains `student` in place and leaves it at its best validation epoch. `teacher` None trains on
-    the labels alone."""
+    the labels alone. The student trains in fp32 and keeps its dtype after (training.fp32_weights)."""
+    with fp32_weights(student):
+        return _train(student, teacher, train_data, val_data, step, phase, device, vocabulary)
+
+
+def _train(
+    student, teacher, train_data, val_data, step: DistillStep, phase: Phase, device: str, vocabulary: int | None
+) -> TrainingOutcome:
     student.to(device)
     use_teacher = teacher is not None
     live_teacher = use_teacher and (step.augment or bool(step.features))
@@ -214,10 +222,11 @@ def train(
                         temperature=step.temperature,
                         alpha=step.alpha,
                         output_loss=step.output_loss,
+                        vocabulary=vocabulary,
                     )
                     # a model's other heads (landmarks, scores) follow the teacher's too
                     for s_out, t_out in zip(outs[1:], t_outs[1:]):
-                        loss = loss + task_loss(s_out, None, t_out)
+                        loss = loss + task_loss(s_out, None, t_out, vocabulary)
                     for proj, pair in zip(projections, step.features):
                         s_f = proj(taps_s.values[pair.student].float())
                         loss = loss + step.feature_weight * _match(s_f, taps_t.values[pair.teacher].float().detach())

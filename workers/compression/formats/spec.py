@@ -50,6 +50,11 @@ class InputSpec:
     names: tuple[str, ...] | None = None  # packed named inputs, in the order of dimension 1
 
     @property
+    def vocabulary(self) -> int | None:
+        """How many tokens the ids index, for a text model: an output this wide per token is logits."""
+        return None if self.dtype.is_floating_point else self.high
+
+    @property
     def sample_shape(self) -> tuple[int | None, ...]:
         return self.shape[1:]
 

@@ -20,7 +20,6 @@ from ..contract.measure import (
     LatencyStats,
     Measurement,
     MeasureSettings,
-    OutputQuality,
     Ratios,
     ReferenceRatios,
     Timing,
@@ -28,8 +27,8 @@ from ..contract.measure import (
 from ..data import Dataset
 from ..formats.onnx import OnnxModule
 from ..formats.spec import LoadedModel
-from .detection import detection_agreement, is_yolo_head
 from .metrics import all_tensors, count_macs, count_params, environment, first_tensor, peak_memory
+from .outputs import per_output_quality
 from .timing import MIN_CI_ROUNDS, STATISTIC, TimingRun, time_interleaved
 
 NOISY_STEAL = 0.10  # the hypervisor took more than this share of the CPU during the rounds
@@ -70,51 +69,6 @@ def all_outputs_of(model: LoadedModel, x: torch.Tensor, batch: int, device: str)
     if len({len(p) for p in parts}) != 1:
         return [torch.cat([p[0] for p in parts])]
     return [torch.cat([p[k] for p in parts]) for k in range(len(parts[0]))]
-
-
-CLASSIFIER_COLUMNS = 100  # a head this wide is class logits; narrower ones (boxes, landmarks) are values
-
-
-def _classifier_like(t: torch.Tensor) -> bool:
-    """Rows of probabilities, or a wide row of logits: top-1 agreement means something there."""
-    if t.ndim != 2 or t.shape[1] < 2:
-        return False
-    probabilities = bool((t >= 0).all()) and bool(((t.sum(1) - 1).abs() < 1e-3).all())
-    return probabilities or t.shape[1] >= CLASSIFIER_COLUMNS
-
-
-def _per_output(
-    outs: list[torch.Tensor], base: list[torch.Tensor] | None, x: torch.Tensor
-) -> list[OutputQuality] | None:
-    """Each output against the baseline's, for models with several or with a detector's box head."""
-    if base is None or len(outs) != len(base):
-        return None
-    if len(outs) < 2 and not is_yolo_head(base[0], x):
-        return None
-    quality = []
-    for k, (o, b) in enumerate(zip(outs, base)):
-        if o.shape != b.shape:
-            return None
-        classifier = _classifier_like(b)
-        detection = detection_agreement(o, b, x)
-        if detection is not None:
-            kind, metric, agreement = "boxes", f"mAP50 vs the original's {detection[1]} detections", detection[0]
-        elif classifier:
-            kind, metric, agreement = "classifier", "top1", float((o.argmax(1) == b.argmax(1)).float().mean())
-        else:
-            kind, metric = "values", "cosine"
-            agreement = float(F.cosine_similarity(o.flatten(1), b.flatten(1), dim=1, eps=1e-12).mean())
-        quality.append(
-            OutputQuality(
-                index=k,
-                shape=[None, *b.shape[1:]],
-                kind=kind,
-                metric=metric,
-                agreement=agreement,
-                relative_error=float((o - b).norm() / b.norm().clamp_min(1e-12)),
-            )
-        )
-    return quality
 
 
 def _tokens(x: torch.Tensor, names: tuple[str, ...] | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -247,7 +201,7 @@ def measure_models(
     for i, m in enumerate(models):
         outs = all_outputs_of(m, eval_x, settings.batch, device)
         accuracy, agreement, metric, cosine = _quality(outs[0], baseline_out[0] if baseline_out else None, labels)
-        per_output = _per_output(outs, baseline_out, eval_x)
+        per_output = per_output_quality(outs, baseline_out, eval_x)
         ppl = perplexity(outs[0], eval_x, names) if causal else None
         if causal and baseline_out is not None and ppl is not None:  # what a language model is judged by
             agreement, metric = _next_token_agreement(outs[0], baseline_out[0], eval_x, names), "next-token top1"

@@ -32,7 +32,8 @@ def distill(model: LoadedModel, step: DistillStep, ctx: StepContext) -> StepOutp
     if step.validation_split > 0 and len(ctx.data) * step.validation_split >= MIN_VALIDATION:
         train_data, val_data = ctx.data.split(step.validation_split, seed=step.seed)
     share = 0.5 if step.compare_baseline else 1.0
-    outcome = train(student, teacher, train_data, val_data, step, _phase(ctx, "kd", 0.0, share), ctx.device)
+    phase = _phase(ctx, "kd", 0.0, share)
+    outcome = train(student, teacher, train_data, val_data, step, phase, ctx.device, spec.vocabulary)
     teacher_params, _ = count_params(teacher)
     student_params, _ = count_params(student)
     details = {

@@ -4,6 +4,7 @@ gradual schedule with recovery fine-tuning between increments."""
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -17,7 +18,15 @@ from ..pruning import masks
 from ..pruning.layers import always_kept, editable, prunable_layers
 from ..pruning.sensitivity import layer_sensitivity
 from ..pruning.storage import pack_sparse_layers
-from ..pruning.structured import make_pruner, ratio_for_macs, schedule, unprunable_layers
+from ..pruning.structured import (
+    make_pruner,
+    ratio_for_macs,
+    role_summary,
+    schedule,
+    unchanged_layers,
+    unprunable_layers,
+    weight_shapes,
+)
 from ..training import accumulate_gradients, finetune
 from .base import StepContext, StepOutput
 
@@ -57,11 +66,12 @@ def prune(model: LoadedModel, step: PruneStep, ctx: StepContext) -> StepOutput:
             device=ctx.device,
         )
     # without labels, recovery distils from the model as it was before pruning
-    reference = copy.deepcopy(module).eval() if step.trains() and ctx.data.y is None else None
+    before = copy.deepcopy(module).eval() if step.trains() and ctx.data.y is None else None
+    recovery = Recovery(before, spec.vocabulary)
     run = {"structured": _structured, "unstructured": _unstructured, "semi_structured_2_4": _two_four}[step.kind]
     if step.kind == "structured":
         eligible, protected = _drop_unprunable(module, step, ctx, eligible, protected, example, details, notes)
-    notes += run(module, step, ctx, eligible, protected, example, reference)
+    notes += run(module, step, ctx, eligible, protected, example, recovery)
     module.eval()
 
     params_after, nonzero_after = count_params(module)
@@ -94,7 +104,16 @@ def _increments(step: PruneStep, total: float) -> list[float]:
     return schedule(step.schedule)(total, step.increments)[1:]
 
 
-def _recover(module, step: PruneStep, ctx: StepContext, reference, lo: float, hi: float, label: str) -> None:
+@dataclass
+class Recovery:
+    """What recovery training matches: the model before pruning (None when there are labels) and, for a
+    language model, its vocabulary, so its logits are matched token by token (training.per_token)."""
+
+    reference: nn.Module | None
+    vocabulary: int | None
+
+
+def _recover(module, step: PruneStep, ctx: StepContext, recovery: Recovery, lo: float, hi: float, label: str) -> None:
     if not step.trains():
         return
     finetune(
@@ -104,8 +123,9 @@ def _recover(module, step: PruneStep, ctx: StepContext, reference, lo: float, hi
         learning_rate=step.learning_rate,
         batch_size=step.batch_size,
         device=ctx.device,
-        reference=reference,
+        reference=recovery.reference,
         progress=lambda f, s: ctx.progress(lo + (hi - lo) * f, f"{label}: fine-tuning {s}"),
+        vocabulary=recovery.vocabulary,
     )
 
 
@@ -113,7 +133,7 @@ def _taylor_gradients(module, step: PruneStep, ctx: StepContext) -> None:
     accumulate_gradients(module, ctx.data, batch_size=step.batch_size, max_batches=TAYLOR_BATCHES, device=ctx.device)
 
 
-def _unstructured(module, step, ctx, eligible, protected, example, reference) -> list[str]:
+def _unstructured(module, step, ctx, eligible, protected, example, recovery: Recovery) -> list[str]:
     targets = _increments(step, step.amount)
     for k, target in enumerate(targets, start=1):
         label = f"increment {k}/{len(targets)} to {target:.1%}"
@@ -124,7 +144,7 @@ def _unstructured(module, step, ctx, eligible, protected, example, reference) ->
         layer_masks = masks.unstructured_masks(masks.scores(eligible, step.criterion), target, step.scope)
         module.zero_grad(set_to_none=True)
         masks.apply_masks(eligible, layer_masks)
-        _recover(module, step, ctx, reference, (k - 1) / len(targets), k / len(targets), label)
+        _recover(module, step, ctx, recovery, (k - 1) / len(targets), k / len(targets), label)
     masks.make_permanent(eligible)
     achieved = masks.achieved_sparsity(eligible)
     return [
@@ -134,13 +154,13 @@ def _unstructured(module, step, ctx, eligible, protected, example, reference) ->
     ]
 
 
-def _two_four(module, step, ctx, eligible, protected, example, reference) -> list[str]:
+def _two_four(module, step, ctx, eligible, protected, example, recovery: Recovery) -> list[str]:
     if step.criterion == "taylor":
         _taylor_gradients(module, step, ctx)
     layer_scores = masks.scores(eligible, step.criterion)
     module.zero_grad(set_to_none=True)
     masks.apply_masks(eligible, {n: masks.two_four_mask(s) for n, s in layer_scores.items()})
-    _recover(module, step, ctx, reference, 0.0, 1.0, "2:4")
+    _recover(module, step, ctx, recovery, 0.0, 1.0, "2:4")
     masks.make_permanent(eligible)
     notes = [f"2:4 sparsity in {len(eligible)} Linear layers: 2 of every 4 consecutive weights are zero"]
     if ctx.device == "cuda":
@@ -168,15 +188,16 @@ def _drop_unprunable(module, step, ctx, eligible, protected, example, details, n
             "no layer of this model can lose channels: " + "; ".join(f"{n}: {why}" for n, why in bad.items())
         )
     notes.append(
-        f"kept whole because removing their channels breaks the model: {', '.join(sorted(bad))} "
+        f"kept whole because removing their channels breaks the model: {role_summary(bad)} "
         "(details.unprunable has each reason)"
     )
     details["kept_whole"] = sorted(set(protected) | set(bad))
     return left, set(protected) | set(bad)
 
 
-def _structured(module, step, ctx, eligible, protected, example, reference) -> list[str]:
+def _structured(module, step, ctx, eligible, protected, example, recovery: Recovery) -> list[str]:
     notes = []
+    shapes = weight_shapes(module)
     kept_modules = [module.get_submodule(n) for n in protected]
     ratio = step.amount
     if step.target_macs_reduction is not None:
@@ -209,11 +230,15 @@ def _structured(module, step, ctx, eligible, protected, example, reference) -> l
         pruner.step()
         module.zero_grad(set_to_none=True)
         _check_runs(module, example)
-        _recover(module, step, ctx, reference, (k - 1) / step.increments, k / step.increments, label)
+        _recover(module, step, ctx, recovery, (k - 1) / step.increments, k / step.increments, label)
     notes.append(
         f"channels physically removed ({step.criterion}, {step.scope} scope, ratio {ratio:.0%}); "
-        f"layers kept whole: {', '.join(sorted(protected)) or 'none'}"
+        f"layers kept whole: {role_summary(protected) or 'none'}"
     )
+    if coupled := unchanged_layers(shapes, module, set(protected)):
+        notes.append(
+            f"also unchanged (coupled to layers kept whole, or too narrow to lose a channel): {role_summary(coupled)}"
+        )
     return notes
 
 

@@ -4,6 +4,7 @@ keeps every coupled layer consistent (residual adds, concatenations, batch norm,
 from __future__ import annotations
 
 import copy
+import re
 
 import torch
 from torch import nn
@@ -137,6 +138,40 @@ def _trial(model: nn.Module, example: torch.Tensor, ratio: float, scope: str, ke
     return None
 
 
+def repeated_roles(model: nn.Module, names: list[str]) -> list[list[str]]:
+    """Layers grouped by their role in repeated blocks: `model.layers.3.self_attn.q_proj` and
+    `model.layers.17.self_attn.q_proj` share `model.layers.#.self_attn.q_proj`, and a group also shares
+    the layer type and weight shape (a CNN's `features.3` and `features.10` are one role only if they
+    are the same layer). Groups in first-seen order."""
+    groups: dict[tuple, list[str]] = {}
+    for name in names:
+        layer = model.get_submodule(name)
+        role = re.sub(r"(^|\.)\d+(?=\.|$)", r"\1#", name)
+        groups.setdefault((role, type(layer), tuple(layer.weight.shape)), []).append(name)
+    return list(groups.values())
+
+
+def role_summary(names) -> str:
+    """Layer names with repeated blocks folded, for notes a person reads: 60 names become
+    `model.layers.*.self_attn.k_proj (30 layers), model.layers.*.self_attn.v_proj (30 layers)`."""
+    groups: dict[str, list[str]] = {}
+    for name in sorted(names, key=lambda n: [int(t) if t.isdigit() else t for t in n.split(".")]):
+        groups.setdefault(re.sub(r"(^|\.)\d+(?=\.|$)", r"\1*", name), []).append(name)
+    return ", ".join(group[0] if len(group) == 1 else f"{role} ({len(group)} layers)" for role, group in groups.items())
+
+
+def weight_shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
+    return {name: tuple(m.weight.shape) for name, m in prunable_layers(model)}
+
+
+def unchanged_layers(before: dict[str, tuple[int, ...]], model: nn.Module, named: set[str]) -> list[str]:
+    """Layers that kept their shape though nobody asked: Torch-Pruning removes a channel from every layer
+    that shares it, so a layer coupled to a protected one (attention's q and o projections to k and v
+    kept whole, a residual stream to a tied output layer) stays whole too, and the notes should say so."""
+    after = weight_shapes(model)
+    return [n for n, shape in before.items() if n not in named and after.get(n) == shape]
+
+
 def unprunable_layers(
     model: nn.Module, example: torch.Tensor, candidates: list[str], kept: set[str], *, ratio: float, scope: str
 ) -> dict[str, str]:
@@ -149,8 +184,14 @@ def unprunable_layers(
     that fail alone are kept whole in the real run, named with their reason. A permute before a flatten
     fails silently (wrong columns removed), so it is found in the graph (layers.permuted_into_flatten).
     When every layer prunes alone but not all together, they are added one by one and a layer that breaks
-    the ones before it is kept whole too. Costs one copy when the model prunes fine, one or two per layer
-    when it does not."""
+    the ones before it is kept whole too.
+
+    A trial copies and prunes the whole model (seconds for a 135M language model), so layers with one
+    role in repeated blocks (every block's q_proj) are tried as one: one representative alone, the
+    whole group when added (a role whose representative fails is kept whole if the rest of it fails
+    together too). A group that breaks what was taken before is then tried layer by layer, so the result
+    is what one-by-one trials give for identical blocks, at a few trials per role instead of two per
+    layer (SmolLM2: 210 layers, 7 roles)."""
     model_was_training = model.training
     model.eval()
     try:
@@ -160,25 +201,34 @@ def unprunable_layers(
         bad = {n: why for n, why in permuted_into_flatten(model).items() if n in candidates}
         if _trial(model, example, ratio, scope, kept | set(bad), want) is None:
             return bad
-        for name in candidates:
-            if name in bad:
+        roles = repeated_roles(model, [n for n in candidates if n not in bad])
+        for first, *rest in roles:
+            if (why := _trial(model, example, ratio, "layer", (set(candidates) - {first}) | kept, want)) is None:
                 continue
-            others = (set(candidates) - {name}) | kept
-            if (why := _trial(model, example, ratio, "layer", others, want)) is not None:
-                bad[name] = why
+            bad[first] = why
+            # the rest of its role fails too when the blocks are alike; pruned together to be sure
+            if rest and _trial(model, example, ratio, "layer", (set(candidates) - set(rest)) | kept, want) is not None:
+                bad.update({name: why for name in rest})
         if _trial(model, example, ratio, scope, kept | set(bad), want) is not None:
             # each layer prunes alone but some do not together (a functional norm with a fixed size over a
-            # residual stream whose channels two layers share): the layers are taken one by one, in order,
-            # and one that breaks what was taken before is kept whole
+            # residual stream whose channels two layers share): the layers are taken role by role, in
+            # order, and one that breaks what was taken before is kept whole
             taken: list[str] = []
-            for name in candidates:
-                if name in bad:
+
+            def breaks(names: list[str]) -> str | None:
+                others = (set(candidates) - set(taken) - set(names)) | kept
+                return _trial(model, example, ratio, scope, others, want)
+
+            for group in roles:
+                group = [n for n in group if n not in bad]
+                if not group or breaks(group) is None:
+                    taken += group
                     continue
-                others = (set(candidates) - set(taken) - {name}) | kept
-                if (why := _trial(model, example, ratio, scope, others, want)) is None:
-                    taken.append(name)
-                else:
-                    bad[name] = f"prunes alone but not with the layers before it ({why})"
+                for name in group:
+                    if (why := breaks([name])) is None:
+                        taken.append(name)
+                    else:
+                        bad[name] = f"prunes alone but not with the layers before it ({why})"
             if not taken:
                 raise ValueError("no layer prunes together with the others")
         return bad

@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from ..data import Dataset
-from ..measure.metrics import first_tensor
+from ..measure.metrics import all_tensors
+from ..measure.outputs import per_output_quality
 from ..training import is_classifier
 
 GUARD_SAMPLES = 512  # enough to resolve a 0.5-point change; sensitivity runs once per layer
@@ -35,41 +36,62 @@ Build = Callable[[frozenset[str], bool], Built]  # (layers kept in full precisio
 
 @dataclass
 class Scorer:
-    """Quality on a fixed slice of data: accuracy with labels, else top-1 agreement (classifiers) or
-    cosine similarity with the fp32 model's outputs."""
+    """Quality on a fixed slice of data: accuracy with labels, else agreement with the fp32 model —
+    top-1 (classifiers) or cosine for one output; for several outputs or a detector's box head, the worst
+    output by the measurement's own rule (measure/outputs.py: mAP50 for boxes). Scoring the first output
+    alone let int8 ruin a face detector's landmarks (CenterFace's output 2) while every layer's
+    sensitivity read 0.0, so the guard kept nothing in float."""
 
     x: torch.Tensor
     labels: torch.Tensor | None
-    reference: torch.Tensor
+    reference: list[torch.Tensor]  # every output of the fp32 model
     baseline: float = 0.0
     metric: str = "accuracy"
+    per_output: bool = False
 
     @classmethod
     def over(cls, data: Dataset, fp32: Callable[[torch.Tensor], torch.Tensor]) -> Scorer:
         part = data.head(GUARD_SAMPLES)
         reference = _outputs(fp32, part.x)
-        labels = part.y if part.y is not None and is_classifier(reference) else None
-        metric = "accuracy" if labels is not None else ("agreement" if is_classifier(reference) else "cosine")
-        scorer = cls(part.x, labels, reference, metric=metric)
+        first = reference[0]
+        labels = part.y if part.y is not None and is_classifier(first) else None
+        outputs = per_output_quality(reference, reference, part.x) if labels is None else None
+        if labels is not None:
+            metric = "accuracy"
+        elif outputs is not None:
+            metric = outputs[0].metric if len(outputs) == 1 else f"worst of {len(outputs)} outputs"
+        else:
+            metric = "agreement" if is_classifier(first) else "cosine"
+        scorer = cls(part.x, labels, reference, metric=metric, per_output=outputs is not None)
         scorer.baseline = scorer.quality(reference)
         return scorer
 
-    def quality(self, outputs: torch.Tensor) -> float:
+    def quality(self, outputs: list[torch.Tensor]) -> float:
+        first, reference = outputs[0], self.reference[0]
         if self.labels is not None:
-            return float((outputs.argmax(1) == self.labels).float().mean())
-        if is_classifier(self.reference):
-            return float((outputs.argmax(1) == self.reference.argmax(1)).float().mean())
-        return float(F.cosine_similarity(outputs.flatten(1), self.reference.flatten(1), dim=1).mean())
+            return float((first.argmax(1) == self.labels).float().mean())
+        if self.per_output:
+            per_output = per_output_quality(outputs, self.reference, self.x)
+            if per_output is None:  # outputs of another number or shape than the original's
+                return 0.0
+            return min(o.agreement for o in per_output)
+        if is_classifier(reference):
+            return float((first.argmax(1) == reference.argmax(1)).float().mean())
+        return float(F.cosine_similarity(first.flatten(1), reference.flatten(1), dim=1).mean())
 
     def __call__(self, model: Callable[[torch.Tensor], torch.Tensor]) -> float:
         return self.quality(_outputs(model, self.x))
 
 
-def _outputs(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+def _outputs(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> list[torch.Tensor]:
+    """Every output over x, float32 on the CPU (the first only, if batches disagree on how many)."""
     with torch.inference_mode():
-        return torch.cat(
-            [first_tensor(model(x[i : i + SCORE_BATCH])).float().cpu() for i in range(0, len(x), SCORE_BATCH)]
-        )
+        parts = [
+            [o.float().cpu() for o in all_tensors(model(x[i : i + SCORE_BATCH]))] for i in range(0, len(x), SCORE_BATCH)
+        ]
+    if len({len(p) for p in parts}) != 1:
+        return [torch.cat([p[0] for p in parts])]
+    return [torch.cat([p[k] for p in parts]) for k in range(len(parts[0]))]
 
 
 @dataclass
