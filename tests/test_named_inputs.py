@@ -477,3 +477,59 @@ def test_a_language_models_logits_are_distilled_token_by_token():
     soft = distillation_loss(student, teacher, None, kind="soft", temperature=1.0, alpha=0.9, output_loss="mse",
                              vocabulary=11)
     assert torch.allclose(soft, kl)
+
+
+def test_structured_pruning_removes_whole_attention_heads(tmp_path, quick):
+    """A BERT-style encoder loses whole heads: each block's query/key/value keep the rows of some of its
+    heads, and the pruned model computes exactly what the original computes with those heads' outputs
+    zeroed (feed-forward layers excluded here, so the heads are the only change)."""
+    import copy
+
+    net, archive = tiny_bert_zip(tmp_path)
+    ids, mask = padded_ids(48)
+    path = tmp_path / "ids.npz"
+    np.savez(path, input_ids=ids, attention_mask=mask, y=np.arange(48) % 2)
+    step = {"method": "prune", "kind": "structured", "sparsity": 0.5, "exclude": ["*intermediate*"]}
+    report = run_recipe(archive, {"steps": [step]}, data_path=path, out_dir=tmp_path / "out", settings=quick)
+    result = report["steps"][0]
+    assert any("attention loses whole heads" in n for n in result["notes"]), result["notes"]
+    pruned = load_model(tmp_path / "out" / result["artifact_id"])
+    state = {k.split("model.bert.", 1)[-1]: v for k, v in pruned.module.state_dict().items()}
+    masked = copy.deepcopy(net)
+    size = net.config.hidden_size // net.config.num_attention_heads
+    for i, layer in enumerate(net.bert.encoder.layer):
+        attention = layer.attention.self
+        heads = [h for h in range(net.config.num_attention_heads)
+                 if any(torch.equal(attention.query.weight[h * size:(h + 1) * size], state[f"encoder.layer.{i}.attention.self.query.weight"][k:k + size])
+                        for k in range(0, state[f"encoder.layer.{i}.attention.self.query.weight"].shape[0], size))]
+        kept = state[f"encoder.layer.{i}.attention.self.query.weight"].shape[0] // size
+        assert len(heads) == kept == net.config.num_attention_heads // 2, (i, heads)
+        with torch.no_grad():
+            for h in set(range(net.config.num_attention_heads)) - set(heads):
+                masked.bert.encoder.layer[i].attention.output.dense.weight[:, h * size:(h + 1) * size] = 0
+    x = torch.stack([torch.from_numpy(ids[:8]), torch.from_numpy(mask[:8])], 1)
+    pruned.bind_inputs(("input_ids", "attention_mask"))
+    with torch.no_grad():
+        got = pruned.module(x)
+        want = masked(input_ids=x[:, 0], attention_mask=x[:, 1]).logits
+    assert torch.allclose(got, want, atol=1e-5), (got - want).abs().max()
+
+
+
+def test_a_block_with_one_attention_projection_kept_keeps_all_three(tmp_path, quick):
+    """Excluding one block's query keeps its key and value too (they share its heads), names them, and
+    the other block still loses a head."""
+    _, archive = tiny_bert_zip(tmp_path)
+    ids, mask = padded_ids(48)
+    np.savez(tmp_path / "ids.npz", input_ids=ids, attention_mask=mask, y=np.arange(48) % 2)
+    step = {"method": "prune", "kind": "structured", "sparsity": 0.5, "exclude": ["*layer.0.attention.self.query"]}
+    report = run_recipe(archive, {"steps": [step]}, data_path=tmp_path / "ids.npz", out_dir=tmp_path / "out",
+                        settings=quick)
+    result = report["steps"][0]
+    state = load_model(tmp_path / "out" / result["artifact_id"]).module.state_dict()
+    rows = {k.split("encoder.")[-1].removesuffix(".weight"): v.shape[0] for k, v in state.items()
+            if "attention.self" in k and k.endswith("weight")}
+    assert {k: v for k, v in rows.items() if k.startswith("layer.0")} == {
+        "layer.0.attention.self.query": 32, "layer.0.attention.self.key": 32, "layer.0.attention.self.value": 32}
+    assert all(v == 16 for k, v in rows.items() if k.startswith("layer.1")), rows
+    assert any("also unchanged" in n and "layer.0.attention.self.key" in n for n in result["notes"]), result["notes"]

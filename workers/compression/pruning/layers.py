@@ -74,20 +74,58 @@ def inspect_layers(model: LoadedModel) -> list[dict] | None:
     return None
 
 
+QKV_NAMES = (("query", "key", "value"), ("q_proj", "k_proj", "v_proj"), ("q_lin", "k_lin", "v_lin"))
+
+
+def attention_heads(module: nn.Module) -> dict[str, int]:
+    """The query/key/value projections of multi-head attention blocks that declare their head count
+    (Hugging Face's BERT-style `num_attention_heads`, Llama-style `config.num_attention_heads`), by name,
+    with that count. Pruning removes whole heads from them (Torch-Pruning's `num_heads`), which the
+    blocks' `view(..., -1, head_size)` follows. Grouped-query attention (fewer key/value heads than query
+    heads) is left out: removing query heads independently of their key/value head would pair the rest
+    with the wrong one, so its projections stay whole and are named."""
+    found: dict[str, int] = {}
+    for name, block in module.named_modules():
+        for names in QKV_NAMES:
+            layers = [getattr(block, n, None) for n in names]
+            if not all(isinstance(layer, nn.Linear) for layer in layers):
+                continue
+            config = getattr(block, "config", None)
+            heads = getattr(block, "num_attention_heads", None) or getattr(config, "num_attention_heads", None)
+            grouped = getattr(block, "num_key_value_groups", 1) != 1
+            widths = {layer.out_features for layer in layers}
+            if not isinstance(heads, int) or heads < 2 or grouped or len(widths) != 1 or widths.pop() % heads:
+                continue
+            found.update({f"{name}.{n}" if name else n: heads for n in names})
+    return found
+
+
 def always_kept(
     model: LoadedModel, module: nn.Module, example: torch.Tensor, structured: bool
 ) -> tuple[set[str], list[str]]:
     """Layers pruning must leave whole, and why: the output layer (its outputs are the model's), and for
-    structured pruning of a transformer, attention and the hidden width: attention reshapes its
-    projections into (heads, head size) with constants, and every residual branch shares the hidden
-    width, so only the feed-forward inner width can shrink safely."""
+    structured pruning of a transformer, the hidden width: every residual branch shares it, so only the
+    feed-forward inner width shrinks, and multi-head attention loses whole heads (attention_heads);
+    the other attention projections stay whole."""
     kept, notes = set(), []
     if name := output_layer(module, example):
         kept.add(name)
     hidden = _transformer_width(model) if structured else None
     if hidden:
-        kept |= {n for n, m in prunable_layers(module) if isinstance(m, nn.Linear) and m.out_features == hidden}
-        notes.append(f"transformer: attention and the hidden width ({hidden}) are kept; feed-forward layers shrink")
+        heads = attention_heads(module)
+        kept |= {
+            n
+            for n, m in prunable_layers(module)
+            if isinstance(m, nn.Linear) and m.out_features == hidden and n not in heads
+        }
+        if heads:
+            per_block = sorted(set(heads.values()))
+            notes.append(
+                f"transformer: the hidden width ({hidden}) is kept; attention loses whole heads (of "
+                f"{'/'.join(map(str, per_block))} per block) and feed-forward layers shrink"
+            )
+        else:
+            notes.append(f"transformer: attention and the hidden width ({hidden}) are kept; feed-forward layers shrink")
     return kept, notes
 
 

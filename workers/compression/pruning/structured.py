@@ -11,7 +11,7 @@ from torch import nn
 
 from ..formats.spec import module_device
 from ..measure.metrics import count_macs
-from .layers import permuted_into_flatten, prunable_layers
+from .layers import attention_heads, permuted_into_flatten, prunable_layers
 
 MAX_LAYER_RATIO = 0.9  # no layer loses all its channels, whatever the global ranking says
 
@@ -45,6 +45,11 @@ def make_pruner(
     importance = (
         tp.importance.GroupTaylorImportance() if criterion == "taylor" else tp.importance.GroupMagnitudeImportance(p=2)
     )
+    # multi-head attention loses whole heads at the same ratio, never channels inside a head; a block with
+    # one of its projections kept is left out (Torch-Pruning then keeps the three whole: they are coupled)
+    found = attention_heads(model)
+    kept_blocks = {n.rpartition(".")[0] for n in found if model.get_submodule(n) in protected}
+    heads = {model.get_submodule(n): h for n, h in found.items() if n.rpartition(".")[0] not in kept_blocks}
     return tp.pruner.BasePruner(
         model,
         example,
@@ -56,6 +61,10 @@ def make_pruner(
         iterative_steps=steps,
         iterative_pruning_ratio_scheduler=schedule(schedule_kind),
         ignored_layers=protected,
+        num_heads=heads,
+        prune_num_heads=bool(heads),
+        prune_head_dims=not heads,
+        head_pruning_ratio=ratio if heads else 0.0,
     )
 
 
