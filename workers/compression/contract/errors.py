@@ -21,6 +21,12 @@ def without_paths(message: str) -> str:
     return _ABSOLUTE_PATH.sub(lambda m: m.group(1), message)
 
 
+def short_error(e: Exception) -> str:
+    """An exception as one line a user can read: a library's message without its traceback or paths."""
+    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return without_paths(f"{type(e).__name__}: {text}" if text else type(e).__name__)[:300]
+
+
 class JobErrorCode(StrEnum):
     """`error.code` of a failed job, besides the engine errors' own codes below."""
 

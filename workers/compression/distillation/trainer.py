@@ -20,7 +20,7 @@ from torch import nn
 from ..contract.errors import RecipeError
 from ..contract.recipe.distill import DistillStep
 from ..data import Dataset
-from ..measure.metrics import all_tensors, first_tensor
+from ..measure.metrics import all_tensors, first_tensor, outputs_over
 from ..training import fp32_weights, is_classifier, task_loss
 from .losses import distillation_loss
 
@@ -53,11 +53,7 @@ def teacher_outputs(teacher: nn.Module, data: Dataset, device: str) -> torch.Ten
 
 def every_output(teacher: nn.Module, data: Dataset, device: str) -> list[torch.Tensor]:
     """Each of the teacher's outputs over the data (a face model's box, landmarks and score), float32 on the CPU."""
-    parts = []
-    with torch.inference_mode():
-        for i in range(0, len(data), TEACHER_BATCH):
-            parts.append([o.float().cpu() for o in all_tensors(teacher(data.x[i : i + TEACHER_BATCH].to(device)))])
-    return [torch.cat([p[k] for p in parts]) for k in range(min(map(len, parts)))]
+    return outputs_over(teacher, data.x, TEACHER_BATCH, device)
 
 
 def shift_images(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

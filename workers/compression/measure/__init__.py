@@ -27,7 +27,7 @@ from ..contract.measure import (
 from ..data import Dataset
 from ..formats.onnx import OnnxModule
 from ..formats.spec import LoadedModel
-from .metrics import all_tensors, count_macs, count_params, environment, first_tensor, peak_memory
+from .metrics import count_macs, count_params, environment, first_tensor, outputs_over, peak_memory
 from .outputs import per_output_quality
 from .timing import MIN_CI_ROUNDS, STATISTIC, TimingRun, time_interleaved
 
@@ -61,14 +61,7 @@ def outputs_of(model: LoadedModel, x: torch.Tensor, batch: int, device: str) -> 
 
 def all_outputs_of(model: LoadedModel, x: torch.Tensor, batch: int, device: str) -> list[torch.Tensor]:
     """Every output of the model over `x` (detector heads, landmarks, scores), float32 on the CPU."""
-    parts: list[list[torch.Tensor]] = []
-    with torch.inference_mode():
-        for i in range(0, len(x), batch):
-            outs = all_tensors(model.module(x[i : i + batch].to(device)))
-            parts.append([o.float().cpu() for o in outs])
-    if len({len(p) for p in parts}) != 1:
-        return [torch.cat([p[0] for p in parts])]
-    return [torch.cat([p[k] for p in parts]) for k in range(len(parts[0]))]
+    return outputs_over(model.module, x, batch, device)
 
 
 def _tokens(x: torch.Tensor, names: tuple[str, ...] | None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -174,6 +174,18 @@ def all_tensors(output) -> list[torch.Tensor]:
     return []
 
 
+def outputs_over(model, x: torch.Tensor, batch: int, device: str = "cpu") -> list[torch.Tensor]:
+    """Every output of `model` over `x` in batches (a detector's heads, a face model's box, landmarks and
+    score), float32 on the CPU; the first only, if batches disagree on how many there are."""
+    parts: list[list[torch.Tensor]] = []
+    with torch.inference_mode():
+        for i in range(0, len(x), batch):
+            parts.append([o.float().cpu() for o in all_tensors(model(x[i : i + batch].to(device)))])
+    if len({len(p) for p in parts}) != 1:
+        return [torch.cat([p[0] for p in parts])]
+    return [torch.cat([p[k] for p in parts]) for k in range(len(parts[0]))]
+
+
 def first_tensor(output) -> torch.Tensor:
     while isinstance(output, (tuple, list)):
         output = output[0]

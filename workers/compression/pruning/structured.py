@@ -9,6 +9,7 @@ import re
 import torch
 from torch import nn
 
+from ..contract.errors import short_error
 from ..formats.spec import module_device
 from ..measure.metrics import count_macs
 from .layers import attention_heads, permuted_into_flatten, prunable_layers
@@ -119,11 +120,6 @@ def output_shapes(output) -> list[tuple]:
     return []
 
 
-def _short(e: Exception) -> str:
-    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
-    return f"{type(e).__name__}: {text[:200]}" if text else type(e).__name__
-
-
 def _trial(model: nn.Module, example: torch.Tensor, ratio: float, scope: str, kept: set[str], want) -> str | None:
     """Prunes a copy of `model` at `ratio` leaving `kept` whole; why that fails, or None when the copy still
     runs and returns outputs of the shapes it did."""
@@ -141,10 +137,18 @@ def _trial(model: nn.Module, example: torch.Tensor, ratio: float, scope: str, ke
         with torch.no_grad():
             got = output_shapes(trial.eval()(example.to(module_device(trial))))
     except Exception as e:  # Torch-Pruning's own errors (IndexError, shape mismatches) name no layer
-        return _short(e)
+        return short_error(e)
     if got != want:
         return f"the model's outputs would change shape from {want} to {got}"
     return None
+
+
+BLOCK_INDEX = re.compile(r"(^|\.)\d+(?=\.|$)")  # `.3.` in model.layers.3.mlp: which repeated block
+
+
+def role(name: str, mark: str = "#") -> str:
+    """The layer's name with its block indices replaced: its role in repeated blocks."""
+    return BLOCK_INDEX.sub(lambda m: m.group(1) + mark, name)
 
 
 def repeated_roles(model: nn.Module, names: list[str]) -> list[list[str]]:
@@ -155,8 +159,7 @@ def repeated_roles(model: nn.Module, names: list[str]) -> list[list[str]]:
     groups: dict[tuple, list[str]] = {}
     for name in names:
         layer = model.get_submodule(name)
-        role = re.sub(r"(^|\.)\d+(?=\.|$)", r"\1#", name)
-        groups.setdefault((role, type(layer), tuple(layer.weight.shape)), []).append(name)
+        groups.setdefault((role(name), type(layer), tuple(layer.weight.shape)), []).append(name)
     return list(groups.values())
 
 
@@ -165,8 +168,8 @@ def role_summary(names) -> str:
     `model.layers.*.self_attn.k_proj (30 layers), model.layers.*.self_attn.v_proj (30 layers)`."""
     groups: dict[str, list[str]] = {}
     for name in sorted(names, key=lambda n: [int(t) if t.isdigit() else t for t in n.split(".")]):
-        groups.setdefault(re.sub(r"(^|\.)\d+(?=\.|$)", r"\1*", name), []).append(name)
-    return ", ".join(group[0] if len(group) == 1 else f"{role} ({len(group)} layers)" for role, group in groups.items())
+        groups.setdefault(role(name, "*"), []).append(name)
+    return ", ".join(group[0] if len(group) == 1 else f"{key} ({len(group)} layers)" for key, group in groups.items())
 
 
 def weight_shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..contract.errors import without_paths
+from ..contract.errors import short_error
 from ..contract.recipe.quantize import QuantizeConfig
 from ..data import Dataset
 from ..formats import ModelFormat, save_model
@@ -87,12 +87,6 @@ def on_each_runtime(items: list, attempt: Callable, failure: Callable[[object, s
                 raise
             failed.append(failure(item, short_error(e)))
     return done, failed
-
-
-def short_error(e: Exception) -> str:
-    """An exception as one line a user can read (a library's message, without its traceback or paths)."""
-    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
-    return without_paths(f"{type(e).__name__}: {text}")[:300]
 
 
 def calibration_batches(data: Dataset, batches_wanted: int, device: str) -> list[torch.Tensor]:

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data import Dataset
-from ..measure.metrics import all_tensors
+from ..measure.metrics import outputs_over
 from ..measure.outputs import per_output_quality
 from ..training import is_classifier
 
@@ -84,14 +84,7 @@ class Scorer:
 
 
 def _outputs(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> list[torch.Tensor]:
-    """Every output over x, float32 on the CPU (the first only, if batches disagree on how many)."""
-    with torch.inference_mode():
-        parts = [
-            [o.float().cpu() for o in all_tensors(model(x[i : i + SCORE_BATCH]))] for i in range(0, len(x), SCORE_BATCH)
-        ]
-    if len({len(p) for p in parts}) != 1:
-        return [torch.cat([p[0] for p in parts])]
-    return [torch.cat([p[k] for p in parts]) for k in range(len(parts[0]))]
+    return outputs_over(model, x, SCORE_BATCH)
 
 
 @dataclass
