@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: install run test bench bench-service bench-prune bench-distill bench-quantize bench-auto bench-sandbox bench-measure bench-zoo bench-scale bench-web clean
+.PHONY: install system-run system-test run test bench bench-service bench-prune bench-distill bench-quantize bench-auto bench-sandbox bench-measure bench-zoo bench-scale bench-web bench-reads clean
 
 $(STAMP): pyproject.toml client/pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -20,7 +20,30 @@ $(STAMP): pyproject.toml client/pyproject.toml
 
 install: $(STAMP)
 
-run: install
+# System packages, as `command:package` pairs: installed with apt when this runs as root on Debian/Ubuntu,
+# otherwise the target stops at once and prints the exact command to run.
+RUN_NEEDS  := bwrap:bubblewrap
+TEST_NEEDS := bwrap:bubblewrap chromium:chromium npm:npm
+define ensure_system
+	@missing=""; for pair in $(1); do command -v "$${pair%%:*}" >/dev/null 2>&1 || missing="$$missing $${pair##*:}"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing system packages:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null || exit 1; \
+	  else \
+	    echo "missing system packages:$$missing. Install them, then run make again:" >&2; \
+	    echo "  sudo apt-get install -y$$missing" >&2; exit 1; \
+	  fi; \
+	fi
+endef
+
+system-run:
+	$(call ensure_system,$(RUN_NEEDS))
+
+system-test:
+	$(call ensure_system,$(TEST_NEEDS))
+
+run: system-run install
 	$(PY) -m app.serve --host $(HOST) --port $(PORT)
 
 # axe-core for the browser test's accessibility scan (tests/js, from the npm registry, pinned by its lock)
@@ -29,7 +52,7 @@ $(AXE): tests/js/package.json tests/js/package-lock.json
 	npm ci --prefix tests/js --no-audit --no-fund
 	touch $(AXE)
 
-test: install $(AXE)
+test: system-test install $(AXE)
 	$(PY) -m pytest -q -ra tests
 
 bench: install
@@ -40,6 +63,9 @@ bench-measure: install
 
 bench-scale: install
 	$(PY) bench/scale.py
+
+bench-reads: install
+	$(PY) bench/reads.py
 
 bench-web: install $(AXE)
 	$(PY) bench/web_audit.py

@@ -2,25 +2,29 @@
 
 from __future__ import annotations
 
+import re
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Annotated
 
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
 from app.store.db import session_factory
-from app.store.tables.auth import Tenant
+from workers.compression.contract.vocabulary import ApiErrorCode
 
-from .auth.service import authenticate
+from .auth.service import Caller, authenticate
 from .errors import ApiError, not_found
-from .ratelimit import limiter
+from .ratelimit import limiter, tenant_slots
 from .store.config import get_settings
 
+ID = re.compile(r"[a-z]+_[0-9a-f]{1,40}")  # what store.db.new_id makes
 
-def get_owned(session: Session, table, tenant: Tenant, row_id: str, kind: str):
-    """A row of this tenant, or 404 as if any other tenant's row did not exist."""
-    row = session.get(table, row_id)
+
+def get_owned(session: Session, table, tenant: Caller, row_id: str, kind: str):
+    """A row of this tenant, or 404 as if any other tenant's row did not exist (or no id could look like it:
+    a NUL byte or a megabyte never reaches the database)."""
+    row = session.get(table, row_id) if ID.fullmatch(row_id) else None
     if row is None or row.tenant_id != tenant.id:
         raise not_found(kind, row_id)
     return row
@@ -49,10 +53,10 @@ def auth_failure(request: Request) -> int:
 
 
 def _too_many(wait: int, what: str) -> ApiError:
-    return ApiError(429, "rate_limited", f"{what}; retry in {wait} s", {"Retry-After": str(wait)})
+    return ApiError(429, ApiErrorCode.RATE_LIMITED, f"{what}; retry in {wait} s", {"Retry-After": str(wait)})
 
 
-def current_tenant(request: Request, session: SessionDep) -> Tenant:
+def current_tenant(request: Request, session: SessionDep) -> Caller:
     settings = get_settings()
     try:
         tenant = _authenticate(request, session)
@@ -70,7 +74,7 @@ def current_tenant(request: Request, session: SessionDep) -> Tenant:
     return tenant
 
 
-def _authenticate(request: Request, session: Session) -> Tenant:
+def _authenticate(request: Request, session: Session) -> Caller:
     header = request.headers.get("authorization", "")
     scheme, _, key = header.partition(" ")
     if not header and (cookie := request.cookies.get(KEY_COOKIE)):
@@ -78,12 +82,12 @@ def _authenticate(request: Request, session: Session) -> Tenant:
         scheme, key = "bearer", cookie
     if scheme.lower() != "bearer" or not key.strip():
         raise ApiError(
-            401, "unauthorized", "send your API key as 'Authorization: Bearer <key>'", {"WWW-Authenticate": "Bearer"}
+            401, ApiErrorCode.UNAUTHORIZED, "send your API key as 'Authorization: Bearer <key>'", {"WWW-Authenticate": "Bearer"}
         )
     tenant = authenticate(session, key.strip())
     if tenant is None:
         raise ApiError(
-            401, "unauthorized", "this API key is not valid (unknown or revoked)", {"WWW-Authenticate": "Bearer"}
+            401, ApiErrorCode.UNAUTHORIZED, "this API key is not valid (unknown or revoked)", {"WWW-Authenticate": "Bearer"}
         )
     return tenant
 
@@ -95,7 +99,21 @@ def _check_csrf(request: Request) -> None:
         return
     token = request.cookies.get(CSRF_COOKIE, "")
     if not token or not secrets.compare_digest(token, request.headers.get(CSRF_HEADER, "")):
-        raise ApiError(403, "csrf_failed", "this request came without the page's CSRF token; reload the page")
+        raise ApiError(403, ApiErrorCode.CSRF_FAILED, "this request came without the page's CSRF token; reload the page")
 
 
-TenantDep = Annotated[Tenant, Depends(current_tenant)]
+TenantDep = Annotated[Caller, Depends(current_tenant)]
+
+
+def take_slot(what: str, limit: int, tenant_id: str) -> Callable[[], None]:
+    """One of the tenant's `limit` places for a long request (an upload streaming in, an event stream), or
+    429 at once; returns the release, to be called when the request ends."""
+    slots = tenant_slots(what, limit)
+    if not slots.acquire(tenant_id):
+        raise ApiError(
+            429,
+            ApiErrorCode.BUSY,
+            f"you have {limit} {what} open at once (the limit); retry when one has finished",
+            {"Retry-After": "5"},
+        )
+    return lambda: slots.release(tenant_id)

@@ -4,11 +4,15 @@ streams in (413) and a nesting limit (400 malformed_json), so a hostile body cos
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import Request
+
+from workers.compression.contract.vocabulary import ApiErrorCode
 
 from .errors import ApiError
 
@@ -17,12 +21,30 @@ _STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"')
 _BRACKETS = re.compile(r"[\[\]{}]")
 
 
+async def body_chunks(request: Request) -> AsyncIterator[bytes]:
+    """The request body as it arrives; a body that sends nothing for `body_timeout_s` is cut off (400
+    upload_interrupted), so a client that stops mid-body does not hold its request open."""
+    from app.store.config import get_settings
+
+    timeout = get_settings().body_timeout_s
+    chunks = request.stream().__aiter__()
+    while True:
+        try:
+            yield await asyncio.wait_for(chunks.__anext__(), timeout)
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise ApiError(
+                400, ApiErrorCode.UPLOAD_INTERRUPTED, f"the request body stopped arriving for {timeout:.0f} s"
+            ) from None
+
+
 async def read_json(request: Request, max_bytes: int) -> Any:
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > max_bytes:
         raise too_large(max_bytes)
     chunks, size = [], 0
-    async for chunk in request.stream():
+    async for chunk in body_chunks(request):
         size += len(chunk)
         if size > max_bytes:
             raise too_large(max_bytes)
@@ -30,11 +52,11 @@ async def read_json(request: Request, max_bytes: int) -> Any:
     return loads(b"".join(chunks), "the request body")
 
 
-def loads(raw: bytes | str, what: str, *, invalid: tuple[int, str] = (400, "malformed_json")) -> Any:
+def loads(raw: bytes | str, what: str, *, invalid: tuple[int, ApiErrorCode] = (400, ApiErrorCode.MALFORMED_JSON)) -> Any:
     """Parses JSON, refusing more than MAX_DEPTH levels of nesting (checked before the parser recurses).
     `invalid` is the answer to JSON that does not parse: a body's is 400; a form field's, 422."""
     if _depth(raw) > MAX_DEPTH:
-        raise ApiError(400, "malformed_json", f"{what} nests deeper than {MAX_DEPTH} levels")
+        raise ApiError(400, ApiErrorCode.MALFORMED_JSON, f"{what} nests deeper than {MAX_DEPTH} levels")
     try:
         return json.loads(raw)
     except (ValueError, RecursionError):
@@ -62,4 +84,4 @@ def _depth(raw: bytes | str) -> int:
 
 
 def too_large(max_bytes: int) -> ApiError:
-    return ApiError(413, "too_large", f"the request body is larger than the limit of {max_bytes} bytes")
+    return ApiError(413, ApiErrorCode.TOO_LARGE, f"the request body is larger than the limit of {max_bytes} bytes")

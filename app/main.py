@@ -29,6 +29,7 @@ from .models.router import router as models_router
 from .ops.metrics import REQUEST_LATENCY
 from .ops.router import router as ops_router
 from .sweeper import remove_stale_uploads, sweep_forever
+from .usage.router import router as usage_router
 from .web.router import router as web_router
 
 log = logging.getLogger("squeeze.api")
@@ -112,6 +113,7 @@ def create_app() -> FastAPI:
         jobs_router,
         artifacts_router,
         methods_router,
+        usage_router,
         ops_router,
         web_router,
     ):

@@ -10,6 +10,7 @@ from sqlalchemy import Select
 from sqlalchemy.orm import Session
 
 T = TypeVar("T")
+ID_PATTERN = r"^[a-z]+_[0-9a-f]+$"  # what store.db.new_id makes: a cursor is an id
 
 
 class Page(BaseModel, Generic[T]):
@@ -24,7 +25,9 @@ class PageParams(BaseModel):
 
 def page_params(
     limit: Annotated[int, Query(ge=1, le=500, description="items per page")] = 50,
-    cursor: Annotated[str | None, Query(max_length=100, description="next_cursor of the previous page")] = None,
+    cursor: Annotated[
+        str | None, Query(max_length=100, pattern=ID_PATTERN, description="next_cursor of the previous page")
+    ] = None,
 ) -> PageParams:
     return PageParams(limit=limit, cursor=cursor)
 

@@ -9,6 +9,8 @@ from sqlalchemy.orm import Session
 from app.store.broker import CPU_QUEUE, GPU_QUEUE, INSPECT_QUEUE, INSPECT_TASK, RUN_JOB_TASK, get_celery
 from app.store.config import get_settings
 from app.store.job_state import runnable_now
+from workers.compression.contract.vocabulary import ApiErrorCode, Device
+from workers.compression.contract.vocabulary import Queue as QueueName
 
 from .errors import ApiError
 from .uploads.service import mark_unqueued
@@ -16,9 +18,9 @@ from .uploads.service import mark_unqueued
 log = logging.getLogger("squeeze.queue")
 
 
-def queue_for(device: str) -> str:
+def queue_for(device: Device) -> QueueName:
     # `auto` runs wherever a worker is free: every worker consumes `cpu`, and a GPU worker uses its GPU
-    return GPU_QUEUE if device == "cuda" else CPU_QUEUE
+    return GPU_QUEUE if device == Device.CUDA else CPU_QUEUE
 
 
 def enqueue_inspection(session: Session, row, kind: str) -> None:
@@ -32,7 +34,7 @@ def enqueue_job(job_id: str, queue: str) -> None:
     try:
         get_celery().send_task(RUN_JOB_TASK, args=[job_id], queue=queue)
     except Exception as e:
-        raise ApiError(503, "queue_unavailable", f"the job queue is unreachable; try again shortly ({e})") from None
+        raise ApiError(503, ApiErrorCode.QUEUE_UNAVAILABLE, f"the job queue is unreachable; try again shortly ({e})") from None
 
 
 def queue_depths() -> dict[str, int | None]:

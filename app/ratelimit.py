@@ -59,3 +59,39 @@ def limiter(name: str, per_minute: int) -> TokenBucket:
     if key not in _limiters:
         _limiters[key] = TokenBucket(per_minute)
     return _limiters[key]
+
+
+_slots: dict[tuple[str, int], TenantSlots] = {}
+
+
+def tenant_slots(what: str, limit: int) -> TenantSlots:
+    key = (what, limit)
+    if key not in _slots:
+        _slots[key] = TenantSlots(what, limit)
+    return _slots[key]
+
+
+class TenantSlots:
+    """At most `limit` of one kind of long request at once per tenant (uploads streaming in, event streams
+    open), per API process: one tenant's many slow requests cannot occupy the server for everyone. Over the
+    limit the request is refused at once with 429 and Retry-After, before it holds anything."""
+
+    def __init__(self, what: str, limit: int):
+        self.what, self.limit = what, limit
+        self.held: dict[str, int] = {}
+        self.lock = threading.Lock()
+
+    def acquire(self, tenant_id: str) -> bool:
+        with self.lock:
+            if self.held.get(tenant_id, 0) >= self.limit:
+                return False
+            self.held[tenant_id] = self.held.get(tenant_id, 0) + 1
+            return True
+
+    def release(self, tenant_id: str) -> None:
+        with self.lock:
+            left = self.held.get(tenant_id, 0) - 1
+            if left > 0:
+                self.held[tenant_id] = left
+            else:
+                self.held.pop(tenant_id, None)

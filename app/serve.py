@@ -24,6 +24,7 @@ from app.store.config import get_settings
 from app.store.db import session_scope
 
 from .auth.service import ensure_bootstrap_key
+from .http import GuardedH11Protocol
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -53,9 +54,21 @@ def main(argv: list[str] | None = None) -> None:
     print(f"  try: curl -H 'Authorization: Bearer <key>' {url}/v1/methods", flush=True)
     cli = Path(sys.executable).parent / "squeeze"
     print(f"  CLI: SQUEEZE_URL={url} SQUEEZE_API_KEY=<key> {cli} methods   (or put {cli.parent} on PATH)\n", flush=True)
+    GuardedH11Protocol.header_timeout_s = settings.header_timeout_s
     worker = None if args.no_worker else WorkerSupervisor()
     try:
-        uvicorn.run("app.main:app", host=args.host, port=args.port, log_config=None)
+        uvicorn.run(
+            "app.main:app",
+            host=args.host,
+            port=args.port,
+            log_config=None,
+            http=GuardedH11Protocol,  # a request gets HEADER_TIMEOUT_S to arrive (slowloris)
+            # X-Forwarded-For / -Proto are believed only from the proxies named here (none by default):
+            # otherwise any caller could pick the address its failed keys are counted against
+            proxy_headers=bool(settings.trusted_proxies),
+            forwarded_allow_ips=settings.trusted_proxies or None,
+            limit_concurrency=settings.max_connections,
+        )
     finally:
         if worker is not None:
             worker.stop()

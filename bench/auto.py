@@ -31,8 +31,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import quantize as quantize_bench  # noqa: E402
+from bench import run_json  # noqa: E402
 from bench.quantize import digits_model  # noqa: E402
-from workers.compression import MeasureSettings, load_model, measure_models, run_recipe  # noqa: E402
+from workers.compression import MeasureSettings, load_model, measure_models  # noqa: E402
 from workers.compression.data import load_dataset  # noqa: E402
 from workers.compression.quantization.pt2e import compile_for_cpu  # noqa: E402
 
@@ -63,7 +64,7 @@ SINGLES = {
 
 def run_job(model_path, step, train_path, eval_path, out, settings) -> tuple[dict, float]:
     t0 = time.monotonic()
-    report = run_recipe(
+    report = run_json(
         model_path, {"steps": [step]}, data_path=train_path, eval_data_path=eval_path, out_dir=out, settings=settings
     )
     return report, time.monotonic() - t0

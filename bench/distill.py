@@ -26,8 +26,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench import run_json  # noqa: E402
 from tests.digits import DigitsCNN, digits_arrays, train  # noqa: E402
-from workers.compression import MeasureSettings, run_recipe  # noqa: E402
+from workers.compression import MeasureSettings  # noqa: E402
 
 
 def export(module, path: Path) -> Path:
@@ -93,7 +94,7 @@ def run(args, folder: Path, x, y, tr, teacher: Path, settings: MeasureSettings, 
             "compare_baseline": True,
         }
         t0 = time.monotonic()
-        report = run_recipe(
+        report = run_json(
             teacher,
             {"steps": [step]},
             data_path=folder / f"labelled{seed}.npz",

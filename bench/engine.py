@@ -23,8 +23,9 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench import run_json  # noqa: E402
 from bench.digits_example import write_digits  # noqa: E402
-from workers.compression import EngineError, MeasureSettings, run_recipe  # noqa: E402
+from workers.compression import EngineError, MeasureSettings  # noqa: E402
 
 RECIPES = {
     "fp16": [{"method": "quantize", "scheme": "fp16"}],
@@ -97,7 +98,7 @@ def main() -> None:
                 print(f"  [{time.monotonic() - t0:6.1f}s] {where}: {stage}", file=sys.stderr, flush=True)
 
             try:
-                report = run_recipe(
+                report = run_json(
                     model_path,
                     {"steps": RECIPES[recipe_name]},
                     data_path=data_path,

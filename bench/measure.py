@@ -27,8 +27,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench import run_json  # noqa: E402
 from bench.engine import RECIPES, build  # noqa: E402
-from workers.compression import EngineError, MeasureSettings, run_recipe  # noqa: E402
+from workers.compression import EngineError, MeasureSettings  # noqa: E402
 
 ALL_RECIPES = {**RECIPES, "int8_static": [{"method": "quantize", "scheme": "int8_static"}]}
 TOLERANCE = 0.25
@@ -50,7 +51,7 @@ def hogs(n: int):
 
 def one_run(model: Path, data: Path, recipe: str, folder: Path, settings: MeasureSettings) -> dict:
     try:
-        report = run_recipe(model, {"steps": ALL_RECIPES[recipe]}, data_path=data, out_dir=folder, settings=settings)
+        report = run_json(model, {"steps": ALL_RECIPES[recipe]}, data_path=data, out_dir=folder, settings=settings)
     except EngineError as e:
         return {"error": e.message[:200]}
     final = report["final"]

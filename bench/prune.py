@@ -29,8 +29,9 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench import run_json  # noqa: E402
 from tests.digits import DigitsCNN, digits_arrays, train  # noqa: E402
-from workers.compression import MeasureSettings, load_model, run_recipe  # noqa: E402
+from workers.compression import MeasureSettings, load_model  # noqa: E402
 from workers.compression.data import load_dataset  # noqa: E402
 from workers.compression.measure import measure_models  # noqa: E402
 from workers.compression.training import finetune  # noqa: E402
@@ -140,7 +141,7 @@ def digits(folder: Path, settings: MeasureSettings, epochs: int) -> dict:
     paths = {}
     for label, step in recipes.items():
         t0 = time.monotonic()
-        report = run_recipe(
+        report = run_json(
             model_path,
             {"steps": [{"method": "prune", **step}]},
             data_path=folder / "train.npz",
@@ -181,7 +182,7 @@ def resnet18(folder: Path, settings: MeasureSettings) -> dict:
         "service unstructured 90% (no recovery)": {"kind": "unstructured", "sparsity": 0.9},
     }
     for i, (label, step) in enumerate(service.items()):
-        report = run_recipe(
+        report = run_json(
             model_path,
             {"steps": [{"method": "prune", **step}]},
             out_dir=folder / f"rn_{i}",

@@ -34,8 +34,9 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench import run_json  # noqa: E402
 from tests.digits import DigitsCNN, digits_arrays, train  # noqa: E402
-from workers.compression import MeasureSettings, load_model, run_recipe  # noqa: E402
+from workers.compression import MeasureSettings, load_model  # noqa: E402
 from workers.compression.data import load_dataset  # noqa: E402
 from workers.compression.formats import ModelFormat, save_model  # noqa: E402
 from workers.compression.hardware import cpu_has_vnni  # noqa: E402
@@ -194,7 +195,7 @@ def bench_model(name: str, folder: Path, settings: MeasureSettings) -> dict:
         label = step["scheme"] + ("+STE" if step.get("finetune_epochs") and step["scheme"] != "int8_qat" else "")
         out = folder / label
         t0 = time.monotonic()
-        report = run_recipe(
+        report = run_json(
             model_path,
             {"steps": [{"method": "quantize", **step}]},
             data_path=calib_path,

@@ -29,8 +29,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench" / "zoo")]
 
+from bench import run_json  # noqa: E402
 from tests.zoo import photos, wheel_member, wheel_member_zip  # noqa: E402
-from workers.compression import run_recipe  # noqa: E402
 from workers.compression.contract.measure import MeasureSettings  # noqa: E402
 from workers.compression.inspection import inspect_model  # noqa: E402
 
@@ -358,12 +358,11 @@ def run_one(model: ZooModel, upload: Upload, step: str, out: Path, settings: Mea
     try:
         if STEPS[step] is None:
             info = inspect_model(upload.model, **upload.load)
-            shape = info.get("input", {}) or {}
-            return {"result": "ok", "quality": f"input {shape.get('shape')}", "seconds": time.monotonic() - started,
-                    "notes": "; ".join(info.get("notes") or [])}
+            return {"result": "ok", "quality": f"input {info.input.shape if info.input else None}",
+                    "seconds": time.monotonic() - started, "notes": "; ".join(info.notes)}
         # a training step's checkpoint from an earlier run would be resumed: the bench measures the code as it is
         shutil.rmtree(out / step, ignore_errors=True)
-        report = run_recipe(upload.model, STEPS[step], data_path=upload.data, out_dir=out / step, settings=settings,
+        report = run_json(upload.model, STEPS[step], data_path=upload.data, out_dir=out / step, settings=settings,
                             load=upload.load or None)
     except Exception as e:  # the table says why; the run goes on
         message = getattr(e, "message", None) or f"{type(e).__name__}: {e}"

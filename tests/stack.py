@@ -38,7 +38,9 @@ TEST_ENV = {
     "SQUEEZE_SWEEP_INTERVAL_S": "1",
     "SQUEEZE_THREADS": "2",
     "SQUEEZE_LOG_LEVEL": "INFO",
+    "SQUEEZE_METRICS_TOKEN": "test-metrics-token",
 }
+METRICS_TOKEN = TEST_ENV["SQUEEZE_METRICS_TOKEN"]
 
 
 def free_port() -> int:
@@ -72,10 +74,21 @@ def pg_url(name: str) -> str:
     return f"{base}/{name}"
 
 
+def xdist_worker() -> int:
+    """Which pytest-xdist worker runs this test process (0 when the suite runs in one process)."""
+    name = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    return int(name[2:]) if name.startswith("gw") and name[2:].isdigit() else 0
+
+
 def redis_db_url(db: int) -> str:
-    """A Redis database for this session, emptied first; fails loudly if Redis is not reachable."""
+    """A Redis database for this session, emptied first; fails loudly if Redis is not reachable. Parallel
+    test processes each get their own: Redis has 16, the suite names 11 to 14, a second process 3 to 6."""
     import redis
 
+    worker = xdist_worker()
+    if worker > 1:
+        raise RuntimeError("the service tests run in at most 2 parallel processes (pytest -n 2): one Redis, 16 dbs")
+    db -= 8 * worker
     client = redis.Redis.from_url(f"{REDIS_URL}/{db}", socket_connect_timeout=5)
     try:
         client.flushdb()

@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from workers.compression import load_model, run_recipe
+from tests.engine import run_recipe
+from workers.compression import load_model
 from workers.compression.contract.errors import RecipeError, StepFailedError
 from workers.compression.contract.recipe import check_recipe, parse_recipe
 from workers.compression.formats import ModelFormat

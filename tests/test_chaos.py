@@ -43,7 +43,9 @@ def test_the_jobs_own_process_killed_fails_the_job_with_a_reason(prod_stack, rea
     model, dataset = ready_digits
     with prod_stack.client() as c:
         job_id = submit(c, model, dataset, LONG)
-        pool = int(running(c, job_id)["worker"].rpartition(":")[2])
+        running(c, job_id)
+        # the API names a worker only by an opaque label: which process runs it is the store's to say
+        pool = int(prod_stack.sql("SELECT worker FROM jobs WHERE id = %s", job_id)[0][0].rpartition(":")[2])
         children = [
             p for p in psutil.Process(pool).children(recursive=True) if "workers.child" in " ".join(p.cmdline())
         ]

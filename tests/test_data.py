@@ -25,7 +25,7 @@ def test_npz_with_labels(tmp_path):
     x = np.random.rand(10, 1, 8, 8).astype(np.float32)
     data = load_dataset(npz(tmp_path, x=x, y=np.arange(10) % 3), SPEC)
     assert data.x.shape == (10, 1, 8, 8) and data.y.tolist() == [0, 1, 2, 0, 1, 2, 0, 1, 2, 0]
-    assert data.describe()["num_classes"] == 3
+    assert data.describe().num_classes == 3
 
 
 def test_safetensors_without_labels(tmp_path):

@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from workers.compression import load_model, run_recipe
+from tests.engine import run_recipe
+from workers.compression import load_model
 from workers.compression.data import Dataset
 from workers.compression.formats import InputSpec, LoadedModel, ModelFormat
 from workers.compression.measure import measure_models

@@ -10,8 +10,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from workers.compression import RecipeError, load_model, run_recipe
+from tests.engine import run_recipe
+from workers.compression import RecipeError, load_model
 from workers.compression.contract.recipe import check_recipe, parse_recipe
+from workers.compression.contract.inspection import ModelInfo
 from workers.compression.contract.recipe.distill import check_reference
 from workers.compression.distillation.losses import distillation_loss, soft_kd
 from workers.compression.formats import InputSpec, save_model
@@ -214,8 +216,10 @@ def test_a_student_that_cannot_match_the_teacher_is_refused_before_training(cnn_
         )
     assert not any("epoch" in s for s in stages)
     # the service refuses it at submission from what inspection recorded
-    teacher = {"output_shape": [None, 10], "input": {"shape": [None, 1, 8, 8], "dtype": "float32"}}
-    student = {"output_shape": [None, 5], "input": {"shape": [None, 1, 8, 8], "dtype": "float32"}}
+    common = {"format": "pt2", "runtime": "eager", "size_bytes": 1, "params": 1, "nonzero_params": 1,
+              "input": {"shape": [None, 1, 8, 8], "dtype": "float32"}}
+    teacher = ModelInfo(**common, output_shape=[None, 10])
+    student = ModelInfo(**common, output_shape=[None, 5])
     step = parse_recipe(distill(student={"model_id": "five"})).steps[0]
     assert "does not match" in check_reference(step, teacher, student)
     assert check_reference(step, teacher, teacher) is None

@@ -29,3 +29,10 @@ def test_no_document_sends_the_reader_outside_the_repository():
         for m in re.finditer(r"\.\./[\w./-]+|\bshared/DESIGN\.md", doc.read_text())
     ]
     assert outside == []
+
+
+def test_code_cites_the_repositorys_own_docs():
+    """Docstrings and comments point at the README and docs/, not at a design note outside the repository."""
+    code = [p for folder in ("app", "workers", "client", "bench", "tests") for p in (ROOT / folder).rglob("*.py")]
+    cited = [f"{p.relative_to(ROOT)}" for p in code if "DESIGN.md" in p.read_text() and p.name != "test_docs.py"]
+    assert cited == []

@@ -7,7 +7,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from workers.compression import load_model, run_recipe
+from tests.engine import run_recipe
+from workers.compression import load_model
 from workers.compression.inspection import inspect_model
 
 
@@ -39,11 +40,11 @@ def onnx_detector(path):
 def test_inspection_does_not_probe_dynamic_dims_with_a_made_up_size(tmp_path):
     path = onnx_detector(tmp_path / "det.onnx")
     info = inspect_model(path)
-    assert info["input"]["shape"] == [None, 3, None, None]
-    assert any("dynamic" in n and "dataset" in n for n in info["notes"]), info
+    assert info.input.shape == [None, 3, None, None]
+    assert any("dynamic" in n and "dataset" in n for n in info.notes), info
     # with input_shape at upload, the model is run at that size, and must run
     info = inspect_model(path, input_shape=[1, 3, 96, 128])
-    assert info["output_shape"] == [None, 6, 96, 128]
+    assert info.output_shape == [None, 6, 96, 128]
 
 
 def test_a_job_takes_dynamic_sizes_from_the_dataset(tmp_path, quick):
@@ -67,8 +68,8 @@ def test_a_batch_fixed_by_the_exporter_is_made_dynamic(tmp_path, quick):
     torch.onnx.export(nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU()).eval(), (torch.zeros(10, 3, 16, 16),),
                       str(path), dynamo=False, input_names=["input.1"])
     info = inspect_model(path)
-    assert info["input"]["shape"] == [None, 3, 16, 16] and info["output_shape"] == [None, 4, 16, 16]
-    assert any("fixed at 10" in n for n in info["notes"]), info
+    assert info.input.shape == [None, 3, 16, 16] and info.output_shape == [None, 4, 16, 16]
+    assert any("fixed at 10" in n for n in info.notes), info
     data = tmp_path / "x.npz"
     np.savez(data, x=np.random.default_rng(0).random((20, 3, 16, 16), dtype=np.float32))
     report = run_recipe(path, {"steps": [{"method": "quantize", "scheme": "int8_dynamic"}]}, data_path=data,

@@ -100,7 +100,7 @@ def test_safetensors_with_torchvision_architecture(tmp_path):
     path = save_weights(net, tmp_path / "w.safetensors", arch="squeezenet1_1", arch_kwargs={"num_classes": 10})
     model = load_model(path, input_shape=[1, 3, 64, 64])
     assert model.format == ModelFormat.SAFETENSORS
-    assert model.info["arch"] == "squeezenet1_1" and model.input_spec.shape == (None, 3, 64, 64)
+    assert model.facts.arch == "squeezenet1_1" and model.input_spec.shape == (None, 3, 64, 64)
     x = torch.randn(2, 3, 64, 64)
     torch.testing.assert_close(outputs(model.module, x), outputs(net, x))
 

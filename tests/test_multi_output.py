@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from workers.compression import run_recipe
+from tests.engine import run_recipe
 
 
 class FaceHeads(nn.Module):

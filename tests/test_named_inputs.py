@@ -13,7 +13,8 @@ import pytest
 import torch
 from torch import nn
 
-from workers.compression import load_model, run_recipe
+from tests.engine import run_recipe
+from workers.compression import load_model
 from workers.compression.contract.errors import InvalidDatasetError
 from workers.compression.data import load_dataset
 from workers.compression.inspection import inspect_dataset
@@ -116,7 +117,8 @@ def test_a_text_dataset_is_tokenized_with_the_uploads_tokenizer(tmp_path, quick)
     net, archive = tiny_bert_zip(tmp_path)
     path = tmp_path / "reviews.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in sentences(60)))
-    assert inspect_dataset(path) == {
+    assert inspect_dataset(path).model_dump(exclude_none=True) == {
+        "kind": "dataset",
         "samples": 60,
         "text": True,
         "columns": ["text", "label"],

@@ -11,7 +11,9 @@ import pytest
 import torch
 from torch import nn
 
-from workers.compression import RecipeError, load_model, run_recipe
+from tests.engine import run_recipe
+from workers.compression import RecipeError, load_model
+from workers.compression.contract.inspection import ModelInfo
 from workers.compression.contract.recipe import check_recipe, parse_recipe
 from workers.compression.pruning.storage import BITS, SHAPE, VALUES, pack_bits, unpack_bits
 
@@ -248,14 +250,19 @@ def test_sensitivity_report_covers_every_prunable_layer(cnn_pt2, digits_npz, tmp
     assert drops == sorted(drops, reverse=True) and drops[0] > 0
 
 
-CNN_LAYERS = {
-    "layers": [
+CNN_LAYERS = ModelInfo(
+    format="pt2",
+    runtime="eager",
+    size_bytes=1,
+    params=1,
+    nonzero_params=1,
+    layers=[
         {"name": "features.0", "type": "Conv2d", "in": 1, "out": 16},
         {"name": "features.3", "type": "Conv2d", "in": 16, "out": 32},
         {"name": "head.1", "type": "Linear", "in": 512, "out": 64},
-        {"name": "head.3", "type": "Linear", "in": 64, "out": 10},
-    ]
-}
+        {"name": "head.3", "type": "Linear", "in": 64, "out": 10, "output": True},
+    ],
+)
 
 
 @pytest.mark.parametrize(
@@ -296,7 +303,9 @@ def test_prune_must_come_before_quantize():
 def test_inspection_lists_prunable_layers(cnn_pt2):
     from workers.compression.inspection import inspect_model
 
-    assert inspect_model(cnn_pt2)["layers"] == CNN_LAYERS["layers"]
+    info = inspect_model(cnn_pt2)
+    assert info.layers == CNN_LAYERS.layers  # the output layer (head.3) is named: pruning keeps it whole
+    assert [o.shape for o in info.outputs] == [[None, 10]]
 
 
 def test_exported_model_is_unchanged_by_lifting(cnn, cnn_pt2):

@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from workers.compression import StepFailedError, load_model, run_recipe
+from tests.engine import run_recipe
+from workers.compression import StepFailedError, load_model
 from workers.compression.pruning.structured import output_shapes
 
 from .conftest import export_pt2

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from workers.compression import ModelFormat, load_model, run_recipe
+from tests.engine import run_recipe
+from workers.compression import ModelFormat, load_model
 from workers.compression.formats import InputSpec, save_model
 from workers.compression.measure.metrics import weight_tensors
 

@@ -11,7 +11,8 @@ import onnx
 import pytest
 import torch
 
-from workers.compression import ModelFormat, StepFailedError, load_model, run_recipe
+from tests.engine import run_recipe
+from workers.compression import ModelFormat, StepFailedError, load_model
 from workers.compression.formats import InputSpec, save_model
 from workers.compression.formats.packed import pack_bits, unpack_bits
 from workers.compression.measure.metrics import weight_tensors

@@ -167,3 +167,34 @@ def test_supervised_child_that_loops_is_stopped_at_its_time_limit(tmp_path):
         argv=[sys.executable, "-c", "while True: pass"],
     )
     assert outcome.stopped == StopReason.TIME and outcome.code == "timeout"
+
+
+FORGED = {  # Python expressions the child evaluates (the argument list stays short)
+    "a negative parameter count": "{'params': -5}",
+    "a field the contract does not have": "{'served_as_fact': 'yes'}",
+    "ten thousand layers": "{'layers': [{'name': f'l{i}', 'type': 'Linear', 'in': 1, 'out': 1} for i in range(10_000)]}",
+    "a note of a megabyte": "{'notes': ['x' * 2**20]}",
+}
+INFO = {"kind": "model", "format": "pt2", "runtime": "eager", "size_bytes": 1, "params": 1, "nonzero_params": 1}
+
+
+def _inspected(tmp_path: Path, info: str):
+    code = f"import json, sys; sys.stdout.write(json.dumps({{'event': 'inspected', 'info': {info}}}) + '\\n')"
+    return supervise(
+        InspectDataset(path="/dev/null"),
+        _job_dir(tmp_path),
+        memory_limit_mb=2048,
+        time_limit_s=60,
+        sandbox=True,
+        argv=[sys.executable, "-c", code],
+    )
+
+
+@pytest.mark.parametrize("forgery", FORGED)
+def test_an_inspection_outside_the_contract_is_not_taken_as_fact(tmp_path, forgery):
+    """What a child says it found is validated against the contract's bounds (contract/inspection.py) before
+    anything stores it: a child that ran a tenant's code cannot make the API serve a forged `info`."""
+    outcome = _inspected(tmp_path, f"{{**{INFO!r}, **{FORGED[forgery]}}}")
+    assert not outcome.ok and outcome.info is None, outcome
+    outcome = _inspected(tmp_path / "good", repr(INFO))  # the same answer inside the bounds is taken
+    assert outcome.ok and outcome.info.params == 1

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tests.stack import Stack, upload, wait_job
+from tests.stack import METRICS_TOKEN, Stack, upload, wait_job
 
 
 def test_methods_catalogue(prod_stack):
@@ -32,7 +32,9 @@ def test_health_readiness_and_metrics(prod_stack):
         }
         assert workers and all(w["isolation"]["mode"] == "bwrap" for w in workers), workers
         c.get("/v1/models")
-        metrics = c.get("/metrics").text
+        # /metrics counts every tenant's jobs: a tenant's key does not open it, the operator's token does
+        assert c.get("/metrics").status_code == 401
+        metrics = c.get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}).text
     assert 'squeeze_http_request_duration_seconds_count{method="GET",route="/v1/models",status="200"}' in metrics
     for status in ("queued", "running", "succeeded", "failed", "cancelled"):
         assert f'squeeze_jobs{{status="{status}"}}' in metrics

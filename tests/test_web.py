@@ -169,6 +169,10 @@ def test_cancel_from_the_job_page(prod_stack, browser, ready_digits):
         page.get_by_role("button", name="Sign in").click()
         page.goto(f"{prod_stack.url}/#/jobs/{job['id']}")
         expect(page.locator("#job-stage")).to_contain_text("epoch", timeout=120_000)
+        # a job without a name is headed by its full id: on a phone it wraps, nothing scrolls sideways
+        page.set_viewport_size({"width": WIDTHS["phone"], "height": 900})
+        expect(page.get_by_role("heading", name=f"Job {job['id']}")).to_be_visible()
+        assert overflow(page) == []
         page.get_by_role("button", name="Cancel job").click()
         expect(page.locator("#job-status .badge")).to_have_text("cancelled", timeout=60_000)
         expect(page.get_by_role("button", name="Cancel job")).to_be_hidden()

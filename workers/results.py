@@ -102,8 +102,9 @@ def _measurement_row(job_id: str, artifact_id: str | None, role: str, index: int
     )
 
 
-def store_results(session: Session, job: Job, report: Report, out_dir: Path, max_bytes: int) -> dict:
-    """Returns the job's `results` (JSON). Raises UntrustedOutput when a file is not what the report says."""
+def store_results(session: Session, job: Job, report: Report, out_dir: Path, max_bytes: int) -> Report:
+    """Returns the job's `results`: the report with stored ids. Raises UntrustedOutput when a file is not
+    what the report says."""
     store = get_blob_store()
     session.add(_measurement_row(job.id, None, "baseline", 0, report.baseline))
     ids: dict[str, str] = {}
@@ -142,4 +143,4 @@ def store_results(session: Session, job: Job, report: Report, out_dir: Path, max
             for found in candidate.artifacts or []:
                 row_artifact = ids.get(found.artifact) if found.artifact else None
                 session.add(_measurement_row(job.id, row_artifact, "candidate", index, found.measurement))
-    return report.with_artifact_ids(ids).model_dump(mode="json")
+    return report.with_artifact_ids(ids)

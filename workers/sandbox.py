@@ -35,7 +35,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import workers
-from workers.compression.contract.report import Isolation
+from workers.compression.contract.inspection import Isolation
 
 SANDBOX_ROOT = Path("/job")  # the child's view of its folder
 CODE_ROOT = Path("/opt/squeeze")  # where the engine's code appears, read-only
@@ -53,6 +53,7 @@ class SandboxLimits:
     processes: int = 1024  # threads count too: torch and inductor's compile workers use many
     disk_mb: int = 20_480  # out/ + checkpoints/ together
     tmp_mb: int = 2048  # the private /tmp, a tmpfs (in memory, so kept small)
+    log_bytes: int = 8 * 2**20  # the child's stderr on the worker's disk: past this only its tail is kept
     uid_base: int = 200_000  # per-job uids when the worker is root: uid_base + (job slot)
 
 
@@ -268,8 +269,8 @@ def probe(mode: str) -> Isolation:
         raise SandboxUnavailable(f"SQUEEZE_SANDBOX={mode!r}: use bwrap (the default) or off")
     if not _bwrap():
         raise SandboxUnavailable(
-            "bubblewrap (bwrap) is not installed; install it (Debian: apt-get install bubblewrap) or start the "
-            "worker with SQUEEZE_SANDBOX=off to run untrusted models without isolation"
+            "bwrap not found: apt-get install bubblewrap (or start the worker with SQUEEZE_SANDBOX=off to run "
+            "untrusted models without isolation)"
         )
     work = Path(os.environ.get("TMPDIR", "/tmp")) / f"squeeze-probe-{os.getpid()}"
     mounts = Mounts(work)

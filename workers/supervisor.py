@@ -20,6 +20,7 @@ import psutil
 from pydantic import ValidationError
 
 from workers.compression.contract.errors import JobErrorCode
+from workers.compression.contract.inspection import DatasetInfo, ModelInfo
 from workers.compression.contract.protocol import (
     EVENT,
     CompletedEvent,
@@ -42,7 +43,7 @@ DISK_EVERY_S = 1.0
 class ChildOutcome:
     ok: bool
     report: Report | None = None  # a run's report; for a failed run, what it still measured
-    info: dict | None = None  # an inspection's findings
+    info: ModelInfo | DatasetInfo | None = None  # an inspection's findings, validated
     code: str | None = None
     message: str | None = None
     stopped: StopReason | None = None  # why the supervisor killed it
@@ -75,6 +76,24 @@ def _tail(path: Path, n: int = 4000) -> str:
             return f.read().decode("utf-8", "replace")
     except OSError:
         return ""
+
+
+def keep_tail(path: Path, limit: int) -> None:
+    """A child's stderr past `limit` bytes keeps its last quarter, after a line saying how much was dropped.
+    The file is the parent's (opened O_APPEND and handed to the child as fd 2), so the child's next write
+    lands after the kept tail."""
+    try:
+        size = path.stat().st_size
+        if size <= limit:
+            return
+        with open(path, "r+b") as f:
+            f.seek(size - limit // 4)
+            tail = f.read()
+            f.seek(0)
+            f.write(f"[output truncated: {size - len(tail)} bytes dropped]\n".encode() + tail)
+            f.truncate()
+    except OSError:
+        pass
 
 
 def _disk_used(folders: list[Path]) -> int:
@@ -116,38 +135,68 @@ def supervise(
     """`should_stop` is polled every `check_every_s`; a non-None answer (the reason) kills the child.
     `argv` replaces the child's command (tests run hostile code under the same limits)."""
     limits = limits or SandboxLimits()
-    mounts.host.mkdir(parents=True, exist_ok=True)
-    mounts.host.chmod(0o700)
-    spec_path, log_path = mounts.host / "spec.json", mounts.host / "child.log"
-    # inside the sandbox the child's parent is bwrap, which dies with this worker (--die-with-parent)
-    spec = Spec(work=work, memory_limit_mb=memory_limit_mb, parent_pid=None if sandbox else os.getpid())
-    spec_path.write_text(spec.model_dump_json())
-    child_spec = mounts.sandbox_path(spec_path) if sandbox else str(spec_path)
-    how = launch(mounts, argv or [sys.executable, "-m", "workers.child", child_spec], limits, sandbox)
-    with open(log_path, "ab") as log:
-        proc = subprocess.Popen(
-            how.argv,
-            stdout=subprocess.PIPE,
-            stderr=log,
-            stdin=subprocess.DEVNULL,
-            cwd=mounts.out if not sandbox else "/",
-            start_new_session=True,  # its own process group: killing it kills whatever it started
-            env=how.env,
-            preexec_fn=how.preexec,
-        )
-    lines: queue.Queue = queue.Queue()
-    reader = threading.Thread(target=_read_lines, args=(proc.stdout, lines), daemon=True)
-    reader.start()
-    ps = psutil.Process(proc.pid)
-    deadline, next_check, next_disk = time.monotonic() + time_limit_s, 0.0, 0.0
-    disk_limit = limits.disk_mb * 2**20
+    child = Child.start(work, mounts, memory_limit_mb, sandbox, limits, argv)
+    watchdog = Watchdog(child, mounts, memory_limit_mb, time_limit_s, limits, should_stop, check_every_s)
     outcome = ChildOutcome(ok=False)
-    limit = memory_limit_mb * 1024 * 1024
+    while child.proc.poll() is None:
+        outcome.stopped = watchdog.check()
+        outcome.peak_rss_mb = watchdog.peak_rss_mb
+        if outcome.stopped:
+            _kill_group(child.proc)
+            break
+        child.drain(outcome, on_event)
+        time.sleep(POLL_S)
+    child.reader.join(timeout=5)
+    child.drain(outcome, on_event)
+    keep_tail(child.log_path, limits.log_bytes)  # what it wrote since the last look, too
+    outcome.log_tail = _tail(child.log_path)
+    explain(outcome, child.proc.returncode, sandbox, memory_limit_mb, time_limit_s, limits, mounts)
+    return outcome
 
-    def drain() -> None:
+
+@dataclass
+class Child:
+    """The sandboxed child process, its protocol lines (read on a thread, each bounded) and its log."""
+
+    proc: subprocess.Popen
+    lines: queue.Queue
+    reader: threading.Thread
+    log_path: Path
+
+    @classmethod
+    def start(
+        cls, work: Work, mounts: Mounts, memory_limit_mb: int, sandbox: bool, limits: SandboxLimits, argv
+    ) -> Child:
+        mounts.host.mkdir(parents=True, exist_ok=True)
+        mounts.host.chmod(0o700)
+        spec_path, log_path = mounts.host / "spec.json", mounts.host / "child.log"
+        # inside the sandbox the child's parent is bwrap, which dies with this worker (--die-with-parent)
+        spec = Spec(work=work, memory_limit_mb=memory_limit_mb, parent_pid=None if sandbox else os.getpid())
+        spec_path.write_text(spec.model_dump_json())
+        child_spec = mounts.sandbox_path(spec_path) if sandbox else str(spec_path)
+        how = launch(mounts, argv or [sys.executable, "-m", "workers.child", child_spec], limits, sandbox)
+        with open(log_path, "ab") as log:
+            proc = subprocess.Popen(
+                how.argv,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
+                cwd=mounts.out if not sandbox else "/",
+                start_new_session=True,  # its own process group: killing it kills whatever it started
+                env=how.env,
+                preexec_fn=how.preexec,
+            )
+        lines: queue.Queue = queue.Queue()
+        reader = threading.Thread(target=_read_lines, args=(proc.stdout, lines), daemon=True)
+        reader.start()
+        return cls(proc, lines, reader, log_path)
+
+    def drain(self, outcome: ChildOutcome, on_event: Callable[[object], None]) -> None:
+        """Every protocol line read so far, validated as the protocol's typed events; anything else is
+        dropped. The end events fill `outcome`; the others go to `on_event`."""
         while True:
             try:
-                line = lines.get_nowait()
+                line = self.lines.get_nowait()
             except queue.Empty:
                 return
             try:
@@ -163,28 +212,58 @@ def supervise(
             else:
                 on_event(event)
 
-    while proc.poll() is None:
-        rss = _tree_rss(ps)
-        outcome.peak_rss_mb = max(outcome.peak_rss_mb, rss / 2**20)
-        if rss > limit:
-            outcome.stopped = StopReason.MEMORY
-        elif time.monotonic() > deadline:
-            outcome.stopped = StopReason.TIME
-        elif time.monotonic() >= next_disk:
-            next_disk = time.monotonic() + DISK_EVERY_S
-            if _disk_used(mounts.writable()) > disk_limit:
-                outcome.stopped = StopReason.DISK
-        elif time.monotonic() >= next_check:
-            next_check = time.monotonic() + check_every_s
-            outcome.stopped = should_stop()
-        if outcome.stopped:
-            _kill_group(proc)
-            break
-        drain()
-        time.sleep(POLL_S)
-    reader.join(timeout=5)
-    drain()
-    outcome.log_tail = _tail(log_path)
+
+class Watchdog:
+    """The child's limits, checked each poll: resident memory (the whole process tree), wall time, disk
+    (every second), and the caller's stop request (every `check_every_s`). Returns why to stop, or None."""
+
+    def __init__(
+        self,
+        child: Child,
+        mounts: Mounts,
+        memory_limit_mb: int,
+        time_limit_s: float,
+        limits: SandboxLimits,
+        should_stop: Callable[[], StopReason | None],
+        check_every_s: float,
+    ):
+        self.ps, self.mounts = psutil.Process(child.proc.pid), mounts
+        self.should_stop, self.check_every_s = should_stop, check_every_s
+        self.log_path, self.log_limit = child.log_path, limits.log_bytes
+        self.memory_limit = memory_limit_mb * 2**20
+        self.disk_limit = limits.disk_mb * 2**20
+        self.deadline = time.monotonic() + time_limit_s
+        self.next_check = self.next_disk = 0.0
+        self.peak_rss_mb = 0.0
+
+    def check(self) -> StopReason | None:
+        rss = _tree_rss(self.ps)
+        self.peak_rss_mb = max(self.peak_rss_mb, rss / 2**20)
+        now = time.monotonic()
+        if rss > self.memory_limit:
+            return StopReason.MEMORY
+        if now > self.deadline:
+            return StopReason.TIME
+        if now >= self.next_disk:
+            self.next_disk = now + DISK_EVERY_S
+            keep_tail(self.log_path, self.log_limit)
+            return StopReason.DISK if _disk_used(self.mounts.writable()) > self.disk_limit else None
+        if now >= self.next_check:
+            self.next_check = now + self.check_every_s
+            return self.should_stop()
+        return None
+
+
+def explain(
+    outcome: ChildOutcome,
+    returncode: int,
+    sandbox: bool,
+    memory_limit_mb: int,
+    time_limit_s: float,
+    limits: SandboxLimits,
+    mounts: Mounts,
+) -> None:
+    """Why a child that did not finish well ended, as a job error code and a message a person can act on."""
     if outcome.stopped == StopReason.MEMORY:
         outcome.ok, outcome.code = False, JobErrorCode.RESOURCE_EXHAUSTED
         outcome.message = (
@@ -199,17 +278,14 @@ def supervise(
         outcome.message = (
             f"the job wrote more than its disk limit of {limits.disk_mb} MB (artifacts and checkpoints) and was stopped"
         )
-    elif (
-        outcome.stopped is None
-        and not outcome.ok
-        and outcome.code is None
-        and _disk_used(mounts.writable()) >= 0.9 * disk_limit
-    ):
+    elif outcome.stopped is not None or outcome.ok or outcome.code is not None:
+        return
+    elif _disk_used(mounts.writable()) >= 0.9 * limits.disk_mb * 2**20:
         # died writing: a file past RLIMIT_FSIZE (EFBIG, or SIGXFSZ) or the quota about to be hit
         outcome.code = JobErrorCode.DISK_EXHAUSTED
         outcome.message = f"the job died at its disk limit of {limits.disk_mb} MB (artifacts and checkpoints)"
-    elif outcome.stopped is None and not outcome.ok and outcome.code is None:
-        cause = _death_cause(proc.returncode, sandbox)
+    else:
+        cause = _death_cause(returncode, sandbox)
         near_limit = outcome.peak_rss_mb > 0.9 * memory_limit_mb
         outcome.code = JobErrorCode.RESOURCE_EXHAUSTED if near_limit else JobErrorCode.WORKER_CRASHED
         outcome.message = f"the job's process died ({cause}) without a result" + (
@@ -218,7 +294,6 @@ def supervise(
         last = [ln for ln in outcome.log_tail.strip().splitlines() if ln.strip()][-1:]
         if last:
             outcome.message += f"; last log line: {last[0][:300]}"
-    return outcome
 
 
 def _death_cause(rc: int, sandbox: bool) -> str:

@@ -29,8 +29,9 @@ from app.store.tables.jobs import CANCELLED, FAILED, RUNNING, SUCCEEDED, Job
 from app.store.tables.models import Model
 from app.store.tables.uploads import INVALID, PENDING, READY
 from app.store.upload_state import UPLOAD_TABLES, beat_inspection, start_inspection
-from workers.compression.contract.errors import JobErrorCode
+from workers.compression.contract.errors import without_paths
 from workers.compression.contract.formats import FILE_SUFFIX, ModelFormat
+from workers.compression.contract.inspection import DatasetInfo, Isolation, ModelInfo
 from workers.compression.contract.load import LoadOptions
 from workers.compression.contract.measure import MeasureSettings
 from workers.compression.contract.protocol import (
@@ -44,9 +45,11 @@ from workers.compression.contract.protocol import (
     StopReason,
 )
 from workers.compression.contract.recipe import METHODS, Recipe
-from workers.compression.contract.report import Isolation, Report
+from workers.compression.contract.report import PartialResults, Report
+from workers.compression.contract.vocabulary import Device, EventKind, JobErrorCode
 
 from . import webhooks
+from .event_budget import LOG_LINE_CHARS, EventBudget
 from .hardware import worker_has_cuda
 from .results import UntrustedOutput, private_copy, store_results
 from .sandbox import Mounts, SandboxLimits, probe
@@ -135,7 +138,9 @@ def _mounts(*parts: str) -> Mounts:
 
 def _limits() -> SandboxLimits:
     s = get_settings()
-    return SandboxLimits(processes=s.sandbox_processes, disk_mb=s.sandbox_disk_mb, tmp_mb=s.sandbox_tmp_mb)
+    return SandboxLimits(
+        processes=s.sandbox_processes, disk_mb=s.sandbox_disk_mb, tmp_mb=s.sandbox_tmp_mb, log_bytes=s.child_log_bytes
+    )
 
 
 INPUT_SUFFIX = {"npz": ".npz", "safetensors": ".safetensors", "image_zip": ".zip", "jsonl": ".jsonl", "csv": ".csv"}
@@ -180,8 +185,12 @@ def inspect_upload(self, kind: str, upload_id: str) -> None:
         row = session.get(table, upload_id)
         if row is None or row.status != PENDING:
             return
+        expected = ModelInfo if kind == "model" else DatasetInfo
+        if outcome.ok and not isinstance(outcome.info, expected):  # a child that answered for another kind
+            outcome = ChildOutcome(ok=False, code=JobErrorCode.INVALID_OUTPUT, message=f"the inspection did not describe a {kind}")
         if outcome.ok:
-            row.status, row.info = READY, {**outcome.info, "isolation": _isolation().model_dump()}
+            info = outcome.info.model_copy(update={"isolation": _isolation()})
+            row.status, row.info = READY, info.model_dump(mode="json", exclude_none=True)
         else:
             row.status, row.error_code, row.error_message = INVALID, outcome.code, outcome.message
     log.info("%s %s inspected: %s", kind, upload_id, "ready" if outcome.ok else outcome.code)
@@ -214,6 +223,11 @@ class JobWatch:
     def __init__(self, job_id: str, worker: str, heartbeat_s: float, mounts: Mounts):
         self.job_id, self.worker, self.heartbeat_s, self.mounts = job_id, worker, heartbeat_s, mounts
         self.session = session_factory()()
+        settings = get_settings()
+        spent = self.session.scalar(select(Job.event_bytes).where(Job.id == job_id)) or 0
+        self.budget = EventBudget(
+            settings.job_event_bytes, settings.job_log_lines, settings.job_log_lines_per_s, spent_bytes=spent
+        )
         self.last_beat = 0.0
         self.stage: str | None = None
         self.progress: float | None = None
@@ -224,21 +238,28 @@ class JobWatch:
         self.partial: Report | None = None
         self.partial_unsaved = False
 
+    def record(self, kind: EventKind, data: dict) -> None:
+        """An event of the child's, if the job's budget admits it (workers/event_budget.py)."""
+        if self.budget.admit(kind, data):
+            add_event(self.session, self.job_id, kind, data)
+        elif notice := self.budget.truncation_notice():
+            add_event(self.session, self.job_id, EventKind.LOG, {"message": notice, "truncated": True})
+
     def on_event(self, event: ProgressEvent | LogEvent | CheckpointEvent | PartialEvent) -> None:
         if isinstance(event, ProgressEvent):
-            self.progress, stage = event.progress, event.stage
+            self.progress, stage = max(0.0, min(1.0, event.progress)), without_paths(event.stage)[:300]
             if stage != self.stage:
                 self.stage = stage
-                add_event(self.session, self.job_id, "stage", {"stage": stage, "progress": self.progress})
+                self.record(EventKind.STAGE, {"stage": stage, "progress": self.progress})
             elif self.progress - self.last_event_progress >= 0.01:
-                add_event(self.session, self.job_id, "progress", {"progress": self.progress, "stage": stage})
+                self.record(EventKind.PROGRESS, {"progress": self.progress, "stage": stage})
             else:
                 self.dirty = True
                 return
             self.last_event_progress = self.progress
             self.dirty = True
         elif isinstance(event, LogEvent):
-            add_event(self.session, self.job_id, "log", {"message": event.message[:2000]})
+            self.record(EventKind.LOG, {"message": without_paths(event.message)[:LOG_LINE_CHARS]})
             self.dirty = True
         elif isinstance(event, CheckpointEvent):
             # the child names the file; only a plain file in the job's own checkpoint folder is taken
@@ -248,7 +269,7 @@ class JobWatch:
                 log.warning("checkpoint outside the job's folder ignored: %.200s", event.path)
         elif isinstance(event, PartialEvent):
             self.partial, self.partial_unsaved, self.dirty = event.report, True, True
-            add_event(self.session, self.job_id, "front", {"front": front_summary(self.partial)})
+            self.record(EventKind.FRONT, {"front": front_summary(self.partial)})
 
     def should_stop(self) -> StopReason | None:
         try:
@@ -262,7 +283,7 @@ class JobWatch:
         now = time.monotonic()
         if self.dirty or now - self.last_beat >= self.heartbeat_s:
             self.dirty, self.last_beat = False, now
-            results = self.partial.model_dump(mode="json") if self.partial and self.partial_unsaved else None
+            results = self.partial if self.partial and self.partial_unsaved else None
             if not heartbeat(self.session, self.job_id, self.worker, self.progress, self.stage, results):
                 return StopReason.LOST
             self.partial_unsaved = False
@@ -273,6 +294,8 @@ class JobWatch:
         return StopReason.CANCEL if job.cancel_requested else None
 
     def close(self) -> None:
+        if summary := self.budget.summary():
+            add_event(self.session, self.job_id, EventKind.LOG, {"message": summary, "truncated": True})
         self.session.commit()
         self.session.close()
 
@@ -389,17 +412,17 @@ def run_job(self, job_id: str) -> None:
     try:
         with session_factory()() as session:
             job = session.get(Job, job_id)
-            if job.device == "cuda" and not worker_has_cuda():
+            if job.device == Device.CUDA and not worker_has_cuda():
                 finish(
                     session,
                     job_id,
                     FAILED,
                     worker=worker,
-                    code="no_gpu",
+                    code=JobErrorCode.NO_GPU,
                     message="this job asked for device 'cuda' but reached a worker without a GPU",
                 )
                 return
-            device = "cuda" if job.device in ("cuda", "auto") and worker_has_cuda() else "cpu"
+            device = Device.CUDA if job.device in (Device.CUDA, Device.AUTO) and worker_has_cuda() else Device.CPU
             job.device_used = device
             session.commit()
             mounts = _mounts("jobs", job_id, f"attempt{job.attempts}")
@@ -428,7 +451,7 @@ def run_job(self, job_id: str) -> None:
         _kick(tenant_id, queue)
 
 
-def _replace_results(session, job_id: str, report: Report, out_dir: Path) -> dict:
+def _replace_results(session, job_id: str, report: Report, out_dir: Path) -> Report:
     """Stores the run's artifacts and measurements; a retried job replaces whatever an earlier attempt stored."""
     session.execute(delete(Measurement).where(Measurement.job_id == job_id))
     for key in session.scalars(select(Artifact.blob_key).where(Artifact.job_id == job_id)).all():
@@ -439,7 +462,7 @@ def _replace_results(session, job_id: str, report: Report, out_dir: Path) -> dic
     return store_results(session, session.get(Job, job_id), report, out_dir, max_bytes)
 
 
-def _stored_partial(session, job_id: str, partial: Report | None, out_dir: Path) -> dict | None:
+def _stored_partial(session, job_id: str, partial: Report | None, out_dir: Path) -> Report | None:
     """What a search found before the job was cancelled or stopped, stored with its artifacts."""
     if not partial:
         return None
@@ -465,7 +488,7 @@ def _conclude(job_id: str, worker: str, outcome: ChildOutcome, out_dir: Path, pa
                 CANCELLED,
                 worker=worker,
                 stage="cancelled while running",
-                results=results if results is not None else ({} if partial else None),
+                results=results if results is not None else (PartialResults() if partial else None),
             )
         elif outcome.ok:
             try:
@@ -489,13 +512,13 @@ def _conclude(job_id: str, worker: str, outcome: ChildOutcome, out_dir: Path, pa
                     job_id,
                     FAILED,
                     worker=worker,
-                    code="internal",
+                    code=JobErrorCode.INTERNAL,
                     message=f"the job ran but its results could not be stored: {e}",
                 )
             else:
                 ended = finish(session, job_id, SUCCEEDED, worker=worker, results=results)
         else:
-            message = outcome.message or "the job failed"
+            message = without_paths(outcome.message or "the job failed")[:2000]
             # what the failed run measured (a step's best candidate, the earlier steps), or what a search had
             # found when the job was stopped (time limit), is kept
             results = _stored_partial(session, job_id, outcome.report or partial, out_dir)
@@ -504,12 +527,12 @@ def _conclude(job_id: str, worker: str, outcome: ChildOutcome, out_dir: Path, pa
                 job_id,
                 FAILED,
                 worker=worker,
-                code=outcome.code or "internal",
+                code=outcome.code or JobErrorCode.INTERNAL,
                 message=message,
                 results=results,
             )
-            if outcome.log_tail:  # the child's own log says more than one message can
-                add_event(session, job_id, "log", {"message": outcome.log_tail[-2000:]})
+            if outcome.log_tail:  # the child's own log says more than one message can (its paths taken out)
+                add_event(session, job_id, EventKind.LOG, {"message": without_paths(outcome.log_tail[-2000:])})
                 session.commit()
         log.info(
             "job ended: %s", "succeeded" if outcome.ok else (outcome.stopped or outcome.code), extra={"worker": worker}

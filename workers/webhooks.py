@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import time
 
 import httpx
@@ -18,27 +17,28 @@ from app.store.config import get_settings
 from app.store.db import session_scope
 from app.store.tables.auth import Tenant
 from app.store.tables.jobs import Job, WebhookDelivery
+from workers.compression.contract.report import STORED_RESULTS, Report
+from workers.compression.contract.webhook import ErrorInfo, FinishedJob, JobFinished
 
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
 
 
-def payload(job: Job) -> dict:
-    final = (job.results or {}).get("final")
-    error = {"code": job.error_code, "message": job.error_message} if job.error_code else None
-    return {
-        "event": "job.finished",
-        "job": {
-            "id": job.id,
-            "name": job.name,
-            "status": job.status,
-            "error": error,
-            "final": final,
-            "finished_at": job.finished_at.isoformat() if job.finished_at else None,
-            "url": f"/v1/jobs/{job.id}",
-        },
-    }
+def payload(job: Job) -> JobFinished:
+    # a failed job keeps what it still measured: its best candidate is its `final` too
+    results = STORED_RESULTS.validate_python(job.results) if job.results else None
+    return JobFinished(
+        job=FinishedJob(
+            id=job.id,
+            name=job.name,
+            status=job.status,
+            error=ErrorInfo(code=job.error_code, message=job.error_message or "") if job.error_code else None,
+            final=results.final if isinstance(results, Report) else None,
+            finished_at=job.finished_at,
+            url=f"/v1/jobs/{job.id}",
+        )
+    )
 
 
 def deliver(job_id: str, attempt: int) -> bool:
@@ -49,7 +49,7 @@ def deliver(job_id: str, attempt: int) -> bool:
         if job is None or not job.callback_url:
             return True
         secret = session.get(Tenant, job.tenant_id).webhook_secret
-        url, body = job.callback_url, json.dumps(payload(job)).encode()
+        url, body = job.callback_url, payload(job).model_dump_json().encode()
     timestamp = str(int(time.time()))
     status = None
     target, error = resolve(url, settings.webhook_allow_private)

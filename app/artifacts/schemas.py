@@ -3,7 +3,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import computed_field
+from pydantic import Field, computed_field
+
+from workers.compression.contract.formats import ModelFormat
+from workers.compression.contract.measure import Measurement
 
 from ..schemas import RowOut
 
@@ -16,12 +19,12 @@ class ArtifactOut(RowOut):
     method: str
     params: dict[str, Any]
     filename: str
-    format: str
+    format: ModelFormat
     sha256: str
     size_bytes: int
     toolchain: dict[str, Any]
     created_at: datetime
-    measurement: dict[str, Any] | None = None
+    measurement: Measurement | None = Field(None, description="as the job measured it, beside its baseline")
 
     @computed_field
     @property

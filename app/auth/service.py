@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -36,13 +40,58 @@ def create_key(session: Session, tenant_name: str, key: str | None = None) -> st
     return key
 
 
-def authenticate(session: Session, key: str) -> Tenant | None:
+@dataclass(frozen=True)
+class Caller:
+    """Who a request comes from: the tenant its key belongs to."""
+
+    id: str
+    name: str
+
+
+KEY_CACHE_S = 10.0  # a revoked key stops working within this long in every API process
+KEY_CACHE_SIZE = 10_000
+
+
+class KeyCache:
+    """Valid keys (by hash) seen in the last KEY_CACHE_S: a client polling a job costs no key lookup per
+    request. Only successes are kept; a wrong key is looked up every time (and counted by the rate limit)."""
+
+    def __init__(self) -> None:
+        self.entries: OrderedDict[str, tuple[Caller, float]] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def get(self, digest: str) -> Caller | None:
+        with self.lock:
+            found = self.entries.get(digest)
+            if found is None or found[1] < time.monotonic():
+                return None
+            return found[0]
+
+    def put(self, digest: str, caller: Caller) -> None:
+        with self.lock:
+            self.entries[digest] = (caller, time.monotonic() + KEY_CACHE_S)
+            self.entries.move_to_end(digest)
+            while len(self.entries) > KEY_CACHE_SIZE:
+                self.entries.popitem(last=False)
+
+
+_keys = KeyCache()
+
+
+def authenticate(session: Session, key: str) -> Caller | None:
+    digest = hash_key(key)
+    if (caller := _keys.get(digest)) is not None:
+        return caller
     row = session.execute(
-        select(Tenant)
+        select(Tenant.id, Tenant.name)
         .join(ApiKey, ApiKey.tenant_id == Tenant.id)
-        .where(ApiKey.key_hash == hash_key(key), ApiKey.revoked_at.is_(None))
-    ).scalar_one_or_none()
-    return row
+        .where(ApiKey.key_hash == digest, ApiKey.revoked_at.is_(None))
+    ).one_or_none()
+    if row is None:
+        return None
+    caller = Caller(row.id, row.name)
+    _keys.put(digest, caller)
+    return caller
 
 
 def revoke_keys(session: Session, tenant_name: str) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from fastapi import Request
 from fastapi.concurrency import run_in_threadpool
@@ -13,6 +13,7 @@ from sqlalchemy import select
 
 from app.store.db import session_factory
 from app.store.tables.jobs import TERMINAL, Job, JobEvent
+from workers.compression.contract.vocabulary import EventKind
 
 POLL_S = 0.5
 KEEPALIVE_S = 15.0
@@ -34,7 +35,18 @@ def _format(event_id: int, kind: str, data: dict) -> str:
     return f"id: {event_id}\nevent: {kind}\ndata: {json.dumps(data)}\n\n"
 
 
-async def event_stream(job_id: str, after: int, request: Request) -> AsyncIterator[str]:
+async def event_stream(
+    job_id: str, after: int, request: Request, on_end: Callable[[], None] = lambda: None
+) -> AsyncIterator[str]:
+    """The stream; `on_end` runs however it ends (the job's end, the client gone, the server stopping)."""
+    try:
+        async for chunk in _events(job_id, after, request):
+            yield chunk
+    finally:
+        on_end()
+
+
+async def _events(job_id: str, after: int, request: Request) -> AsyncIterator[str]:
     yield "retry: 2000\n\n"
     idle = 0.0
     while True:
@@ -42,7 +54,7 @@ async def event_stream(job_id: str, after: int, request: Request) -> AsyncIterat
         for event_id, kind, data in rows:
             after = event_id
             yield _format(event_id, kind, data)
-            if kind == "status" and data.get("status") in TERMINAL:
+            if kind == EventKind.STATUS and data.get("status") in TERMINAL:
                 return
         if status is None:  # deleted under us
             return

@@ -1,15 +1,17 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal, Self
+from typing import Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, SkipValidation, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, SkipValidation
 
 from workers.compression.contract.recipe import Recipe
-from workers.compression.contract.report import Final, Report
+from workers.compression.contract.report import Final, PartialResults, Report
+from workers.compression.contract.vocabulary import Device, JobStatus, Verdict
+from workers.compression.contract.vocabulary import Queue as QueueName
 
 from ..artifacts.schemas import ArtifactOut
-from ..schemas import ErrorBody, RowOut
+from ..schemas import ErrorBody, RowOut, opaque
 from ..store.tables.jobs import SUCCEEDED
 
 
@@ -22,16 +24,14 @@ class JobIn(BaseModel):
     # documented as the typed Recipe; parsed by the service (jobs/service.py) after the checks that come first
     # (the key, ownership, readiness), so a bad recipe for another tenant's model is still a 404
     recipe: SkipValidation[Recipe] = Field(description='{"steps": [{"method": ..., ...}, ...]}; see GET /v1/methods')
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: Device = Device.AUTO
     name: str | None = Field(None, max_length=300)
     callback_url: HttpUrl | None = Field(None, description="receives a signed POST when the job ends")
 
 
-class PartialResults(BaseModel):
-    """What a running or cancelled job holds before (or instead of) a full report: `{}` when a cancelled
-    search had nothing stored yet."""
-
-    model_config = ConfigDict(extra="forbid")
+class _FinalOnly(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    final: Final
 
 
 class Headline(BaseModel):
@@ -40,15 +40,14 @@ class Headline(BaseModel):
     size_ratio: float
     speedup_b1: float | None
     speedup_bN: float | None
-    verdict: str
+    verdict: Verdict
 
     @classmethod
     def of(cls, results: dict[str, Any] | None) -> Headline | None:
-        # stored JSON; a job without a full report (running, failed, an older row) has no headline
-        try:
-            final = Final.model_validate((results or {})["final"])
-        except (KeyError, TypeError, ValidationError):
+        """From a stored report, reading only its `final` (a list shows many jobs); None without one."""
+        if not results or "final" not in results:  # running, cancelled before a report, or failed early
             return None
+        final = _FinalOnly.model_validate(results).final
         return cls(
             size_ratio=final.size_ratio,
             speedup_b1=final.speedup_b1,
@@ -58,13 +57,9 @@ class Headline(BaseModel):
 
 
 def recipe_summary(recipe: dict[str, Any]) -> str:
-    """A recipe in a few words per step ("prune structured 30% → quantize int8_dynamic"); a stored recipe
-    an older version wrote, which no longer parses, shows its methods."""
-    try:
-        return Recipe.model_validate(recipe).summary()
-    except (ValidationError, TypeError):
-        steps = recipe.get("steps") if isinstance(recipe, dict) else None
-        return " → ".join(str(s.get("method", "?")) for s in steps if isinstance(s, dict)) if steps else ""
+    """A recipe in a few words per step ("prune structured 30% → quantize int8_dynamic"). Stored recipes
+    are in the current shape (validated at submission, older rows migrated)."""
+    return Recipe.model_validate(recipe).summary()
 
 
 class JobSummary(RowOut):
@@ -72,11 +67,11 @@ class JobSummary(RowOut):
 
     id: str
     name: str | None
-    status: str
+    status: JobStatus
     progress: float
     stage: str | None
     model_id: str
-    device: str
+    device: Device = Field(description="as asked")
     error: ErrorBody | None = None
     created_at: datetime
     started_at: datetime | None
@@ -97,17 +92,21 @@ class JobOut(JobSummary):
 
     dataset_id: str | None
     eval_dataset_id: str | None
-    # stored rows that an older version wrote still read, as plain JSON, rather than fail the request
-    recipe: Recipe | dict[str, Any] = Field(union_mode="left_to_right")
-    device_used: str | None
-    queue: str
+    recipe: Recipe
+    device_used: Device | None = Field(description="where it ran: cpu or cuda")
+    queue: QueueName
     attempts: int
-    worker: str | None
+    worker: str | None = Field(description="an opaque label of the worker that ran it (differs between attempts)")
     cancel_requested: bool
     callback_url: str | None
-    results: Report | PartialResults | dict[str, Any] | None = Field(
+    results: Report | PartialResults | None = Field(
         union_mode="left_to_right",
         description="the report once the job has ended (or a search's front so far, with partial: true)",
     )
     artifacts: list[ArtifactOut] = []
     updated_at: datetime
+
+    @classmethod
+    def of(cls, row, **extra: Any) -> Self:
+        extra.setdefault("worker", opaque(row.worker))
+        return super().of(row, **extra)

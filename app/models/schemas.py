@@ -1,23 +1,24 @@
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import Field, field_validator
 
-from ..errors import ApiError, describe_validation
-from ..json_body import loads
-from ..uploads.schemas import UploadOut
+from workers.compression.contract.formats import ModelFormat
+from workers.compression.contract.inspection import ModelInfo
+
+from ..uploads.schemas import UploadForm, UploadOut
 
 
 class ModelOut(UploadOut):
+    format: ModelFormat
+    info: ModelInfo | None = Field(description="what the inspection found (once ready)")
     load_options: dict[str, Any]
 
 
-class ModelForm(BaseModel):
-    """The optional form fields that travel with the file."""
+class ModelForm(UploadForm):
+    JSON_FIELDS: ClassVar = ("input_shape", "arch_kwargs")
 
-    name: str | None = Field(None, max_length=300)
-    format: str | None = None
     input_shape: list[int] | None = None
     arch: str | None = Field(None, max_length=200, description="safetensors weights: torchvision name or timm:NAME")
     arch_kwargs: dict[str, Any] | None = None
@@ -28,17 +29,6 @@ class ModelForm(BaseModel):
         if v is not None and (not 1 <= len(v) <= 6 or any(d < 1 for d in v)):
             raise ValueError("input_shape is 1 to 6 positive integers, batch first, like [1, 3, 32, 32]")
         return v
-
-    @classmethod
-    def parse(cls, fields: dict[str, str]) -> ModelForm:
-        raw: dict[str, Any] = {k: v for k, v in fields.items() if k in cls.model_fields and v != ""}
-        for key in ("input_shape", "arch_kwargs"):  # JSON-valued form fields
-            if key in raw:
-                raw[key] = loads(raw[key], key, invalid=(422, "invalid_request"))
-        try:
-            return cls.model_validate(raw)
-        except ValidationError as e:
-            raise ApiError(422, "invalid_request", describe_validation(e.errors())) from None
 
     def load_options(self) -> dict[str, Any]:
         return self.model_dump(include={"input_shape", "arch", "arch_kwargs"}, exclude_none=True)

@@ -1,9 +1,13 @@
 from __future__ import annotations
 
-from fastapi import APIRouter
+import secrets
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, Field
 from sqlalchemy import text
 
 from app.store.blobs import get_blob_store
@@ -11,7 +15,12 @@ from app.store.broker import get_celery
 from app.store.config import get_settings
 from app.store.db import get_engine
 from app.store.presence import seen_since
+from workers.compression.contract.vocabulary import ApiErrorCode
 
+from ..dependencies import auth_failure
+from ..errors import ApiError
+from ..openapi import errors
+from ..schemas import opaque
 from .metrics import registry
 
 router = APIRouter(tags=["operations"])
@@ -43,12 +52,27 @@ def _broker() -> None:
 def _workers() -> list[dict]:
     """Workers seen within the heartbeat timeout, each with the isolation its jobs run under."""
     return [
-        {"name": w.name, "queues": w.queues.split(","), "isolation": w.isolation, "seen_at": w.seen_at.isoformat()}
+        {
+            "id": opaque(w.name),
+            "queues": w.queues.split(","),
+            "isolation": w.isolation,
+            "seen_at": w.seen_at.isoformat(),
+        }
         for w in seen_since(get_settings().heartbeat_timeout_s)
     ]
 
 
-@router.get("/readyz")
+class Readiness(BaseModel):
+    status: Literal["ok", "unavailable"]
+    checks: dict[str, str] = Field(description="each dependency: 'ok' or what is wrong")
+    workers: list[dict[str, Any]] = Field(description="workers seen lately, with their queues and isolation")
+
+
+@router.get(
+    "/readyz",
+    response_model=Readiness,
+    responses={503: {"model": Readiness, "description": "a dependency is down, or no worker is alive"}},
+)
 async def readyz() -> JSONResponse:
     checks = [
         await run_in_threadpool(_check, n, p)
@@ -62,10 +86,14 @@ async def readyz() -> JSONResponse:
     if checks[0][1] is None:  # without a live worker nothing submitted would ever run: not ready
         found: list[list[dict]] = []
         name, err = await run_in_threadpool(_check, "workers", lambda: found.append(_workers()))
-        workers = found[0] if found else []
+        seen = found[0] if found else []
+        workers = [w for w in seen if w["isolation"].get("mode") != "unavailable"]
+        problems = sorted({w["isolation"].get("problem", "") for w in seen if w not in workers})
         if err is None and not workers:
             err = f"no worker seen in the last {get_settings().heartbeat_timeout_s:.0f} s"
         checks.append((name, err))
+        if problems:  # a worker that is up but cannot sandbox says why, here, rather than restart unseen
+            checks.append(("sandbox", "; ".join(problems)))
     body = {
         "status": "ok" if all(err is None for _, err in checks) else "unavailable",
         "checks": {n: ("ok" if err is None else err) for n, err in checks},
@@ -74,6 +102,34 @@ async def readyz() -> JSONResponse:
     return JSONResponse(body, status_code=200 if body["status"] == "ok" else 503)
 
 
-@router.get("/metrics")
+def metrics_caller(request: Request) -> None:
+    """/metrics counts every tenant's jobs and the queues: it answers the operator's scraper only, which sends
+    `Authorization: Bearer $SQUEEZE_METRICS_TOKEN`; without a token configured it is off."""
+    token = get_settings().metrics_token
+    if not token:
+        raise ApiError(404, ApiErrorCode.NOT_FOUND, "metrics are off: set SQUEEZE_METRICS_TOKEN and scrape with it")
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not secrets.compare_digest(given.strip().encode(), token.encode()):
+        if wait := auth_failure(request):
+            raise ApiError(
+                429, ApiErrorCode.RATE_LIMITED, f"too many wrong tokens; retry in {wait} s", {"Retry-After": str(wait)}
+            )
+        raise ApiError(
+            401,
+            ApiErrorCode.UNAUTHORIZED,
+            "send the metrics token as 'Authorization: Bearer <token>'",
+            {"WWW-Authenticate": "Bearer"},
+        )
+
+
+@router.get(
+    "/metrics",
+    response_class=PlainTextResponse,
+    dependencies=[Depends(metrics_caller)],
+    responses={
+        200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}}},
+        **errors(401, 404, 429, authenticated=False),
+    },
+)
 async def metrics() -> Response:
     return Response(await run_in_threadpool(generate_latest, registry), media_type=CONTENT_TYPE_LATEST)

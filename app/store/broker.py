@@ -10,13 +10,15 @@ from functools import lru_cache
 from celery import Celery
 from kombu import Queue
 
+from workers.compression.contract.vocabulary import Queue as QueueName
+
 from .config import get_settings
 
-CPU_QUEUE, GPU_QUEUE = "cpu", "gpu"
+CPU_QUEUE, GPU_QUEUE = QueueName.CPU, QueueName.GPU
 # inspections have a queue of their own that every worker consumes beside its job queues: a worker takes
 # from its queues in turn, so an upload is inspected after at most the job running now, however many jobs
 # wait (a tenant's backlog of jobs cannot keep another tenant's uploads pending)
-INSPECT_QUEUE = "inspect"
+INSPECT_QUEUE = QueueName.INSPECT
 INSPECT_TASK, RUN_JOB_TASK, WEBHOOK_TASK = "squeeze.inspect_upload", "squeeze.run_job", "squeeze.deliver_webhook"
 
 

@@ -23,11 +23,31 @@ class Unresolvable(str):
     """A problem that may pass (DNS down a moment): a delivery retries it, a submission refuses it."""
 
 
+NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+IPV4_COMPATIBLE = ipaddress.ip_network("::/96")  # ::a.b.c.d, deprecated but still routed by some stacks
+
+
+def embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address carries, where a translator or tunnel would deliver to it:
+    IPv4-mapped (::ffff:a.b.c.d), IPv4-compatible (::a.b.c.d), NAT64 (64:ff9b::/96, the last 32 bits; the
+    local-use 64:ff9b:1::/48 too), 6to4 (2002:a.b.c.d::/16) and Teredo (2001::/32, the client's address)."""
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip.teredo is not None:
+        return ip.teredo[1]
+    if any(ip in net for net in NAT64) or (ip in IPV4_COMPATIBLE and int(ip) > 1):
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return None
+
+
 def _not_public(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     # is_global is False for private, loopback, link-local (169.254.169.254, the cloud metadata address),
-    # carrier-grade NAT (100.64.0.0/10), reserved, documentation and unspecified ranges alike
-    mapped = getattr(ip, "ipv4_mapped", None) or getattr(ip, "sixtofour", None)
-    return not ip.is_global or ip.is_multicast or (mapped is not None and _not_public(mapped))
+    # carrier-grade NAT (100.64.0.0/10), reserved, documentation and unspecified ranges alike; an IPv6
+    # address that carries an IPv4 one is judged by that too (loopback in IPv6 clothing is loopback)
+    inner = embedded_ipv4(ip) if ip.version == 6 else None
+    return not ip.is_global or ip.is_multicast or (inner is not None and _not_public(inner))
 
 
 def resolve(url: str, allow_private: bool) -> tuple[Target | None, str | None]:

@@ -25,6 +25,12 @@ class Settings(BaseSettings):
     s3_region: str = "us-east-1"
     bootstrap_api_key: str | None = None  # the `default` tenant's key at first start; random if unset
 
+    # the proxies in front of the API whose X-Forwarded-For is believed (comma-separated addresses or CIDRs,
+    # "*" for any): none by default, so the address a client connects from is its address
+    trusted_proxies: str = ""
+    max_connections: int = Field(2000, ge=10)  # open at once per API process; more are answered 503
+    header_timeout_s: float = Field(10.0, gt=0)  # a request's line and headers must arrive whole within this
+    body_timeout_s: float = Field(30.0, gt=0)  # a request body that sends nothing for this long is cut off
     max_upload_bytes: int = 4 * 1024**3
     requests_per_minute_per_key: int = Field(1200, ge=1)  # per API process; more answers 429 with Retry-After
     auth_failures_per_minute: int = Field(30, ge=1)  # missing or wrong keys from one address, per API process
@@ -33,8 +39,23 @@ class Settings(BaseSettings):
     # a tenant's jobs running at once, over all workers; its other jobs wait while other tenants' run
     max_running_jobs_per_tenant: int = Field(4, ge=1)
     max_pending_inspections_per_tenant: int = Field(10, ge=1)  # uploads not yet inspected; more answers 429
+    # long requests a tenant may have open at once, per API process (each holds a connection, never a
+    # database session); more answers 429 with Retry-After
+    max_uploads_in_flight_per_tenant: int = Field(4, ge=1)
+    max_event_streams_per_tenant: int = Field(8, ge=1)
+    db_pool_timeout_s: float = Field(5.0, gt=0)  # a request waits this long for a database connection, then 503
     upload_chunk_bytes: int = 1024 * 1024
     stale_upload_s: int = 900  # a partial upload nothing wrote to for this long is removed (startup, sweeps)
+
+    # what one tenant may keep: models, datasets, artifacts and job logs together; more answers 413 on upload
+    # and 429 on a new job (code quota_exceeded), until something is deleted
+    storage_quota_bytes_per_tenant: int = Field(100 * 1024**3, ge=0)
+    # a job's messages in the shared store (its event stream), over all its attempts; more are dropped and the
+    # stream says "output truncated" (workers/event_budget.py)
+    job_event_bytes: int = Field(1024**2, ge=1024)
+    job_log_lines: int = Field(2000, ge=1)
+    job_log_lines_per_s: float = Field(20.0, gt=0)
+    child_log_bytes: int = Field(8 * 1024**2, ge=64 * 1024)  # a job child's stderr on the worker's disk, kept tail
 
     # jobs (read by workers)
     # every inspection and job child runs in a bubblewrap sandbox; "off" only by an operator's explicit choice
@@ -65,6 +86,9 @@ class Settings(BaseSettings):
     webhook_allow_private: bool = False
     webhook_timeout_s: float = 10.0
     webhook_max_attempts: int = 6  # back-off 2, 4, 8, ... seconds between attempts
+
+    # the bearer token Prometheus scrapes /metrics with; unset, /metrics is off (it counts every tenant's jobs)
+    metrics_token: str | None = None
 
     log_level: str = "INFO"
 

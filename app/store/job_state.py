@@ -4,19 +4,26 @@ retried task) can never both own a job, and a finished job never changes again."
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
+from workers.compression.contract.report import PartialResults, Report
+from workers.compression.contract.vocabulary import EventKind, JobErrorCode, JobStatus
+
 from .db import utcnow
 from .locks import lock_tenant
 from .tables.jobs import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, TERMINAL, Job, JobEvent
 
 
-def add_event(session: Session, job_id: str, kind: str, data: dict[str, Any]) -> None:
+def add_event(session: Session, job_id: str, kind: EventKind, data: dict[str, Any]) -> None:
+    """One event of the job's stream; its size is added to the job's `event_bytes` (the tenant's storage)."""
     session.add(JobEvent(job_id=job_id, kind=kind, data=data))
+    size = len(json.dumps(data))
+    session.execute(update(Job).where(Job.id == job_id).values(event_bytes=Job.event_bytes + size))
 
 
 def status_event(job: Job) -> dict[str, Any]:
@@ -84,7 +91,7 @@ def claim(
         return None
     job = session.get(Job, job_id)
     session.refresh(job)
-    add_event(session, job_id, "status", status_event(job) | {"worker": worker, "attempt": job.attempts})
+    add_event(session, job_id, EventKind.STATUS, status_event(job) | {"attempt": job.attempts})
     session.commit()
     return job
 
@@ -160,13 +167,13 @@ def heartbeat(
     worker: str,
     progress: float | None = None,
     stage: str | None = None,
-    results: dict | None = None,
+    results: Report | None = None,
 ) -> bool:
     """Records liveness (and progress, and what a search has found so far); False when this worker no longer
     owns the job."""
     values: dict[str, Any] = {"heartbeat_at": utcnow()}
     if results is not None:
-        values["results"] = results
+        values["results"] = results.model_dump(mode="json")
     if progress is not None:
         values["progress"] = max(0.0, min(1.0, progress))
     if stage is not None:
@@ -181,12 +188,12 @@ def heartbeat(
 def finish(
     session: Session,
     job_id: str,
-    status: str,
+    status: JobStatus,
     *,
     worker: str | None = None,
-    code: str | None = None,
+    code: JobErrorCode | None = None,
     message: str | None = None,
-    results: dict | None = None,
+    results: Report | PartialResults | None = None,
     stage: str | None = None,
 ) -> bool:
     """Ends a job once: only a job not yet terminal (and, with `worker`, owned by it) changes."""
@@ -207,13 +214,13 @@ def finish(
     elif stage is not None:
         values["stage"] = stage
     if results is not None:
-        values["results"] = results
+        values["results"] = results.model_dump(mode="json")
     result = session.execute(update(Job).where(*cond).values(**values))
     if result.rowcount != 1:
         session.rollback()
         return False
     session.refresh(job)
-    add_event(session, job_id, "status", status_event(job))
+    add_event(session, job_id, EventKind.STATUS, status_event(job))
     session.commit()
     return True
 
@@ -232,7 +239,7 @@ def requeue_or_fail_stale(session: Session, stale_before: datetime, max_attempts
                 session,
                 job.id,
                 FAILED,
-                code="worker_lost",
+                code=JobErrorCode.WORKER_LOST,
                 message=f"the worker running this job stopped responding {job.attempts} times "
                 f"(last: {job.worker}); the job may need more memory or time than a worker has",
             )
@@ -256,7 +263,7 @@ def requeue_or_fail_stale(session: Session, stale_before: datetime, max_attempts
             ok, new = result.rowcount == 1, QUEUED
             if ok:
                 session.refresh(job)
-                add_event(session, job.id, "status", status_event(job))
+                add_event(session, job.id, EventKind.STATUS, status_event(job))
             session.commit()
         if ok:
             changed.append((job.id, new))

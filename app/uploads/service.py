@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from fastapi import Request
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -16,7 +17,9 @@ from app.store.locks import lock_tenant
 from app.store.tables.datasets import Dataset
 from app.store.tables.models import Model
 from app.store.tables.uploads import INVALID, PENDING
+from app.store.usage import storage_of
 from workers.compression.contract.errors import UnsupportedFormatError
+from workers.compression.contract.vocabulary import ApiErrorCode
 
 from ..errors import ApiError
 from .stream import ReceivedUpload
@@ -38,9 +41,29 @@ def check_pending_inspections(session: Session, tenant_id: str) -> None:
     if pending >= limit:
         raise ApiError(
             429,
-            "too_many_pending_uploads",
+            ApiErrorCode.TOO_MANY_PENDING_UPLOADS,
             f"{pending} of your uploads are still being inspected (limit {limit}); upload more when they are ready",
             {"Retry-After": "10"},
+        )
+
+
+def request_size(request: Request) -> int:
+    """The body's declared size (Content-Length), or 0 when it is streamed without one."""
+    declared = request.headers.get("content-length", "")
+    return int(declared) if declared.isdigit() else 0
+
+
+def check_quota(session: Session, tenant_id: str, incoming: int) -> None:
+    """413 `quota_exceeded` when `incoming` more bytes would take the tenant past its storage quota. Checked
+    from the declared size before a byte is read, and again with the real size when the upload is recorded."""
+    quota = get_settings().storage_quota_bytes_per_tenant
+    used = storage_of(session, tenant_id).total
+    if used + incoming > quota:
+        raise ApiError(
+            413,
+            ApiErrorCode.QUOTA_EXCEEDED,
+            f"your storage would hold {(used + incoming) / 2**20:.1f} MiB, over your quota of {quota / 2**20:.0f} MiB; "
+            "delete models, datasets or jobs you no longer need (GET /v1/usage shows what is kept)",
         )
 
 
@@ -71,6 +94,7 @@ def record_upload(
     blob_refs.pin(session, key)
     try:
         check_pending_inspections(session, tenant_id)
+        check_quota(session, tenant_id, received.size)
     except ApiError:
         session.rollback()
         received.temp.unlink(missing_ok=True)
@@ -99,7 +123,7 @@ def mark_unqueued(session: Session, row, error: Exception) -> ApiError:
     row.status, row.error_code = INVALID, "queue_unavailable"
     row.error_message = f"the upload was stored but could not be queued for inspection: {error}"
     session.commit()
-    return ApiError(503, "queue_unavailable", "the job queue is unreachable; try again shortly")
+    return ApiError(503, ApiErrorCode.QUEUE_UNAVAILABLE, "the job queue is unreachable; try again shortly")
 
 
 def delete_upload(session: Session, row, store: BlobStore) -> None:

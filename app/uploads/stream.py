@@ -16,8 +16,10 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect
 
 from app.store.blobs import BlobStore
+from workers.compression.contract.vocabulary import ApiErrorCode
 
 from ..errors import ApiError
+from ..json_body import body_chunks
 
 MAX_FIELD_BYTES = 64 * 1024
 
@@ -66,7 +68,7 @@ class _Receiver:
         self._name = options.get(b"name", b"").decode("utf-8", "replace")
         if self._name == "file":
             if self.temp is not None:
-                raise ApiError(400, "bad_request", "send exactly one 'file' part")
+                raise ApiError(400, ApiErrorCode.BAD_REQUEST, "send exactly one 'file' part")
             self._in_file = True
             self.filename = options.get(b"filename", b"").decode("utf-8", "replace") or None
             self.temp = self.store.new_temp()
@@ -77,13 +79,13 @@ class _Receiver:
         if self._in_file:
             self.size += len(chunk)
             if self.size > self.max_bytes:
-                raise ApiError(413, "too_large", f"the file is larger than the limit of {self.max_bytes} bytes")
+                raise ApiError(413, ApiErrorCode.TOO_LARGE, f"the file is larger than the limit of {self.max_bytes} bytes")
             self.digest.update(chunk)
             self.file.write(chunk)
         else:
             self._value += chunk
             if len(self._value) > MAX_FIELD_BYTES:
-                raise ApiError(400, "bad_request", f"form field {self._name!r} is longer than {MAX_FIELD_BYTES} bytes")
+                raise ApiError(400, ApiErrorCode.BAD_REQUEST, f"form field {self._name!r} is longer than {MAX_FIELD_BYTES} bytes")
 
     def on_part_end(self) -> None:
         if not self._in_file and self._name:
@@ -101,12 +103,12 @@ async def receive_upload(request: Request, store: BlobStore, max_bytes: int) -> 
     if ctype != b"multipart/form-data" or b"boundary" not in options:
         raise ApiError(
             415,
-            "unsupported_media_type",
+            ApiErrorCode.UNSUPPORTED_MEDIA_TYPE,
             "send the file as multipart/form-data with a part named 'file' (curl -F file=@model.pt2)",
         )
     length = request.headers.get("content-length")
     if length and length.isdigit() and int(length) > max_bytes + MAX_FIELD_BYTES * 4:
-        raise ApiError(413, "too_large", f"the upload is larger than the limit of {max_bytes} bytes")
+        raise ApiError(413, ApiErrorCode.TOO_LARGE, f"the upload is larger than the limit of {max_bytes} bytes")
     receiver = _Receiver(store, max_bytes)
     callbacks = {
         name: getattr(receiver, name)
@@ -123,18 +125,18 @@ async def receive_upload(request: Request, store: BlobStore, max_bytes: int) -> 
     parser = MultipartParser(options[b"boundary"], callbacks)
     keep = False
     try:
-        async for chunk in request.stream():
+        async for chunk in body_chunks(request):
             parser.write(chunk)
         parser.finalize()
         if receiver.temp is None:
-            raise ApiError(400, "missing_file", "the form has no part named 'file'")
+            raise ApiError(400, ApiErrorCode.MISSING_FILE, "the form has no part named 'file'")
         keep = True
     except ClientDisconnect:
-        raise ApiError(400, "upload_interrupted", "the client disconnected before the upload finished") from None
+        raise ApiError(400, ApiErrorCode.UPLOAD_INTERRUPTED, "the client disconnected before the upload finished") from None
     except ApiError:
         raise
     except Exception as e:  # python-multipart's parse errors
-        raise ApiError(400, "bad_request", f"malformed multipart body: {e}") from None
+        raise ApiError(400, ApiErrorCode.BAD_REQUEST, f"malformed multipart body: {e}") from None
     finally:
         receiver.close(keep)
     return ReceivedUpload(receiver.temp, receiver.digest.hexdigest(), receiver.size, receiver.filename, receiver.fields)

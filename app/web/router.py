@@ -4,12 +4,15 @@ the public /v1 API."""
 
 from __future__ import annotations
 
+import re
 import secrets
 from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response
+
+from workers.compression.contract.vocabulary import ApiErrorCode
 
 from ..auth.service import authenticate
 from ..dependencies import CSRF_COOKIE, KEY_COOKIE, SessionDep, TenantDep, auth_failure
@@ -34,11 +37,15 @@ def page() -> FileResponse:
     return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache", **SECURITY_HEADERS})
 
 
+STATIC_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,100}")
+
+
 @router.get("/ui/static/{name}")
 def static(name: str) -> FileResponse:
-    path = (STATIC / name).resolve()
-    if path.parent != STATIC.resolve() or not path.is_file():
-        raise ApiError(404, "not_found", f"no file {name!r}")
+    # a name is checked before it is a path: a NUL byte, a slash or `..` is a 404 like any unknown file
+    path = (STATIC / name).resolve() if STATIC_NAME.fullmatch(name) else None
+    if path is None or path.parent != STATIC.resolve() or not path.is_file():
+        raise ApiError(404, ApiErrorCode.NOT_FOUND, f"no file {name!r}")
     return FileResponse(path, headers={"Cache-Control": "no-cache", **SECURITY_HEADERS})
 
 
@@ -48,13 +55,13 @@ def sign_in(request: Request, session: SessionDep, api_key: Annotated[str, Form(
     origin = request.headers.get("origin")
     if origin and origin.split("://", 1)[-1] != request.headers.get("host"):
         # another site posting this form would sign the browser in with its own key (login CSRF)
-        raise ApiError(403, "csrf_failed", "sign in from the Squeeze page itself")
+        raise ApiError(403, ApiErrorCode.CSRF_FAILED, "sign in from the Squeeze page itself")
     tenant = authenticate(session, api_key.strip()) if api_key.strip() else None
     if tenant is None:
         if wait := auth_failure(request):
             raise ApiError(
                 429,
-                "rate_limited",
+                ApiErrorCode.RATE_LIMITED,
                 f"too many failed sign-ins from this address; retry in {wait} s",
                 {"Retry-After": str(wait)},
             )
@@ -78,7 +85,7 @@ def whoami(request: Request, session: SessionDep) -> dict:
     tenant = authenticate(session, key) if key else None
     if key and tenant is None and (wait := auth_failure(request)):  # a cookie is a key too: same limit
         raise ApiError(
-            429, "rate_limited", f"too many wrong keys from this address; retry in {wait} s", {"Retry-After": str(wait)}
+            429, ApiErrorCode.RATE_LIMITED, f"too many wrong keys from this address; retry in {wait} s", {"Retry-After": str(wait)}
         )
     return {"tenant": tenant.name if tenant else None}
 

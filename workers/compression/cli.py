@@ -10,7 +10,9 @@ from pathlib import Path
 
 from .contract.errors import EngineError
 from .contract.load import LoadOptions
+from .contract.measure import LatencyStats
 from .contract.recipe import METHODS, catalogue
+from .contract.report import Report, StepReport
 from .inspection import inspect_model
 from .measure import MeasureSettings
 from .pipeline import run_recipe
@@ -38,10 +40,10 @@ def _fmt(v, spec=".2f", suffix="") -> str:
     return "-" if v is None else f"{v:{spec}}{suffix}"
 
 
-def format_table(report: dict) -> str:
+def format_table(report: Report) -> str:
     """Baseline vs every step: size, latency b1/bN, speedup, accuracy/agreement, verdict."""
-    base = report["baseline"]
-    batch = base["latency_ms"]["batch"]
+    base = report.baseline
+    batch = base.latency_ms.batch
     head = [
         "model",
         "size",
@@ -55,53 +57,52 @@ def format_table(report: dict) -> str:
         "verdict",
     ]
 
-    def lat(m, key):
-        s = m["latency_ms"][key]
-        return _fmt(s["p50"] if s else None, ".3f")
+    def lat(stats: LatencyStats | None) -> str:
+        return _fmt(stats.p50 if stats else None, ".3f")
 
     rows = [
         [
-            "baseline (" + base["runtime"] + ")",
-            _fmt_bytes(base["size_bytes"]),
+            f"baseline ({base.runtime})",
+            _fmt_bytes(base.size_bytes),
             "1.00x",
-            lat(base, "b1"),
-            lat(base, "bN"),
+            lat(base.latency_ms.b1),
+            lat(base.latency_ms.bN),
             "1.00x",
             "1.00x",
-            _fmt(base["accuracy"], ".4f"),
+            _fmt(base.accuracy, ".4f"),
             "-",
             "-",
         ]
     ]
-    for i, s in enumerate(report["steps"], start=1):
-        m = s["measurement"]
+    for i, s in enumerate(report.steps, start=1):
+        m = s.measurement
         rows.append(
             [
-                f"{i}. {s['method']} {_variant(s)} ({m['runtime']})",
-                _fmt_bytes(m["size_bytes"]),
-                _fmt(s["size_ratio"], ".2f", "x"),
-                lat(m, "b1"),
-                lat(m, "bN"),
-                _fmt(s["speedup_b1"], ".2f", "x"),
-                _fmt(s["speedup_bN"], ".2f", "x"),
-                _fmt(m["accuracy"], ".4f"),
-                _fmt(m["agreement"], ".4f"),
-                s["verdict"],
+                f"{i}. {s.method} {_variant(s)} ({m.runtime})",
+                _fmt_bytes(m.size_bytes),
+                _fmt(s.size_ratio, ".2f", "x"),
+                lat(m.latency_ms.b1),
+                lat(m.latency_ms.bN),
+                _fmt(s.speedup_b1, ".2f", "x"),
+                _fmt(s.speedup_bN, ".2f", "x"),
+                _fmt(m.accuracy, ".4f"),
+                _fmt(m.agreement, ".4f"),
+                s.verdict,
             ]
         )
     widths = [max(len(r[c]) for r in [head, *rows]) for c in range(len(head))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)) for r in [head, *rows]]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    for i, s in enumerate(report["steps"], start=1):
-        for note in s["notes"]:
+    for i, s in enumerate(report.steps, start=1):
+        for note in s.notes:
             lines.append(f"  step {i}: {note}")
     return "\n".join(lines)
 
 
-def _variant(step: dict) -> str:
+def _variant(step: StepReport) -> str:
     """What tells a step from its siblings: a quantization's scheme, a pruning's kind, an export's format."""
-    field = METHODS[step["method"]].variants[0] if step["method"] in METHODS else None
-    value = (step.get("params") or {}).get(field, "")
+    method = METHODS.get(step.method)
+    value = (step.params or {}).get(method.variants[0], "") if method else ""
     return value if isinstance(value, str) else ""
 
 
@@ -138,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(catalogue(), indent=2))
         elif args.command == "inspect":
             info = inspect_model(args.model, arch=args.arch, arch_kwargs=args.arch_kwargs, input_shape=args.input_shape)
-            print(json.dumps(info))
+            print(info.model_dump_json(exclude_none=True))
         else:
             load = LoadOptions(input_shape=args.input_shape, arch=args.arch, arch_kwargs=args.arch_kwargs)
             settings = MeasureSettings(
@@ -159,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
                 settings=settings,
                 progress=progress,
             )
-            print(json.dumps(report, indent=2) if args.json else format_table(report))
+            print(report.model_dump_json(indent=2) if args.json else format_table(report))
             print(f"artifacts and report.json in {args.out}", file=sys.stderr)
     except EngineError as e:
         print(f"error ({e.code}): {e.message}", file=sys.stderr)

@@ -4,15 +4,16 @@ than runtimes (auto's Pareto front) contributes its own entry (`report_entry` in
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from .contract.measure import NOISY_WIDTH, Measurement, Ratios
 from .contract.recipe.quantize import RECOMMEND_BUDGET
 from .contract.report import ArtifactReport, Final, Report, StepReport
+from .contract.vocabulary import Verdict
 from .data import Dataset
 from .formats import InputSpec
-from .methods import StepOutput, report_entry_for
+from .step import StepOutput
 
 SPEEDUP_THRESHOLD = 1.05  # below 5 % a latency change is within run-to-run noise
 SIZE_THRESHOLD = 1.05
@@ -55,15 +56,14 @@ def inconclusive_reason(r: Ratios, batch: int) -> str | None:
     return None
 
 
-def verdict(r: Ratios, batch: int = 0) -> str:
+def verdict(r: Ratios, batch: int = 0) -> Verdict:
     if inconclusive_reason(r, batch):
-        return "inconclusive"
+        return Verdict.INCONCLUSIVE
     speeds = [s for _, _, s in _speeds(r, batch)]
     faster = bool(speeds) and max(speeds) >= SPEEDUP_THRESHOLD and min(speeds) >= 1.0
     smaller = r.size_ratio >= SIZE_THRESHOLD
-    return {(True, True): "faster_and_smaller", (False, True): "smaller_only", (True, False): "faster_only"}.get(
-        (faster, smaller), "no_gain"
-    )
+    gains = {(True, True): Verdict.FASTER_AND_SMALLER, (False, True): Verdict.SMALLER_ONLY, (True, False): Verdict.FASTER_ONLY}
+    return gains.get((faster, smaller), Verdict.NO_GAIN)
 
 
 def quality_lost_reason(step, base: Measurement, m: Measurement) -> str | None:
@@ -151,7 +151,7 @@ def artifact_entry(step, measured: Measured, base: Measurement, batch: int, *, p
         measurement=m,
         **speed_fields(r),
         # speed and size are worth nothing on a model that no longer does its job: that verdict comes first
-        verdict="quality_lost" if lost else verdict(r, batch),
+        verdict=Verdict.QUALITY_LOST if lost else verdict(r, batch),
         verdict_reason=f"{lost}; {reason}" if lost else reason,
         notes=[*out.notes, *ratio_notes(r)],
         details=out.details or None,
@@ -203,16 +203,24 @@ def runtimes_entry(step, base: Measurement, options: Sequence[Measured], batch: 
     return entry
 
 
+# a step's report entry from its measured artifacts: (step, baseline, artifacts, batch) -> entry
+EntryBuilder = Callable[[object, Measurement, Sequence["Measured"], int], StepReport]
+
+
 def build_report(
     steps: Sequence[tuple[object, Sequence[Measured]]],
     base: Measurement,
     spec: InputSpec,
     data: Dataset | None,
     eval_data: Dataset | None,
+    *,
+    entry_for: Callable[[object], EntryBuilder | None] = lambda step: None,
 ) -> Report:
-    """`steps` is [(step config, its measured artifacts: the step's own first, then its alternatives)]."""
+    """`steps` is [(step config, its measured artifacts: the step's own first, then its alternatives)].
+    `entry_for(step)` is the method's own report entry when it has one (auto: its front), else None: each
+    step's artifacts are then one entry with its runtimes (`runtimes_entry`)."""
     batch = base.latency_ms.batch
-    entries = [(report_entry_for(step) or runtimes_entry)(step, base, options, batch) for step, options in steps]
+    entries = [(entry_for(step) or runtimes_entry)(step, base, options, batch) for step, options in steps]
     final = entries[-1]
     fm = final.measurement
     accuracy_delta = fm.accuracy - base.accuracy if fm.accuracy is not None and base.accuracy is not None else None
@@ -235,7 +243,7 @@ def build_report(
             verdict_reason=final.verdict_reason,
             within_budget=final.within_budget,
         ),
-        input=spec.to_dict(),
+        input=spec.info(),
         data=data.describe() if data is not None else None,
         eval_data=eval_data.describe() if eval_data is not None and eval_data is not data else None,
     )

@@ -3,14 +3,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Boolean, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
+
+from workers.compression.contract.vocabulary import TERMINAL as TERMINAL  # re-exported for the store's queries
+from workers.compression.contract.vocabulary import JobStatus
 
 from ..db import Base, UTCDateTime, utcnow
 
-QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded", "failed", "cancelled"
-TERMINAL = (SUCCEEDED, FAILED, CANCELLED)
-STATUSES = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED)
+# the names the store's queries read best with; members of the one vocabulary (contract/vocabulary.py)
+QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = JobStatus
+STATUSES = tuple(JobStatus)
 
 
 class Job(Base):
@@ -50,6 +53,8 @@ class Job(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     duration_s: Mapped[float | None] = mapped_column(Float, nullable=True)  # last attempt, start to finish
+    # the size of its events (JSON), over all attempts: capped per job, counted in the tenant's storage
+    event_bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class JobEvent(Base):

@@ -8,9 +8,11 @@ from typing import Any
 from sqlalchemy import JSON, BigInteger, ForeignKey, String, Text
 from sqlalchemy.orm import Mapped, declared_attr, mapped_column
 
+from workers.compression.contract.vocabulary import UploadStatus
+
 from ..db import UTCDateTime, utcnow
 
-PENDING, READY, INVALID = "pending", "ready", "invalid"
+PENDING, READY, INVALID = UploadStatus
 
 
 class UploadColumns:

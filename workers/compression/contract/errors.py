@@ -5,8 +5,9 @@ bodies."""
 from __future__ import annotations
 
 import re
-from enum import StrEnum
 from typing import TYPE_CHECKING
+
+from .vocabulary import JobErrorCode
 
 if TYPE_CHECKING:
     from .report import Report
@@ -27,24 +28,10 @@ def short_error(e: Exception) -> str:
     return without_paths(f"{type(e).__name__}: {text}" if text else type(e).__name__)[:300]
 
 
-class JobErrorCode(StrEnum):
-    """`error.code` of a failed job, besides the engine errors' own codes below."""
-
-    STEP_FAILED = "step_failed"
-    RESOURCE_EXHAUSTED = "resource_exhausted"  # over the job's memory limit
-    TIMEOUT = "timeout"  # over the job's time limit
-    DISK_EXHAUSTED = "disk_exhausted"  # over the job's disk limit
-    WORKER_CRASHED = "worker_crashed"  # the job's process died without a result
-    WORKER_LOST = "worker_lost"  # its worker died too often
-    NO_GPU = "no_gpu"
-    INVALID_OUTPUT = "invalid_output"  # what the job handed back is not what its report says
-    INTERNAL = "internal"
-
-
 class EngineError(Exception):
-    code = "engine_error"
+    code: JobErrorCode = JobErrorCode.ENGINE_ERROR
 
-    def __init__(self, message: str, *, code: str | None = None, report: Report | None = None):
+    def __init__(self, message: str, *, code: JobErrorCode | None = None, report: Report | None = None):
         super().__init__(message)
         self.message = message
         if code is not None:
@@ -59,26 +46,26 @@ class EngineError(Exception):
 class UnsupportedFormatError(EngineError):
     """The bytes are not a model format the engine accepts (pickles included)."""
 
-    code = "unsupported_format"
+    code = JobErrorCode.UNSUPPORTED_FORMAT
 
 
 class InvalidModelError(EngineError):
     """The format is accepted but this file cannot be loaded or run."""
 
-    code = "invalid_model"
+    code = JobErrorCode.INVALID_MODEL
 
 
 class InvalidDatasetError(EngineError):
-    code = "invalid_dataset"
+    code = JobErrorCode.INVALID_DATASET
 
 
 class RecipeError(EngineError):
     """The recipe is malformed, or a step does not accept the model's format."""
 
-    code = "invalid_recipe"
+    code = JobErrorCode.INVALID_RECIPE
 
 
 class StepFailedError(EngineError):
     """A step started and could not finish."""
 
-    code = "step_failed"
+    code = JobErrorCode.STEP_FAILED

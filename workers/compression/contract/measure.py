@@ -1,10 +1,12 @@
-"""The measurement result, shaped as DESIGN.md's `Measurement`."""
+"""The measurement result (docs/measurement.md): what every baseline and artifact is measured with."""
 
 from __future__ import annotations
 
 from typing import Literal
 
 from pydantic import BaseModel, Field
+
+from .vocabulary import Runtime
 
 
 class LatencyStats(BaseModel):
@@ -71,7 +73,7 @@ class Measurement(BaseModel):
         "the worst of them",
     )
     device: str
-    runtime: str
+    runtime: Runtime
     env: dict = Field(default_factory=dict)
     timing: Timing | None = Field(None, description="how the latency was timed; the same for every model of a run")
 
@@ -86,7 +88,7 @@ class ReferenceRatios(BaseModel):
     """A candidate against the original model run on the candidate's own runtime, fp32: what the compression
     bought apart from the switch of runtime."""
 
-    runtime: str
+    runtime: Runtime
     size_ratio: float
     speedup_b1: float | None
     speedup_bN: float | None

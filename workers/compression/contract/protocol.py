@@ -5,14 +5,16 @@ arrival, so neither side picks a dict apart by string keys."""
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
+from .inspection import UploadInfo
 from .load import LoadOptions
 from .measure import MeasureSettings
 from .recipe import Recipe
 from .report import Report
+from .vocabulary import JobErrorCode
 
 
 class _Message(BaseModel):
@@ -86,8 +88,10 @@ class PartialEvent(_Message):
 
 
 class InspectedEvent(_Message):
+    """What an inspection found, validated against the contract's bounds on arrival (contract/inspection.py)."""
+
     event: Literal["inspected"] = "inspected"
-    info: dict[str, Any]
+    info: UploadInfo
 
 
 class CompletedEvent(_Message):
@@ -97,8 +101,8 @@ class CompletedEvent(_Message):
 
 class FailedEvent(_Message):
     event: Literal["failed"] = "failed"
-    code: str
-    message: str
+    code: JobErrorCode
+    message: str = Field(max_length=20_000)
     report: Report | None = Field(None, description="what a failed run still measured and saved")
 
 

@@ -26,6 +26,7 @@ import zlib
 from pathlib import PurePosixPath
 
 from .errors import UnsupportedFormatError
+from .vocabulary import JobErrorCode
 
 CONFIG_LIMIT = 64 * 2**20  # a config JSON or a pickle larger than this is not a real archive's
 SAMPLE_LIMIT = 256 * 2**20
@@ -44,7 +45,6 @@ TENSOR_GLOBALS = {
     *(("torch", name) for name in ("float32", "float16", "bfloat16", "float64", "int64", "int32", "int8", "uint8")),
 }
 STORAGE = re.compile(r"(?:[A-Z][A-Za-z0-9]*)?Storage")  # torch.FloatStorage, torch.BFloat16Storage, ...
-SAFE_OPCODES_WITH_NAMES = {"GLOBAL", "STACK_GLOBAL", "INST"}
 REFUSED_OPCODES = {"EXT1", "EXT2", "EXT4"}  # the copyreg extension registry names callables by number
 
 
@@ -52,7 +52,7 @@ def refuse(reason: str) -> UnsupportedFormatError:
     return UnsupportedFormatError(
         f"this .pt2 archive cannot be loaded safely: {reason}. Export it again with torch.export.save from a "
         "plain model (tensors as weights and constants), or upload ONNX or safetensors weights",
-        code="pickle_refused",
+        code=JobErrorCode.PICKLE_REFUSED,
     )
 
 
@@ -65,7 +65,7 @@ def check_pt2_file(path) -> None:
         raise UnsupportedFormatError(
             "corrupt .pt2 archive: a member does not decompress (a damaged or cut-off file); upload it again, "
             "as torch.export.save wrote it",
-            code="corrupt_archive",
+            code=JobErrorCode.CORRUPT_ARCHIVE,
         ) from None
 
 
@@ -154,23 +154,82 @@ def _check_sample_inputs(archive: zipfile.ZipFile, name: str, member: str) -> No
 
 
 def _check_pickle(data: bytes, member: str) -> None:
-    """Every callable a pickle can reach is named by a GLOBAL/STACK_GLOBAL/INST opcode: allow only those
+    """Every callable a pickle can reach is named by a GLOBAL, INST or STACK_GLOBAL opcode: allow only those
     that rebuild tensors. pickletools reads opcodes; nothing is executed."""
-    strings: list[str] = []
     try:
-        for op, arg, _ in pickletools.genops(data):
-            if op.name in REFUSED_OPCODES:
-                raise refuse(f"{member!r} names a callable through the copyreg extension registry")
-            if isinstance(arg, str) and op.name.endswith("UNICODE"):
-                strings = [*strings[-1:], arg]
-            if op.name in SAFE_OPCODES_WITH_NAMES:
-                if op.name == "STACK_GLOBAL":
-                    if len(strings) < 2:
-                        raise refuse(f"{member!r} builds a global name at run time")
-                    module, attr = strings
-                else:
-                    module, _, attr = str(arg).partition(" ")
-                if (module, attr) not in TENSOR_GLOBALS and not (module == "torch" and STORAGE.fullmatch(attr)):
-                    raise refuse(f"{member!r} would call {module}.{attr} when loaded")
+        for module, attr in pickle_globals(data):
+            if (module, attr) not in TENSOR_GLOBALS and not (module == "torch" and STORAGE.fullmatch(attr)):
+                raise refuse(f"{member!r} would call {module}.{attr} when loaded")
+    except UnnamedGlobal as e:
+        raise refuse(f"{member!r} {e}") from None
     except ValueError as e:
         raise refuse(f"{member!r} is not a valid pickle ({e})") from None
+
+
+class UnnamedGlobal(Exception):
+    """A global whose name is not a plain string the scanner can read (built at load time)."""
+
+
+MARK = object()  # the stack's mark
+MEMO_PUT = {"PUT", "BINPUT", "LONG_BINPUT"}
+MEMO_GET = {"GET", "BINGET", "LONG_BINGET"}
+
+
+def pickle_globals(data: bytes) -> list[tuple[str, str]]:
+    """The (module, name) of every global a pickle would import, read by simulating its stack and memo
+    over pickletools' opcodes. STACK_GLOBAL takes its two names from the stack, and they may have been
+    stored in the memo and fetched back (`BINPUT` / `BINGET`) or duplicated: tracking only the last
+    strings seen would miss a name built that way. Anything not a plain string where a name is taken is
+    refused (UnnamedGlobal). Written by hand: scanners in the field (picklescan, fickling) flag a deny-list of
+    known-dangerous names; this is an allow-list, and must know every name."""
+    stack: list[object] = []
+    memo: dict[int, object] = {}
+    found: list[tuple[str, str]] = []
+
+    def pop(n: int) -> list[object]:
+        if n > len(stack):
+            raise ValueError("the stack runs empty")
+        taken = stack[len(stack) - n :] if n else []
+        del stack[len(stack) - n :]
+        return taken
+
+    for op, arg, _ in pickletools.genops(data):
+        if op.name in REFUSED_OPCODES:
+            raise UnnamedGlobal("names a callable through the copyreg extension registry")
+        if op.name in ("GLOBAL", "INST"):
+            module, _, attr = str(arg).partition(" ")
+            found.append((module, attr))
+        if op.name in MEMO_PUT:
+            memo[arg] = stack[-1] if stack else None
+            continue
+        if op.name == "MEMOIZE":
+            memo[len(memo)] = stack[-1] if stack else None
+            continue
+        if op.name in MEMO_GET:
+            stack.append(memo.get(arg))
+            continue
+        if op.name == "DUP":
+            stack.append(stack[-1] if stack else None)
+            continue
+        if op.name == "STACK_GLOBAL":
+            module, attr = pop(2)
+            if not (isinstance(module, str) and isinstance(attr, str)):
+                raise UnnamedGlobal("builds a global name at load time")
+            found.append((module, attr))
+            stack.append(None)
+            continue
+        before = [s.name for s in op.stack_before]
+        if "mark" in before:  # everything above the topmost mark, the mark, then what lies below it
+            while stack and stack[-1] is not MARK:
+                stack.pop()
+            if not stack:
+                raise ValueError("no mark on the stack")
+            stack.pop()
+            pop(before.index("mark"))
+        else:
+            pop(len(before))
+        for pushed in op.stack_after:
+            stack.append(
+                MARK if pushed.name == "mark" else arg if isinstance(arg, str) and pushed.name == "str" else None
+            )
+    return found

@@ -1,18 +1,18 @@
-"""The job report (DESIGN.md `results`, the engine CLI's report.json), typed. The engine builds it, the
-child sends it, the worker validates it, stores its artifacts and swaps engine file names for stored ids
-(`with_artifact_ids`), and the API documents it as `GET /v1/jobs/{id}`'s `results`."""
+"""The job report (the README's `results`, docs/measurement.md; the engine CLI's report.json), typed. The
+engine builds it, the child sends it, the worker validates it, stores its artifacts and swaps engine file
+names for stored ids (`with_artifact_ids`), and the API documents it as `GET /v1/jobs/{id}`'s `results`."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from .formats import ModelFormat
+from .inspection import DatasetInfo, InputInfo, Isolation
 from .measure import Interval, Measurement, ReferenceRatios
-
-Verdict = Literal["faster_and_smaller", "smaller_only", "faster_only", "no_gain", "inconclusive", "quality_lost"]
+from .vocabulary import Runtime, Verdict
 
 
 def _omitted_when_none(description: str, default: Any = None) -> Any:
@@ -67,7 +67,7 @@ class CandidateArtifact(_Section):
     """What a search measured of one artifact of a candidate."""
 
     candidate: str
-    runtime: str
+    runtime: Runtime
     artifact: str | None = Field(description="the stored artifact (front members only; the others were deleted)")
     accuracy_drop: float
     speedup_b1: float | None
@@ -139,23 +139,21 @@ class Final(_Section):
     within_budget: bool | None = _omitted_when_none("auto: whether the accuracy budget was met")
 
 
-class Isolation(_Section):
-    """The sandbox a job (or an inspection) ran in: `bwrap` with its layers, or `off` when an operator
-    disabled it (SQUEEZE_SANDBOX=off)."""
-
-    mode: Literal["bwrap", "off"]
-    layers: list[str] = []
+# the shape of a stored report: rows written under another version are migrated (migrations/), so a reader
+# never meets an older shape
+REPORT_SCHEMA_VERSION = 1
 
 
 class Report(_Section):
     """Baseline and every step measured in one run, on one machine."""
 
+    schema_version: Literal[1] = Field(REPORT_SCHEMA_VERSION, description="the report format's version")
     baseline: Measurement
     steps: list[StepReport]
     final: Final
-    input: dict[str, Any] = Field(description="the input spec the model was measured with")
-    data: dict[str, Any] | None = Field(None, description="the dataset the steps used")
-    eval_data: dict[str, Any] | None = Field(None, description="what quality was scored on, when not `data`")
+    input: InputInfo = Field(description="the input spec the model was measured with")
+    data: DatasetInfo | None = Field(None, description="the dataset the steps used")
+    eval_data: DatasetInfo | None = Field(None, description="what quality was scored on, when not `data`")
     failed: str | None = _omitted_when_none("a step failed after earlier ones: why (their artifacts are kept)")
     partial: bool | None = _omitted_when_none("a search's results while it still runs (or when it was stopped)")
     isolation: Isolation | None = _omitted_when_none("the sandbox the job ran in (set by the worker)")
@@ -174,3 +172,15 @@ class Report(_Section):
                     found.artifact = stored.get(found.artifact) if found.artifact else None
         report.final.artifact_id = stored[report.final.artifact_id]
         return report
+
+
+class PartialResults(_Section):
+    """What a cancelled job holds instead of a report when its search had stored nothing yet."""
+
+    schema_version: Literal[1] = REPORT_SCHEMA_VERSION
+
+
+# a job's stored `results`: a report (whole, or a search's so far), or the empty mark of a cancelled search
+STORED_RESULTS: TypeAdapter[Report | PartialResults] = TypeAdapter(
+    Annotated[Report | PartialResults, Field(union_mode="left_to_right")]
+)

@@ -1,7 +1,7 @@
 """Format detection from the bytes, never from the file name.
 
-Reads only magic bytes and, for zip archives, the central directory (names, no member is
-decompressed or deserialized), so the API process may call it on an upload too.
+Reads only magic bytes and, for zip archives, their structure (contract/zip_check.py: headers and the
+central directory, no member is decompressed or deserialized), so the API process may call it on an upload.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from pathlib import Path, PurePosixPath
 
 from .errors import UnsupportedFormatError
 from .formats import ACCEPTED_FORMATS_TEXT, ModelFormat
-from .pt2_archive import check_pt2_file
+from .vocabulary import JobErrorCode
+from .zip_check import check_single_archive
 
 PICKLE_REFUSAL = (
     "this file is a Python pickle (for example torch.save(model)); pickles can run arbitrary code when "
@@ -63,12 +64,12 @@ def classify_zip(names: list[str]) -> ModelFormat:
     if sum(p.suffix == ".onnx" for p in rel) == 1:
         return ModelFormat.ONNX
     if "data.pkl" in as_text:
-        raise UnsupportedFormatError(PICKLE_REFUSAL, code="pickle_refused")
+        raise UnsupportedFormatError(PICKLE_REFUSAL, code=JobErrorCode.PICKLE_REFUSED)
     if any(p.name == "pytorch_model.bin" for p in rel):
         raise UnsupportedFormatError(
             "this Hugging Face checkpoint holds pickled weights (pytorch_model.bin); save it with "
             "save_pretrained(..., safe_serialization=True) to get *.safetensors and zip that folder",
-            code="pickle_refused",
+            code=JobErrorCode.PICKLE_REFUSED,
         )
     raise UnsupportedFormatError(f"unrecognised zip archive; upload {ACCEPTED_FORMATS_TEXT}")
 
@@ -76,33 +77,24 @@ def classify_zip(names: list[str]) -> ModelFormat:
 def detect_format(path: str | Path) -> ModelFormat:
     path = Path(path)
     if not path.is_file():
-        raise UnsupportedFormatError(f"no model file at {path}", code="not_found")
+        raise UnsupportedFormatError(f"no model file at {path}", code=JobErrorCode.NOT_FOUND)
     size = path.stat().st_size
     if size == 0:
-        raise UnsupportedFormatError("the file is empty", code="empty_file")
+        raise UnsupportedFormatError("the file is empty", code=JobErrorCode.EMPTY_FILE)
     with open(path, "rb") as f:
         head = f.read(64)
     if zipfile.is_zipfile(path):
-        fmt = classify_zip(_zip_names(path))
-        if fmt == ModelFormat.PT2:
-            check_pt2_file(path)  # pickled constants and compiled code are refused at upload, with the reason
-        return fmt
+        # the structure here (bounded: headers only); what the members hold is checked where they are read,
+        # in the sandbox (a .pt2's pickles: formats/exported.py), never in the API process
+        return classify_zip(check_single_archive(path))
     _refuse_truncated_zip(head)
     if _looks_like_pickle(head):
-        raise UnsupportedFormatError(PICKLE_REFUSAL, code="pickle_refused")
+        raise UnsupportedFormatError(PICKLE_REFUSAL, code=JobErrorCode.PICKLE_REFUSED)
     if _looks_like_safetensors(head, size):
         return ModelFormat.SAFETENSORS
     if _looks_like_onnx(head):
         return ModelFormat.ONNX
     raise UnsupportedFormatError(f"unrecognised model file; upload {ACCEPTED_FORMATS_TEXT}")
-
-
-def _zip_names(path: Path) -> list[str]:
-    try:
-        with zipfile.ZipFile(path) as zf:
-            return zf.namelist()
-    except (zipfile.BadZipFile, OSError) as e:
-        raise UnsupportedFormatError(f"corrupt zip archive: {e}", code="corrupt_archive") from None
 
 
 def _refuse_truncated_zip(head: bytes) -> None:
@@ -111,7 +103,7 @@ def _refuse_truncated_zip(head: bytes) -> None:
         raise UnsupportedFormatError(
             "the file starts like a zip archive but has no central directory: it is truncated or corrupt; "
             "upload the complete file",
-            code="corrupt_archive",
+            code=JobErrorCode.CORRUPT_ARCHIVE,
         )
 
 
@@ -149,19 +141,19 @@ def detect_dataset_format(path: str | Path) -> str:
     """`npz`, `safetensors`, `image_zip`, `jsonl` or `csv`, from the bytes (torch-free, for the API process too)."""
     path = Path(path)
     if not path.is_file():
-        raise UnsupportedFormatError(f"no dataset file at {path}", code="not_found")
+        raise UnsupportedFormatError(f"no dataset file at {path}", code=JobErrorCode.NOT_FOUND)
     if path.stat().st_size == 0:
-        raise UnsupportedFormatError("the dataset file is empty", code="empty_file")
+        raise UnsupportedFormatError("the dataset file is empty", code=JobErrorCode.EMPTY_FILE)
     with open(path, "rb") as f:
         head = f.read(64)
     if zipfile.is_zipfile(path):
-        names = [n for n in _zip_names(path) if not n.endswith("/")]
+        names = [n for n in check_single_archive(path) if not n.endswith("/")]
         return "npz" if names and all(n.endswith(".npy") for n in names) else "image_zip"
     _refuse_truncated_zip(head)
     if _looks_like_pickle(head):
         raise UnsupportedFormatError(
             f"this file is a Python pickle, which can run code when loaded; upload {DATASET_FORMATS_TEXT}",
-            code="pickle_refused",
+            code=JobErrorCode.PICKLE_REFUSED,
         )
     if _looks_like_safetensors(head, path.stat().st_size):
         return "safetensors"

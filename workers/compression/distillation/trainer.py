@@ -123,38 +123,81 @@ def train(
         return _train(student, teacher, train_data, val_data, step, phase, device, vocabulary)
 
 
-def _train(
-    student, teacher, train_data, val_data, step: DistillStep, phase: Phase, device: str, vocabulary: int | None
-) -> TrainingOutcome:
-    student.to(device)
-    use_teacher = teacher is not None
-    live_teacher = use_teacher and (step.augment or bool(step.features))
-    cached = every_output(teacher, train_data, device) if use_teacher and not live_teacher else None
-    val_reference = teacher_outputs(teacher, val_data, device) if use_teacher and val_data is not None else None
-    if val_data is not None and val_data.y is None and val_reference is None:
-        raise RecipeError("training without labels needs a teacher to validate against")
+class Teacher:
+    """What the student learns from: the teacher's outputs over the training data, computed once (cached),
+    or live per batch when the batches change (augmentation) or features are matched; and its outputs on
+    the validation data. A None teacher trains on the labels alone."""
 
-    taps_s = FeatureTaps(student, [p.student for p in step.features]) if step.features else None
-    taps_t = FeatureTaps(teacher, [p.teacher for p in step.features]) if step.features else None
-    projections = nn.ModuleList()
-    if step.features:
+    def __init__(self, teacher: nn.Module | None, step: DistillStep, train_data: Dataset, val_data, device: str):
+        self.module, self.device = teacher, device
+        live = teacher is not None and (step.augment or bool(step.features))
+        self.cached = every_output(teacher, train_data, device) if teacher is not None and not live else None
+        self.on_val = (
+            teacher_outputs(teacher, val_data, device) if teacher is not None and val_data is not None else None
+        )
+        if val_data is not None and val_data.y is None and self.on_val is None:
+            raise RecipeError("training without labels needs a teacher to validate against")
+
+    def outputs(self, idx: torch.Tensor, x: torch.Tensor) -> list[torch.Tensor]:
+        if self.cached is not None:
+            return [c[idx].to(self.device) for c in self.cached]
         with torch.no_grad():
-            x = train_data.x[:2].to(device)
-            teacher(x), student.eval()(x)
-        for pair in step.features:
-            projections.append(projection(taps_s.values[pair.student], taps_t.values[pair.teacher]))
-        projections.to(device)
+            return [t.float() for t in all_tensors(self.module(x))]
 
-    params = [
-        p for p in [*student.parameters(), *projections.parameters()] if p.requires_grad and p.is_floating_point()
-    ]
+
+class FeatureMatching:
+    """FitNets-style hints: named student layers regressed (through a learned projection) onto named teacher
+    layers. Its forward hooks stay on the two models until `close()`."""
+
+    def __init__(self, student: nn.Module, teacher: nn.Module, step: DistillStep, sample: torch.Tensor, device: str):
+        self.pairs, self.weight = step.features, step.feature_weight
+        self.student = FeatureTaps(student, [p.student for p in self.pairs])
+        try:
+            self.teacher = FeatureTaps(teacher, [p.teacher for p in self.pairs])
+        except BaseException:
+            self.student.close()
+            raise
+        self.projections = nn.ModuleList()
+        with torch.no_grad():  # one pass to learn the features' shapes
+            teacher(sample), student.eval()(sample)
+        for pair in self.pairs:
+            self.projections.append(projection(self.student.values[pair.student], self.teacher.values[pair.teacher]))
+        self.projections.to(device)
+
+    def loss(self) -> torch.Tensor:
+        """The weighted hint loss of the last forward pass of both models."""
+        total = 0.0
+        for proj, pair in zip(self.projections, self.pairs):
+            s_f = proj(self.student.values[pair.student].float())
+            total = total + self.weight * _match(s_f, self.teacher.values[pair.teacher].float().detach())
+        return total
+
+    def close(self) -> None:
+        self.student.close()
+        self.teacher.close()
+
+
+class NoFeatures:
+    projections = nn.ModuleList()
+
+    def loss(self) -> float:
+        return 0.0
+
+    def close(self) -> None:
+        pass
+
+
+def _optimizer(step: DistillStep, params: list[torch.Tensor]) -> torch.optim.Optimizer:
     if step.optimizer == "sgd":
-        optimizer = torch.optim.SGD(
+        return torch.optim.SGD(
             params, lr=step.learning_rate, momentum=0.9, nesterov=True, weight_decay=step.weight_decay
         )
-    else:
-        optimizer = torch.optim.AdamW(params, lr=step.learning_rate, weight_decay=step.weight_decay)
-    per_epoch = math.ceil(len(train_data) / step.batch_size)
+    return torch.optim.AdamW(params, lr=step.learning_rate, weight_decay=step.weight_decay)
+
+
+def _schedule(optimizer: torch.optim.Optimizer, step: DistillStep, samples: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up over `warmup_epochs`, then cosine decay to zero at the last step."""
+    per_epoch = math.ceil(samples / step.batch_size)
     total, warmup = step.epochs * per_epoch, int(step.warmup_epochs * per_epoch)
 
     def lr_factor(i: int) -> float:
@@ -162,119 +205,167 @@ def _train(
             return (i + 1) / warmup
         return 0.5 * (1 + math.cos(math.pi * (i - warmup) / max(1, total - warmup)))
 
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
-    amp_dtype = _amp_dtype(step.amp, device)
-    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
 
-    outcome = TrainingOutcome()
-    best_state = None
-    start = 0
-    print_fp = fingerprint(step, phase.name, len(train_data))
-    if phase.checkpoint is not None and phase.checkpoint.is_file():
-        saved = torch.load(phase.checkpoint, weights_only=True, map_location=device)
-        if saved.get("fingerprint") == print_fp:
-            student.load_state_dict(saved["student"])
-            projections.load_state_dict(saved["projections"])
-            optimizer.load_state_dict(saved["optimizer"])
-            schedule.load_state_dict(saved["schedule"])
-            torch.set_rng_state(saved["rng"])
-            best_state = saved["best_state"]
-            outcome.history = json.loads(saved["history"])
-            outcome.best_epoch, outcome.best_metric = saved["best_epoch"], saved["best_metric"]
-            start = outcome.resumed_from = saved["epoch"]
-            phase.progress(start / step.epochs, f"resumed from epoch {start}")
 
-    for epoch in range(start, step.epochs):
-        if stale_epochs_exceeded(step, outcome, epoch):
-            outcome.stopped_early = True
-            break
-        student.train()
-        g = torch.Generator().manual_seed(step.seed * 100_003 + epoch)
-        order = torch.randperm(len(train_data), generator=g)
-        running, count = 0.0, 0
-        for i in range(0, len(train_data), step.batch_size):
-            idx = order[i : i + step.batch_size]
-            x = train_data.x[idx]
-            if step.augment:
-                x = shift_images(x, g)
-            x = x.to(device)
-            y = train_data.y[idx].to(device) if train_data.y is not None else None
-            with torch.autocast(device_type="cuda", dtype=amp_dtype, enabled=amp_dtype is not None):
-                outs = [o.float() for o in all_tensors(student(x))]
-                out = outs[0]
-                if not use_teacher:
-                    loss = F.cross_entropy(out, y)
-                else:
-                    if cached is not None:
-                        t_outs = [c[idx].to(device) for c in cached]
-                    else:
-                        with torch.no_grad():
-                            t_outs = [t.float() for t in all_tensors(teacher(x))]
-                    loss = distillation_loss(
-                        out,
-                        t_outs[0],
-                        y,
-                        kind=step.loss,
-                        temperature=step.temperature,
-                        alpha=step.alpha,
-                        output_loss=step.output_loss,
-                        vocabulary=vocabulary,
-                    )
-                    # a model's other heads (landmarks, scores) follow the teacher's too
-                    for s_out, t_out in zip(outs[1:], t_outs[1:]):
-                        loss = loss + task_loss(s_out, None, t_out, vocabulary)
-                    for proj, pair in zip(projections, step.features):
-                        s_f = proj(taps_s.values[pair.student].float())
-                        loss = loss + step.feature_weight * _match(s_f, taps_t.values[pair.teacher].float().detach())
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                loss.backward()
-                optimizer.step()
-            schedule.step()
-            running += loss.item() * len(idx)
-            count += len(idx)
-        record = {"epoch": epoch + 1, "loss": round(running / max(1, count), 5)}
-        metric = validate(student, val_data, val_reference, device) if val_data is not None else None
-        if metric is not None:
-            record["val"] = round(metric, 5)
-        outcome.history.append(record)
-        if metric is None or outcome.best_metric is None or metric > outcome.best_metric:
-            outcome.best_metric, outcome.best_epoch = metric, epoch + 1
-            best_state = copy.deepcopy(student.state_dict())
-        if phase.checkpoint is not None:
-            _save(
-                phase,
-                {
-                    "fingerprint": print_fp,
-                    "epoch": epoch + 1,
-                    "student": student.state_dict(),
-                    "projections": projections.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "schedule": schedule.state_dict(),
-                    "rng": torch.get_rng_state(),
-                    "best_state": best_state,
-                    "best_epoch": outcome.best_epoch,
-                    "best_metric": outcome.best_metric,
-                    "history": json.dumps(outcome.history),
-                },
-            )
-        # reported once the checkpoint is safe, so "epoch k" means a retry resumes after epoch k
-        phase.progress(
-            (epoch + 1) / step.epochs,
-            f"epoch {epoch + 1}/{step.epochs}: loss {record['loss']:.4f}"
-            + (f", validation {metric:.4f}" if metric is not None else ""),
+@dataclass
+class Run:
+    """Everything a training run changes, as saved in its checkpoint and resumed from it."""
+
+    student: nn.Module
+    features: FeatureMatching | NoFeatures
+    optimizer: torch.optim.Optimizer
+    schedule: torch.optim.lr_scheduler.LambdaLR
+    fingerprint: str
+    amp_dtype: torch.dtype | None = None  # mixed precision on CUDA
+    scaler: torch.amp.GradScaler | None = None  # fp16 needs its gradients scaled
+    outcome: TrainingOutcome = field(default_factory=TrainingOutcome)
+    best_state: dict | None = None
+
+    def resume(self, checkpoint: Path | None, device: str) -> int:
+        """The epoch to start at: after the checkpoint's, when it is this very run's (same fingerprint)."""
+        if checkpoint is None or not checkpoint.is_file():
+            return 0
+        saved = torch.load(checkpoint, weights_only=True, map_location=device)
+        if saved.get("fingerprint") != self.fingerprint:
+            return 0
+        self.student.load_state_dict(saved["student"])
+        self.features.projections.load_state_dict(saved["projections"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.schedule.load_state_dict(saved["schedule"])
+        torch.set_rng_state(saved["rng"])
+        self.best_state = saved["best_state"]
+        self.outcome.history = json.loads(saved["history"])
+        self.outcome.best_epoch, self.outcome.best_metric = saved["best_epoch"], saved["best_metric"]
+        self.outcome.resumed_from = saved["epoch"]
+        return saved["epoch"]
+
+    def state(self, epoch: int) -> dict:
+        return {
+            "fingerprint": self.fingerprint,
+            "epoch": epoch,
+            "student": self.student.state_dict(),
+            "projections": self.features.projections.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "rng": torch.get_rng_state(),
+            "best_state": self.best_state,
+            "best_epoch": self.outcome.best_epoch,
+            "best_metric": self.outcome.best_metric,
+            "history": json.dumps(self.outcome.history),
+        }
+
+    def keep_if_best(self, epoch: int, metric: float | None) -> None:
+        if metric is None or self.outcome.best_metric is None or metric > self.outcome.best_metric:
+            self.outcome.best_metric, self.outcome.best_epoch = metric, epoch
+            self.best_state = copy.deepcopy(self.student.state_dict())
+
+
+def _train(
+    student, teacher, train_data, val_data, step: DistillStep, phase: Phase, device: str, vocabulary: int | None
+) -> TrainingOutcome:
+    student.to(device)
+    signal = Teacher(teacher, step, train_data, val_data, device)
+    features = (
+        FeatureMatching(student, teacher, step, train_data.x[:2].to(device), device) if step.features else NoFeatures()
+    )
+    try:
+        params = [
+            p
+            for p in [*student.parameters(), *features.projections.parameters()]
+            if p.requires_grad and p.is_floating_point()
+        ]
+        optimizer = _optimizer(step, params)
+        run = Run(
+            student,
+            features,
+            optimizer,
+            _schedule(optimizer, step, len(train_data)),
+            fingerprint(step, phase.name, len(train_data)),
+            amp_dtype=(amp := _amp_dtype(step.amp, device)),
+            scaler=torch.amp.GradScaler("cuda") if amp == torch.float16 else None,
         )
-    if taps_s:
-        taps_s.close()
-        taps_t.close()
-    if best_state is not None:
-        student.load_state_dict(best_state)
+        start = run.resume(phase.checkpoint, device)
+        if start:
+            phase.progress(start / step.epochs, f"resumed from epoch {start}")
+        for epoch in range(start, step.epochs):
+            if stale_epochs_exceeded(step, run.outcome, epoch):
+                run.outcome.stopped_early = True
+                break
+            loss = _epoch(run, signal, train_data, step, epoch, device, vocabulary)
+            record = {"epoch": epoch + 1, "loss": round(loss, 5)}
+            metric = validate(student, val_data, signal.on_val, device) if val_data is not None else None
+            if metric is not None:
+                record["val"] = round(metric, 5)
+            run.outcome.history.append(record)
+            run.keep_if_best(epoch + 1, metric)
+            if phase.checkpoint is not None:
+                _save(phase, run.state(epoch + 1))
+            # reported once the checkpoint is safe, so "epoch k" means a retry resumes after epoch k
+            phase.progress(
+                (epoch + 1) / step.epochs,
+                f"epoch {epoch + 1}/{step.epochs}: loss {record['loss']:.4f}"
+                + (f", validation {metric:.4f}" if metric is not None else ""),
+            )
+    finally:
+        features.close()  # the hooks come off the models whatever happened
+    if run.best_state is not None:
+        student.load_state_dict(run.best_state)
     student.eval()
-    return outcome
+    return run.outcome
+
+
+def _epoch(
+    run: Run, teacher: Teacher, data: Dataset, step: DistillStep, epoch: int, device: str, vocabulary: int | None
+) -> float:
+    """One pass over the data in a seeded order; the mean loss per sample."""
+    run.student.train()
+    amp_dtype, scaler = run.amp_dtype, run.scaler
+    g = torch.Generator().manual_seed(step.seed * 100_003 + epoch)
+    order = torch.randperm(len(data), generator=g)
+    running, count = 0.0, 0
+    for i in range(0, len(data), step.batch_size):
+        idx = order[i : i + step.batch_size]
+        x = shift_images(data.x[idx], g) if step.augment else data.x[idx]
+        x = x.to(device)
+        y = data.y[idx].to(device) if data.y is not None else None
+        with torch.autocast(device_type="cuda", dtype=amp_dtype, enabled=amp_dtype is not None):
+            loss = _batch_loss(run, teacher, idx, x, y, step, vocabulary)
+        run.optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(run.optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            run.optimizer.step()
+        run.schedule.step()
+        running += loss.item() * len(idx)
+        count += len(idx)
+    return running / max(1, count)
+
+
+def _batch_loss(
+    run: Run, teacher: Teacher, idx: torch.Tensor, x: torch.Tensor, y, step: DistillStep, vocabulary: int | None
+) -> torch.Tensor:
+    outs = [o.float() for o in all_tensors(run.student(x))]
+    if teacher.module is None:
+        return F.cross_entropy(outs[0], y)
+    t_outs = teacher.outputs(idx, x)
+    loss = distillation_loss(
+        outs[0],
+        t_outs[0],
+        y,
+        kind=step.loss,
+        temperature=step.temperature,
+        alpha=step.alpha,
+        output_loss=step.output_loss,
+        vocabulary=vocabulary,
+    )
+    # a model's other heads (landmarks, scores) follow the teacher's too
+    for s_out, t_out in zip(outs[1:], t_outs[1:]):
+        loss = loss + task_loss(s_out, None, t_out, vocabulary)
+    return loss + run.features.loss()
 
 
 def stale_epochs_exceeded(step: DistillStep, outcome: TrainingOutcome, epoch: int) -> bool:

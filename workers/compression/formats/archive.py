@@ -7,7 +7,8 @@ import stat
 import zipfile
 from pathlib import Path, PurePosixPath
 
-from ..contract.errors import InvalidModelError
+from ..contract.errors import InvalidModelError, UnsupportedFormatError
+from ..contract.zip_check import check_single_archive
 
 MAX_MEMBERS = 10_000
 MAX_UNCOMPRESSED_BYTES = 64 * 2**30  # a zip bomb stops here, a real checkpoint does not
@@ -18,11 +19,37 @@ RATIO_FLOOR = 1 << 20
 DISK_HEADROOM = 1.1  # extraction needs what the members declare, and a tenth more, free on the disk
 
 
+def single_archive(path: Path, error=InvalidModelError) -> list[str]:
+    """The member names of `path`, which must be exactly one well-formed zip (contract/zip_check.py): the
+    sandboxed reader checks again what the API checked at upload, on the bytes it is about to read."""
+    try:
+        return check_single_archive(path)
+    except UnsupportedFormatError as e:
+        raise error(e.message, code=e.code) from None
+
+
+def torch_reads_the_same(path: Path) -> None:
+    """torch's own zip reader (miniz) must list exactly the members Python's zipfile does: the archive is
+    read one way, whoever reads it."""
+    import torch
+
+    names = single_archive(path)
+    try:
+        records = set(torch._C.PyTorchFileReader(str(path)).get_all_records())
+    except RuntimeError as e:
+        raise InvalidModelError(f"torch cannot read this archive: {str(e).splitlines()[0]}") from None
+    root = names[0].split("/", 1)[0] + "/" if names else ""
+    ours = {n[len(root) :] for n in names if not n.endswith("/")}
+    if records != ours:
+        raise InvalidModelError("torch's reader and Python's see different members in this archive; it is refused")
+
+
 def extract_zip(path: Path, dest: Path) -> Path:
     """Extracts `path` into `dest`, refusing absolute paths, `..`, links and bombs.
 
     Returns the folder that holds the content (the single top-level folder when there is one).
     """
+    single_archive(path)
     try:
         zf = zipfile.ZipFile(path)
     except zipfile.BadZipFile as e:

@@ -12,7 +12,10 @@ import torch
 from torch import nn
 
 from ..contract.errors import InvalidModelError
+from ..contract.inspection import FormatFacts
 from ..contract.pt2_archive import check_pt2_file
+from ..contract.vocabulary import Runtime
+from .archive import torch_reads_the_same
 from .packed import fold_packed_weights, is_packed
 from .spec import InputSpec, LoadedModel, ModelFormat, check_input_names, module_device, spec_of_inputs
 
@@ -92,6 +95,7 @@ def load_pt2(path: Path) -> LoadedModel:
     # without it a fresh process cannot deserialize an int8 artifact
     import torch.ao.quantization.fx._decomposed  # noqa: F401
 
+    torch_reads_the_same(path)  # one archive, read one way (contract/zip_check.py)
     check_pt2_file(path)  # refuses anything the loader would unpickle or run, before it reads a byte of it
     try:
         with weights_only_torch_load():  # a second belt: torch.load as the loader calls it takes only tensors
@@ -103,9 +107,9 @@ def load_pt2(path: Path) -> LoadedModel:
         raise InvalidModelError("the program takes no tensor input")
     spec = _program_spec(values)
     module = program.module()
-    info = {}
+    facts = FormatFacts()
     if is_packed(module):  # pruned weights stored sparse: rebuilt once here, not on every call
-        info["sparse_weights_rebuilt"] = fold_packed_weights(module)
+        facts.sparse_weights_rebuilt = fold_packed_weights(module)
     # exported programs are captured in inference mode and refuse .eval(); the flag tells exporters so
     module.training = False
     if spec.names:
@@ -116,9 +120,9 @@ def load_pt2(path: Path) -> LoadedModel:
         format=ModelFormat.PT2,
         input_spec=spec,
         size_bytes=path.stat().st_size,
-        runtime="eager",
+        runtime=Runtime.EAGER,
         path=path,
-        info=info,
+        facts=facts,
     )
 
 

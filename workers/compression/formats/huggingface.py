@@ -6,12 +6,14 @@ import inspect
 import json
 import os
 import tempfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import torch
 from torch import nn
 
 from ..contract.errors import InvalidModelError
+from ..contract.inspection import FormatFacts
+from ..contract.vocabulary import Runtime
 from .archive import extract_zip
 from .spec import InputSpec, LoadedModel, ModelFormat, check_input_names
 
@@ -60,9 +62,9 @@ def load_huggingface(path: Path, *, sequence_length: int | None = None) -> Loade
     if getattr(model.config, "use_cache", False):  # the key/value cache serves generation, not one forward pass
         model.config.use_cache = False
     module = HuggingFaceOutputs(model.eval())
-    info = {"arch": type(model).__name__, "model_type": config.model_type, "tokenizer": tokenizer is not None}
+    facts = FormatFacts(arch=type(model).__name__, model_type=config.model_type, tokenizer=tokenizer is not None)
     if type(model).__name__.endswith("ForCausalLM"):
-        info["task"] = "causal_lm"
+        facts.task = "causal_lm"
     if module.main_input == "pixel_values":  # image models (ViT-style): channels x size x size
         size = getattr(config, "image_size", 224)
         size = tuple(size) if isinstance(size, (list, tuple)) else (size, size)
@@ -71,22 +73,22 @@ def load_huggingface(path: Path, *, sequence_length: int | None = None) -> Loade
         # the sequence length is dynamic: a dataset's own length is used; examples take the default
         longest = getattr(config, "max_position_embeddings", 512) or 512
         seq = sequence_length or min(DEFAULT_SEQUENCE_LENGTH, longest)
-        info["max_sequence_length"] = longest
+        facts.max_sequence_length = longest
         spec = InputSpec(
             shape=(None, sequence_length), dtype=torch.int64, high=getattr(config, "vocab_size", None), sizes=(seq,)
         )
     if tokenizer is not None:
-        from ..text import Tokenizer
+        from .tokenizer import Tokenizer
 
-        tokenizer = Tokenizer(tokenizer, info.get("max_sequence_length", 512), _label_names(config))
+        tokenizer = Tokenizer(tokenizer, facts.max_sequence_length or 512, _label_names(config))
     return LoadedModel(
         module=module,
         format=ModelFormat.HUGGINGFACE,
         input_spec=spec,
         size_bytes=path.stat().st_size,
-        runtime="eager",
+        runtime=Runtime.EAGER,
         path=path,
-        info=info,
+        facts=facts,
         tokenizer=tokenizer,
     )
 
@@ -113,6 +115,8 @@ def _load_folder(folder: Path):
         raise InvalidModelError(f"config.json is not valid JSON: {e}") from None
     if "auto_map" in raw:
         raise InvalidModelError("this checkpoint needs custom code (auto_map in config.json); remote code is never run")
+    for index in folder.glob("*.index.json"):
+        _check_shard_index(folder, index)
     try:
         config = transformers.AutoConfig.from_pretrained(folder, local_files_only=True, trust_remote_code=False)
     except Exception as e:
@@ -128,6 +132,24 @@ def _load_folder(folder: Path):
     except Exception as e:
         raise InvalidModelError(f"cannot load the checkpoint: {type(e).__name__}: {e}") from None
     return model, config, _load_tokenizer(folder)
+
+
+def _check_shard_index(folder: Path, index: Path) -> None:
+    """A sharded checkpoint's index (`model.safetensors.index.json`, `pytorch_model.bin.index.json`) names the
+    file of every weight: each must be a plain file name in the folder, checked like an archive member is
+    (no `..`, no absolute path, no sub-folder, no link), before transformers opens any of them."""
+    try:
+        weight_map = json.loads(index.read_text()).get("weight_map")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as e:
+        raise InvalidModelError(f"{index.name} is not a valid shard index: {e}") from None
+    if not isinstance(weight_map, dict):
+        raise InvalidModelError(f"{index.name} has no weight_map")
+    for weight, shard in weight_map.items():
+        path = PurePosixPath(str(shard))
+        if not isinstance(shard, str) or len(path.parts) != 1 or path.name in ("", ".", "..") or "\\" in shard:
+            raise InvalidModelError(f"{index.name} maps {str(weight)[:100]!r} to {str(shard)[:100]!r}, outside the folder")
+        if (folder / shard).is_symlink() or not (folder / shard).is_file():
+            raise InvalidModelError(f"{index.name} maps {str(weight)[:100]!r} to {shard!r}, which the archive lacks")
 
 
 def _load_tokenizer(folder: Path):

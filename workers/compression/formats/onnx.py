@@ -12,6 +12,8 @@ import torch
 from torch import nn
 
 from ..contract.errors import InvalidModelError
+from ..contract.inspection import FormatFacts
+from ..contract.vocabulary import Runtime
 from .archive import extract_zip
 from .exported import export_arguments
 from .spec import InputSpec, LoadedModel, ModelFormat, check_input_names, spec_of_inputs
@@ -150,9 +152,9 @@ def load_onnx(path: Path, *, threads: int | None = None, device: str = "cpu") ->
         format=ModelFormat.ONNX,
         input_spec=_input_spec(module.session.get_inputs()),
         size_bytes=path.stat().st_size,
-        runtime="onnxruntime",
+        runtime=Runtime.ONNXRUNTIME,
         path=model_path,
-        info={"opsets": opsets, "producer": proto.producer_name, **({"notes": notes} if notes else {})},
+        facts=FormatFacts(opsets=opsets, producer=proto.producer_name, notes=notes),
     )
 
 

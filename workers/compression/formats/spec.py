@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from ..contract.formats import ACCEPTED_FORMATS_TEXT, FILE_SUFFIX, ModelFormat
+from ..contract.inspection import FormatFacts, InputInfo
 
 __all__ = ["ACCEPTED_FORMATS_TEXT", "FILE_SUFFIX", "InputSpec", "LoadedModel", "ModelFormat", "module_device"]
 
@@ -91,11 +92,13 @@ class InputSpec:
                 x[:, i] = torch.arange(shape[-1]) if fill is None else fill
         return x
 
-    def to_dict(self) -> dict:
-        out = {"shape": list(self.shape), "dtype": str(self.dtype).removeprefix("torch."), "high": self.high}
-        if self.names:
-            out["names"] = list(self.names)
-        return out
+    def info(self) -> InputInfo:
+        return InputInfo(
+            shape=list(self.shape),
+            dtype=str(self.dtype).removeprefix("torch."),
+            high=self.high,
+            names=list(self.names) if self.names else None,
+        )
 
 
 @dataclass
@@ -108,7 +111,7 @@ class LoadedModel:
     size_bytes: int
     runtime: str  # what executes it: eager, torchscript, onnxruntime
     path: Path | None = None
-    info: dict = field(default_factory=dict)  # format-specific facts (architecture name, opset, ...)
+    facts: FormatFacts = field(default_factory=FormatFacts)  # format-specific (architecture name, opsets, ...)
     tokenizer: object | None = None  # a Hugging Face upload's own tokenizer, for text datasets
 
     def bind_inputs(self, names: tuple[str, ...]) -> None:

@@ -10,12 +10,15 @@ import torch
 from torch import nn
 
 from ..contract.errors import InvalidModelError
+from ..contract.vocabulary import Runtime
+from .archive import torch_reads_the_same
 from .spec import InputSpec, LoadedModel, ModelFormat
 
 
 def load_torchscript(path: Path, input_spec: InputSpec | None) -> LoadedModel:
     # torch.jit.load's unpickler is TorchScript's own restricted one: it rebuilds tensors and
     # TorchScript classes, never arbitrary Python callables.
+    torch_reads_the_same(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -27,7 +30,7 @@ def load_torchscript(path: Path, input_spec: InputSpec | None) -> LoadedModel:
         format=ModelFormat.TORCHSCRIPT,
         input_spec=input_spec,
         size_bytes=path.stat().st_size,
-        runtime="torchscript",
+        runtime=Runtime.TORCHSCRIPT,
         path=path,
     )
 

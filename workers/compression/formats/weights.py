@@ -14,7 +14,9 @@ import torch
 from torch import nn
 
 from ..contract.errors import InvalidModelError
+from ..contract.inspection import FormatFacts
 from ..contract.sniff import safetensors_metadata
+from ..contract.vocabulary import Runtime
 from .spec import InputSpec, LoadedModel, ModelFormat
 
 
@@ -93,9 +95,9 @@ def load_weights(
         format=ModelFormat.SAFETENSORS,
         input_spec=InputSpec(shape=(None, *shape[1:]), dtype=torch.float32),
         size_bytes=path.stat().st_size,
-        runtime="eager",
+        runtime=Runtime.EAGER,
         path=path,
-        info={"arch": arch, "arch_kwargs": arch_kwargs},
+        facts=FormatFacts(arch=arch, arch_kwargs=arch_kwargs),
     )
 
 

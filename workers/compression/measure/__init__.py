@@ -10,6 +10,7 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +25,7 @@ from ..contract.measure import (
     ReferenceRatios,
     Timing,
 )
+from ..contract.vocabulary import Runtime
 from ..data import Dataset
 from ..formats.onnx import OnnxModule
 from ..formats.spec import LoadedModel
@@ -122,76 +124,152 @@ def measure_models(
     references = list(references or [None] * len(models))
     report = progress or (lambda f, s: None)
     for m in models:
-        if m.runtime != "onnxruntime":
+        if m.runtime != Runtime.ONNXRUNTIME:
             m.module.to(device)
+    inputs = Inputs.of(models, data, settings.batch, device, threads)
+    timed = _timed(models, inputs, settings, threads, references, report)
+    report(0.8, "scoring outputs")
+    scores = _scores(models, data, settings, device)
+    timing = timed.record(threads, inputs.threads_b1)
+    env = environment(device, threads)
+    stats_b1, stats_bn = timed.stats_b1, timed.stats_bn
+    measurements = []
+    for i, m in enumerate(models):
+        params, nonzero = count_params(m.module)
+        measurements.append(
+            Measurement(
+                size_bytes=m.size_bytes,
+                params=params,
+                nonzero_params=nonzero,
+                macs=inputs.macs[i],
+                latency_ms=Latency(b1=stats_b1[i], bN=stats_bn[i], batch=settings.batch),
+                throughput_per_s=settings.batch / stats_bn[i].p50 * 1000.0 if stats_bn[i] else None,
+                peak_mem_bytes=peak_memory(m.module, inputs.bn[i], device),
+                **vars(scores[i]),
+                device=device,
+                runtime=m.runtime,
+                env=env,
+                timing=timing,
+            )
+        )
+    report(1.0, "measured")
+    return measurements, timed.ratios
 
-    inputs_b1 = [_batch_input(m, data, 1, device) for m in models]
-    inputs_bn = [_batch_input(m, data, settings.batch, device) for m in models]
-    runnable = [0] + [i for i in range(1, len(models)) if _runs(models[i], inputs_bn[i])]
-    if not _runs(models[0], inputs_bn[0]):  # e.g. a program exported with a fixed batch of 1
-        runnable = []
-    macs = [count_macs(m.module, x) for m, x in zip(models, inputs_b1)]
 
-    threads_b1 = _b1_threads(models[0], inputs_b1[0], threads, device)
+@dataclass
+class Inputs:
+    """What every model is timed on: a batch of 1 and of N (the dataset's first samples, tiled when it has
+    fewer), which models can run batch N at all, their MACs, and the threads batch 1 is timed on."""
+
+    b1: list[torch.Tensor]
+    bn: list[torch.Tensor]
+    runnable: list[int]
+    macs: list[int | None]
+    threads_b1: int
+
+    @classmethod
+    def of(cls, models: list[LoadedModel], data: Dataset | None, batch: int, device: str, threads: int) -> Inputs:
+        b1 = [_batch_input(m, data, 1, device) for m in models]
+        bn = [_batch_input(m, data, batch, device) for m in models]
+        runnable = [0] + [i for i in range(1, len(models)) if _runs(models[i], bn[i])]
+        if not _runs(models[0], bn[0]):  # e.g. a program exported with a fixed batch of 1
+            runnable = []
+        macs = [count_macs(m.module, x) for m, x in zip(models, b1)]
+        return cls(b1, bn, runnable, macs, _b1_threads(models[0], b1[0], threads, device))
+
+
+@dataclass
+class Timed:
+    """The interleaved rounds at both batch sizes, the ratios they give, and whether they were timed twice."""
+
+    b1: TimingRun
+    bn: TimingRun | None
+    runnable: list[int]
+    ratios: list[Ratios]
+    remeasured: bool
+
+    @property
+    def stats_b1(self) -> list[LatencyStats | None]:
+        return self.b1.stats()
+
+    @property
+    def stats_bn(self) -> list[LatencyStats | None]:
+        stats: list[LatencyStats | None] = [None] * len(self.stats_b1)
+        for k, i in enumerate(self.runnable if self.bn else []):
+            stats[i] = self.bn.stats()[k]
+        return stats
+
+    def record(self, threads: int, threads_b1: int) -> Timing:
+        b1, bn = self.b1, self.bn
+        return Timing(
+            threads=threads,
+            threads_b1=threads_b1,
+            affinity=sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else [],
+            statistic=STATISTIC,
+            rounds={"b1": b1.kept, **({"bN": bn.kept} if bn else {})},
+            discarded={"b1": b1.discarded, **({"bN": bn.discarded} if bn else {})},
+            other_load=_round(b1.other_load()),
+            steal=_round(b1.steal()),
+            remeasured=self.remeasured,
+        )
+
+
+def _timed(models, inputs: Inputs, settings: MeasureSettings, threads: int, references, report) -> Timed:
+    """Times every model interleaved at batch 1 and N; an implausible ratio is timed again with twice the
+    rounds before anything is said about it, and flagged if it persists."""
 
     def time_all(rounds: int, max_rounds: int) -> tuple[TimingRun, TimingRun | None]:
         report(0.0, "timing batch 1")
-        with _threads(models, threads_b1):
+        with _threads(models, inputs.threads_b1):
             b1 = _time(
-                [(lambda m=m, x=x: m.module(x)) for m, x in zip(models, inputs_b1)],
+                [(lambda m=m, x=x: m.module(x)) for m, x in zip(models, inputs.b1)],
                 settings,
-                threads_b1,
+                inputs.threads_b1,
                 rounds,
                 max_rounds,
             )
         bn = None
-        if runnable:
+        if inputs.runnable:
             report(0.4, f"timing batch {settings.batch}")
-            bn = _time(
-                [(lambda i=i: models[i].module(inputs_bn[i])) for i in runnable], settings, threads, rounds, max_rounds
-            )
+            calls = [(lambda i=i: models[i].module(inputs.bn[i])) for i in inputs.runnable]
+            bn = _time(calls, settings, threads, rounds, max_rounds)
         return b1, bn
 
     b1, bn = time_all(settings.rounds, settings.max_rounds)
-    ratios = _ratios(models, b1, bn, runnable, references)
-    remeasured = False
-    suspects = [i for i, r in enumerate(ratios) if _implausible(models, macs, references, i, r)]
-    if suspects:
-        # an implausible figure is timed again, with twice the rounds, before anything is said about it
-        b1, bn = time_all(2 * settings.rounds, 2 * settings.max_rounds)
-        ratios = _ratios(models, b1, bn, runnable, references)
-        remeasured = True
-        for i in suspects:
-            if why := _implausible(models, macs, references, i, ratios[i]):
-                ratios[i].noisy = True
-                ratios[i].noise.append(f"{why}; timed twice and it persisted, so treat it with suspicion")
+    ratios = _ratios(models, b1, bn, inputs.runnable, references)
+    suspects = [i for i, r in enumerate(ratios) if _implausible(models, inputs.macs, references, i, r)]
+    if not suspects:
+        return Timed(b1, bn, inputs.runnable, ratios, remeasured=False)
+    b1, bn = time_all(2 * settings.rounds, 2 * settings.max_rounds)
+    ratios = _ratios(models, b1, bn, inputs.runnable, references)
+    for i in suspects:
+        if why := _implausible(models, inputs.macs, references, i, ratios[i]):
+            ratios[i].noisy = True
+            ratios[i].noise.append(f"{why}; timed twice and it persisted, so treat it with suspicion")
+    return Timed(b1, bn, inputs.runnable, ratios, remeasured=True)
 
-    report(0.8, "scoring outputs")
+
+@dataclass
+class Scores:
+    """One model's quality against the baseline's outputs on the evaluation samples."""
+
+    accuracy: float | None
+    agreement: float | None
+    agreement_metric: str | None
+    cosine_similarity: float | None
+    outputs: list | None
+    perplexity: float | None
+
+
+def _scores(models: list[LoadedModel], data: Dataset | None, settings: MeasureSettings, device: str) -> list[Scores]:
     eval_set = data.head(settings.eval_samples) if data is not None else None
     eval_x = eval_set.x if eval_set is not None else models[0].require_spec().example(settings.batch, seed=1)
     labels = eval_set.y if eval_set is not None else None
     names = models[0].require_spec().names
-    causal = models[0].info.get("task") == "causal_lm"
+    causal = models[0].facts.task == "causal_lm"
     baseline_out = None
-    env = environment(device, threads)
-    timing = Timing(
-        threads=threads,
-        threads_b1=threads_b1,
-        affinity=sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else [],
-        statistic=STATISTIC,
-        rounds={"b1": b1.kept, **({"bN": bn.kept} if bn else {})},
-        discarded={"b1": b1.discarded, **({"bN": bn.discarded} if bn else {})},
-        other_load=_round(b1.other_load()),
-        steal=_round(b1.steal()),
-        remeasured=remeasured,
-    )
-    stats_b1 = b1.stats()
-    stats_bn: list[LatencyStats | None] = [None] * len(models)
-    if bn:
-        for k, i in enumerate(runnable):
-            stats_bn[i] = bn.stats()[k]
-    measurements = []
-    for i, m in enumerate(models):
+    scores = []
+    for m in models:
         outs = all_outputs_of(m, eval_x, settings.batch, device)
         accuracy, agreement, metric, cosine = _quality(outs[0], baseline_out[0] if baseline_out else None, labels)
         per_output = per_output_quality(outs, baseline_out, eval_x)
@@ -203,33 +281,10 @@ def measure_models(
         elif per_output:  # several outputs: the headline is the worst of them, named
             worst = min(per_output, key=lambda q: q.agreement)
             agreement, metric = worst.agreement, f"{worst.metric} (output {worst.index}, worst of {len(per_output)})"
-        if i == 0:
+        if baseline_out is None:
             baseline_out = outs
-        params, nonzero = count_params(m.module)
-        stats = stats_bn[i]
-        measurements.append(
-            Measurement(
-                size_bytes=m.size_bytes,
-                params=params,
-                nonzero_params=nonzero,
-                macs=macs[i],
-                latency_ms=Latency(b1=stats_b1[i], bN=stats, batch=settings.batch),
-                throughput_per_s=settings.batch / stats.p50 * 1000.0 if stats else None,
-                peak_mem_bytes=peak_memory(m.module, inputs_bn[i], device),
-                accuracy=accuracy,
-                agreement=agreement,
-                agreement_metric=metric,
-                cosine_similarity=cosine,
-                outputs=per_output,
-                perplexity=ppl,
-                device=device,
-                runtime=m.runtime,
-                env=env,
-                timing=timing,
-            )
-        )
-    report(1.0, "measured")
-    return measurements, ratios
+        scores.append(Scores(accuracy, agreement, metric, cosine, per_output, ppl))
+    return scores
 
 
 def _b1_threads(baseline: LoadedModel, x: torch.Tensor, threads: int, device: str) -> int:

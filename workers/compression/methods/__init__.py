@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pydantic import BaseModel
 
 from ..contract.recipe import AutoStep, DistillStep, ExportStep, PruneStep, QuantizeConfig
-from .base import StepContext, StepOutput
+from ..step import StepContext, StepOutput
 
 # imported on first use: each verb pulls in its own toolkit (torchao, Torch-Pruning, onnxruntime), and the
 # search (auto) calls the other verbs

@@ -8,7 +8,7 @@ from ..distillation.students import build_student, check_outputs
 from ..distillation.trainer import Phase, train, validate
 from ..formats import LoadedModel, ModelFormat, save_model
 from ..measure.metrics import count_params
-from .base import StepContext, StepOutput
+from ..step import StepContext, StepOutput
 
 MIN_VALIDATION = 10  # fewer held-out samples than this cannot rank epochs
 

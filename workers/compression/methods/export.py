@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..contract.recipe.export import ExportStep
 from ..formats import LoadedModel, ModelFormat, save_model
-from .base import StepContext, StepOutput
+from ..step import StepContext, StepOutput
 
 
 def export(model: LoadedModel, step: ExportStep, ctx: StepContext) -> StepOutput:

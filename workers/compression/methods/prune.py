@@ -27,8 +27,8 @@ from ..pruning.structured import (
     unprunable_layers,
     weight_shapes,
 )
+from ..step import StepContext, StepOutput
 from ..training import accumulate_gradients, finetune
-from .base import StepContext, StepOutput
 
 TAYLOR_BATCHES = 8  # gradient batches for Taylor scores: enough to rank weights, cheap next to training
 

@@ -23,7 +23,7 @@ from ..quantization.backends import onnx_backend, torch_backends
 from ..quantization.candidates import Backend, TorchCandidate, on_each_runtime
 from ..quantization.guard import Guarded, Scorer, guard
 from ..quantization.packed import packed_layer_bytes
-from .base import StepContext, StepOutput
+from ..step import StepContext, StepOutput
 
 
 class CastInputs(nn.Module):

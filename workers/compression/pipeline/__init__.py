@@ -12,6 +12,7 @@ from ..contract.load import LoadOptions
 from ..contract.measure import MeasureSettings
 from ..contract.recipe import Recipe, parse_recipe
 from ..contract.report import Report
+from ..methods import report_entry_for
 from ..results import build_report
 from .execute import Hooks, Progress, run_steps
 from .measure import measure_steps
@@ -62,9 +63,11 @@ def run(
         Path(checkpoint_dir) if checkpoint_dir else out_dir / "checkpoints",
     )
     base, measured = measure_steps(prepared, ran.steps, settings, hooks.progress)
-    report = build_report(measured, base, prepared.spec, prepared.data, prepared.eval_data)
+    report = build_report(
+        measured, base, prepared.spec, prepared.data, prepared.eval_data, entry_for=report_entry_for
+    )
     if prepared.held_out is not None:
-        report.eval_data["held_out_fraction"] = prepared.held_out
+        report.eval_data.held_out_fraction = prepared.held_out
     report.failed = ran.failure
     (out_dir / "report.json").write_text(report.model_dump_json(indent=2))
     if ran.failure:
@@ -87,9 +90,9 @@ def run_recipe(
     checkpoint_dir: str | Path | None = None,
     on_checkpoint: Callable[[Path], None] | None = None,
     on_partial: Callable[[Report], None] | None = None,
-) -> dict:
-    """The library's entry point: a recipe as JSON or typed; returns the report as JSON (DESIGN.md `results`,
-    the same as report.json). See `run` for the typed form."""
+) -> Report:
+    """The library's entry point: a recipe as JSON or typed, hooks as plain callables; returns the typed
+    report (`report.model_dump(mode="json")` is report.json, docs/measurement.md)."""
     hooks = Hooks()
     for name, hook in (("progress", progress), ("on_checkpoint", on_checkpoint), ("on_partial", on_partial)):
         if hook is not None:
@@ -106,4 +109,4 @@ def run_recipe(
         models=models,
         checkpoint_dir=checkpoint_dir,
     )
-    return report.model_dump(mode="json")
+    return report

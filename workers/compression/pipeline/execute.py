@@ -12,6 +12,7 @@ from pydantic import BaseModel
 from ..contract.errors import EngineError, StepFailedError, without_paths
 from ..contract.measure import MeasureSettings
 from ..contract.report import Report
+from ..contract.vocabulary import JobErrorCode
 from ..methods import StepContext, StepOutput, run_step
 from .prepare import Prepared
 
@@ -32,7 +33,7 @@ class Hooks:
 class Ran:
     steps: list[tuple[BaseModel, StepOutput]] = field(default_factory=list)
     failure: str | None = None  # why the run stopped early; the steps before are still measured
-    failure_code: str = "step_failed"
+    failure_code: JobErrorCode = JobErrorCode.STEP_FAILED
 
 
 def run_steps(
@@ -75,7 +76,7 @@ def run_steps(
         except Exception as e:  # library errors too: the job fails with the reason, never a crash
             reason = without_paths(e.message if isinstance(e, EngineError) else f"{type(e).__name__}: {e}")
             ran.failure = f"step {i} ({step.method}) failed: {reason}"
-            ran.failure_code = e.code if isinstance(e, EngineError) else "step_failed"
+            ran.failure_code = e.code if isinstance(e, EngineError) else JobErrorCode.STEP_FAILED
             if not ran.steps:
                 raise StepFailedError(ran.failure, code=ran.failure_code) from None
             # the earlier steps' artifacts are measured and kept; the job fails with this step's reason

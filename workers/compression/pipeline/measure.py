@@ -13,6 +13,7 @@ import torch
 from pydantic import BaseModel
 
 from ..contract.measure import Measurement, MeasureSettings
+from ..contract.vocabulary import Runtime
 from ..formats import LoadedModel, ModelFormat, save_model
 from ..measure import measure_models
 from ..methods import StepOutput
@@ -71,16 +72,16 @@ def runtime_baselines(
     notes: dict[str, list[str]] = {}
     for runtime in sorted(runtimes - {prepared.baseline.runtime}):
         try:
-            if runtime == "onnxruntime" and scratch is not None:
+            if runtime == Runtime.ONNXRUNTIME and scratch is not None:
                 scratch.mkdir(parents=True, exist_ok=True)
                 original = prepared.load_original()
                 path = save_model(original.module, prepared.spec, ModelFormat.ONNX, scratch / "original.onnx")
                 originals[runtime] = prepared.load_artifact(path)
-            elif runtime == "inductor":
+            elif runtime == Runtime.INDUCTOR:
                 from ..quantization.pt2e import compile_for_cpu
 
                 original = prepared.load_original()
-                original.module, original.runtime = compile_for_cpu(original.module), "inductor"
+                original.module, original.runtime = compile_for_cpu(original.module), Runtime.INDUCTOR
                 originals[runtime] = original
             if runtime in originals:  # inductor compiles on first call, and an export may fix the batch
                 with torch.inference_mode():

@@ -14,6 +14,7 @@ from ..contract.load import LoadOptions
 from ..contract.measure import MeasureSettings
 from ..contract.recipe import METHODS, Recipe, check_recipe
 from ..contract.sniff import detect_format
+from ..contract.vocabulary import JobErrorCode, Runtime
 from ..data import Dataset, check_fits, load_dataset
 from ..formats import InputSpec, LoadedModel, ModelFormat, load_model
 from ..formats.spec import module_device
@@ -47,10 +48,10 @@ class Prepared:
         sizes = self.spec.sizes or [1] * len(self.spec.sample_shape)
         shape = [1, *[d or size for d, size in zip(self.spec.sample_shape, sizes)]]
         model = self._complete(load_model(path, **self._load_kwargs({"input_shape": shape})))
-        if runtime == "inductor":  # int8 PT2E graphs are fast only once inductor lowers them
+        if runtime == Runtime.INDUCTOR:  # int8 PT2E graphs are fast only once inductor lowers them
             from ..quantization.pt2e import compile_for_cpu
 
-            model.module, model.runtime = compile_for_cpu(model.module), "inductor"
+            model.module, model.runtime = compile_for_cpu(model.module), Runtime.INDUCTOR
         return model
 
     def _load_kwargs(self, options: dict) -> dict:
@@ -81,7 +82,7 @@ def prepare(
     eval_data_path: Path | None,
 ) -> Prepared:
     if settings.device == "cuda" and not torch.cuda.is_available():
-        raise EngineError("device 'cuda' was asked for but this worker has no CUDA GPU; use 'cpu'", code="no_gpu")
+        raise EngineError("device 'cuda' was asked for but this worker has no CUDA GPU; use 'cpu'", code=JobErrorCode.NO_GPU)
     if settings.threads:
         torch.set_num_threads(settings.threads)
     threads = settings.threads or torch.get_num_threads()

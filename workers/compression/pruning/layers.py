@@ -3,16 +3,20 @@ Conv/Linear layers, and the output layer, which pruning always keeps whole."""
 
 from __future__ import annotations
 
+import re
+
 import torch
 from torch import nn
 
 from ..contract.errors import InvalidModelError
 from ..contract.formats import EAGER_FORMATS
+from ..contract.inspection import LayerInfo
 from ..formats.spec import LoadedModel, ModelFormat, module_device
 from ..measure.metrics import first_tensor
 from .lift import lift_layers
 
 PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+BLOCK_INDEX = re.compile(r"(^|\.)\d+(?=\.|$)")  # `.3.` in model.layers.3.mlp: which repeated block
 
 
 def editable(model: LoadedModel) -> nn.Module:
@@ -56,21 +60,46 @@ def output_layer(module: nn.Module, example: torch.Tensor) -> str | None:
     return order[-1] if order else None
 
 
-def describe_layers(module: nn.Module) -> list[dict]:
-    """What inspection records, so a recipe's layer names can be checked at submission."""
+def role(name: str, mark: str = "#") -> str:
+    """The layer's name with its block indices replaced: its role in repeated blocks."""
+    return BLOCK_INDEX.sub(lambda m: m.group(1) + mark, name)
+
+
+def describe_layers(module: nn.Module, example: torch.Tensor | None = None) -> list[LayerInfo]:
+    """What inspection records, so a recipe's layer names can be checked at submission: each prunable
+    layer's width and its role (the output layer; an attention projection and its heads; its place in
+    repeated blocks). `example` finds the output layer (one forward pass)."""
+    heads = attention_heads(module)
+    last = output_layer(module, example) if example is not None else None
     out = []
     for name, m in prunable_layers(module):
-        if isinstance(m, nn.Linear):
-            out.append({"name": name, "type": "Linear", "in": m.in_features, "out": m.out_features})
-        else:
-            out.append({"name": name, "type": type(m).__name__, "in": m.in_channels, "out": m.out_channels})
+        linear = isinstance(m, nn.Linear)
+        out.append(
+            LayerInfo(
+                name=name,
+                type="Linear" if linear else type(m).__name__,
+                in_=m.in_features if linear else m.in_channels,
+                out=m.out_features if linear else m.out_channels,
+                output=True if name == last else None,
+                heads=heads.get(name),
+            )
+        )
+    # a role in repeated blocks is one several layers share: same place, type and width (a CNN's features.0
+    # and features.3 are two layers, every transformer block's q_proj is one role)
+    roles: dict[tuple, list[LayerInfo]] = {}
+    for layer in out:
+        roles.setdefault((role(layer.name), layer.type, layer.in_, layer.out), []).append(layer)
+    for (block, *_), members in roles.items():
+        for layer in members if len(members) > 1 else []:
+            layer.block = block
     return out
 
 
-def inspect_layers(model: LoadedModel) -> list[dict] | None:
+def inspect_layers(model: LoadedModel) -> list[LayerInfo] | None:
     """The prunable layers of an uploaded model. Lifts a .pt2 graph in place: call it last."""
     if model.format in EAGER_FORMATS:
-        return describe_layers(editable(model))
+        module = editable(model)
+        return describe_layers(module, model.input_spec.example(1) if model.input_spec else None)
     return None
 
 

@@ -4,7 +4,6 @@ keeps every coupled layer consistent (residual adds, concatenations, batch norm,
 from __future__ import annotations
 
 import copy
-import re
 
 import torch
 from torch import nn
@@ -12,7 +11,7 @@ from torch import nn
 from ..contract.errors import short_error
 from ..formats.spec import module_device
 from ..measure.metrics import count_macs
-from .layers import attention_heads, permuted_into_flatten, prunable_layers
+from .layers import attention_heads, permuted_into_flatten, prunable_layers, role
 
 MAX_LAYER_RATIO = 0.9  # no layer loses all its channels, whatever the global ranking says
 
@@ -143,12 +142,6 @@ def _trial(model: nn.Module, example: torch.Tensor, ratio: float, scope: str, ke
     return None
 
 
-BLOCK_INDEX = re.compile(r"(^|\.)\d+(?=\.|$)")  # `.3.` in model.layers.3.mlp: which repeated block
-
-
-def role(name: str, mark: str = "#") -> str:
-    """The layer's name with its block indices replaced: its role in repeated blocks."""
-    return BLOCK_INDEX.sub(lambda m: m.group(1) + mark, name)
 
 
 def repeated_roles(model: nn.Module, names: list[str]) -> list[list[str]]:

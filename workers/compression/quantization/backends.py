@@ -14,6 +14,7 @@ from torch.nn.utils import parametrize
 
 from ..contract.errors import StepFailedError
 from ..contract.recipe.quantize import QuantizeConfig
+from ..contract.vocabulary import Runtime
 from ..formats import ModelFormat, save_model
 from ..formats.onnx import bf16_tensors
 from ..formats.packed import replace_weight
@@ -33,7 +34,7 @@ from .guard import Scorer
 from .packed import IntWeight, SignSTE, SignWeight, pack_embeddings
 
 if TYPE_CHECKING:
-    from ..methods.base import StepContext
+    from ..step import StepContext
 
 INT4_GROUP = 32
 
@@ -50,7 +51,7 @@ def torch_backends(
     module.eval()
     match step.scheme:
         case "int8_static":
-            runtimes = ["inductor", "onnxruntime"] if step.runtime == "auto" else [step.runtime]
+            runtimes = [Runtime.INDUCTOR, Runtime.ONNXRUNTIME] if step.runtime == "auto" else [step.runtime]
             out, failed = on_each_runtime(
                 runtimes,
                 lambda runtime: _static_backend(runtime, module, spec, order, step, ctx, scorer, work),
@@ -77,7 +78,7 @@ def torch_backends(
 
 
 def _static_backend(runtime: str, module, spec, order, step, ctx, scorer, work: Path) -> Backend:
-    if runtime == "inductor":
+    if runtime == Runtime.INDUCTOR:
         return _pt2e_backend(module, spec, order, step, ctx, scorer, "static")
     fp32 = save_model(module, spec, ModelFormat.ONNX, work / "fp32.onnx")
     # the export takes the model's named inputs by name (export_arguments), fed from the packed tensor
@@ -129,7 +130,7 @@ def _pt2e_backend(module, spec, order, step, ctx, scorer, mode: str) -> Backend:
         chosen_rr, rr_details = choose_reduce_range(
             step, lambda rr: build(frozenset(), False, rr, "static" if mode == "qat" else mode), scorer
         )
-    runtime = "inductor" if lowered and ctx.device == "cpu" else "eager"
+    runtime = Runtime.INDUCTOR if lowered and ctx.device == "cpu" else Runtime.EAGER
     notes = [
         f"PT2E int8 {mode} ({'quantization-aware training' if mode == 'qat' else 'post-training'}), x86 "
         f"quantizer, per-channel int8 weights{', 7-bit activations (reduce_range)' if chosen_rr else ''}"
@@ -204,7 +205,7 @@ def _packed_backend(module, spec, order, step, ctx) -> Backend:
             "no fast low-bit kernel runs these weights here: they are unpacked to fp32 at load, so the "
             "artifact is smaller, not faster"
         )
-    return Backend("eager", ModelFormat.PT2, order, build, notes)
+    return Backend(Runtime.EAGER, ModelFormat.PT2, order, build, notes)
 
 
 def _fitting_group(weight: torch.Tensor, group: int | None) -> int | None:
@@ -301,5 +302,5 @@ def onnx_backend(
     if not static:
         notes.append("convolutions stay fp32 under dynamic quantization")
     return Backend(
-        "onnxruntime", ModelFormat.ONNX, list(layers), build, notes, {"reduce_range": rr_details} if rr_details else {}
+        Runtime.ONNXRUNTIME, ModelFormat.ONNX, list(layers), build, notes, {"reduce_range": rr_details} if rr_details else {}
     )

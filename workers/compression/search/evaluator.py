@@ -11,14 +11,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from pydantic import BaseModel
 
 from ..contract.errors import StepFailedError
 from ..contract.recipe import AutoStep
+from ..contract.vocabulary import Runtime
 from ..data import Dataset
 from ..formats import LoadedModel, ModelFormat
 from ..measure import Measurement, MeasureSettings, Ratios, measure_models, outputs_of
-from ..methods import run_step
-from ..methods.base import StepContext, StepOutput
+from ..step import StepContext, StepOutput
 from . import space
 from .objective import Point, candidate_drop, speedup
 
@@ -92,6 +93,9 @@ def _quality_metric(model: LoadedModel, val: Dataset, quick: MeasureSettings, de
     return "cosine", note
 
 
+RunStep = Callable[[LoadedModel, BaseModel, StepContext], StepOutput]  # the methods' dispatcher
+
+
 class Evaluator:
     """Builds and measures candidates. `check` raises OutOfTime when the budget is spent; `on_stage` hears
     (candidate id, label, stage) and checks the budget too, so a long build stops mid-way."""
@@ -103,11 +107,12 @@ class Evaluator:
         ctx: StepContext,
         validation: Validation,
         quick: MeasureSettings,
+        run_step: RunStep,
         check: Callable[[], None],
         on_stage: Callable[[str, str, str], None],
     ):
         self.model, self.auto, self.ctx = model, auto, ctx
-        self.validation, self.quick = validation, quick
+        self.validation, self.quick, self.run_step = validation, quick, run_step
         self.check, self.on_stage = check, on_stage
         self.built: dict[str, StepOutput] = {}  # by recipe_key of the steps
         self.files: set[Path] = set()  # every artifact written, the front's and the rest
@@ -143,7 +148,7 @@ class Evaluator:
                 progress=lambda f, s, cid=cid, label=cand.label: self.on_stage(cid, label, s),
                 measure=self.ctx.measure,
             )
-            result = run_step(model, step, sub)
+            result = self.run_step(model, step, sub)
             self.files.update(r.path for r in (result, *result.alternatives))
             self.built[key] = result
         return result
@@ -183,4 +188,4 @@ def recipe_key(steps) -> str:
 def runtime_of(result: StepOutput) -> str:
     if result.runtime:
         return result.runtime
-    return "onnxruntime" if result.format == ModelFormat.ONNX else "eager"
+    return Runtime.ONNXRUNTIME if result.format == ModelFormat.ONNX else Runtime.EAGER

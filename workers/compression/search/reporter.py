@@ -4,19 +4,22 @@ report published while the search runs, and the step's final output."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from ..contract import report as results_report
 from ..contract.errors import StepFailedError
 from ..contract.recipe import AutoStep
-from ..contract.report import SearchRecord
+from ..contract.report import SearchRecord, StepReport
+from ..contract.vocabulary import Runtime
 from ..formats import LoadedModel
 from ..measure import Measurement
-from ..methods.base import StepContext, StepOutput
+from ..results import Measured, artifact_entry, build_report, ratio_notes, step_report
+from ..step import StepContext, StepOutput
 from . import space
 from .budget import Budget
 from .evaluator import Evaluated, Validation, recipe_key
-from .objective import gain, pareto_front, recommend
+from .objective import Point, candidate_drop, gain, pareto_front, recommend, speedup
 
 FRONT_LIMIT = 6  # front members measured again and kept as artifacts; the rest keep their search figures
 
@@ -96,12 +99,12 @@ class Findings:
 
     def publish(self, base: Measurement, stopped: str | None) -> None:
         """A report of the front so far (the job's results shape), for progress and for a cancelled job."""
-        from ..results import build_report
-
         members = self.front()
         _, measured = self._front_outputs(members, stopped)  # the first carries the search summary
         spec = self.model.require_spec()
-        report = build_report([(self.auto, measured)], base, spec, self.validation.train, self.validation.val)
+        report = build_report(
+            [(self.auto, measured)], base, spec, self.validation.train, self.validation.val, entry_for=lambda s: front_entry
+        )
         report.partial = True
         self.ctx.on_partial(report)
 
@@ -119,8 +122,6 @@ class Findings:
     def _front_outputs(self, members: list[Evaluated], stopped: str | None) -> tuple[StepOutput, list]:
         """The front as the step's output (the recommended member, the others its alternatives, the search
         summary), and each member with its measurement for build_report."""
-        from ..results import Measured
-
         results, measured = [], []
         for e in members:
             r = StepOutput(
@@ -162,6 +163,35 @@ def _recipe_of(e: Evaluated) -> list[dict]:
     the runtime of this one."""
     recipe = e.candidate.recipe()
     last = e.candidate.steps[-1]
-    if getattr(last, "runtime", None) == "auto" and e.runtime in ("inductor", "onnxruntime"):
+    if getattr(last, "runtime", None) == "auto" and e.runtime in (Runtime.INDUCTOR, Runtime.ONNXRUNTIME):
         recipe[-1]["runtime"] = e.runtime
     return recipe
+
+
+def front_entry(step: AutoStep, base: Measurement, options: Sequence, batch: int) -> StepReport:
+    """The Pareto front measured again beside the baseline, and the member recommended for the objective
+    within the accuracy budget (or the closest, saying so); the whole search in `search`."""
+    search: SearchRecord | None = options[0].output.search
+    quality = search.quality if search else "accuracy"
+    points = [
+        Point(
+            i,
+            candidate_drop(quality, base, o.measurement),
+            speedup(o.ratios.speedup_b1, o.ratios.speedup_bN),
+            o.ratios.size_ratio,
+        )
+        for i, o in enumerate(options)
+    ]
+    rec = recommend(points, step.objective, step.max_accuracy_drop)
+    chosen = options[rec.point.key]
+    entry = step_report(artifact_entry(step, chosen, base, batch))
+    entry.front = [
+        artifact_entry(step, o, base, batch, params=False).model_copy(update={"recommended": o is chosen}) for o in options
+    ]
+    entry.recommended = entry.artifact_id
+    entry.objective = step.objective
+    entry.within_budget = rec.within_budget
+    entry.recommendation_reason = rec.reason
+    entry.search = search
+    entry.notes = [*chosen.output.notes, rec.reason, *(search.notes if search else []), *ratio_notes(chosen.ratios)]
+    return entry

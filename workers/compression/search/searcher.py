@@ -23,10 +23,10 @@ from ..contract.errors import EngineError
 from ..contract.recipe import AutoStep, ExportStep, QuantizeConfig
 from ..formats import LoadedModel, ModelFormat
 from ..measure import MeasureSettings
-from ..methods.base import StepContext, StepOutput
+from ..step import StepContext, StepOutput
 from . import space
 from .budget import Budget, OutOfTime
-from .evaluator import Evaluated, Evaluator, choose_validation, recipe_key, search_timing
+from .evaluator import Evaluated, Evaluator, RunStep, choose_validation, recipe_key, search_timing
 from .objective import gain
 from .reporter import Findings, describe
 
@@ -35,14 +35,17 @@ COMBINED_ARMS = 2  # trained models per halving round combined with the best qua
 
 
 class Search:
-    def __init__(self, model: LoadedModel, auto: AutoStep, ctx: StepContext):
+    def __init__(self, model: LoadedModel, auto: AutoStep, ctx: StepContext, run_step: RunStep):
+        """`run_step(model, step, ctx)` runs one recipe step (the methods' dispatcher): how candidates are built."""
         self.model, self.auto, self.ctx = model, auto, ctx
         settings = ctx.measure or MeasureSettings(device=ctx.device)
         quick = search_timing(settings)
         self.budget = Budget(auto.budget_minutes * 60, settings, quick)  # the clock starts here
         validation = choose_validation(model, auto, ctx, quick)
         self.onnx = model.format == ModelFormat.ONNX
-        self.evaluator = Evaluator(model, auto, ctx, validation, quick, check=self._check, on_stage=self._stage)
+        self.evaluator = Evaluator(
+            model, auto, ctx, validation, quick, run_step, check=self._check, on_stage=self._stage
+        )
         self.findings = Findings(model, auto, ctx, self.budget, validation)
         self.stopped: str | None = None
 

@@ -13,6 +13,7 @@ from ..contract.recipe.distill import Derive, DistillStep, Student
 from ..contract.recipe.export import ExportStep
 from ..contract.recipe.prune import PruneStep
 from ..contract.recipe.quantize import QuantizeConfig, quantize_step
+from ..contract.vocabulary import Runtime
 
 SCREEN_CALIBRATION_BATCHES = 4  # a short calibration ranks int8 runtimes; the winner is redone with the full one
 FULL_CALIBRATION_BATCHES = 32
@@ -75,8 +76,8 @@ class Candidate:
 def int8_runtime(auto: AutoStep, onnx_model: bool) -> str | None:
     """What runs int8_static: every allowed runtime (auto: one build, one artifact per runtime)."""
     if onnx_model:
-        return "auto" if "onnxruntime" in auto.runtimes else None
-    allowed = [r for r in ("inductor", "onnxruntime") if r in auto.runtimes]
+        return "auto" if Runtime.ONNXRUNTIME in auto.runtimes else None
+    allowed = [r for r in (Runtime.INDUCTOR, Runtime.ONNXRUNTIME) if r in auto.runtimes]
     return None if not allowed else ("auto" if len(allowed) == 2 else allowed[0])
 
 
@@ -95,13 +96,13 @@ def screen_quantization(auto: AutoStep, onnx_model: bool, device: str = "cpu") -
                 step = quantize_step("int8_static", runtime=runtime, calibration_batches=SCREEN_CALIBRATION_BATCHES)
                 label = f"int8_static ({SCREEN_CALIBRATION_BATCHES}-batch calibration)"
                 out.append(Candidate(label, (step,), "screen"))
-        elif name == "int8_dynamic" and ("onnxruntime" if onnx_model else "eager") in auto.runtimes:
+        elif name == "int8_dynamic" and (Runtime.ONNXRUNTIME if onnx_model else Runtime.EAGER) in auto.runtimes:
             out.append(Candidate("int8_dynamic", (quantize_step("int8_dynamic"),), "screen"))
         elif onnx_model:
             continue  # onnxruntime's int8 schemes are the only ones that apply to an ONNX model
-        elif name == "onnx" and "onnxruntime" in auto.runtimes:
+        elif name == "onnx" and Runtime.ONNXRUNTIME in auto.runtimes:
             out.append(Candidate("fp32 on onnxruntime", (ExportStep(format="onnx"),), "screen"))
-        elif name not in ("onnx", "int8_static", "int8_dynamic") and "eager" in auto.runtimes:
+        elif name not in ("onnx", "int8_static", "int8_dynamic") and Runtime.EAGER in auto.runtimes:
             out.append(Candidate(name, (quantize_step(name),), "screen"))
     return out
 
@@ -121,7 +122,7 @@ def guarded_quantization(
             max_accuracy_drop=budget,
         )
         out.append(Candidate("int8_static, full calibration, sensitive layers kept in float", (step,), "guarded"))
-        if "inductor" in auto.runtimes and not onnx_model:
+        if Runtime.INDUCTOR in auto.runtimes and not onnx_model:
             qat = quantize_step("int8_qat", finetune_epochs=2)
             out.append(Candidate("int8_qat (2 epochs)", (qat,), "guarded", epochs=2))
     elif screened.max_accuracy_drop is None and screened.scheme not in ("fp16", "bf16"):
@@ -154,9 +155,9 @@ def _prune(ratio: float, epochs: int) -> PruneStep:
 def runnable(auto: AutoStep, cand: Candidate) -> Candidate | None:
     """A pruned or distilled model is an eager .pt2; when eager PyTorch is not an allowed runtime, it is
     measured on onnxruntime instead (None when neither is allowed)."""
-    if cand.steps[-1].method not in ("prune", "distill") or "eager" in auto.runtimes:
+    if cand.steps[-1].method not in ("prune", "distill") or Runtime.EAGER in auto.runtimes:
         return cand
-    if "onnxruntime" in auto.runtimes:
+    if Runtime.ONNXRUNTIME in auto.runtimes:
         return Candidate(
             f"{cand.label} -> onnxruntime fp32", (*cand.steps, ExportStep(format="onnx")), cand.rung, cand.epochs
         )

@@ -8,11 +8,13 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..formats import EAGER_FORMATS, ModelFormat
+from ..inspection import ModelInfo
+from ..vocabulary import Runtime
 
 TORCH_FORMATS = EAGER_FORMATS
 # ONNX models can only be quantized by onnxruntime, so the search there is over int8 schemes alone
 FORMATS = {"auto": TORCH_FORMATS | {ModelFormat.ONNX}}
-Runtime = Literal["eager", "inductor", "onnxruntime"]
+AutoRuntime = Literal[Runtime.EAGER, Runtime.INDUCTOR, Runtime.ONNXRUNTIME]
 Technique = Literal["quantize", "prune", "distill"]
 
 
@@ -43,8 +45,8 @@ class AutoStep(BaseModel):
         description="wall-clock budget for the search and the final measurement; when it runs out, the best "
         "candidate found so far is returned",
     )
-    runtimes: list[Runtime] = Field(
-        ["eager", "inductor", "onnxruntime"],
+    runtimes: list[AutoRuntime] = Field(
+        [Runtime.EAGER, Runtime.INDUCTOR, Runtime.ONNXRUNTIME],
         min_length=1,
         description="what may run the result: eager PyTorch (.pt2), PyTorch compiled by inductor (int8 .pt2), "
         "onnxruntime (.onnx)",
@@ -73,7 +75,7 @@ def formats(step: AutoStep) -> frozenset[ModelFormat]:
 
 def output_format(step: AutoStep, fmt: ModelFormat) -> ModelFormat:
     # the recommended artifact's format is known only after the search; it is .pt2 or .onnx
-    return ModelFormat.ONNX if step.runtimes == ["onnxruntime"] or fmt == ModelFormat.ONNX else ModelFormat.PT2
+    return ModelFormat.ONNX if step.runtimes == [Runtime.ONNXRUNTIME] or fmt == ModelFormat.ONNX else ModelFormat.PT2
 
 
 def check_order(step: AutoStep, earlier: list[tuple[BaseModel, ModelFormat]]) -> str | None:
@@ -85,9 +87,9 @@ def check_order(step: AutoStep, earlier: list[tuple[BaseModel, ModelFormat]]) ->
     return None
 
 
-def check_model(step: AutoStep, info: dict) -> str | None:
-    if info.get("format") == "onnx" and "onnxruntime" not in step.runtimes:
+def check_model(step: AutoStep, info: ModelInfo) -> str | None:
+    if info.format == ModelFormat.ONNX and Runtime.ONNXRUNTIME not in step.runtimes:
         return "an ONNX model runs on onnxruntime only: include 'onnxruntime' in runtimes"
-    if info.get("format") == "onnx" and "quantize" not in step.techniques:
+    if info.format == ModelFormat.ONNX and "quantize" not in step.techniques:
         return "an ONNX model can only be quantized: include 'quantize' in techniques"
     return None

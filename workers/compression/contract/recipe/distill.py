@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..formats import EAGER_FORMATS, ModelFormat
+from ..inspection import ModelInfo
 
 ANY = frozenset(ModelFormat)
 EAGER = EAGER_FORMATS
@@ -138,17 +139,14 @@ def references(step: DistillStep) -> list[str]:
     return [step.student.model_id] if step.student.model_id else []
 
 
-def check_reference(step: DistillStep, teacher: dict, student: dict) -> str | None:
+def check_reference(step: DistillStep, teacher: ModelInfo, student: ModelInfo) -> str | None:
     """Refuses an uploaded student whose outputs cannot be compared with the teacher's."""
-    t, s = teacher.get("output_shape"), student.get("output_shape")
+    t, s = teacher.output_shape, student.output_shape
     if t and s and list(t[1:]) != list(s[1:]):
         return f"the student's output shape {s} does not match the teacher's {t}"
-    ti, si = teacher.get("input"), student.get("input")
-    if ti and si and (ti.get("dtype") != si.get("dtype") or len(ti.get("shape", [])) != len(si.get("shape", []))):
-        return (
-            f"the student takes {si.get('dtype')} input {si.get('shape')}, "
-            f"the teacher {ti.get('dtype')} {ti.get('shape')}"
-        )
+    ti, si = teacher.input, student.input
+    if ti and si and (ti.dtype != si.dtype or len(ti.shape) != len(si.shape)):
+        return f"the student takes {si.dtype} input {si.shape}, the teacher {ti.dtype} {ti.shape}"
     return None
 
 

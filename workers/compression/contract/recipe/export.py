@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..formats import EAGER_FORMATS, ModelFormat
+from ..vocabulary import Runtime
 
 EAGER = EAGER_FORMATS
 FORMATS = {
@@ -41,7 +42,7 @@ def check_order(step: ExportStep, earlier: list[tuple[BaseModel, ModelFormat]]) 
     torch_int8 = any(
         getattr(s, "scheme", None) in ("int8_dynamic", "int8_static", "int8_qat")
         and fmt != ModelFormat.ONNX
-        and getattr(s, "runtime", None) != "onnxruntime"
+        and getattr(s, "runtime", None) != Runtime.ONNXRUNTIME
         for s, fmt in earlier
     )
     if step.format == "onnx" and torch_int8:

@@ -3,12 +3,13 @@ Parsed once, at the edge (the API, the engine CLI); everything after passes the 
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Union
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError
 
 from ..errors import RecipeError
 from ..formats import ModelFormat
+from ..inspection import ModelInfo
 from .quantize import BY_SCHEME
 from .registry import METHODS
 
@@ -39,8 +40,13 @@ Step = Annotated[
 ]
 
 
+# the shape of a stored recipe: a row written under another version is migrated (migrations/), never guessed at
+RECIPE_SCHEMA_VERSION = 1
+
+
 class Recipe(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    schema_version: Literal[1] = Field(RECIPE_SCHEMA_VERSION, description="the recipe format's version; omit it")
     steps: list[Step] = Field(min_length=1, max_length=16)
 
     def summary(self) -> str:
@@ -91,7 +97,7 @@ def check_recipe(
     recipe: Recipe,
     fmt: ModelFormat,
     *,
-    model_info: dict | None = None,
+    model_info: ModelInfo | None = None,
     has_data: bool | None = None,
     has_labels: bool | None = None,
 ) -> list[ModelFormat]:

@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
 
 from ..formats import EAGER_FORMATS, ModelFormat
+from ..inspection import ModelInfo
 from .layers import unmatched_exclude
 
 # pruning needs layers it can change: eager modules, or .pt2 graphs whose layers it lifts into modules
@@ -139,17 +140,17 @@ def output_format(step: PruneStep, fmt: ModelFormat) -> ModelFormat:
     return ModelFormat(step.output)
 
 
-def check_model(step: PruneStep, info: dict) -> str | None:
+def check_model(step: PruneStep, info: ModelInfo) -> str | None:
     """Checks the step against what inspection found in the model (its prunable layers)."""
-    layers = info.get("layers")
+    layers = info.layers
     if not layers:
         return None
-    unmatched = unmatched_exclude(step.exclude, [layer["name"] for layer in layers])
+    unmatched = unmatched_exclude(step.exclude, [layer.name for layer in layers])
     if unmatched:
         return unmatched
-    eligible = [layer for layer in layers if not step.excluded(layer["name"])]
+    eligible = [layer for layer in layers if not step.excluded(layer.name)]
     if step.kind == "semi_structured_2_4":
-        eligible = [layer for layer in eligible if layer["type"] == "Linear" and layer["in"] % 4 == 0]
+        eligible = [layer for layer in eligible if layer.type == "Linear" and layer.in_ % 4 == 0]
         if not eligible:
             return "2:4 sparsity needs a Linear layer with a multiple of 4 inputs that is not excluded; there is none"
     # the output layer is always kept, so excluding everything else leaves nothing

@@ -9,6 +9,8 @@ from typing import Annotated, ClassVar, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 from ..formats import EAGER_FORMATS, ModelFormat
+from ..inspection import ModelInfo
+from ..vocabulary import Runtime
 from .layers import unmatched_exclude
 
 TORCH_FORMATS = EAGER_FORMATS
@@ -25,7 +27,8 @@ SCHEME_HELP = (
 class _Scheme(BaseModel):
     """Options every scheme takes. Subclasses add their own and name the formats they accept."""
 
-    model_config = ConfigDict(extra="forbid", title="quantize")
+    # each scheme its own title ("quantize Int8Static"): client generators name their classes after it
+    model_config = ConfigDict(extra="forbid", model_title_generator=lambda cls: f"quantize {cls.__name__}")
     FORMATS: ClassVar[frozenset[ModelFormat]] = TORCH_FORMATS
     RUNTIMES: ClassVar[tuple[str, ...]] = ()  # runtimes besides the default that can execute the scheme fast
 
@@ -131,9 +134,9 @@ class Int8Static(_Calibrated, _Int8Activations, _Scheme):
     """int8 weights and activations calibrated on the dataset."""
 
     FORMATS: ClassVar = TORCH_FORMATS | {ModelFormat.ONNX}
-    RUNTIMES: ClassVar = ("inductor", "onnxruntime")
+    RUNTIMES: ClassVar = (Runtime.INDUCTOR, Runtime.ONNXRUNTIME)
     scheme: Literal["int8_static"]
-    runtime: Literal["auto", "inductor", "onnxruntime"] = Field(
+    runtime: Literal["auto", Runtime.INDUCTOR, Runtime.ONNXRUNTIME] = Field(
         "auto",
         description="what runs the int8 model. auto: inductor and onnxruntime on PyTorch models, both measured, "
         "the fastest within the accuracy budget recommended. ONNX models always use onnxruntime.",
@@ -147,9 +150,9 @@ class Int8QAT(_FineTuned, _Calibrated, _Int8Activations, _Scheme):
     """int8 with quantization-aware fine-tuning."""
 
     DEFAULT_EPOCHS: ClassVar = 3
-    RUNTIMES: ClassVar = ("inductor",)
+    RUNTIMES: ClassVar = (Runtime.INDUCTOR,)
     scheme: Literal["int8_qat"]
-    runtime: Literal["auto", "inductor"] = Field("auto", description="what runs the int8 model (inductor)")
+    runtime: Literal["auto", Runtime.INDUCTOR] = Field("auto", description="what runs the int8 model (inductor)")
 
     def needs_data(self) -> str | None:
         return "int8_qat trains on data: add a dataset (labels, or none to distil from the fp32 model)"
@@ -251,15 +254,15 @@ def formats(step: _Scheme) -> frozenset[ModelFormat]:
 def output_format(step: _Scheme, fmt: ModelFormat) -> ModelFormat:
     if fmt in (ModelFormat.TORCHSCRIPT, ModelFormat.ONNX):
         return fmt
-    if getattr(step, "runtime", "auto") == "onnxruntime":
+    if getattr(step, "runtime", "auto") == Runtime.ONNXRUNTIME:
         return ModelFormat.ONNX
     # eager sources (weights + architecture, Hugging Face) come out as torch.export programs
     return ModelFormat.PT2
 
 
-def check_model(step: _Scheme, info: dict) -> str | None:
+def check_model(step: _Scheme, info: ModelInfo) -> str | None:
     """`exclude` must name layers the model has (inspection's layer list; ONNX uploads have none)."""
-    names = [layer["name"] for layer in info.get("layers") or []]
+    names = [layer.name for layer in info.layers or []]
     if not names:
         return None
     unmatched = unmatched_exclude(step.exclude, names)

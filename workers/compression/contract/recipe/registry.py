@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pydantic import BaseModel, TypeAdapter
 
 from ..formats import ModelFormat
+from ..inspection import ModelInfo
 from . import auto, distill, export, prune, quantize
 
 
@@ -32,11 +33,11 @@ class Method:
     needs_labels: Callable[[BaseModel], str | None] = lambda step: None
     # other uploaded models the step reads (ids), and why one cannot serve: (step, model info, its info)
     references: Callable[[BaseModel], list[str]] = lambda step: []
-    check_reference: Callable[[BaseModel, dict, dict], str | None] = lambda step, model, other: None
+    check_reference: Callable[[BaseModel, ModelInfo, ModelInfo], str | None] = lambda step, model, other: None
     # whether the step trains on the dataset (then the measurement holds out part of it)
     trains: Callable[[BaseModel], bool] = lambda step: False
     # why the step cannot run on this model (its inspection info: layers, input, ...), or None
-    check_model: Callable[[BaseModel, dict], str | None] = lambda step, info: None
+    check_model: Callable[[BaseModel, ModelInfo], str | None] = lambda step, info: None
 
     def variant(self, step: BaseModel) -> str:
         """The value of the step's variant field (a distillation's student source), for messages."""

@@ -1,4 +1,5 @@
-"""What every method gets and returns."""
+"""What every method (a verb of methods/) gets and returns: the step's context and its output. Below the
+methods, so what a verb calls (quantization, the search, the report builder) can name them too."""
 
 from __future__ import annotations
 
@@ -6,11 +7,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..contract.formats import FILE_SUFFIX, ModelFormat
-from ..contract.measure import MeasureSettings
-from ..contract.report import Report, SearchRecord
-from ..data import Dataset
-from ..formats.spec import LoadedModel
+from .contract.formats import FILE_SUFFIX, ModelFormat
+from .contract.measure import MeasureSettings
+from .contract.report import Report, SearchRecord
+from .data import Dataset
+from .formats.spec import LoadedModel
 
 
 @dataclass

@@ -3,7 +3,7 @@ and `label`, tokenized with the tokenizer inside the uploaded Hugging Face zip.
 
 Every sample is padded to one length (`max_length` padding) so a batch is one tensor: the longest text's
 length, capped by the model's position limit (or its fixed input length); longer texts are truncated and
-counted. How it was done is recorded in the dataset's facts, which the results carry.
+counted. How it was done is recorded in the dataset's `tokenization`, which the results carry.
 """
 
 from __future__ import annotations
@@ -17,21 +17,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .contract.errors import InvalidDatasetError
-from .formats.spec import InputSpec
+from ..contract.errors import InvalidDatasetError
+from ..contract.inspection import DatasetInfo, Tokenization
+from ..contract.vocabulary import JobErrorCode
+from ..formats.spec import InputSpec
+from ..formats.tokenizer import Tokenizer
+from .dataset import Dataset
 
 MAX_ROWS = 200_000
 MAX_TEXT_CHARS = 100_000  # one text field; a tokenizer would truncate anyway, this bounds the work
-DEFAULT_LONGEST = 512
-
-
-@dataclass(frozen=True)
-class Tokenizer:
-    """A Hugging Face upload's tokenizer with what the model says about its texts."""
-
-    tokenizer: object
-    longest: int = DEFAULT_LONGEST  # the model's position limit
-    label_names: list[str] | None = None  # the model's own class names (config id2label), when it has them
 
 
 @dataclass(frozen=True)
@@ -40,17 +34,17 @@ class TextRows:
     pairs: list[str] | None
     labels: list[int | str] | None
 
-    def describe(self) -> dict:
+    def describe(self) -> DatasetInfo:
         """What inspection says of the file before any model's tokenizer sees it."""
         classes = _classes(self.labels) if self.labels is not None else None
-        return {
-            "samples": len(self.texts),
-            "text": True,
-            "columns": ["text", *(["text_pair"] if self.pairs else []), *(["label"] if self.labels else [])],
-            "labels": self.labels is not None,
-            "num_classes": len(classes) if classes else (max(self.labels) + 1 if self.labels else None),
-            "classes": classes,
-        }
+        return DatasetInfo(
+            samples=len(self.texts),
+            text=True,
+            columns=["text", *(["text_pair"] if self.pairs else []), *(["label"] if self.labels else [])],
+            labels=self.labels is not None,
+            num_classes=len(classes) if classes else (max(self.labels) + 1 if self.labels else None),
+            classes=classes,
+        )
 
 
 def read_rows(path: Path, kind: str) -> TextRows:
@@ -75,21 +69,19 @@ def read_rows(path: Path, kind: str) -> TextRows:
 
 def tokenized(path: Path, kind: str, spec: InputSpec | None, text: Tokenizer | None):
     """The dataset as the model's named inputs (input_ids, attention_mask, ...), packed along dimension 1."""
-    from .data import Dataset
-
     if text is None:
         raise InvalidDatasetError(
             "a text dataset is tokenized with the tokenizer inside the uploaded Hugging Face zip, and this model has "
             "none: save the tokenizer into the model's folder (tokenizer.save_pretrained) and zip it again, or "
             "upload token ids as .npz with arrays input_ids and attention_mask",
-            code="no_tokenizer",
+            code=JobErrorCode.NO_TOKENIZER,
         )
     rows, tokenizer = read_rows(path, kind), text.tokenizer
     padded_with = "pad"
     if tokenizer.pad_token is None:  # causal LM tokenizers often have none; the mask hides the padding anyway
         if tokenizer.eos_token is None:
             raise InvalidDatasetError("the tokenizer has neither a padding nor an end-of-text token to pad with",
-                                      code="no_tokenizer")
+                                      code=JobErrorCode.NO_TOKENIZER)
         tokenizer.pad_token, padded_with = tokenizer.eos_token, "eos"
     fixed = spec.shape[-1] if spec is not None and isinstance(spec.shape[-1], int) else None
     args = (rows.texts, rows.pairs) if rows.pairs else (rows.texts,)
@@ -101,18 +93,16 @@ def tokenized(path: Path, kind: str, spec: InputSpec | None, text: Tokenizer | N
     if len(names) == 1:
         x = x[:, 0]
     y, classes = _label_tensor(rows.labels, text.label_names)
-    facts = {
-        "tokenization": {
-            "padding": "max_length",
-            "truncation": True,
-            "max_length": length,
-            "truncated": sum(n > length for n in lengths),
-            "longest": max(lengths),
-            "inputs": list(names),
-            "pad_token": padded_with,
-        }
-    }
-    return Dataset(x, y, classes, names if len(names) > 1 else None, facts)
+    tokenization = Tokenization(
+        padding="max_length",
+        truncation=True,
+        max_length=length,
+        truncated=sum(n > length for n in lengths),
+        longest=max(lengths),
+        inputs=list(names),
+        pad_token=padded_with,
+    )
+    return Dataset(x, y, classes, names if len(names) > 1 else None, tokenization)
 
 
 def _label_tensor(labels, label_names):

@@ -7,61 +7,30 @@ Everything is validated up front with messages that say what to change.
 from __future__ import annotations
 
 import io
+import math
 import zipfile
-from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 import torch
 
-from .contract.errors import InvalidDatasetError, UnsupportedFormatError
-from .contract.sniff import DATASET_FORMATS_TEXT, detect_dataset_format
-from .formats.spec import InputSpec
+from ..contract.errors import InvalidDatasetError, UnsupportedFormatError
+from ..contract.sniff import DATASET_FORMATS_TEXT, detect_dataset_format
+from ..contract.vocabulary import JobErrorCode
+from ..contract.zip_check import check_single_archive
+from ..formats.spec import InputSpec
+from .dataset import Dataset
+from .text import read_rows, tokenized
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 MAX_IMAGES = 200_000
 MAX_IMAGE_PIXELS = 25_000_000  # one image (5000 x 5000); PIL refuses more before decoding it
 MAX_IMAGE_FILE_BYTES = 64 * 2**20  # one image file as stored, decompressed from the zip
 MAX_DATASET_BYTES = 2 * 2**30  # the decoded float32 tensor of a whole image folder
+# the arrays of an .npz once inflated: a compressed archive is small on the wire and may be huge in memory,
+# so its members' declared sizes are summed against this before one is read
+MAX_ARRAY_BYTES = 512 * 2**20
 ACCEPTED = DATASET_FORMATS_TEXT
-
-
-@dataclass
-class Dataset:
-    x: torch.Tensor
-    y: torch.Tensor | None = None
-    classes: list[str] | None = None  # image folders, text labels: the names, index = label
-    # several named inputs packed along dimension 1 of x (see InputSpec), in this order
-    names: tuple[str, ...] | None = None
-    facts: dict = field(default_factory=dict)  # how it was made: tokenization (padding, truncation, length)
-
-    def __len__(self) -> int:
-        return len(self.x)
-
-    def head(self, n: int) -> Dataset:
-        return replace(self, x=self.x[:n], y=None if self.y is None else self.y[:n])
-
-    def split(self, fraction: float, *, seed: int = 0) -> tuple[Dataset, Dataset]:
-        """(rest, held out): a random `fraction` of the samples held out, the same every run."""
-        order = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))
-        cut = len(self) - max(1, int(round(fraction * len(self))))
-
-        def take(idx):
-            return replace(self, x=self.x[idx], y=None if self.y is None else self.y[idx])
-
-        return take(order[:cut]), take(order[cut:])
-
-    def describe(self) -> dict:
-        return {
-            "samples": len(self),
-            "sample_shape": list(self.x.shape[1:]),
-            "dtype": str(self.x.dtype).removeprefix("torch."),
-            "labels": self.y is not None,
-            "num_classes": int(self.y.max()) + 1 if self.y is not None else None,
-            "classes": self.classes,
-            **({"inputs": list(self.names)} if self.names else {}),
-            **self.facts,
-        }
 
 
 def load_dataset(path: str | Path, input_spec: InputSpec | None = None, tokenizer=None) -> Dataset:
@@ -69,16 +38,14 @@ def load_dataset(path: str | Path, input_spec: InputSpec | None = None, tokenize
     a dataset with several inputs is checked once the model is bound to them). Text needs `tokenizer`."""
     path = Path(path)
     if not path.is_file():
-        raise InvalidDatasetError(f"no dataset file at {path}", code="not_found")
+        raise InvalidDatasetError(f"no dataset file at {path}", code=JobErrorCode.NOT_FOUND)
     try:
         kind = detect_dataset_format(path)
     except UnsupportedFormatError as e:
-        raise InvalidDatasetError(e.message, code="invalid_dataset") from None
+        raise InvalidDatasetError(e.message, code=JobErrorCode.INVALID_DATASET) from None
     if kind == "image_zip":
         return _read_image_folder(path, input_spec)
     if kind in ("jsonl", "csv"):
-        from .text import tokenized
-
         dataset = tokenized(path, kind, input_spec, tokenizer)
         if input_spec is not None and input_spec.names == dataset.names:
             check_fits(dataset, input_spec)
@@ -88,6 +55,8 @@ def load_dataset(path: str | Path, input_spec: InputSpec | None = None, tokenize
 
 
 def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    _check_archive(path)
+    _check_npz_sizes(path)
     try:
         with np.load(path, allow_pickle=False) as npz:  # object arrays would need pickle: refused
             return {name: npz[name] for name in npz.files}
@@ -95,6 +64,42 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
         raise InvalidDatasetError(f"the .npz holds object arrays, which need pickle and are refused: {e}") from None
     except (zipfile.BadZipFile, OSError, EOFError) as e:
         raise InvalidDatasetError(f"corrupt .npz archive: {e}") from None
+
+
+def _check_archive(path: Path) -> None:
+    try:
+        check_single_archive(path)
+    except UnsupportedFormatError as e:
+        raise InvalidDatasetError(e.message, code=e.code) from None
+
+
+def _check_npz_sizes(path: Path) -> None:
+    """Each array's size as its .npy header declares it, summed against MAX_ARRAY_BYTES before any is
+    read, and each member's inflated size against that declaration: a 1 MB .npz that inflates to 1 GiB is
+    refused from its headers, without inflating it."""
+    total = 0
+    with zipfile.ZipFile(path) as zf:
+        for info in zf.infolist():
+            with zf.open(info) as f:
+                try:
+                    version = np.lib.format.read_magic(f)
+                    read_header = (
+                        np.lib.format.read_array_header_1_0
+                        if version == (1, 0)
+                        else (np.lib.format.read_array_header_2_0)
+                    )
+                    shape, _, dtype = read_header(f)
+                except (ValueError, EOFError, OSError) as e:
+                    raise InvalidDatasetError(f"{info.filename!r} is not a .npy array: {e}") from None
+            declared = math.prod(shape) * dtype.itemsize
+            if info.file_size > declared + 4096:  # the header and padding, no more
+                raise InvalidDatasetError(f"{info.filename!r} holds more bytes than its header declares")
+            total += declared
+            if total > MAX_ARRAY_BYTES:
+                raise InvalidDatasetError(
+                    f"the arrays would take {total / 2**20:.0f} MiB in memory; at most "
+                    f"{MAX_ARRAY_BYTES / 2**20:.0f} MiB are accepted (use fewer samples: calibration needs hundreds)"
+                )
 
 
 def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
@@ -207,6 +212,7 @@ def _read_image_folder(path: Path, spec: InputSpec | None) -> Dataset:
         channels = spec.shape[1] or 3
         if spec.shape[2] and spec.shape[3]:
             size = (spec.shape[3], spec.shape[2])
+    _check_archive(path)
     try:
         zf = zipfile.ZipFile(path)
     except zipfile.BadZipFile as e:
@@ -270,3 +276,6 @@ def _read_image_folder(path: Path, spec: InputSpec | None) -> Dataset:
     if spec is not None:
         check_fits(dataset, spec)
     return dataset
+
+
+__all__ = ["ACCEPTED", "Dataset", "check_fits", "load_dataset", "read_rows", "tokenized"]
