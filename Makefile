@@ -52,8 +52,11 @@ $(AXE): tests/js/package.json tests/js/package-lock.json
 	npm ci --prefix tests/js --no-audit --no-fund
 	touch $(AXE)
 
+# the suite in two parts: everything independent in 2 parallel processes (each with its own database, Redis dbs
+# and service stacks), then, alone, the tests that restart shared services or judge timing (marked exclusive)
 test: system-test install $(AXE)
-	$(PY) -m pytest -q -ra tests
+	$(PY) -m pytest -q -ra -n 2 --dist loadfile -m "not exclusive" tests
+	$(PY) -m pytest -q -ra -m exclusive tests
 
 bench: install
 	$(PY) bench/engine.py

@@ -36,6 +36,12 @@ def errors(*statuses: int, authenticated: bool = True) -> dict[int | str, dict[s
     return {status: {"model": ErrorResponse, "description": WHY[status]} for status in wanted}
 
 
+def json_errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The same for a route whose success is not JSON (/metrics): its errors still are."""
+    body = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}
+    return {status: {"description": WHY[status], "content": body} for status in sorted(statuses)}
+
+
 WRITE = (403,)  # cookie-authenticated writes need the CSRF token
 
 UPLOAD_RESPONSES = {

@@ -9,8 +9,12 @@ import signal
 import time
 
 import psutil
+import pytest
 
 from tests.stack import poll_job, restart_postgres, restart_redis, sha256_of, upload, wait_for, wait_ready
+
+# runs alone, after the parallel part of the suite: it restarts the PostgreSQL and Redis every test uses
+pytestmark = pytest.mark.exclusive
 
 INT8 = {"steps": [{"method": "quantize", "scheme": "int8_dynamic"}]}
 # long enough to be mid-job when the chaos comes: distillation with a few hundred steps

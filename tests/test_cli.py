@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -81,6 +83,7 @@ def test_engine_imports_no_web_or_database_code():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.exclusive  # its verdict reads a speed measured on a quiet machine
 def test_the_readme_example_runs(tmp_path):
     """README: bench/digits_example.py writes the inputs, then one `run` command."""
     made = subprocess.run(

@@ -12,8 +12,8 @@ import torch.nn.functional as F
 
 from tests.engine import run_recipe
 from workers.compression import RecipeError, load_model
-from workers.compression.contract.recipe import check_recipe, parse_recipe
 from workers.compression.contract.inspection import ModelInfo
+from workers.compression.contract.recipe import check_recipe, parse_recipe
 from workers.compression.contract.recipe.distill import check_reference
 from workers.compression.distillation.losses import distillation_loss, soft_kd
 from workers.compression.formats import InputSpec, save_model

@@ -8,6 +8,7 @@ import sys
 import time
 from contextlib import contextmanager
 
+import pytest
 import torch
 from torch import nn
 
@@ -20,6 +21,9 @@ from workers.compression import (
     load_model,
     measure_models,
 )
+
+# runs alone, after the parallel part of the suite: it times models and judges what contention does to the figures
+pytestmark = pytest.mark.exclusive
 
 
 class Repeated(nn.Module):

@@ -19,7 +19,7 @@ from workers.compression.contract.vocabulary import ApiErrorCode
 
 from ..dependencies import auth_failure
 from ..errors import ApiError
-from ..openapi import errors
+from ..openapi import json_errors
 from ..schemas import opaque
 from .metrics import registry
 
@@ -128,7 +128,7 @@ def metrics_caller(request: Request) -> None:
     dependencies=[Depends(metrics_caller)],
     responses={
         200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}}},
-        **errors(401, 404, 429, authenticated=False),
+        **json_errors(401, 404, 429),
     },
 )
 async def metrics() -> Response:

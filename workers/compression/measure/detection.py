@@ -16,7 +16,6 @@ guess would report a number that could be wrong, which is worse than a cosine th
 from __future__ import annotations
 
 import torch
-from torchvision.ops import batched_nms, box_convert, box_iou
 
 STRIDES = (8, 16, 32)
 CONFIDENCE = 0.25  # the original's detections: ultralytics' default prediction threshold, what a user acts on
@@ -51,6 +50,8 @@ def decode(output: torch.Tensor, confidence: float = CONFIDENCE) -> list[Detecti
         boxes, scores = pred[:4].T, pred[4:].T
         best, classes = scores.max(1)
         keep = best >= confidence
+        from torchvision.ops import batched_nms, box_convert  # only for a box head (importing it costs ~1 s)
+
         boxes, best, classes = box_convert(boxes[keep], "cxcywh", "xyxy"), best[keep], classes[keep]
         kept = batched_nms(boxes, best, classes, NMS_IOU)[:MAX_DETECTIONS]
         out.append((boxes[kept], best[kept], classes[kept]))
@@ -74,6 +75,8 @@ def map50(predicted: list[Detections], reference: list[Detections]) -> float | N
     classes = sorted({int(c) for _, _, cls in reference for c in cls})
     if not classes:
         return None
+    from torchvision import ops
+
     aps = []
     for c in classes:
         hits, scores, positives = [], [], 0
@@ -85,7 +88,7 @@ def map50(predicted: list[Detections], reference: list[Detections]) -> float | N
             for k in conf.argsort(descending=True).tolist():  # greedy, most confident first, as COCO matches
                 hit = False
                 if len(truth):
-                    iou = box_iou(boxes[k : k + 1], truth)[0].masked_fill(taken, -1.0)
+                    iou = ops.box_iou(boxes[k : k + 1], truth)[0].masked_fill(taken, -1.0)
                     j = int(iou.argmax())
                     if iou[j] >= MATCH_IOU:
                         taken[j], hit = True, True
