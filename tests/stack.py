@@ -23,14 +23,14 @@ REDIS_URL = os.environ.get("SQUEEZE_TEST_REDIS", "redis://127.0.0.1:6379")
 
 # fast, deterministic settings for tests: short timing, quick failure detection
 TEST_ENV = {
-    "SQUEEZE_MEASURE_SECONDS": "0.2",
+    "SQUEEZE_MEASURE_SECONDS": "0.1",
     "SQUEEZE_WEBHOOK_ALLOW_PRIVATE": "true",
     # the whole suite calls from 127.0.0.1, wrong keys included; test_service_ops checks the real limits
     "SQUEEZE_AUTH_FAILURES_PER_MINUTE": "100000",
     "SQUEEZE_REQUESTS_PER_MINUTE_PER_KEY": "100000",  # the tests' webhook receivers listen on 127.0.0.1
     "SQUEEZE_MEASURE_ROUNDS": "3",
     # tests check behaviour: few extra rounds, and no fp32 reference compiles (the engine tests cover them)
-    "SQUEEZE_MEASURE_MAX_ROUNDS": "8",
+    "SQUEEZE_MEASURE_MAX_ROUNDS": "6",
     "SQUEEZE_MEASURE_RUNTIME_BASELINES": "false",
     "SQUEEZE_MEASURE_EVAL_SAMPLES": "256",
     "SQUEEZE_HEARTBEAT_INTERVAL_S": "1",
