@@ -84,7 +84,6 @@ bench-distill: install
 	$(PY) bench/distill.py
 
 bench-quantize: install
-	$(PY) -m pip install -q -e '.[bench]'
 	$(PY) bench/quantize.py
 
 bench-auto: install

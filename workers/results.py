@@ -132,6 +132,7 @@ def store_results(session: Session, job: Job, report: Report, out_dir: Path, max
                 size_bytes=size,
                 blob_key=key,
                 toolchain=env.get("versions") or env,
+                runtime=entry.measurement.runtime,
             )
             session.add(artifact)
             session.flush()

@@ -295,6 +295,13 @@ def _job_text(job: Job) -> str:
                 mark = "*" if member.get("recommended") else " "
                 name = f"  {mark} {member['measurement']['runtime']}: {(member.get('details') or {}).get('label', '')}"
                 lines.append(_measure_line(name, member["measurement"], member))
+            for runtime in step.get("runtimes", []):  # one artifact per runtime: the recommended marked *
+                mark = "*" if runtime.get("recommended") else " "
+                lines.append(_measure_line(f"  {mark} on {runtime['measurement']['runtime']}", runtime["measurement"], runtime))
+            for peer in step.get("peers", []):  # the field's one-call recipes, measured beside
+                lines.append(_measure_line(f"  peer: {peer['peer']}", peer["measurement"], peer))
+            if step.get("against_peers"):
+                lines.append(f"  {step['against_peers']['summary']}")
             if step.get("recommendation_reason"):
                 lines.append(f"  {step['recommendation_reason']}")
     for a in d.get("artifacts") or []:

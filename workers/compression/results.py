@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from .contract.measure import NOISY_WIDTH, Measurement, Ratios
 from .contract.recipe.quantize import RECOMMEND_BUDGET
-from .contract.report import ArtifactReport, Final, Report, StepReport
+from .contract.report import ArtifactReport, Final, PeerComparison, Report, StepReport
 from .contract.vocabulary import Verdict
 from .data import Dataset
 from .formats import InputSpec
@@ -31,8 +31,6 @@ class Measured:
     ratios: Ratios
 
 
-
-
 def _speeds(r: Ratios, batch: int) -> list[tuple[str, str, float]]:
     return [
         (key, label, s)
@@ -49,7 +47,9 @@ def inconclusive_reason(r: Ratios, batch: int) -> str | None:
             continue
         lo, hi = r.speedup_ci95[key]
         if lo <= 0 or hi / lo > NOISY_WIDTH:
-            return f"the {label} speedup's 95 % interval, {lo:.2f}x-{hi:.2f}x, spans more than a factor of {NOISY_WIDTH}"
+            return (
+                f"the {label} speedup's 95 % interval, {lo:.2f}x-{hi:.2f}x, spans more than a factor of {NOISY_WIDTH}"
+            )
         claims_change = s >= SPEEDUP_THRESHOLD or s <= 1 / SPEEDUP_THRESHOLD
         if claims_change and lo < 1.0 < hi:
             return f"the {label} speedup's 95 % interval, {lo:.2f}x-{hi:.2f}x, includes 1.0: it may be no change"
@@ -62,7 +62,11 @@ def verdict(r: Ratios, batch: int = 0) -> Verdict:
     speeds = [s for _, _, s in _speeds(r, batch)]
     faster = bool(speeds) and max(speeds) >= SPEEDUP_THRESHOLD and min(speeds) >= 1.0
     smaller = r.size_ratio >= SIZE_THRESHOLD
-    gains = {(True, True): Verdict.FASTER_AND_SMALLER, (False, True): Verdict.SMALLER_ONLY, (True, False): Verdict.FASTER_ONLY}
+    gains = {
+        (True, True): Verdict.FASTER_AND_SMALLER,
+        (False, True): Verdict.SMALLER_ONLY,
+        (True, False): Verdict.FASTER_ONLY,
+    }
     return gains.get((faster, smaller), Verdict.NO_GAIN)
 
 
@@ -168,39 +172,85 @@ def _quality_drop(base: Measurement, m: Measurement) -> float | None:
     return None if m.agreement is None else 1.0 - m.agreement
 
 
+def speed_for(step, option: Measured) -> float:
+    """The speed the step optimises for: batch 1 (`objective: latency`) or the larger batch (the default)."""
+    r = option.ratios
+    first, second = (
+        (r.speedup_b1, r.speedup_bN) if getattr(step, "objective", None) == "latency" else (r.speedup_bN, r.speedup_b1)
+    )
+    return first if first is not None else (second or 0.0)
+
+
 def recommend_runtime(step, base: Measurement, options: Sequence[Measured]) -> Measured:
-    """Among one step's artifacts (one per runtime): the fastest whose quality drop is within the step's
-    budget (max_accuracy_drop, else 1 point); if none is, the most accurate."""
+    """Among one step's artifacts (one per runtime): the fastest at the batch size the step optimises for
+    whose quality drop is within the step's budget (max_accuracy_drop, else 1 point); if none is, the most
+    accurate."""
     if len(options) == 1:
         return options[0]
     budget = getattr(step, "max_accuracy_drop", None) or RECOMMEND_BUDGET
-
-    def speed(option: Measured) -> float:
-        r = option.ratios
-        return r.speedup_bN if r.speedup_bN is not None else (r.speedup_b1 or 0.0)
-
     drops = [(_quality_drop(base, option.measurement), option) for option in options]
     within = [option for drop, option in drops if drop is None or drop <= budget]
     if within:
-        return max(within, key=speed)
+        return max(within, key=lambda o: speed_for(step, o))
     return min(drops, key=lambda pair: pair[0])[1]
 
 
 def runtimes_entry(step, base: Measurement, options: Sequence[Measured], batch: int) -> StepReport:
-    """The default entry: the step's artifact, or the recommended one of several runtimes beside the others."""
-    chosen = recommend_runtime(step, base, options)
+    """The default entry: the step's artifact, or the recommended one of several runtimes beside the others;
+    peers' artifacts (compare_peers) beside them, and the recommendation compared with the best peer."""
+    own = [o for o in options if o.output.peer is None]
+    peers = [o for o in options if o.output.peer is not None]
+    chosen = recommend_runtime(step, base, own)
     entry = step_report(artifact_entry(step, chosen, base, batch))
-    if len(options) > 1:
+    if len(own) > 1:
         entry.runtimes = [
             artifact_entry(step, o, base, batch, params=False).model_copy(update={"recommended": o is chosen})
-            for o in options
+            for o in own
         ]
         entry.recommended = entry.artifact_id
+        which = "batch 1" if getattr(step, "objective", None) == "latency" else "the larger batch"
         entry.notes.append(
-            f"measured {len(options)} runtimes; recommended: {chosen.output.runtime or chosen.measurement.runtime}, "
-            "the fastest within the accuracy budget"
+            f"measured {len(own)} runtimes ({', '.join(o.measurement.runtime for o in own)}); recommended: "
+            f"{chosen.measurement.runtime}, the fastest at {which} within the accuracy budget"
         )
+    if peers:
+        entry.peers = [
+            artifact_entry(step, o, base, batch, params=False).model_copy(update={"peer": o.output.peer}) for o in peers
+        ]
+        entry.against_peers = against_peers(step, base, chosen, peers)
+        entry.notes.append(entry.against_peers.summary)
     return entry
+
+
+def against_peers(step, base: Measurement, ours: Measured, peers: Sequence[Measured]) -> PeerComparison:
+    """Ours against the peer fastest at the step's batch size: latency ratios at both sizes, and quality."""
+    best = max(peers, key=lambda p: speed_for(step, p))
+
+    def ratio(key: str) -> float | None:
+        mine, theirs = getattr(ours.ratios, f"speedup_{key}"), getattr(best.ratios, f"speedup_{key}")
+        return mine / theirs if mine and theirs else None  # both against the same baseline, same run
+
+    b1, bn = ratio("b1"), ratio("bN")
+    drop, peer_drop = _quality_drop(base, ours.measurement), _quality_drop(base, best.measurement)
+    quality_ok = drop is None or peer_drop is None or drop <= peer_drop + 0.005
+    ahead = all(r is None or r >= 1.0 for r in (b1, bn)) and quality_ok
+    words = ", ".join(f"{r:.2f}x at {label}" for label, r in (("batch 1", b1), ("the larger batch", bn)) if r)
+    summary = (
+        f"against the better peer, {best.output.peer} ({best.measurement.runtime}): {words} its speed "
+        f"(above 1: ours faster); recommended runtime {ours.measurement.runtime}"
+    )
+    if not ahead:
+        summary += "; the peer is ahead" + ("" if quality_ok else " on quality")
+    return PeerComparison(
+        best_peer=best.output.peer,
+        peer_artifact_id=best.output.path.name,
+        ratio_b1=b1,
+        ratio_bN=bn,
+        quality_drop=drop,
+        peer_quality_drop=peer_drop,
+        ahead=ahead,
+        summary=summary,
+    )
 
 
 # a step's report entry from its measured artifacts: (step, baseline, artifacts, batch) -> entry
@@ -242,6 +292,7 @@ def build_report(
             verdict=final.verdict,
             verdict_reason=final.verdict_reason,
             within_budget=final.within_budget,
+            against_peers=final.against_peers,
         ),
         input=spec.info(),
         data=data.describe() if data is not None else None,

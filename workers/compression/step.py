@@ -55,3 +55,6 @@ class StepOutput:
     # under an accuracy budget): the pipeline measures and stores it, then fails the job with this message
     failure: str | None = None
     search: SearchRecord | None = None  # auto: every candidate the search tried
+    # a peer's artifact (the field's one-call recipe, quantization/peers.py): measured beside the step's own,
+    # never recommended, compared with in the report
+    peer: str | None = None

@@ -27,6 +27,7 @@ class Artifact(Base):
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     blob_key: Mapped[str] = mapped_column(String(200))
     toolchain: Mapped[dict[str, Any]] = mapped_column(JSON)  # library versions that produced it
+    runtime: Mapped[str | None] = mapped_column(String(32), nullable=True)  # what the job measured it on
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

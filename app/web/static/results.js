@@ -22,7 +22,8 @@ function variant(step) {
   return "";
 }
 
-// one row per artifact: a plain step, each runtime a step was measured on, each member of a search's front
+// one row per artifact: a plain step, each runtime a step was measured on, each member of a search's front,
+// and each peer (the field's one-call recipe) measured beside them
 export function rowsOf(results) {
   const base = results.baseline;
   const rows = [{ n: null, name: "original", m: base, entry: null }];
@@ -42,6 +43,9 @@ export function rowsOf(results) {
       }
       const recommended = (step.front || step.runtimes) ? entry.artifact_id === step.artifact_id : false;
       rows.push({ n: ++n, name: prefix + name, m: entry.measurement, entry, step, recommended });
+    }
+    for (const entry of step.peers || []) {
+      rows.push({ n: ++n, name: `${prefix}peer: ${entry.peer}`, m: entry.measurement, entry, step, recommended: false, peer: true });
     }
   });
   return rows;
@@ -107,6 +111,9 @@ function detailsList(row, base) {
     if (entry.noisy) items.push(["noisy", (entry.noise || []).join("; ")]);
     for (const note of entry.notes || []) items.push(["note", note]);
   }
+  if (row.artifact && row.artifact.how_to_run) {
+    items.push(["how to run it", h("pre", { class: "code" }, h("code", {}, row.artifact.how_to_run))]);
+  }
   return h("dl", { class: "facts" }, items.flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]));
 }
 
@@ -118,6 +125,7 @@ export function resultsTable(results, artifacts) {
   const body = [];
   rowsOf(results).forEach((row, i) => {
     const { n, name, m, entry } = row;
+    row.artifact = entry ? byId[entry.artifact_id] : null;
     const detailsId = `result-details-${i}`;
     const toggle = h("button", { type: "button", class: "link toggle", "aria-expanded": "false", "aria-controls": detailsId },
       "details", h("span", { class: "visually-hidden" }, ` of ${name}`));
@@ -133,6 +141,7 @@ export function resultsTable(results, artifacts) {
       cell("#", n ?? "–", "num row-n"),
       h("th", { scope: "row", "data-label": "artifact" },
         h("span", { class: "name" }, h("span", { class: "phone-only" }, n ? `${n}. ` : ""), name), row.recommended ? h("span", { class: "badge recommended" }, "recommended") : null,
+        row.peer ? h("span", { class: "badge peer", title: "built with the field's one-call recipe, for comparison" }, "peer") : null,
         " ", toggle),
       cell("size ×", entry ? fixed(entry.size_ratio, 2, "x") : "1x", "num"),
       cell("speedup b1", speedupCell(entry, "b1"), "num"),
@@ -169,6 +178,8 @@ export function resultSummary(results, artifacts) {
       h("span", { class: "name" }, row.n ? `#${row.n} ${row.name}` : row.name)),
     h("p", { class: "figures" }, figures.join(" · ")),
     h("p", {}, verdictBadge(final), " ", final.verdict_reason),
+    final.against_peers ? h("p", { class: final.against_peers.ahead ? "peers" : "peers behind", id: "against-peers" },
+      h("strong", {}, final.against_peers.ahead ? "Ahead of the peers: " : "Behind a peer: "), final.against_peers.summary) : null,
     search && search.recommendation_reason ? h("p", { class: "why" }, h("strong", {}, "Why: "), search.recommendation_reason) : null,
     search && search.within_budget === false ? h("p", { class: "error" }, "No candidate met the accuracy budget; this is the closest.") : null,
     results.failed ? h("p", { class: "error" }, `A later step failed: ${results.failed}`) : null,

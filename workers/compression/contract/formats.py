@@ -12,6 +12,7 @@ class ModelFormat(StrEnum):
     ONNX = "onnx"
     SAFETENSORS = "safetensors"  # weights + an architecture name
     HUGGINGFACE = "huggingface"  # zipped config.json + *.safetensors
+    OPENVINO = "openvino"  # OpenVINO IR, zipped: model.xml + model.bin (what OpenVINO artifacts are)
 
 
 # formats whose layers PyTorch can change and train (a .pt2's graph is lifted back into layers)
@@ -23,10 +24,52 @@ FILE_SUFFIX = {
     ModelFormat.ONNX: ".onnx",
     ModelFormat.SAFETENSORS: ".safetensors",
     ModelFormat.HUGGINGFACE: ".zip",
+    ModelFormat.OPENVINO: ".openvino.zip",
 }
 
 ACCEPTED_FORMATS_TEXT = (
     "a torch.export program (.pt2, torch.export.save), a TorchScript archive (torch.jit.save), "
     "an ONNX model, safetensors weights with an architecture name (torchvision or timm), "
-    "or a zipped Hugging Face checkpoint (config.json + *.safetensors)"
+    "a zipped Hugging Face checkpoint (config.json + *.safetensors), or OpenVINO IR zipped as model.xml + model.bin"
 )
+
+
+# how to run an artifact, by its format and the runtime the job measured it on: shown beside its download
+HOW_TO_RUN = {
+    ModelFormat.PT2: (
+        "import torch\n"
+        "program = torch.export.load('{file}')\n"
+        "y = program.module()(x)"
+    ),
+    "pt2-inductor": (
+        "import torch, torch.ao.quantization.fx._decomposed\n"
+        "import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer  # int8 lowering passes\n"
+        "torch._inductor.config.freezing = True\n"
+        "model = torch.compile(torch.export.load('{file}').module())\n"
+        "with torch.no_grad():\n"
+        "    y = model(x)"
+    ),
+    ModelFormat.ONNX: (
+        "import onnxruntime as ort\n"
+        "session = ort.InferenceSession('{file}')\n"
+        "y = session.run(None, {{session.get_inputs()[0].name: x}})[0]"
+    ),
+    ModelFormat.OPENVINO: (
+        "import zipfile, numpy as np, openvino as ov\n"
+        "with zipfile.ZipFile('{file}') as z:\n"
+        "    model = ov.Core().read_model(z.read('model.xml').decode(), ov.Tensor(np.frombuffer(z.read('model.bin'), np.uint8)))\n"
+        "compiled = ov.Core().compile_model(model, 'CPU')\n"
+        "y = compiled(x)[0]"
+    ),
+    ModelFormat.TORCHSCRIPT: (
+        "import torch\n"
+        "model = torch.jit.load('{file}')\n"
+        "y = model(x)"
+    ),
+}
+
+
+def how_to_run(fmt: ModelFormat | str, runtime: str | None, file: str) -> str:
+    """A few lines of Python that run the artifact `file` as the job measured it (x: a batch of inputs)."""
+    key = "pt2-inductor" if fmt == ModelFormat.PT2 and runtime == "inductor" else ModelFormat(fmt)
+    return HOW_TO_RUN.get(key, "").format(file=file)

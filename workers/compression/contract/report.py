@@ -61,6 +61,21 @@ class ArtifactReport(_Section):
     notes: list[str] = []
     details: dict[str, Any] | None = _omitted_when_none("method-specific facts (layers kept, training history, ...)")
     recommended: bool | None = _omitted_when_none("among several artifacts of one step: the one recommended")
+    peer: str | None = _omitted_when_none("a peer's artifact: the field's one-call recipe it was built with")
+
+
+class PeerComparison(_Section):
+    """The recommended artifact against the better peer (the field's one-call recipes, built and measured in
+    the same run): each ratio is the peer's latency over ours, so above 1 is ours faster."""
+
+    best_peer: str = Field(description="the peer that was fastest at the batch size the step optimises for")
+    peer_artifact_id: str
+    ratio_b1: float | None = Field(description="peer latency / ours at batch 1 (> 1: ours is faster)")
+    ratio_bN: float | None = Field(description="the same at the larger batch")
+    quality_drop: float | None = Field(description="ours: accuracy (or agreement) lost against the original")
+    peer_quality_drop: float | None = Field(description="the peer's")
+    ahead: bool = Field(description="ours is at least as fast at both batch sizes, at equal or better quality")
+    summary: str = Field(description="the comparison in words, with the runtimes named")
 
 
 class CandidateArtifact(_Section):
@@ -110,6 +125,8 @@ class StepReport(ArtifactReport):
 
     recommended: str | None = _omitted_when_none("the recommended artifact's id, when the step offers several")
     runtimes: list[ArtifactReport] | None = _omitted_when_none("one artifact per runtime measured")
+    peers: list[ArtifactReport] | None = _omitted_when_none("compare_peers: each peer's artifact, measured beside")
+    against_peers: PeerComparison | None = _omitted_when_none("compare_peers: the recommendation against the best peer")
     front: list[ArtifactReport] | None = _omitted_when_none("auto: the Pareto front, measured again here")
     objective: str | None = _omitted_when_none("auto: what the recommendation optimises")
     within_budget: bool | None = _omitted_when_none("auto: whether the recommended artifact meets the accuracy budget")
@@ -118,7 +135,9 @@ class StepReport(ArtifactReport):
 
     def artifacts(self) -> list[ArtifactReport]:
         """The step's own entry, then every other artifact it offers (runtimes, front), each once."""
-        others = [a for a in [*(self.runtimes or []), *(self.front or [])] if a.artifact_id != self.artifact_id]
+        others = [
+            a for a in [*(self.runtimes or []), *(self.front or []), *(self.peers or [])] if a.artifact_id != self.artifact_id
+        ]
         return [self, *others]
 
 
@@ -137,6 +156,7 @@ class Final(_Section):
     verdict: Verdict
     verdict_reason: str
     within_budget: bool | None = _omitted_when_none("auto: whether the accuracy budget was met")
+    against_peers: PeerComparison | None = _omitted_when_none("the last step's comparison with the field's recipes")
 
 
 # the shape of a stored report: rows written under another version are migrated (migrations/), so a reader
@@ -163,14 +183,18 @@ class Report(_Section):
         candidates whose files were not kept (off the front) point at None."""
         report = self.model_copy(deep=True)
         for step in report.steps:
-            for entry in [step, *(step.runtimes or []), *(step.front or [])]:
+            for entry in [step, *(step.runtimes or []), *(step.front or []), *(step.peers or [])]:
                 entry.artifact_id = stored[entry.artifact_id]
+            if step.against_peers is not None:
+                step.against_peers.peer_artifact_id = stored[step.against_peers.peer_artifact_id]
             if step.recommended is not None:
                 step.recommended = step.artifact_id
             for candidate in step.search.candidates if step.search else []:
                 for found in candidate.artifacts or []:
                     found.artifact = stored.get(found.artifact) if found.artifact else None
         report.final.artifact_id = stored[report.final.artifact_id]
+        if report.final.against_peers is not None:
+            report.final.against_peers.peer_artifact_id = stored[report.final.against_peers.peer_artifact_id]
         return report
 
 

@@ -57,6 +57,8 @@ def classify_zip(names: list[str]) -> ModelFormat:
     as_text = {str(p) for p in rel}
     if "models/model.json" in as_text or "archive_format" in as_text:
         return ModelFormat.PT2
+    if sorted(as_text) == ["model.bin", "model.xml"]:
+        return ModelFormat.OPENVINO
     if "constants.pkl" in as_text and any(p.parts[0] == "code" for p in rel if p.parts):
         return ModelFormat.TORCHSCRIPT
     if any(p.name == "config.json" for p in rel) and any(p.suffix == ".safetensors" for p in rel):

@@ -43,12 +43,14 @@ class Verdict(StrEnum):
 
 
 class Runtime(StrEnum):
-    """What executes a model: PyTorch eagerly, TorchScript, torch.compile's inductor, or onnxruntime."""
+    """What executes a model: PyTorch eagerly, TorchScript, torch.compile's inductor, onnxruntime, or
+    OpenVINO's CPU plugin."""
 
     EAGER = "eager"
     TORCHSCRIPT = "torchscript"
     INDUCTOR = "inductor"
     ONNXRUNTIME = "onnxruntime"
+    OPENVINO = "openvino"
 
 
 class Device(StrEnum):

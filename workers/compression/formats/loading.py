@@ -11,6 +11,7 @@ from ..contract.sniff import detect_format
 from .exported import load_pt2, save_pt2
 from .huggingface import load_huggingface
 from .onnx import load_onnx, save_onnx
+from .openvino import from_onnx, load_openvino, save_openvino
 from .spec import InputSpec, LoadedModel, ModelFormat
 from .torchscript import load_torchscript, save_torchscript
 from .weights import load_weights
@@ -44,7 +45,9 @@ def load_model(
             model = load_weights(path, arch=arch, arch_kwargs=arch_kwargs, input_shape=shape)
         case ModelFormat.HUGGINGFACE:
             model = load_huggingface(path, sequence_length=shape[1] if shape else None)
-    if shape and model.input_spec is not None and detected in (ModelFormat.PT2, ModelFormat.ONNX):
+        case ModelFormat.OPENVINO:
+            model = load_openvino(path, threads=threads)
+    if shape and model.input_spec is not None and detected in (ModelFormat.PT2, ModelFormat.ONNX, ModelFormat.OPENVINO):
         _check_declared_shape(model.input_spec, shape)
         model.input_spec = model.input_spec.sized(shape[1:])  # a dynamic height/width/length, said by the user
     return model
@@ -65,4 +68,16 @@ def save_model(module: nn.Module, spec: InputSpec, format: ModelFormat, path: st
             return save_torchscript(module, spec, path)
         case ModelFormat.ONNX:
             return save_onnx(module, spec, path)
-    raise InvalidModelError(f"saving to {format} is not supported; choose pt2, onnx or torchscript")
+        case ModelFormat.OPENVINO:
+            return save_openvino_from(module, spec, path)
+    raise InvalidModelError(f"saving to {format} is not supported; choose pt2, onnx, torchscript or openvino")
+
+
+def save_openvino_from(module: nn.Module, spec: InputSpec, path: Path) -> Path:
+    """OpenVINO IR (fp32) of a module or of a loaded ONNX model: through its ONNX form, converted by OpenVINO."""
+    import tempfile
+
+    source = getattr(module, "model_path", None)  # an ONNX model is converted as it is
+    with tempfile.TemporaryDirectory(prefix="squeeze-ov-") as folder:
+        onnx_path = Path(source) if source else save_onnx(module, spec, Path(folder) / "model.onnx")
+        return save_openvino(from_onnx(onnx_path), path)

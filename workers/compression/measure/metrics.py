@@ -15,7 +15,7 @@ from ..formats.onnx import OnnxModule
 from ..formats.packed import SPARSE_BITS as BITS
 from ..formats.packed import SPARSE_SHAPE as SHAPE
 from ..formats.packed import SPARSE_VALUES as VALUES
-from ..hardware import cpu_has_vnni, cpu_model
+from ..hardware import cpu_features, cpu_has_vnni, cpu_model
 
 # tensors that are not weights: normalisation statistics and quantization parameters
 _NOT_WEIGHTS = ("running_mean", "running_var", "num_batches_tracked", "_scale", "_zero_point", "zero_point", "scale")
@@ -196,7 +196,7 @@ def first_tensor(output) -> torch.Tensor:
 
 def environment(device: str, threads: int) -> dict:
     versions = {}
-    for pkg in ("torch", "torchvision", "torchao", "onnx", "onnxruntime", "transformers", "numpy"):
+    for pkg in ("torch", "torchvision", "torchao", "onnx", "onnxruntime", "openvino", "nncf", "transformers", "numpy"):
         try:
             versions[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
@@ -204,6 +204,7 @@ def environment(device: str, threads: int) -> dict:
     env = {
         "cpu": cpu_model(),
         "cpu_vnni": cpu_has_vnni(),
+        "cpu_features": cpu_features(),  # read at run time: machines of one kind differ
         "threads": threads,
         "python": platform.python_version(),
         "versions": versions,

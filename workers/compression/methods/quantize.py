@@ -16,13 +16,17 @@ from torch import nn
 
 from ..contract.errors import StepFailedError
 from ..contract.recipe.quantize import QuantizeConfig
+from ..contract.vocabulary import Runtime
 from ..formats import LoadedModel, ModelFormat, save_model
+from ..hardware import cpu_has_vnni
 from ..measure.metrics import weight_tensors
 from ..pruning.layers import editable, execution_order
-from ..quantization.backends import onnx_backend, torch_backends
-from ..quantization.candidates import Backend, TorchCandidate, on_each_runtime
+from ..quantization.backends import fp32_onnx, onnx_backend, torch_backends
+from ..quantization.candidates import Backend, TorchCandidate, calibration_batches, on_each_runtime
 from ..quantization.guard import Guarded, Scorer, guard
+from ..quantization.openvino_int8 import openvino_backend
 from ..quantization.packed import packed_layer_bytes
+from ..quantization.peers import build_peers
 from ..step import StepContext, StepOutput
 
 
@@ -63,7 +67,7 @@ def _quantize(model: LoadedModel, step: QuantizeConfig, ctx: StepContext, work: 
     data = ctx.eval_data or ctx.data
     scorer = Scorer.over(data, model.module) if data is not None else None
     if model.format == ModelFormat.ONNX:
-        backends = [onnx_backend(model.path, step, ctx, scorer, work, getattr(model.module, "packed_names", None))]
+        backends = onnx_model_backends(model, step, ctx, scorer, work)
         kept: list[str] = []
     else:
         module = editable(model).to(ctx.device)
@@ -108,8 +112,51 @@ def _quantize(model: LoadedModel, step: QuantizeConfig, ctx: StepContext, work: 
             f"{step.scheme} cannot meet max_accuracy_drop {step.max_accuracy_drop}: the best candidate ({kept_names} "
             f"kept in full precision) loses {drop:.5f} {guard_info['metric']}; it is stored for inspection"
         )
+    if step.scheme.startswith("int8") and not cpu_has_vnni():
+        primary.notes.append(
+            "this CPU has no VNNI (int8 dot products): int8 kernels here multiply through wider registers and "
+            "may be no faster than fp32; the measurement says which"
+        )
     primary.alternatives = [r for r in results if r is not primary]
+    if getattr(step, "compare_peers", False):
+        primary.alternatives += _peers(model, step, ctx, work, primary)
     return primary
+
+
+def onnx_model_backends(model: LoadedModel, step: QuantizeConfig, ctx: StepContext, scorer, work: Path) -> list:
+    """An ONNX upload: onnxruntime, and for int8_static OpenVINO (NNCF) too, as the step's runtime allows."""
+    names = getattr(model.module, "packed_names", None)
+    runtime = getattr(step, "runtime", "auto")
+    wanted = [r for r in (Runtime.ONNXRUNTIME, Runtime.OPENVINO) if runtime in ("auto", r)]
+    if step.scheme != "int8_static":
+        wanted = [Runtime.ONNXRUNTIME]
+    makers = {
+        Runtime.ONNXRUNTIME: lambda: onnx_backend(model.path, step, ctx, scorer, work, names),
+        Runtime.OPENVINO: lambda: openvino_backend(model.path, step, ctx, scorer, work, names),
+    }
+    built, failed = on_each_runtime(wanted, lambda r: makers[r](), lambda r, why: f"{r} could not quantize it: {why}")
+    if not built:
+        raise StepFailedError("; ".join(failed))
+    built[0].notes.extend(failed)
+    return built
+
+
+def _peers(model: LoadedModel, step: QuantizeConfig, ctx: StepContext, work: Path, primary: StepOutput) -> list:
+    """The field's one-call recipes on the same fp32 ONNX form and calibration batches (quantization/peers.py)."""
+    if ctx.data is None:
+        return []
+    source = model.path if model.format == ModelFormat.ONNX else fp32_onnx(editable(model), model.require_spec(), work)
+    names = model.require_spec().names or getattr(model.module, "packed_names", None)
+    batches = [x.cpu().numpy() for x in calibration_batches(ctx.data, step.calibration_batches, "cpu")]
+    ctx.progress(0.95, "building the peers' int8 (onnxruntime quantize_static, NNCF)")
+    built, failed = build_peers(source, batches, work, names)
+    primary.notes.extend(failed)
+    out = []
+    for peer, path, runtime, fmt in built:
+        target = ctx.artifact_path(fmt, f"peer_{runtime}")
+        shutil.copyfile(path, target)
+        out.append(StepOutput(target, fmt, [f"peer: {peer}, every option at its default"], runtime=runtime, peer=peer))
+    return out
 
 
 def _result(backend: Backend, guarded: Guarded, kept: list[str], step: QuantizeConfig, ctx: StepContext) -> StepOutput:

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from pydantic import BaseModel
 
+from ..contract.formats import FILE_SUFFIX
 from ..contract.measure import Measurement, MeasureSettings
 from ..contract.vocabulary import Runtime
 from ..formats import LoadedModel, ModelFormat, save_model
@@ -72,10 +73,11 @@ def runtime_baselines(
     notes: dict[str, list[str]] = {}
     for runtime in sorted(runtimes - {prepared.baseline.runtime}):
         try:
-            if runtime == Runtime.ONNXRUNTIME and scratch is not None:
+            if runtime in (Runtime.ONNXRUNTIME, Runtime.OPENVINO) and scratch is not None:
                 scratch.mkdir(parents=True, exist_ok=True)
                 original = prepared.load_original()
-                path = save_model(original.module, prepared.spec, ModelFormat.ONNX, scratch / "original.onnx")
+                fmt = ModelFormat.ONNX if runtime == Runtime.ONNXRUNTIME else ModelFormat.OPENVINO
+                path = save_model(original.module, prepared.spec, fmt, scratch / f"original{FILE_SUFFIX[fmt]}")
                 originals[runtime] = prepared.load_artifact(path)
             elif runtime == Runtime.INDUCTOR:
                 from ..quantization.pt2e import compile_for_cpu

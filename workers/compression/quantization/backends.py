@@ -31,6 +31,7 @@ from .candidates import (
     on_each_runtime,
 )
 from .guard import Scorer
+from .openvino_int8 import openvino_backend
 from .packed import IntWeight, SignSTE, SignWeight, pack_embeddings
 
 if TYPE_CHECKING:
@@ -51,7 +52,7 @@ def torch_backends(
     module.eval()
     match step.scheme:
         case "int8_static":
-            runtimes = [Runtime.INDUCTOR, Runtime.ONNXRUNTIME] if step.runtime == "auto" else [step.runtime]
+            runtimes = list(step.RUNTIMES) if step.runtime == "auto" else [step.runtime]
             out, failed = on_each_runtime(
                 runtimes,
                 lambda runtime: _static_backend(runtime, module, spec, order, step, ctx, scorer, work),
@@ -77,10 +78,18 @@ def torch_backends(
     raise StepFailedError(f"unknown scheme {step.scheme}")
 
 
+def fp32_onnx(module, spec, work: Path) -> Path:
+    """The model's fp32 ONNX form, exported once per step (onnxruntime, OpenVINO and the peers start there)."""
+    path = work / "fp32.onnx"
+    return path if path.is_file() else save_model(module, spec, ModelFormat.ONNX, path)
+
+
 def _static_backend(runtime: str, module, spec, order, step, ctx, scorer, work: Path) -> Backend:
     if runtime == Runtime.INDUCTOR:
         return _pt2e_backend(module, spec, order, step, ctx, scorer, "static")
-    fp32 = save_model(module, spec, ModelFormat.ONNX, work / "fp32.onnx")
+    fp32 = fp32_onnx(module, spec, work)
+    if runtime == Runtime.OPENVINO:
+        return openvino_backend(fp32, step, ctx, scorer, work, spec.names or None)
     # the export takes the model's named inputs by name (export_arguments), fed from the packed tensor
     backend = onnx_backend(fp32, step, ctx, scorer, work, spec.names or None)
     if cast := bf16_tensors(module):

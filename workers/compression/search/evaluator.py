@@ -188,4 +188,5 @@ def recipe_key(steps) -> str:
 def runtime_of(result: StepOutput) -> str:
     if result.runtime:
         return result.runtime
-    return Runtime.ONNXRUNTIME if result.format == ModelFormat.ONNX else Runtime.EAGER
+    by_format = {ModelFormat.ONNX: Runtime.ONNXRUNTIME, ModelFormat.OPENVINO: Runtime.OPENVINO}
+    return by_format.get(result.format, Runtime.EAGER)

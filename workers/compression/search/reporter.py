@@ -14,7 +14,7 @@ from ..contract.report import SearchRecord, StepReport
 from ..contract.vocabulary import Runtime
 from ..formats import LoadedModel
 from ..measure import Measurement
-from ..results import Measured, artifact_entry, build_report, ratio_notes, step_report
+from ..results import Measured, against_peers, artifact_entry, build_report, ratio_notes, step_report
 from ..step import StepContext, StepOutput
 from . import space
 from .budget import Budget
@@ -103,7 +103,12 @@ class Findings:
         _, measured = self._front_outputs(members, stopped)  # the first carries the search summary
         spec = self.model.require_spec()
         report = build_report(
-            [(self.auto, measured)], base, spec, self.validation.train, self.validation.val, entry_for=lambda s: front_entry
+            [(self.auto, measured)],
+            base,
+            spec,
+            self.validation.train,
+            self.validation.val,
+            entry_for=lambda s: front_entry,
         )
         report.partial = True
         self.ctx.on_partial(report)
@@ -173,6 +178,8 @@ def front_entry(step: AutoStep, base: Measurement, options: Sequence, batch: int
     within the accuracy budget (or the closest, saying so); the whole search in `search`."""
     search: SearchRecord | None = options[0].output.search
     quality = search.quality if search else "accuracy"
+    peers = [o for o in options if o.output.peer is not None]
+    options = [o for o in options if o.output.peer is None]
     points = [
         Point(
             i,
@@ -186,7 +193,8 @@ def front_entry(step: AutoStep, base: Measurement, options: Sequence, batch: int
     chosen = options[rec.point.key]
     entry = step_report(artifact_entry(step, chosen, base, batch))
     entry.front = [
-        artifact_entry(step, o, base, batch, params=False).model_copy(update={"recommended": o is chosen}) for o in options
+        artifact_entry(step, o, base, batch, params=False).model_copy(update={"recommended": o is chosen})
+        for o in options
     ]
     entry.recommended = entry.artifact_id
     entry.objective = step.objective
@@ -194,4 +202,10 @@ def front_entry(step: AutoStep, base: Measurement, options: Sequence, batch: int
     entry.recommendation_reason = rec.reason
     entry.search = search
     entry.notes = [*chosen.output.notes, rec.reason, *(search.notes if search else []), *ratio_notes(chosen.ratios)]
+    if peers:
+        entry.peers = [
+            artifact_entry(step, o, base, batch, params=False).model_copy(update={"peer": o.output.peer}) for o in peers
+        ]
+        entry.against_peers = against_peers(step, base, chosen, peers)
+        entry.notes.append(entry.against_peers.summary)
     return entry

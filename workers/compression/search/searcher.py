@@ -19,10 +19,13 @@ from __future__ import annotations
 
 import time
 
-from ..contract.errors import EngineError
+from ..contract.errors import EngineError, short_error
 from ..contract.recipe import AutoStep, ExportStep, QuantizeConfig
-from ..formats import LoadedModel, ModelFormat
+from ..contract.vocabulary import Runtime
+from ..formats import LoadedModel, ModelFormat, save_model
 from ..measure import MeasureSettings
+from ..quantization.candidates import calibration_batches
+from ..quantization.peers import build_peers
 from ..step import StepContext, StepOutput
 from . import space
 from .budget import Budget, OutOfTime
@@ -30,6 +33,7 @@ from .evaluator import Evaluated, Evaluator, RunStep, choose_validation, recipe_
 from .objective import gain
 from .reporter import Findings, describe
 
+PEERS_RESERVE_S = 60.0  # what building the two peers may take, left of the budget (else they are skipped)
 PROMISING_GAIN = 1.05  # a pruning ratio that buys less than 5 % is not worth training
 COMBINED_ARMS = 2  # trained models per halving round combined with the best quantizations
 
@@ -66,7 +70,41 @@ class Search:
         self.successive_halving(self.training_arms())  # 3. successive halving
         for c in tail:  # 4. the rest of the quantization schemes
             self.evaluate(c)
-        return self.findings.final_output(self.evaluator.files, self.stopped)
+        main = self.findings.final_output(self.evaluator.files, self.stopped)
+        main.alternatives += self.peers(main)
+        return main
+
+    def peers(self, main: StepOutput) -> list[StepOutput]:
+        """The field's one-call int8 recipes on the original model, measured beside the front (quantization/
+        peers.py), when the search may use their runtimes and its budget leaves the time."""
+        runtimes = {Runtime.ONNXRUNTIME, Runtime.OPENVINO} & set(self.auto.runtimes)
+        if not runtimes or "quantize" not in self.auto.techniques or self.validation.train is None:
+            return []
+        if self.budget.remaining(self.findings.front()) < PEERS_RESERVE_S:
+            main.notes.append("the peers were not built: the search's budget ran out")
+            return []
+        self.ctx.progress(0.97, "building the peers' int8 (onnxruntime quantize_static, NNCF)")
+        try:
+            original = self.ctx.load_input()
+            folder = self.ctx.out_dir / "peers"
+            folder.mkdir(exist_ok=True)
+            spec = original.require_spec()
+            source = (
+                original.path
+                if self.onnx
+                else save_model(original.module, spec, ModelFormat.ONNX, folder / "fp32.onnx")
+            )
+            batches = [x.cpu().numpy() for x in calibration_batches(self.validation.train, 8, "cpu")]
+            built, failed = build_peers(source, batches, folder, spec.names or None)
+        except Exception as e:  # the comparison is extra information; the search's result stands
+            main.notes.append(f"the peers could not be built: {short_error(e)}")
+            return []
+        main.notes.extend(failed)
+        return [
+            StepOutput(path, fmt, [f"peer: {peer}, every option at its default"], runtime=runtime, peer=peer)
+            for peer, path, runtime, fmt in built
+            if runtime in runtimes
+        ]
 
     def guard_quantization(self) -> None:
         """When the scheme that would gain most is over the accuracy budget, it is tried again with the

@@ -74,11 +74,11 @@ class Candidate:
 
 
 def int8_runtime(auto: AutoStep, onnx_model: bool) -> str | None:
-    """What runs int8_static: every allowed runtime (auto: one build, one artifact per runtime)."""
-    if onnx_model:
-        return "auto" if Runtime.ONNXRUNTIME in auto.runtimes else None
-    allowed = [r for r in (Runtime.INDUCTOR, Runtime.ONNXRUNTIME) if r in auto.runtimes]
-    return None if not allowed else ("auto" if len(allowed) == 2 else allowed[0])
+    """What runs int8_static: every allowed runtime (auto: one build, one artifact per runtime, each measured),
+    or the one allowed; None when the search may use none of them."""
+    possible = (Runtime.ONNXRUNTIME, Runtime.OPENVINO) if onnx_model else (Runtime.INDUCTOR, Runtime.ONNXRUNTIME, Runtime.OPENVINO)
+    allowed = [r for r in possible if r in auto.runtimes]
+    return None if not allowed else (allowed[0] if len(allowed) == 1 else "auto")
 
 
 def screen_quantization(auto: AutoStep, onnx_model: bool, device: str = "cpu") -> list[Candidate]:
@@ -100,8 +100,11 @@ def screen_quantization(auto: AutoStep, onnx_model: bool, device: str = "cpu") -
             out.append(Candidate("int8_dynamic", (quantize_step("int8_dynamic"),), "screen"))
         elif onnx_model:
             continue  # onnxruntime's int8 schemes are the only ones that apply to an ONNX model
-        elif name == "onnx" and Runtime.ONNXRUNTIME in auto.runtimes:
-            out.append(Candidate("fp32 on onnxruntime", (ExportStep(format="onnx"),), "screen"))
+        elif name == "onnx":  # the original, fp32, on another runtime: a runtime switch alone may pay
+            if Runtime.ONNXRUNTIME in auto.runtimes:
+                out.append(Candidate("fp32 on onnxruntime", (ExportStep(format="onnx"),), "screen"))
+            if Runtime.OPENVINO in auto.runtimes:
+                out.append(Candidate("fp32 on OpenVINO", (ExportStep(format="openvino"),), "screen"))
         elif name not in ("onnx", "int8_static", "int8_dynamic") and Runtime.EAGER in auto.runtimes:
             out.append(Candidate(name, (quantize_step(name),), "screen"))
     return out

@@ -14,7 +14,7 @@ from ..vocabulary import Runtime
 TORCH_FORMATS = EAGER_FORMATS
 # ONNX models can only be quantized by onnxruntime, so the search there is over int8 schemes alone
 FORMATS = {"auto": TORCH_FORMATS | {ModelFormat.ONNX}}
-AutoRuntime = Literal[Runtime.EAGER, Runtime.INDUCTOR, Runtime.ONNXRUNTIME]
+AutoRuntime = Literal[Runtime.EAGER, Runtime.INDUCTOR, Runtime.ONNXRUNTIME, Runtime.OPENVINO]
 Technique = Literal["quantize", "prune", "distill"]
 
 
@@ -46,10 +46,10 @@ class AutoStep(BaseModel):
         "candidate found so far is returned",
     )
     runtimes: list[AutoRuntime] = Field(
-        [Runtime.EAGER, Runtime.INDUCTOR, Runtime.ONNXRUNTIME],
+        [Runtime.EAGER, Runtime.INDUCTOR, Runtime.ONNXRUNTIME, Runtime.OPENVINO],
         min_length=1,
         description="what may run the result: eager PyTorch (.pt2), PyTorch compiled by inductor (int8 .pt2), "
-        "onnxruntime (.onnx)",
+        "onnxruntime (.onnx), OpenVINO (IR, model.xml + model.bin zipped; int8 through NNCF)",
     )
     techniques: list[Technique] = Field(
         ["quantize", "prune", "distill"], min_length=1, description="which techniques the search may combine"
@@ -88,8 +88,8 @@ def check_order(step: AutoStep, earlier: list[tuple[BaseModel, ModelFormat]]) ->
 
 
 def check_model(step: AutoStep, info: ModelInfo) -> str | None:
-    if info.format == ModelFormat.ONNX and Runtime.ONNXRUNTIME not in step.runtimes:
-        return "an ONNX model runs on onnxruntime only: include 'onnxruntime' in runtimes"
+    if info.format == ModelFormat.ONNX and not {Runtime.ONNXRUNTIME, Runtime.OPENVINO} & set(step.runtimes):
+        return "an ONNX model runs on onnxruntime or OpenVINO: include 'onnxruntime' or 'openvino' in runtimes"
     if info.format == ModelFormat.ONNX and "quantize" not in step.techniques:
         return "an ONNX model can only be quantized: include 'quantize' in techniques"
     return None

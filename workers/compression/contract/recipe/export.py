@@ -15,6 +15,8 @@ FORMATS = {
     "onnx": EAGER,
     # TorchScript is deprecated upstream; written only because a recipe asks for it
     "torchscript": EAGER | {ModelFormat.TORCHSCRIPT},
+    # OpenVINO IR (model.xml + model.bin, zipped), fp32, converted from the model's ONNX form
+    "openvino": EAGER | {ModelFormat.ONNX},
 }
 
 
@@ -23,7 +25,9 @@ class ExportStep(BaseModel):
 
     model_config = ConfigDict(extra="forbid", title="export")
     method: Literal["export"] = "export"
-    format: Literal["onnx", "torchscript", "pt2"] = Field(description="the target format")
+    format: Literal["onnx", "torchscript", "pt2", "openvino"] = Field(
+        description="the target format (openvino: IR, model.xml + model.bin in one zip, run by OpenVINO's CPU plugin)"
+    )
 
     def summary(self) -> str:
         """A few words a job list shows for this step."""

@@ -134,12 +134,23 @@ class Int8Static(_Calibrated, _Int8Activations, _Scheme):
     """int8 weights and activations calibrated on the dataset."""
 
     FORMATS: ClassVar = TORCH_FORMATS | {ModelFormat.ONNX}
-    RUNTIMES: ClassVar = (Runtime.INDUCTOR, Runtime.ONNXRUNTIME)
+    RUNTIMES: ClassVar = (Runtime.INDUCTOR, Runtime.ONNXRUNTIME, Runtime.OPENVINO)
     scheme: Literal["int8_static"]
-    runtime: Literal["auto", Runtime.INDUCTOR, Runtime.ONNXRUNTIME] = Field(
+    runtime: Literal["auto", Runtime.INDUCTOR, Runtime.ONNXRUNTIME, Runtime.OPENVINO] = Field(
         "auto",
-        description="what runs the int8 model. auto: inductor and onnxruntime on PyTorch models, both measured, "
-        "the fastest within the accuracy budget recommended. ONNX models always use onnxruntime.",
+        description="what runs the int8 model. auto: every runtime that can (inductor, onnxruntime and OpenVINO "
+        "through NNCF for PyTorch models; onnxruntime and OpenVINO for ONNX models), each measured, the fastest "
+        "within the accuracy budget at the batch size `objective` names recommended",
+    )
+    objective: Literal["throughput", "latency"] = Field(
+        "throughput",
+        description="which speed picks the recommended runtime: throughput (the larger batch) or latency (batch 1)",
+    )
+    compare_peers: bool = Field(
+        False,
+        description="also build and measure, in the same run, what a user would get from the field's one-call "
+        "recipes: onnxruntime quantize_static (QDQ, per-channel) and NNCF quantize on OpenVINO; the report "
+        "ranks the recommended artifact against the better of them",
     )
 
     def needs_data(self) -> str | None:
@@ -252,6 +263,8 @@ def formats(step: _Scheme) -> frozenset[ModelFormat]:
 
 
 def output_format(step: _Scheme, fmt: ModelFormat) -> ModelFormat:
+    if getattr(step, "runtime", "auto") == Runtime.OPENVINO:
+        return ModelFormat.OPENVINO
     if fmt in (ModelFormat.TORCHSCRIPT, ModelFormat.ONNX):
         return fmt
     if getattr(step, "runtime", "auto") == Runtime.ONNXRUNTIME:

@@ -1,0 +1,101 @@
+"""int8 on OpenVINO through NNCF's post-training quantization (min-max activation ranges over the job's
+calibration batches, per-channel weights, fast bias correction), run by OpenVINO's CPU plugin.
+
+The model reaches OpenVINO through its ONNX form (OpenVINO's own converter), so its layers carry the ONNX
+node names: the accuracy guard keeps a layer in float by NNCF's ignored scope, matched on those names."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..contract.errors import StepFailedError
+from ..contract.recipe.quantize import QuantizeConfig
+from ..contract.vocabulary import Runtime
+from ..formats import ModelFormat
+from ..formats.onnx import NUMPY_TYPES, onnx_feed
+from ..formats.openvino import OV_TO_ONNX, OpenVinoModule, from_onnx, save_openvino
+from ..hardware import openvino_precision
+from .candidates import Backend, calibration_batches
+from .guard import Scorer
+from .onnx_int8 import onnx_layers
+
+QUICK_BATCHES = 4
+
+
+class OpenVinoCandidate:
+    """A quantized OpenVINO model: compiled once when first called (scoring), saved as the IR zip."""
+
+    def __init__(self, model, threads: int | None, names: tuple[str, ...] | None):
+        self.model, self.threads, self.names = model, threads, names
+        self._module: OpenVinoModule | None = None
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self._module is None:
+            self._module = OpenVinoModule(self.model, threads=self.threads)
+            if self.names:
+                self._module.bind_inputs(self.names)
+        return self._module(x)
+
+    def save(self, path: Path) -> Path:
+        return save_openvino(self.model, path)
+
+
+def feeds(model, batches: list[np.ndarray], names: tuple[str, ...] | None) -> list[dict[str, np.ndarray]]:
+    """Calibration batches as OpenVINO feeds, by input name (several inputs unpacked from dimension 1)."""
+    inputs = list(model.inputs)
+    types = {i.get_any_name(): NUMPY_TYPES.get(OV_TO_ONNX.get(i.get_element_type().get_type_name())) for i in inputs}
+    order = names or (inputs[0].get_any_name(),)
+    return [onnx_feed(x, order, types) for x in batches]
+
+
+def nncf_quantize(model, calibration: list[dict], *, kept_nodes=(), fast: bool = False):
+    """NNCF's post-training quantization of an OpenVINO model; `kept_nodes` (ONNX node names) stay float."""
+    import nncf
+
+    ignored = nncf.IgnoredScope(patterns=[rf"^{re.escape(n)}(/.*)?$" for n in kept_nodes], validate=False)
+    try:
+        return nncf.quantize(
+            model,
+            nncf.Dataset(calibration),
+            subset_size=len(calibration),
+            fast_bias_correction=True,
+            ignored_scope=ignored,
+            advanced_parameters=None if not fast else nncf.AdvancedQuantizationParameters(disable_bias_correction=True),
+        )
+    except Exception as e:
+        raise StepFailedError(f"NNCF quantization failed: {type(e).__name__}: {str(e).splitlines()[0][:300]}") from None
+
+
+def openvino_backend(
+    source: Path,
+    step: QuantizeConfig,
+    ctx,
+    scorer: Scorer | None,
+    work: Path,
+    names: tuple[str, ...] | None = None,
+) -> Backend:
+    """int8_static on OpenVINO from the model's fp32 ONNX form (`source`)."""
+    if step.scheme != "int8_static":
+        raise StepFailedError(f"{step.scheme} is not offered on OpenVINO; int8_static is")
+    layers = onnx_layers(source)
+    if not layers:
+        raise StepFailedError("the model has no Conv, Gemm or MatMul with stored weights to quantize")
+    model = from_onnx(source)
+    batches = [x.cpu().numpy() for x in calibration_batches(ctx.data, step.calibration_batches, "cpu")]
+    calibration = feeds(model, batches, names)
+    threads = torch.get_num_threads()
+
+    def build(kept: frozenset[str], quick: bool):
+        nodes = [layers[n] for n in kept if n in layers]
+        chosen = calibration[:QUICK_BATCHES] if quick else calibration
+        return OpenVinoCandidate(nncf_quantize(model, chosen, kept_nodes=nodes, fast=quick), threads, names)
+
+    notes = [
+        "OpenVINO int8 (NNCF post-training quantization: min-max activation ranges, per-channel weights, fast "
+        f"bias correction) on OpenVINO's CPU plugin; layers left in float run in {openvino_precision()}"
+    ]
+    return Backend(Runtime.OPENVINO, ModelFormat.OPENVINO, list(layers), build, notes)
