@@ -154,7 +154,8 @@ def test_auto_on_an_onnx_model_searches_onnxruntime_int8(mlp, digits_train_npz, 
     step = report["steps"][0]
     labels = [c["label"] for c in step["search"]["candidates"]]
     assert labels == ["int8_static (4-batch calibration)", "int8_dynamic"], labels
-    assert {m["measurement"]["runtime"] for m in step["front"]} == {"onnxruntime"}
+    # an ONNX upload is never compiled by torch: its int8 runs on onnxruntime, and on OpenVINO, which reads ONNX
+    assert {m["measurement"]["runtime"] for m in step["front"]} <= {"onnxruntime", "openvino"}
     assert step["within_budget"] and report["final"]["size_ratio"] > 3.0
     assert step["front"][0]["details"]["recipe"][0]["method"] == "quantize"
 

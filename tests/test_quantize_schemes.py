@@ -54,7 +54,7 @@ def test_int8_static_measures_every_runtime_and_recommends_the_fastest_within_bu
     )
     step, base = report["steps"][0], report["baseline"]
     runtimes = {r["measurement"]["runtime"]: r for r in step["runtimes"]}
-    assert set(runtimes) == {"inductor", "onnxruntime"}
+    assert set(runtimes) == {"inductor", "onnxruntime", "openvino"}
     for r in runtimes.values():  # stated tolerance: 1 point on 397 held-out digits
         assert base["accuracy"] - r["measurement"]["accuracy"] <= 0.01, r["measurement"]
         assert r["verdict"] in (

@@ -45,7 +45,7 @@ class Search:
         settings = ctx.measure or MeasureSettings(device=ctx.device)
         quick = search_timing(settings)
         self.budget = Budget(auto.budget_minutes * 60, settings, quick)  # the clock starts here
-        validation = choose_validation(model, auto, ctx, quick)
+        self.validation = validation = choose_validation(model, auto, ctx, quick)
         self.onnx = model.format == ModelFormat.ONNX
         self.evaluator = Evaluator(
             model, auto, ctx, validation, quick, run_step, check=self._check, on_stage=self._stage
