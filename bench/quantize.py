@@ -171,7 +171,7 @@ def nncf_quantize(source: Path, batches: list[np.ndarray], folder: Path) -> Path
         import nncf
         import onnx
     except ImportError:
-        return "nncf is not installed: run `make bench-quantize` (pip install -e '.[bench]')"
+        return "nncf is not installed: run `make install` (it is one of the service's dependencies)"
     model = onnx.load(str(source))
     name = model.graph.input[0].name
     quantized = nncf.quantize(model, nncf.Dataset(batches, lambda x: {name: x}), subset_size=len(batches))

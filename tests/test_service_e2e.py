@@ -82,14 +82,31 @@ def test_int8_static_stores_every_runtime_and_names_the_recommended_one(prod_sta
         assert done["status"] == "succeeded", done["error"]
         step = done["results"]["steps"][0]
         artifacts = {a["id"]: a for a in done["artifacts"]}
-        assert {a["format"] for a in artifacts.values()} == {"pt2", "onnx"}
+        assert {a["format"] for a in artifacts.values()} == {"pt2", "onnx", "openvino"}
         assert {r["artifact_id"] for r in step["runtimes"]} == set(artifacts)
-        assert {r["measurement"]["runtime"] for r in step["runtimes"]} == {"inductor", "onnxruntime"}
+        assert {r["measurement"]["runtime"] for r in step["runtimes"]} == {"inductor", "onnxruntime", "openvino"}
         [recommended] = [r for r in step["runtimes"] if r["recommended"]]
         assert step["recommended"] == step["artifact_id"] == recommended["artifact_id"]
         assert done["results"]["final"]["artifact_id"] == step["artifact_id"]
         for artifact in artifacts.values():
             check_artifact_runs(c, artifact, tmp_path, digits_npz)
+            check_how_to_run(artifact, tmp_path, digits_npz)
+
+
+def check_how_to_run(artifact, tmp_path, digits_npz):
+    """The lines shown next to the download run as they stand, in a fresh Python, on the downloaded file."""
+    import subprocess
+    import sys
+
+    snippet = artifact["how_to_run"]
+    assert artifact["filename"] in snippet, snippet
+    x = "np.load('digits.npz')['x'][:16]"
+    prelude = f"import numpy as np, torch\nx = {x}\nx = x if 'onnxruntime' in {snippet!r} or 'openvino' in {snippet!r} else torch.from_numpy(x)\n"
+    check = "\nassert np.asarray(y).shape == (16, 10), np.asarray(y).shape\nprint('ran')\n"
+    (tmp_path / "digits.npz").write_bytes(digits_npz.read_bytes())
+    run = subprocess.run([sys.executable, "-c", prelude + snippet + check], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0 and "ran" in run.stdout, (snippet, run.stderr[-2000:])
 
 
 def test_a_guard_that_cannot_hold_fails_the_job_and_keeps_the_best_candidate(prod_stack, digits, tmp_path):
