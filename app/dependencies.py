@@ -8,12 +8,13 @@ from collections.abc import Callable, Iterator
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 
 from app.store.db import session_factory
 from workers.compression.contract.vocabulary import ApiErrorCode
 
-from .auth.service import Caller, authenticate
+from .auth.service import Caller, authenticate, cached_caller
 from .errors import ApiError, not_found
 from .ratelimit import limiter, tenant_slots
 from .store.config import get_settings
@@ -56,10 +57,12 @@ def _too_many(wait: int, what: str) -> ApiError:
     return ApiError(429, ApiErrorCode.RATE_LIMITED, f"{what}; retry in {wait} s", {"Retry-After": str(wait)})
 
 
-def current_tenant(request: Request, session: SessionDep) -> Caller:
+async def current_tenant(request: Request) -> Caller:
+    """Async, with no session of its own: a key seen in the last seconds is answered from the cache in the
+    event loop (a poll costs no thread hop for it); only an unknown key is looked up, in the thread pool."""
     settings = get_settings()
     try:
-        tenant = _authenticate(request, session)
+        tenant = await _authenticate(request)
     except ApiError:
         # a failure spends one of the address's tokens (atomically: parallel guesses cannot all pass);
         # past the limit failures are 429. A valid key always passes, so clients sharing an address
@@ -74,7 +77,12 @@ def current_tenant(request: Request, session: SessionDep) -> Caller:
     return tenant
 
 
-def _authenticate(request: Request, session: Session) -> Caller:
+def _look_up(key: str) -> Caller | None:
+    with session_factory()() as session:
+        return authenticate(session, key)
+
+
+async def _authenticate(request: Request) -> Caller:
     header = request.headers.get("authorization", "")
     scheme, _, key = header.partition(" ")
     if not header and (cookie := request.cookies.get(KEY_COOKIE)):
@@ -84,7 +92,7 @@ def _authenticate(request: Request, session: Session) -> Caller:
         raise ApiError(
             401, ApiErrorCode.UNAUTHORIZED, "send your API key as 'Authorization: Bearer <key>'", {"WWW-Authenticate": "Bearer"}
         )
-    tenant = authenticate(session, key.strip())
+    tenant = cached_caller(key.strip()) or await run_in_threadpool(_look_up, key.strip())
     if tenant is None:
         raise ApiError(
             401, ApiErrorCode.UNAUTHORIZED, "this API key is not valid (unknown or revoked)", {"WWW-Authenticate": "Bearer"}

@@ -78,6 +78,11 @@ class KeyCache:
 _keys = KeyCache()
 
 
+def cached_caller(key: str) -> Caller | None:
+    """The key's tenant when it was valid in the last KEY_CACHE_S, without the database."""
+    return _keys.get(hash_key(key))
+
+
 def authenticate(session: Session, key: str) -> Caller | None:
     digest = hash_key(key)
     if (caller := _keys.get(digest)) is not None:

@@ -86,8 +86,10 @@ def list_jobs(
 
 
 @router.get("/{job_id}", response_model=JobOut, responses=errors(404))
-def read_job(job_id: str, session: SessionDep, tenant: TenantDep) -> Response:
-    return answers.read(session, tenant, job_id)
+async def read_job(job_id: str, tenant: TenantDep) -> Response:
+    """Polled by every client: no session dependency (each sync dependency is a hop to the thread pool);
+    the read opens its own connection (app/jobs/reads.py)."""
+    return await answers.answer(tenant, job_id)
 
 
 @router.delete("/{job_id}", status_code=204, responses=errors(403, 404, 409))

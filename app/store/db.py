@@ -12,6 +12,7 @@ from pathlib import Path
 
 from sqlalchemy import DateTime, Engine, create_engine, event, make_url
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.pool import SingletonThreadPool
 from sqlalchemy.types import TypeDecorator
 
 from .config import get_settings
@@ -57,6 +58,10 @@ def make_engine(url: str) -> Engine:
             url,
             connect_args={"timeout": 30, "check_same_thread": False},
             pool_timeout=get_settings().db_pool_timeout_s,
+            # as many as the API's thread pool runs at once (anyio's 40): a smaller pool under a burst of
+            # polls opened and closed an overflow connection (and its PRAGMAs) for most requests
+            pool_size=20,
+            max_overflow=20,
         )
 
         @event.listens_for(engine, "connect")
@@ -77,6 +82,29 @@ def make_engine(url: str) -> Engine:
 @lru_cache
 def get_engine() -> Engine:
     return make_engine(get_settings().database_url)
+
+
+@lru_cache
+def loop_engine() -> Engine | None:
+    """On SQLite (the embedded default), a read-only connection per thread for the few reads the API makes in
+    its event loop (the job poll's stamp): a WAL reader never waits for a writer, and a local indexed read
+    costs less than the hop to the thread pool (measured in bench/reads.py). Its own pool, so a read in the
+    loop can never wait for a connection the thread pool holds; a short busy timeout, so in the rare case a
+    read is refused (WAL recovery) the caller falls back to the thread pool instead of stalling the loop.
+    None on a networked database: its reads belong in the thread pool."""
+    url = get_settings().database_url
+    if not url.startswith("sqlite") or make_url(url).database in (None, "", ":memory:"):
+        return None  # (an in-memory database is one per connection: not shareable)
+    engine = create_engine(url, connect_args={"check_same_thread": False}, poolclass=SingletonThreadPool)
+
+    @event.listens_for(engine, "connect")
+    def _read_only(dbapi_conn, _record) -> None:
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA busy_timeout=100")
+        cur.execute("PRAGMA query_only=ON")
+        cur.close()
+
+    return engine
 
 
 @lru_cache
