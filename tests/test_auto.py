@@ -160,7 +160,7 @@ def test_auto_on_an_onnx_model_searches_onnxruntime_int8(mlp, digits_train_npz, 
     assert step["front"][0]["details"]["recipe"][0]["method"] == "quantize"
 
 
-def test_without_labels_a_one_sided_original_is_judged_on_the_output_cosine(digits, tmp_path, quick):
+def test_without_labels_a_one_sided_original_is_judged_with_the_output_cosine(digits, tmp_path, quick):
     import numpy as np
 
     from .conftest import export_pt2
@@ -169,16 +169,63 @@ def test_without_labels_a_one_sided_original_is_judged_on_the_output_cosine(digi
     torch.manual_seed(0)
     net = DigitsMLP(hidden=64).eval()
     with torch.no_grad():
-        net.net[-1].bias[3] += 100.0  # predicts class 3 for every input: top-1 agreement says nothing
+        net.net[-1].bias[3] += 100.0  # predicts class 3 for every input: top-1 agreement alone says nothing
     path = export_pt2(net, tmp_path / "one_sided.pt2", torch.zeros(2, 1, 8, 8))
     np.savez(tmp_path / "x.npz", x=digits[0])
     recipe = {"steps": [{"method": "auto", "budget_minutes": 0.01}]}
     report = run_recipe(path, recipe, data_path=tmp_path / "x.npz", out_dir=tmp_path / "out", settings=quick)
     step = report["steps"][0]
-    assert step["search"]["quality"] == "cosine"
+    assert step["search"]["quality"] == "agreement"
     assert any("predicts one class for 100%" in n and "cosine" in n for n in step["notes"]), step["notes"]
     [measured] = [a for c in step["search"]["candidates"] for a in c.get("artifacts", [])][:1]
-    assert measured["accuracy_drop"] == pytest.approx(1 - measured["measurement"]["cosine_similarity"])
+    m = measured["measurement"]
+    assert m["agreement"] <= m["cosine_similarity"] + 1e-9 and "cosine" in m["agreement_metric"]
+    # the drop the search ranked by is the one the report's verdict reads
+    assert measured["accuracy_drop"] == pytest.approx(1 - m["agreement"])
+
+
+def test_a_two_class_output_is_judged_by_agreement_and_a_member_over_budget_is_never_a_gain():
+    """The hold-out face CNN: `auto` scored "prune 75 %" by cosine (1.67 points lost) and recommended it within
+    a 2-point budget, while the report's verdict read top-1 0.863, a drop of 13.7 points. One rule now: a
+    2-class output is scored by top-1 agreement everywhere, and a front member over the budget is
+    quality_lost, never recommended as within it."""
+    from pathlib import Path
+
+    from workers.compression.contract.measure import Latency, Measurement, Ratios
+    from workers.compression.contract.recipe.auto import AutoStep
+    from workers.compression.measure.quality import score
+    from workers.compression.results import Measured
+    from workers.compression.search.reporter import front_entry
+    from workers.compression.step import StepOutput
+
+    torch.manual_seed(0)
+    original = torch.randn(400, 2) * 3
+    pruned = original.clone()
+    flipped = original[:, 0].sub(original[:, 1]).abs() < 1.0  # near the boundary: a small change flips them
+    pruned[flipped] = pruned[flipped].flip(1)
+    q = score([pruned], [original])
+    assert q.metric == "top1" and q.agreement == pytest.approx(1 - flipped.float().mean().item())
+    assert q.cosine > q.agreement + 0.05  # what the search used to read: it looked far better
+
+    def measured(agreement, cosine, speedup):
+        m = Measurement(
+            size_bytes=1, params=1, nonzero_params=1, macs=None, latency_ms=Latency(b1=None, bN=None, batch=8),
+            throughput_per_s=None, peak_mem_bytes=None, accuracy=None, agreement=agreement,
+            agreement_metric="top1", cosine_similarity=cosine, device="cpu", runtime="onnxruntime",
+        )
+        return Measured(StepOutput(Path(f"{agreement}.onnx"), "onnx"), m, Ratios(size_ratio=4.0, speedup_b1=speedup,
+                                                                               speedup_bN=speedup))
+
+    base = measured(None, None, 1.0).measurement
+    auto = AutoStep(max_accuracy_drop=0.02)
+    pruned75, int8 = measured(0.863, 0.983, 3.0), measured(0.995, 0.999, 1.6)
+    entry = front_entry(auto, base, [pruned75, int8], 8)
+    assert entry.within_budget and entry.recommended == entry.artifact_id
+    by_speed = {round(f.speedup_b1, 1): f for f in entry.front}
+    assert by_speed[1.6].recommended and by_speed[1.6].verdict == "faster_and_smaller"
+    assert by_speed[3.0].verdict == "quality_lost" and "13.7 points" in by_speed[3.0].verdict_reason
+    alone = front_entry(auto, base, [pruned75], 8)
+    assert not alone.within_budget and alone.verdict == "quality_lost"
 
 
 def test_an_onnx_upload_is_not_offered_quantization_aware_training():

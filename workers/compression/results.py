@@ -13,6 +13,7 @@ from .contract.report import ArtifactReport, Final, PeerComparison, Report, Step
 from .contract.vocabulary import Verdict
 from .data import Dataset
 from .formats import InputSpec
+from .measure.quality import measured_drop, within_budget
 from .step import StepOutput
 
 SPEEDUP_THRESHOLD = 1.05  # below 5 % a latency change is within run-to-run noise
@@ -73,12 +74,10 @@ def verdict(r: Ratios, batch: int = 0) -> Verdict:
 def quality_lost_reason(step, base: Measurement, m: Measurement) -> str | None:
     """Why an artifact's quality is lost, in words: its drop against the baseline is past the step's
     max_accuracy_drop, or past QUALITY_LOST_DROP for a step that has none. None while it holds."""
-    drop = _quality_drop(base, m)
-    if drop is None:
-        return None
+    drop = measured_drop(base, m)
     budget = getattr(step, "max_accuracy_drop", None)
     allowed = QUALITY_LOST_DROP if budget is None else max(budget, 0.0)
-    if drop <= allowed + 1e-9:
+    if within_budget(drop, allowed):
         return None
     if base.accuracy is not None and m.accuracy is not None:
         what = f"accuracy {m.accuracy:.3f} against the original's {base.accuracy:.3f}"
@@ -166,12 +165,6 @@ def step_report(entry: ArtifactReport, **more) -> StepReport:
     return StepReport(**dict(entry), **more)
 
 
-def _quality_drop(base: Measurement, m: Measurement) -> float | None:
-    if base.accuracy is not None and m.accuracy is not None:
-        return base.accuracy - m.accuracy
-    return None if m.agreement is None else 1.0 - m.agreement
-
-
 def speed_for(step, option: Measured) -> float:
     """The speed the step optimises for: batch 1 (`objective: latency`) or the larger batch (the default)."""
     r = option.ratios
@@ -188,8 +181,8 @@ def recommend_runtime(step, base: Measurement, options: Sequence[Measured]) -> M
     if len(options) == 1:
         return options[0]
     budget = getattr(step, "max_accuracy_drop", None) or RECOMMEND_BUDGET
-    drops = [(_quality_drop(base, option.measurement), option) for option in options]
-    within = [option for drop, option in drops if drop is None or drop <= budget]
+    drops = [(measured_drop(base, option.measurement), option) for option in options]
+    within = [option for drop, option in drops if within_budget(drop, budget)]
     if within:
         return max(within, key=lambda o: speed_for(step, o))
     return min(drops, key=lambda pair: pair[0])[1]
@@ -231,7 +224,7 @@ def against_peers(step, base: Measurement, ours: Measured, peers: Sequence[Measu
         return mine / theirs if mine and theirs else None  # both against the same baseline, same run
 
     b1, bn = ratio("b1"), ratio("bN")
-    drop, peer_drop = _quality_drop(base, ours.measurement), _quality_drop(base, best.measurement)
+    drop, peer_drop = measured_drop(base, ours.measurement), measured_drop(base, best.measurement)
     quality_ok = drop is None or peer_drop is None or drop <= peer_drop + 0.005
     ahead = all(r is None or r >= 1.0 for r in (b1, bn)) and quality_ok
     words = ", ".join(f"{r:.2f}x at {label}" for label, r in (("batch 1", b1), ("the larger batch", bn)) if r)

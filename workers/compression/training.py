@@ -16,10 +16,7 @@ from torch import nn
 
 from .data import Dataset
 from .measure.metrics import all_tensors, first_tensor
-
-
-def is_classifier(output: torch.Tensor) -> bool:
-    return output.ndim == 2 and output.shape[1] > 1
+from .measure.quality import is_class_scores, score
 
 
 def batches(data: Dataset, batch_size: int, *, shuffle: bool, seed: int = 0) -> Iterator[tuple]:
@@ -47,11 +44,11 @@ def task_loss(
     and for a language model's tokens, mean squared error on other outputs."""
     if reference is not None and labels is None:
         output, reference = per_token(output, vocabulary), per_token(reference, vocabulary)
-    if labels is not None and is_classifier(output):
+    if labels is not None and is_class_scores(output):
         return F.cross_entropy(output, labels)
     if reference is None:
         raise ValueError("training without labels needs a reference model")
-    if is_classifier(output):
+    if is_class_scores(output):
         return F.kl_div(F.log_softmax(output, 1), F.log_softmax(reference, 1), log_target=True, reduction="batchmean")
     return F.mse_loss(output, reference)
 
@@ -60,7 +57,7 @@ def gradient_loss(output: torch.Tensor, labels: torch.Tensor | None) -> torch.Te
     """The loss whose gradients score weights (Taylor importance). Without labels a classifier's own
     predictions stand in (the unchanged model has zero distillation loss, hence zero gradient); other
     outputs use their energy, so a weight's score is its effect on the output."""
-    if is_classifier(output):
+    if is_class_scores(output):
         targets = labels if labels is not None else output.detach().argmax(1)
         return F.cross_entropy(output, targets)
     return output.pow(2).mean()
@@ -158,15 +155,13 @@ def _finetune(
 
 @torch.no_grad()
 def quality(model: nn.Module, data: Dataset, reference_outputs: torch.Tensor | None, device: str) -> float:
-    """Accuracy on labels, else top-1 agreement (classifiers) or cosine similarity with the reference."""
+    """The model's score by the one quality rule (measure/quality.py): accuracy on labels, else agreement
+    with the reference's first output."""
     outs = outputs(model, data, device)
-    if data.y is not None and is_classifier(outs):
-        return float((outs.argmax(1) == data.y).float().mean())
-    if reference_outputs is None:
+    q = score([outs], None if reference_outputs is None else [reference_outputs.float().cpu()], data.x, data.y)
+    if q.accuracy is None and q.agreement is None:
         raise ValueError("quality without labels needs the reference outputs")
-    if is_classifier(outs):
-        return float((outs.argmax(1) == reference_outputs.argmax(1)).float().mean())
-    return float(F.cosine_similarity(outs.flatten(1), reference_outputs.flatten(1), dim=1).mean())
+    return q.score
 
 
 @torch.no_grad()

@@ -21,7 +21,8 @@ from ..contract.errors import RecipeError
 from ..contract.recipe.distill import DistillStep
 from ..data import Dataset
 from ..measure.metrics import all_tensors, first_tensor, outputs_over
-from ..training import fp32_weights, is_classifier, task_loss
+from ..measure.quality import score
+from ..training import fp32_weights, task_loss
 from .losses import distillation_loss
 
 TEACHER_BATCH = 256
@@ -375,14 +376,11 @@ def stale_epochs_exceeded(step: DistillStep, outcome: TrainingOutcome, epoch: in
 
 @torch.no_grad()
 def validate(student: nn.Module, data: Dataset, reference: torch.Tensor | None, device: str) -> float:
-    """Accuracy on labels; otherwise agreement with the teacher (top-1, or cosine for other outputs)."""
+    """The student's score by the one quality rule (measure/quality.py): accuracy on labels, otherwise
+    agreement with the teacher."""
     student.eval()
     outs = teacher_outputs(student, data, device)
-    if data.y is not None and is_classifier(outs):
-        return float((outs.argmax(1) == data.y).float().mean())
-    if is_classifier(outs):
-        return float((outs.argmax(1) == reference.argmax(1)).float().mean())
-    return float(F.cosine_similarity(outs.flatten(1), reference.flatten(1), dim=1).mean())
+    return score([outs], None if reference is None else [reference.float().cpu()], data.x, data.y).score
 
 
 def _amp_dtype(amp: str, device: str) -> torch.dtype | None:

@@ -30,7 +30,7 @@ from ..data import Dataset
 from ..formats.spec import LoadedModel
 from ..hardware import cpu_has_amx, cpu_has_vnni
 from .metrics import count_macs, count_params, environment, first_tensor, outputs_over, peak_memory
-from .outputs import per_output_quality
+from .quality import score
 from .timing import MIN_CI_ROUNDS, STATISTIC, TimingRun, time_interleaved
 
 NOISY_STEAL = 0.10  # the hypervisor took more than this share of the CPU during the rounds
@@ -92,19 +92,6 @@ def _next_token_agreement(logits: torch.Tensor, base: torch.Tensor, x: torch.Ten
     _, mask = _tokens(x, names)
     same = (logits.argmax(-1) == base.argmax(-1)).float()
     return float((same * mask).sum() / mask.sum().clamp_min(1))
-
-
-def _quality(outputs: torch.Tensor, baseline: torch.Tensor | None, labels: torch.Tensor | None):
-    classifier = outputs.ndim == 2 and outputs.shape[1] > 1
-    accuracy = None
-    if labels is not None and classifier:
-        accuracy = float((outputs.argmax(1) == labels).float().mean())
-    if baseline is None:
-        return accuracy, None, None, None
-    cosine = float(F.cosine_similarity(outputs.flatten(1), baseline.flatten(1), dim=1).mean())
-    if classifier:
-        return accuracy, float((outputs.argmax(1) == baseline.argmax(1)).float().mean()), "top1", cosine
-    return accuracy, cosine, "cosine", cosine
 
 
 def measure_models(
@@ -274,19 +261,14 @@ def _scores(models: list[LoadedModel], data: Dataset | None, settings: MeasureSe
     scores = []
     for m in models:
         outs = all_outputs_of(m, eval_x, settings.batch, device)
-        accuracy, agreement, metric, cosine = _quality(outs[0], baseline_out[0] if baseline_out else None, labels)
-        per_output = per_output_quality(outs, baseline_out, eval_x)
+        q = score(outs, baseline_out, eval_x, labels)  # the quality rule (measure/quality.py)
+        accuracy, agreement, metric = q.accuracy, q.agreement, q.metric
         ppl = perplexity(outs[0], eval_x, names) if causal else None
         if causal and baseline_out is not None and ppl is not None:  # what a language model is judged by
             agreement, metric = _next_token_agreement(outs[0], baseline_out[0], eval_x, names), "next-token top1"
-        if per_output and len(per_output) == 1:  # one box head: judged by its detections
-            agreement, metric = per_output[0].agreement, per_output[0].metric
-        elif per_output:  # several outputs: the headline is the worst of them, named
-            worst = min(per_output, key=lambda q: q.agreement)
-            agreement, metric = worst.agreement, f"{worst.metric} (output {worst.index}, worst of {len(per_output)})"
         if baseline_out is None:
             baseline_out = outs
-        scores.append(Scores(accuracy, agreement, metric, cosine, per_output, ppl))
+        scores.append(Scores(accuracy, agreement, metric, q.cosine, q.outputs, ppl))
     return scores
 
 

@@ -20,6 +20,7 @@ from ..contract.vocabulary import Runtime
 from ..formats import LoadedModel, ModelFormat, save_model
 from ..hardware import cpu_has_vnni
 from ..measure.metrics import weight_tensors
+from ..measure.quality import within_budget
 from ..pruning.layers import editable, execution_order
 from ..quantization.backends import fp32_onnx, onnx_backend, torch_backends
 from ..quantization.candidates import Backend, TorchCandidate, calibration_batches, on_each_runtime
@@ -217,7 +218,7 @@ def _half(model: LoadedModel, step: QuantizeConfig, ctx: StepContext) -> StepOut
     result = StepOutput(path, fmt, notes)
     if scorer is not None:
         quality = scorer(wrapped)
-        met = scorer.baseline - quality <= step.max_accuracy_drop
+        met = within_budget(scorer.baseline - quality, step.max_accuracy_drop)
         result.details["guard"] = {
             "metric": scorer.metric,
             "baseline": scorer.baseline,

@@ -12,12 +12,10 @@ from pathlib import Path
 from typing import Protocol
 
 import torch
-import torch.nn.functional as F
 
 from ..data import Dataset
 from ..measure.metrics import outputs_over
-from ..measure.outputs import per_output_quality
-from ..training import is_classifier
+from ..measure.quality import Quality, score, within_budget
 
 GUARD_SAMPLES = 512  # enough to resolve a 0.5-point change; sensitivity runs once per layer
 SCORE_BATCH = 64
@@ -36,51 +34,42 @@ Build = Callable[[frozenset[str], bool], Built]  # (layers kept in full precisio
 
 @dataclass
 class Scorer:
-    """Quality on a fixed slice of data: accuracy with labels, else agreement with the fp32 model —
-    top-1 (classifiers) or cosine for one output; for several outputs or a detector's box head, the worst
-    output by the measurement's own rule (measure/outputs.py: mAP50 for boxes). Scoring the first output
-    alone let int8 ruin a face detector's landmarks (CenterFace's output 2) while every layer's
-    sensitivity read 0.0, so the guard kept nothing in float."""
+    """Quality on a fixed slice of data by the one quality rule (measure/quality.py): accuracy with labels,
+    else agreement with the fp32 model, output by output, the worst counting (mAP50 for a box head). Scoring
+    the first output alone let int8 ruin a face detector's landmarks (CenterFace's output 2) while every
+    layer's sensitivity read 0.0, so the guard kept nothing in float."""
 
     x: torch.Tensor
     labels: torch.Tensor | None
     reference: list[torch.Tensor]  # every output of the fp32 model
     baseline: float = 0.0
     metric: str = "accuracy"
-    per_output: bool = False
 
     @classmethod
     def over(cls, data: Dataset, fp32: Callable[[torch.Tensor], torch.Tensor]) -> Scorer:
         part = data.head(GUARD_SAMPLES)
         reference = _outputs(fp32, part.x)
-        first = reference[0]
-        labels = part.y if part.y is not None and is_classifier(first) else None
-        outputs = per_output_quality(reference, reference, part.x) if labels is None else None
-        if labels is not None:
-            metric = "accuracy"
-        elif outputs is not None:
-            metric = outputs[0].metric if len(outputs) == 1 else f"worst of {len(outputs)} outputs"
-        else:
-            metric = "agreement" if is_classifier(first) else "cosine"
-        scorer = cls(part.x, labels, reference, metric=metric, per_output=outputs is not None)
-        scorer.baseline = scorer.quality(reference)
+        scorer = cls(part.x, part.y, reference)
+        own = score(reference, reference, part.x, part.y)
+        scorer.metric = _named(own)
+        scorer.baseline = own.score
         return scorer
 
     def quality(self, outputs: list[torch.Tensor]) -> float:
-        first, reference = outputs[0], self.reference[0]
-        if self.labels is not None:
-            return float((first.argmax(1) == self.labels).float().mean())
-        if self.per_output:
-            per_output = per_output_quality(outputs, self.reference, self.x)
-            if per_output is None:  # outputs of another number or shape than the original's
-                return 0.0
-            return min(o.agreement for o in per_output)
-        if is_classifier(reference):
-            return float((first.argmax(1) == reference.argmax(1)).float().mean())
-        return float(F.cosine_similarity(first.flatten(1), reference.flatten(1), dim=1).mean())
+        return score(outputs, self.reference, self.x, self.labels).score
 
     def __call__(self, model: Callable[[torch.Tensor], torch.Tensor]) -> float:
         return self.quality(_outputs(model, self.x))
+
+
+def _named(own: Quality) -> str:
+    """What the guard's record calls its metric: accuracy, agreement (top-1), cosine, a box head's mAP50, or
+    the worst of several outputs."""
+    if own.accuracy is not None:
+        return "accuracy"
+    if own.outputs is not None:
+        return own.outputs[0].metric if len(own.outputs) == 1 else f"worst of {len(own.outputs)} outputs"
+    return "agreement" if (own.metric or "").startswith("top1") else "cosine"
 
 
 def _outputs(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> list[torch.Tensor]:
@@ -111,7 +100,7 @@ def guard(
     built = build(kept, False)
     quality = scorer(built)
     record = {"metric": scorer.metric, "baseline": scorer.baseline, "quantized_all": quality, "samples": len(scorer.x)}
-    if max_drop is None or scorer.baseline - quality <= max_drop:
+    if max_drop is None or within_budget(scorer.baseline - quality, max_drop):
         return Guarded(built, quality, [], True, {**record, "budget": max_drop, "met": True})
     candidates = [name for name in layers if name not in kept]
     sensitivity = {}
@@ -128,7 +117,7 @@ def guard(
         q = scorer(trial)
         if q > best.quality:
             best = Guarded(trial, q, order[:k], False)
-        if scorer.baseline - q <= max_drop:
+        if within_budget(scorer.baseline - q, max_drop):
             best = Guarded(trial, q, order[:k], True)
             break
     best.details = {

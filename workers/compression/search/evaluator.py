@@ -19,14 +19,14 @@ from ..contract.vocabulary import Runtime
 from ..data import Dataset
 from ..formats import LoadedModel, ModelFormat
 from ..measure import Measurement, MeasureSettings, Ratios, measure_models, outputs_of
+from ..measure.quality import DEGENERATE_TOP1_SHARE, degenerate_share, is_class_scores
 from ..step import StepContext, StepOutput
 from . import space
-from .objective import Point, candidate_drop, speedup
+from .objective import Point, quality_drop, speedup
 
 MIN_VALIDATION = 100  # below this many training samples the search validates on the evaluation data
 VALIDATION_FRACTION = 0.2
 QUICK_SECONDS = 0.5  # search timing per model and batch size (the final measurement uses the job's)
-DEGENERATE_TOP1_SHARE = 0.9  # without labels, an original this one-sided makes top-1 agreement uninformative
 
 
 @dataclass
@@ -51,7 +51,7 @@ class Validation:
     train: Dataset
     val: Dataset
     description: str  # where `val` comes from, in words
-    quality: str  # accuracy, agreement or cosine
+    quality: str  # accuracy or agreement (measure/quality.py)
     quality_note: str | None  # why, when it is not the obvious one
 
 
@@ -74,23 +74,20 @@ def choose_validation(model: LoadedModel, auto: AutoStep, ctx: StepContext, quic
 
 
 def _quality_metric(model: LoadedModel, val: Dataset, quick: MeasureSettings, device: str) -> tuple[str, str | None]:
-    """What the accuracy budget is applied to: accuracy with labels, else top-1 agreement with the original,
-    unless the original predicts one class for nearly every sample (a model far from its training data, a
-    random-weight one): then agreement cannot tell candidates apart and the output cosine similarity is used."""
+    """What the accuracy budget is applied to, by the one quality rule (measure/quality.py) the report's
+    verdicts use too: accuracy with labels, else agreement with the original; said in words when the
+    original's predictions are one-sided, so agreement is taken together with cosine."""
     if val.y is not None:
         return "accuracy", None
     out = outputs_of(model, val.x, quick.batch, device)
-    if out.ndim != 2 or out.shape[1] < 2:
-        return "agreement", None
-    share = float(out.argmax(1).bincount().max()) / len(out)
-    if share < DEGENERATE_TOP1_SHARE:
+    if not is_class_scores(out) or degenerate_share(out) < DEGENERATE_TOP1_SHARE:
         return "agreement", None
     note = (
-        f"the original predicts one class for {share:.0%} of the search's validation samples, so top-1 agreement "
-        "cannot tell candidates apart: the accuracy budget was applied to the output cosine similarity "
-        "(1 - cosine <= max_accuracy_drop)"
+        f"the original predicts one class for {degenerate_share(out):.0%} of the search's validation samples, so "
+        "top-1 agreement alone cannot tell candidates apart: class scores were judged by the lower of top-1 "
+        "agreement and cosine similarity, in the search and in the report alike"
     )
-    return "cosine", note
+    return "agreement", note
 
 
 RunStep = Callable[[LoadedModel, BaseModel, StepContext], StepOutput]  # the methods' dispatcher
@@ -174,7 +171,7 @@ class Evaluator:
         self.base = self.base or ms[0]
         found = []
         for i, (a, m, r) in enumerate(zip(artifacts, ms[1:], rs[1:])):
-            drop = candidate_drop(self.validation.quality, ms[0], m)
+            drop = quality_drop(ms[0], m)
             point = Point(f"{cid}-{runtime_of(a)}", drop, speedup(r.speedup_b1, r.speedup_bN), r.size_ratio)
             found.append(Evaluated(point.key, cand, a, runtime_of(a), m, r, point, load_s[i], measure_s))
         return found

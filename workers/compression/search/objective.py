@@ -1,12 +1,15 @@
 """What "better" means for a compressed model: its quality drop against the original, its gain for an
 objective, the Pareto front over (quality, speed, size), and the recommendation under an accuracy budget.
-Plain arithmetic on measured figures, torch-free, shared by the search and the report."""
+Plain arithmetic on measured figures, shared by the search and the report; the drop and the budget are the
+quality rule's (measure/quality.py)."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+from ..measure.quality import measured_drop, within_budget
 
 
 @dataclass(frozen=True)
@@ -25,19 +28,11 @@ def speedup(speedup_b1: float | None, speedup_bn: float | None) -> float:
     return math.exp(sum(map(math.log, speeds)) / len(speeds)) if speeds else 0.0
 
 
-def quality_drop(base_accuracy: float | None, accuracy: float | None, agreement: float | None) -> float:
-    """Accuracy lost when both have labels' accuracy; otherwise disagreement with the original."""
-    if base_accuracy is not None and accuracy is not None:
-        return base_accuracy - accuracy
-    return 1.0 - agreement if agreement is not None else math.inf
-
-
-def candidate_drop(quality: str, base, m) -> float:
-    """The drop the accuracy budget is checked against, for the search's quality metric (accuracy, agreement,
-    or cosine when top-1 agreement is uninformative); `base` and `m` are Measurements."""
-    if quality == "cosine" and m.cosine_similarity is not None:
-        return 1.0 - m.cosine_similarity
-    return quality_drop(base.accuracy, m.accuracy, m.agreement)
+def quality_drop(base, m) -> float:
+    """The drop the accuracy budget is checked against, by the one quality rule (measure/quality.py);
+    `base` and `m` are Measurements. Unscored counts as lost."""
+    lost = measured_drop(base, m)
+    return math.inf if lost is None else lost
 
 
 def gain(objective: str, p: Point) -> float:
@@ -72,7 +67,7 @@ def recommend(points: Sequence[Point], objective: str, max_drop: float) -> Recom
     loses least, with the reason in words. None only when there are no points at all."""
     if not points:
         return None
-    within = [p for p in points if p.drop <= max_drop]
+    within = [p for p in points if within_budget(p.drop, max_drop)]
     if within:
         best = max(within, key=lambda p: (gain(objective, p), -p.drop))
         reason = (

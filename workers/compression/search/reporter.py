@@ -19,7 +19,7 @@ from ..step import StepContext, StepOutput
 from . import space
 from .budget import Budget
 from .evaluator import Evaluated, Validation, recipe_key
-from .objective import Point, candidate_drop, gain, pareto_front, recommend, speedup
+from .objective import Point, gain, pareto_front, quality_drop, recommend, speedup
 
 FRONT_LIMIT = 6  # front members measured again and kept as artifacts; the rest keep their search figures
 
@@ -177,13 +177,12 @@ def front_entry(step: AutoStep, base: Measurement, options: Sequence, batch: int
     """The Pareto front measured again beside the baseline, and the member recommended for the objective
     within the accuracy budget (or the closest, saying so); the whole search in `search`."""
     search: SearchRecord | None = options[0].output.search
-    quality = search.quality if search else "accuracy"
     peers = [o for o in options if o.output.peer is not None]
     options = [o for o in options if o.output.peer is None]
     points = [
         Point(
             i,
-            candidate_drop(quality, base, o.measurement),
+            quality_drop(base, o.measurement),
             speedup(o.ratios.speedup_b1, o.ratios.speedup_bN),
             o.ratios.size_ratio,
         )

@@ -24,6 +24,7 @@ from ..contract.recipe import AutoStep, ExportStep, QuantizeConfig
 from ..contract.vocabulary import Runtime
 from ..formats import LoadedModel, ModelFormat, save_model
 from ..measure import MeasureSettings
+from ..measure.quality import within_budget
 from ..quantization.candidates import calibration_batches
 from ..quantization.peers import build_peers
 from ..step import StepContext, StepOutput
@@ -33,7 +34,7 @@ from .evaluator import Evaluated, Evaluator, RunStep, choose_validation, recipe_
 from .objective import gain
 from .reporter import Findings, describe
 
-PEERS_RESERVE_S = 60.0  # what building the two peers may take, left of the budget (else they are skipped)
+PEERS_BUILD_S = 60.0  # what building the two peers may take, reserved in the budget (else they are skipped)
 PROMISING_GAIN = 1.05  # a pruning ratio that buys less than 5 % is not worth training
 COMBINED_ARMS = 2  # trained models per halving round combined with the best quantizations
 
@@ -52,6 +53,14 @@ class Search:
         )
         self.findings = Findings(model, auto, ctx, self.budget, validation)
         self.stopped: str | None = None
+        if self.peer_runtimes():
+            self.budget.also_at_the_end(len(self.peer_runtimes()), PEERS_BUILD_S)
+
+    def peer_runtimes(self) -> set[str]:
+        """The runtimes of the peers this search builds at its end (none without quantization or data)."""
+        if "quantize" not in self.auto.techniques or self.validation.train is None:
+            return set()
+        return {Runtime.ONNXRUNTIME, Runtime.OPENVINO} & set(self.auto.runtimes)
 
     @property
     def evaluated(self) -> list[Evaluated]:
@@ -77,10 +86,10 @@ class Search:
     def peers(self, main: StepOutput) -> list[StepOutput]:
         """The field's one-call int8 recipes on the original model, measured beside the front (quantization/
         peers.py), when the search may use their runtimes and its budget leaves the time."""
-        runtimes = {Runtime.ONNXRUNTIME, Runtime.OPENVINO} & set(self.auto.runtimes)
-        if not runtimes or "quantize" not in self.auto.techniques or self.validation.train is None:
+        runtimes = self.peer_runtimes()
+        if not runtimes:
             return []
-        if self.budget.remaining(self.findings.front()) < PEERS_RESERVE_S:
+        if self.budget.remaining(self.findings.front()) < 0:  # (their time is in the reserve)
             main.notes.append("the peers were not built: the search's budget ran out")
             return []
         self.ctx.progress(0.97, "building the peers' int8 (onnxruntime quantize_static, NNCF)")
@@ -111,8 +120,8 @@ class Search:
         guard (per-layer sensitivity; the most sensitive layers stay in float) and, for int8, with QAT."""
         screened = [e for e in self.evaluated if e.candidate.rung == "screen" and _is_quant(e.candidate)]
         budget, objective = self.auto.max_accuracy_drop, self.auto.objective
-        best_fit = max((gain(objective, e.point) for e in self.evaluated if e.point.drop <= budget), default=1.0)
-        over = [e for e in screened if e.point.drop > budget and gain(objective, e.point) > best_fit]
+        best_fit = max((gain(objective, e.point) for e in self.evaluated if within_budget(e.point.drop, budget)), default=1.0)
+        over = [e for e in screened if not within_budget(e.point.drop, budget) and gain(objective, e.point) > best_fit]
         if over:
             best = max(over, key=lambda e: gain(objective, e.point))
             for c in space.guarded_quantization(self.auto, best.candidate.steps[-1], budget, self.onnx):
@@ -144,15 +153,15 @@ class Search:
                 found = self.evaluate(space.training_arm(kind, value, epochs, self.auto.seed))
                 if found:
                     scored.append(((kind, value), max(found, key=self._rank)))
-            within = sorted((e for _, e in scored if e.point.drop <= budget), key=lambda e: -gain(objective, e.point))
+            within = sorted((e for _, e in scored if within_budget(e.point.drop, budget)), key=lambda e: -gain(objective, e.point))
             # the best two trained models within budget, made faster still by the best runtimes: two, because the
             # eager speed of a trained model predicts its speed under int8 only roughly
             for best in within[:COMBINED_ARMS]:
                 for finisher in self.finishers():
                     self.evaluate(space.with_finisher(best.candidate, finisher))
-            trained = [e for e in self.evaluated if e.candidate.rung == "train" and e.point.drop <= budget]
+            trained = [e for e in self.evaluated if e.candidate.rung == "train" and within_budget(e.point.drop, budget)]
             best_fit = max((gain(objective, e.point) for e in trained), default=0.0)
-            over = [(arm, e) for arm, e in scored if e.point.drop > budget and gain(objective, e.point) > best_fit]
+            over = [(arm, e) for arm, e in scored if not within_budget(e.point.drop, budget) and gain(objective, e.point) > best_fit]
             over.sort(key=lambda pair: (pair[1].point.drop, -gain(objective, pair[1].point)))
             arms = [arm for arm, _ in over[: (len(over) + 1) // 2]]  # the better half, rounded up
             epochs *= 2
@@ -164,7 +173,7 @@ class Search:
             for e in self.evaluated
             if len(e.candidate.steps) == 1
             and e.candidate.steps[0].method in ("quantize", "export")
-            and e.point.drop <= self.auto.max_accuracy_drop
+            and within_budget(e.point.drop, self.auto.max_accuracy_drop)
         ]
         fits.sort(key=lambda e: gain(self.auto.objective, e.point), reverse=True)
         steps = []
@@ -175,7 +184,7 @@ class Search:
         return steps[:2]
 
     def _rank(self, e: Evaluated) -> tuple:
-        fits = e.point.drop <= self.auto.max_accuracy_drop
+        fits = within_budget(e.point.drop, self.auto.max_accuracy_drop)
         return (fits, gain(self.auto.objective, e.point) if fits else -e.point.drop)
 
     # ------------------------------------------------------------ one candidate
