@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from workers.compression.contract.vocabulary import Verdict
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -107,8 +109,11 @@ def test_the_readme_example_runs(tmp_path):
         "0.3",
     )
     assert result.returncode == 0, result.stderr
-    assert "smaller" in result.stdout or "no_gain" in result.stdout
-    assert (tmp_path / "fp16" / "report.json").is_file()
+    # whatever this CPU makes of fp16 (smaller, and slower where it has no fp16 arithmetic, or inconclusive
+    # when the machine is busy), the verdict is one of the documented ones and the table prints it
+    report = json.loads((tmp_path / "fp16" / "report.json").read_text())
+    verdict = report["steps"][0]["verdict"]
+    assert verdict in {v.value for v in Verdict} and verdict in result.stdout, (verdict, result.stdout)
 
 
 def test_missing_files_are_named(cnn_pt2, tmp_path):

@@ -50,7 +50,7 @@ def ort_peer(source: Path, batches: list[np.ndarray], target: Path, names: tuple
 
 def nncf_peer(source: Path, batches: list[np.ndarray], target: Path, names: tuple[str, ...] | None) -> Path:
     model = from_onnx(source)
-    return save_openvino(nncf_quantize(model, feeds(model, batches, names)), target)
+    return save_openvino(nncf_quantize(model, feeds(model, batches, names), defaults=True), target)
 
 
 PEERS = {

@@ -10,6 +10,8 @@ from ..measure import MeasureSettings
 from . import space
 from .evaluator import Evaluated
 
+UNKNOWN_BUILD_S = 10.0  # a build whose kind has not been timed yet
+
 
 class OutOfTime(BaseException):
     """Raised from progress callbacks when the budget is spent; BaseException so no library swallows it."""
@@ -21,13 +23,18 @@ class Budget:
         self.budget_s = budget_s
         self.settings, self.quick = settings, quick  # the job's timing, and the search's shorter one
         self.cost_s: dict[str, float] = {}  # seconds per candidate (per epoch for training) by kind
-        self.extra_models, self.extra_s = 0, 0.0  # built after the search and measured beside the front
+        self.extra_models, self.extra_kind = 0, ""  # built after the search and measured beside the front
 
-    def also_at_the_end(self, models: int, build_s: float) -> None:
-        """Models the search builds after its candidates (the peers: `build_s` to build) and measures beside the
-        front: their time is reserved too, so the whole step ends within the budget (an 8-minute search that
-        built and measured the peers after its reserve ran 511 s)."""
-        self.extra_models, self.extra_s = models, build_s
+    def also_at_the_end(self, models: int, like: str) -> None:
+        """Models the search builds after its candidates (the peers) and measures beside the front, each about
+        as costly to build as a candidate of kind `like`: their time is reserved too, so the whole step ends
+        within the budget (an 8-minute search that built and measured the peers after its reserve ran 511 s)."""
+        self.extra_models, self.extra_kind = models, like
+
+    def extra_s(self) -> float:
+        if not self.extra_models:
+            return 0.0
+        return self.cost_s.get(self.extra_kind, min(self.cost_s.values(), default=UNKNOWN_BUILD_S))
 
     def elapsed(self) -> float:
         return time.monotonic() - self.start
@@ -37,7 +44,7 @@ class Budget:
         measurement, at the job's timing rather than the search's."""
         extra = 2 * max(0.0, self.settings.seconds_per_model - self.quick.seconds_per_model)
         per_model = max((e.measure_s for e in front), default=0.0) + extra
-        return per_model * (len(front) + 1 + self.extra_models) + sum(e.load_s for e in front) + self.extra_s
+        return per_model * (len(front) + 1 + self.extra_models) + sum(e.load_s for e in front) + self.extra_s()
 
     def remaining(self, front: Sequence[Evaluated]) -> float:
         return self.budget_s - self.elapsed() - self.reserve(front)

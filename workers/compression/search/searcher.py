@@ -34,7 +34,6 @@ from .evaluator import Evaluated, Evaluator, RunStep, choose_validation, recipe_
 from .objective import gain
 from .reporter import Findings, describe
 
-PEERS_BUILD_S = 60.0  # what building the two peers may take, reserved in the budget (else they are skipped)
 PROMISING_GAIN = 1.05  # a pruning ratio that buys less than 5 % is not worth training
 COMBINED_ARMS = 2  # trained models per halving round combined with the best quantizations
 
@@ -54,7 +53,7 @@ class Search:
         self.findings = Findings(model, auto, ctx, self.budget, validation)
         self.stopped: str | None = None
         if self.peer_runtimes():
-            self.budget.also_at_the_end(len(self.peer_runtimes()), PEERS_BUILD_S)
+            self.budget.also_at_the_end(len(self.peer_runtimes()), like="quantize:int8_static")
 
     def peer_runtimes(self) -> set[str]:
         """The runtimes of the peers this search builds at its end (none without quantization or data)."""
