@@ -17,8 +17,9 @@ from tests.stack import poll_job, restart_postgres, restart_redis, sha256_of, up
 pytestmark = pytest.mark.exclusive
 
 INT8 = {"steps": [{"method": "quantize", "scheme": "int8_dynamic"}]}
-# long enough to be mid-job when the chaos comes: distillation with a few hundred steps
-LONG = {"steps": [{"method": "distill", "student": {"derive": {"width": 0.5}}, "epochs": 40, "batch_size": 8}]}
+# long enough to be mid-job when the chaos comes and still running when it is over (each test checks that):
+# distillation with a couple of hundred steps
+LONG = {"steps": [{"method": "distill", "student": {"derive": {"width": 0.5}}, "epochs": 16, "batch_size": 8}]}
 
 
 def submit(c, model, dataset, recipe) -> str:
@@ -75,6 +76,7 @@ def test_redis_restarted_empty_mid_job_loses_no_job(prod_stack, ready_digits, cn
         running(c, first)
         second = submit(b, b_model, b_data, INT8)
         restart_redis()
+        assert c.get(f"/v1/jobs/{first}").json()["status"] == "running"  # the restart came mid-job
         jobs = [(c, poll_job(c, first)), (b, poll_job(b, second))]
         for client, job in jobs:
             assert job["status"] == "succeeded", job["error"]
@@ -90,6 +92,7 @@ def test_postgres_restarted_mid_job_loses_no_job(prod_stack, ready_digits):
         job_id = submit(c, model, dataset, LONG)
         running(c, job_id)
         restart_postgres()
+        assert c.get(f"/v1/jobs/{job_id}").json()["status"] == "running"  # the outage came mid-job
         done = poll_job(c, job_id)
         assert done["status"] == "succeeded", done["error"]
         stored_whole(c, done)

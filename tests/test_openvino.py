@@ -84,3 +84,34 @@ def test_an_onnx_model_is_quantized_on_onnxruntime_and_openvino(cnn, digits_trai
     step = report["steps"][0]
     assert {r["measurement"]["runtime"] for r in step["runtimes"]} == {"onnxruntime", "openvino"}
     assert all(r["measurement"]["agreement"] > 0.95 for r in step["runtimes"])
+
+
+def test_the_better_peer_is_the_fastest_that_keeps_quality():
+    """MiniLM: ORT quantize_static ran 2.4x faster than Squeeze's int8 at cosine 0.51, NNCF at 0.39: a peer that
+    is fast because it broke the model is no bar. The comparison takes the fastest peer within the budget, and
+    says so when none is."""
+    from pathlib import Path
+
+    from workers.compression.contract.measure import Latency, Measurement, Ratios
+    from workers.compression.contract.recipe import quantize_step
+    from workers.compression.results import Measured, against_peers
+    from workers.compression.step import StepOutput
+
+    def measured(agreement, speedup, peer=None):
+        m = Measurement(
+            size_bytes=1, params=1, nonzero_params=1, macs=None, latency_ms=Latency(b1=None, bN=None, batch=8),
+            throughput_per_s=None, peak_mem_bytes=None, accuracy=None, agreement=agreement,
+            agreement_metric="cosine", cosine_similarity=agreement, device="cpu", runtime="onnxruntime",
+        )
+        out = StepOutput(Path(f"{peer}.onnx"), "onnx", peer=peer)
+        return Measured(out, m, Ratios(size_ratio=4.0, speedup_b1=speedup, speedup_bN=speedup))
+
+    step, base = quantize_step("int8_static"), measured(None, 1.0).measurement
+    ours = measured(0.995, 2.0)
+    broken, kept = measured(0.51, 4.8, "fast but broken"), measured(0.993, 1.6, "slower, whole")
+    comparison = against_peers(step, base, ours, [broken, kept])
+    assert comparison.best_peer == "slower, whole" and comparison.ahead
+    assert comparison.ratio_b1 == pytest.approx(2.0 / 1.6) and "the other peer lost quality" in comparison.summary
+    alone = against_peers(step, base, ours, [broken])
+    assert alone.best_peer == "fast but broken" and "no peer kept quality" in alone.summary
+    assert not alone.ahead  # slower than it, whatever its quality: the figures say so
