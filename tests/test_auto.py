@@ -228,6 +228,22 @@ def test_a_two_class_output_is_judged_by_agreement_and_a_member_over_budget_is_n
     assert not alone.within_budget and alone.verdict == "quality_lost"
 
 
+def test_outputs_that_overflow_or_change_layout_are_scored_as_they_are():
+    """An fp16 overflow's NaN rows disagree (argmax would put them on class 0, the one-sided original's class,
+    and min() would skip a NaN cosine); the same values in another layout are scored, not zeroed."""
+    from workers.compression.measure.quality import score
+
+    original = torch.zeros(100, 3)
+    original[:, 0] = 5.0 + torch.rand(100)  # one-sided: class 0 everywhere
+    broken = original.clone()
+    broken[:40] = float("nan")
+    q = score([broken], [original])
+    assert q.agreement == pytest.approx(0.6) and q.cosine == pytest.approx(0.6)
+    reshaped = score([original.unsqueeze(1)], [original])
+    assert reshaped.agreement == pytest.approx(1.0)
+    assert score([torch.zeros(100, 4)], [original]).agreement == 0.0
+
+
 def test_an_onnx_upload_is_not_offered_quantization_aware_training():
     # QAT trains a PyTorch graph: on an ONNX upload the search listed it as a failed candidate (CenterFace)
     from workers.compression.contract.recipe.auto import AutoStep

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
+from urllib.parse import quote
 
 from sqlalchemy import DateTime, Engine, create_engine, event, make_url
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
@@ -93,9 +94,12 @@ def loop_engine() -> Engine | None:
     read is refused (WAL recovery) the caller falls back to the thread pool instead of stalling the loop.
     None on a networked database: its reads belong in the thread pool."""
     url = get_settings().database_url
-    if not url.startswith("sqlite") or make_url(url).database in (None, "", ":memory:"):
+    path = make_url(url).database if url.startswith("sqlite") else None
+    if path in (None, "", ":memory:"):
         return None  # (an in-memory database is one per connection: not shareable)
-    engine = create_engine(url, connect_args={"check_same_thread": False}, poolclass=SingletonThreadPool)
+    # opened read-write but never created (mode=rw): before the database exists a read fails and falls back
+    read_url = f"sqlite:///file:{quote(str(Path(path).resolve()))}?mode=rw&uri=true"
+    engine = create_engine(read_url, connect_args={"check_same_thread": False}, poolclass=SingletonThreadPool)
 
     @event.listens_for(engine, "connect")
     def _read_only(dbapi_conn, _record) -> None:

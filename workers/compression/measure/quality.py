@@ -76,12 +76,19 @@ def degenerate_share(reference: torch.Tensor) -> float:
     return float(top.bincount().max()) / max(1, len(top))
 
 
+def _finite_rows(o: torch.Tensor) -> torch.Tensor:
+    return torch.isfinite(o.float().flatten(1)).all(1)
+
+
 def cosine(o: torch.Tensor, b: torch.Tensor) -> float:
-    return float(F.cosine_similarity(o.float().flatten(1), b.float().flatten(1), dim=1, eps=1e-12).mean())
+    """Mean per-sample cosine; a row with NaN or inf (an fp16 overflow) counts as 0, not as missing."""
+    each = F.cosine_similarity(o.float().flatten(1), b.float().flatten(1), dim=1, eps=1e-12)
+    return float(torch.where(_finite_rows(o), each, torch.zeros_like(each)).mean())
 
 
 def top1(o: torch.Tensor, b: torch.Tensor) -> float:
-    return float((o.argmax(1) == b.argmax(1)).float().mean())
+    """Top-1 agreement; a row with NaN or inf disagrees (argmax would put it on class 0)."""
+    return float(((o.argmax(1) == b.argmax(1)) & _finite_rows(o)).float().mean())
 
 
 def output_score(o: torch.Tensor, b: torch.Tensor, x: torch.Tensor | None, alone: bool) -> tuple[str, str, float]:
@@ -130,7 +137,11 @@ def score(
     if reference is None:
         return Quality(accuracy, None, None, None, None)
     if len(outs) != len(reference) or any(o.shape != b.shape for o, b in zip(outs, reference)):
-        return Quality(accuracy, 0.0, "outputs of another number or shape than the original's", None, None)
+        # another number of outputs, or another layout of the same values ([N, 1, C] for [N, C]): the first
+        # output is scored alone, as the original's shape; nothing comparable scores 0
+        if outs[0].numel() != reference[0].numel():
+            return Quality(accuracy, 0.0, "outputs of another number or shape than the original's", None, None)
+        outs, reference = [outs[0].reshape(reference[0].shape)], reference[:1]
     several = len(outs) > 1 or (x is not None and is_yolo_head(reference[0], x))
     per_output = []
     for k, (o, b) in enumerate(zip(outs, reference)):

@@ -18,7 +18,7 @@ from ..contract.vocabulary import Runtime
 from ..formats import ModelFormat
 from ..formats.onnx import NUMPY_TYPES, onnx_feed
 from ..formats.openvino import OV_TO_ONNX, OpenVinoModule, from_onnx, save_openvino
-from ..hardware import cpu_has_amx, cpu_has_vnni, openvino_precision
+from ..hardware import cpu_features, cpu_has_amx, cpu_has_vnni, openvino_precision
 from .candidates import Backend, calibration_batches
 from .guard import Scorer
 from .onnx_int8 import onnx_layers
@@ -60,7 +60,8 @@ def overflow_fix():
     bf16 tables case)."""
     from nncf.quantization.advanced_parameters import OverflowFix
 
-    return OverflowFix.FIRST_LAYER if cpu_has_vnni() or cpu_has_amx() else OverflowFix.ENABLE
+    saturates = "avx2" in cpu_features() and not (cpu_has_vnni() or cpu_has_amx())
+    return OverflowFix.ENABLE if saturates else OverflowFix.FIRST_LAYER
 
 
 def nncf_quantize(model, calibration: list[dict], *, kept_nodes=(), fast: bool = False, defaults: bool = False):
@@ -69,8 +70,8 @@ def nncf_quantize(model, calibration: list[dict], *, kept_nodes=(), fast: bool =
     import nncf
 
     ignored = nncf.IgnoredScope(patterns=[rf"^{re.escape(n)}(/.*)?$" for n in kept_nodes], validate=False)
-    advanced = nncf.AdvancedQuantizationParameters(disable_bias_correction=fast, overflow_fix=overflow_fix())
     try:
+        advanced = nncf.AdvancedQuantizationParameters(disable_bias_correction=fast, overflow_fix=overflow_fix())
         return nncf.quantize(
             model,
             nncf.Dataset(calibration),

@@ -34,23 +34,25 @@ def ort_peer(source: Path, batches: list[np.ndarray], target: Path, names: tuple
 
     pre = target.with_suffix(".pre.onnx")
     try:
-        quant_pre_process(str(source), str(pre))
-    except Exception:
-        # "Incomplete symbolic shape inference" on dynamic H/W or sequence length (yolov8n, PP-OCR, MiniLM):
-        # what a user does next, as ORT's own message suggests, is to skip the symbolic shape inference
-        quant_pre_process(str(source), str(pre), skip_symbolic_shape=True)
-    inputs = ort.InferenceSession(str(pre), providers=["CPUExecutionProvider"]).get_inputs()
-    types = {i.name: t for i in inputs if (t := NUMPY_TYPES.get(i.type)) is not None}
-    quantize_static(
-        str(pre),
-        str(target),
-        _Calibration(inputs[0].name, batches, names, types),
-        quant_format=QuantFormat.QDQ,
-        per_channel=True,
-        weight_type=QuantType.QInt8,
-        activation_type=QuantType.QUInt8,
-    )
-    pre.unlink(missing_ok=True)
+        try:
+            quant_pre_process(str(source), str(pre))
+        except Exception:
+            # "Incomplete symbolic shape inference" on dynamic H/W or sequence length (yolov8n, PP-OCR, MiniLM):
+            # what a user does next, as ORT's own message suggests, is to skip the symbolic shape inference
+            quant_pre_process(str(source), str(pre), skip_symbolic_shape=True)
+        inputs = ort.InferenceSession(str(pre), providers=["CPUExecutionProvider"]).get_inputs()
+        types = {i.name: t for i in inputs if (t := NUMPY_TYPES.get(i.type)) is not None}
+        quantize_static(
+            str(pre),
+            str(target),
+            _Calibration(inputs[0].name, batches, names, types),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            weight_type=QuantType.QInt8,
+            activation_type=QuantType.QUInt8,
+        )
+    finally:
+        pre.unlink(missing_ok=True)
     # what quantize_static writes is not always loadable (per-channel DequantizeLinear on a model below opset
     # 13: CenterFace): a peer that cannot run is a peer that failed, said in the report, not a failed job
     ort.InferenceSession(str(target), providers=["CPUExecutionProvider"])
@@ -69,16 +71,20 @@ PEERS = {
 
 
 def build_peers(
-    source: Path, batches: list[np.ndarray], folder: Path, names
+    source: Path, batches: list[np.ndarray], folder: Path, names, runtimes: set[str] | None = None
 ) -> tuple[list[tuple[str, Path, str, ModelFormat]], list[str]]:
-    """Each peer's artifact: [(peer, path, runtime, format)], and why any could not be built."""
+    """Each peer's artifact: [(peer, path, runtime, format)], and why any could not be built; only the peers
+    on `runtimes` when it is given (`auto` limited to some runtimes builds no other)."""
     built, failed = [], []
     for peer, (make, runtime, fmt) in PEERS.items():
+        if runtimes is not None and runtime not in runtimes:
+            continue
         target = folder / f"peer_{runtime}{'.onnx' if fmt == ModelFormat.ONNX else '.openvino.zip'}"
         try:
             built.append((peer, make(source, batches, target, names), runtime, fmt))
         except MemoryError:
             raise
         except Exception as e:
+            target.unlink(missing_ok=True)
             failed.append(f"the peer {peer} could not be built for this model: {short_error(e)}")
     return built, failed

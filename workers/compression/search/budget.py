@@ -34,7 +34,8 @@ class Budget:
     def extra_s(self) -> float:
         if not self.extra_models:
             return 0.0
-        return self.cost_s.get(self.extra_kind, min(self.cost_s.values(), default=UNKNOWN_BUILD_S))
+        each = self.cost_s.get(self.extra_kind, max(self.cost_s.values(), default=UNKNOWN_BUILD_S))
+        return each * self.extra_models
 
     def elapsed(self) -> float:
         return time.monotonic() - self.start

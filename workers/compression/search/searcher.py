@@ -103,7 +103,7 @@ class Search:
                 else save_model(original.module, spec, ModelFormat.ONNX, folder / "fp32.onnx")
             )
             batches = [x.cpu().numpy() for x in calibration_batches(self.validation.train, 8, "cpu")]
-            built, failed = build_peers(source, batches, folder, spec.names or None)
+            built, failed = build_peers(source, batches, folder, spec.names or None, runtimes)
         except Exception as e:  # the comparison is extra information; the search's result stands
             main.notes.append(f"the peers could not be built: {short_error(e)}")
             return []
