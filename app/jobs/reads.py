@@ -65,8 +65,18 @@ class JobAnswers:
             return connection.execute(STAMP, {"id": job_id, "tenant": tenant.id}).scalar()
 
     def build(self, tenant: Caller, job_id: str) -> Response:
+        """A changed (or not yet kept) job's answer, built and kept with the stamp it was built at."""
         with session_factory()() as session:
-            return self.read(session, tenant, job_id)
+            job = session.get(Job, job_id)
+            if job is None or job.tenant_id != tenant.id:
+                raise not_found("job", job_id)
+            body = job_out(session, job).model_dump_json(by_alias=True).encode()
+        with self.lock:
+            self.answers[job_id] = (job.updated_at, body)
+            self.answers.move_to_end(job_id)
+            while len(self.answers) > self.size:
+                self.answers.popitem(last=False)
+        return Response(body, media_type="application/json")
 
     def kept(self, job_id: str, stamp: object) -> Response | None:
         if stamp is None:
@@ -74,23 +84,6 @@ class JobAnswers:
         with self.lock:
             kept = self.answers.get(job_id)
         return Response(kept[1], media_type="application/json") if kept is not None and kept[0] == stamp else None
-
-    def read(self, session: Session, tenant: Caller, job_id: str) -> Response:
-        stamp = (
-            session.scalar(select(Job.updated_at).where(Job.id == job_id, Job.tenant_id == tenant.id))
-            if ID.fullmatch(job_id)
-            else None
-        )
-        if (kept := self.kept(job_id, stamp)) is not None:
-            return kept
-        job = session.get(Job, job_id)
-        body = job_out(session, job).model_dump_json(by_alias=True).encode()
-        with self.lock:
-            self.answers[job_id] = (job.updated_at, body)
-            self.answers.move_to_end(job_id)
-            while len(self.answers) > self.size:
-                self.answers.popitem(last=False)
-        return Response(body, media_type="application/json")
 
 
 answers = JobAnswers()

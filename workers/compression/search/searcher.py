@@ -52,8 +52,8 @@ class Search:
         )
         self.findings = Findings(model, auto, ctx, self.budget, validation)
         self.stopped: str | None = None
-        if self.peer_runtimes():
-            self.budget.also_at_the_end(len(self.peer_runtimes()), like="quantize:int8_static")
+        if peers := self.peer_runtimes():
+            self.budget.also_at_the_end(len(peers), like="quantize:int8_static")
 
     def peer_runtimes(self) -> set[str]:
         """The runtimes of the peers this search builds at its end (none without quantization or data)."""
