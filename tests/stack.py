@@ -264,7 +264,18 @@ class Stack:
     def client(self, api_key: str | None = None) -> httpx.Client:
         key = self.api_key if api_key is None else api_key
         headers = {"Authorization": f"Bearer {key}"} if key else {}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=60)
+        client = httpx.Client(base_url=self.url, headers=headers, timeout=60)
+        client.stack_logs = self.logs  # what a timed-out wait prints: the processes' own account
+        return client
+
+
+def log_tails(logs: Path | None, chars: int = 3000) -> str:
+    if logs is None:
+        return ""
+    return "".join(
+        f"\n--- {log.name} (last {chars} characters) ---\n{log.read_bytes()[-chars:].decode('utf-8', 'replace')}"
+        for log in sorted(logs.glob("*.log"))
+    )
 
 
 def _group_alive(pgid: int) -> bool:
@@ -290,7 +301,8 @@ def wait_for(client: httpx.Client, path: str, done, timeout: float = 180, every:
         if done(body):
             return body
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting on {path}: {json.dumps(body)[:2000]}")
+            tails = log_tails(getattr(client, "stack_logs", None))
+            raise AssertionError(f"timed out waiting on {path}: {json.dumps(body)[:2000]}{tails}")
         time.sleep(every)
 
 

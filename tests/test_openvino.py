@@ -115,3 +115,24 @@ def test_the_better_peer_is_the_fastest_that_keeps_quality():
     alone = against_peers(step, base, ours, [broken])
     assert alone.best_peer == "fast but broken" and "no peer kept quality" in alone.summary
     assert not alone.ahead  # slower than it, whatever its quality: the figures say so
+
+
+def test_the_ort_peer_leaves_nothing_where_it_was_started(tmp_path, monkeypatch):
+    """ORT's symbolic shape inference, failing on dims it cannot merge (h against w here, as on yolov8n's
+    dynamic H/W), saves what it got into the current directory: the peer runs it among its own files."""
+    from workers.compression.quantization.peers import ort_peer
+
+    class Transposed(torch.nn.Module):
+        def forward(self, x):
+            return torch.relu(x + x.transpose(2, 3))
+
+    source = tmp_path / "model.onnx"
+    torch.onnx.export(Transposed(), (torch.zeros(1, 1, 8, 8),), str(source), dynamo=False, input_names=["x"],
+                      dynamic_axes={"x": {0: "b", 2: "h", 3: "w"}}, opset_version=17)  # fmt: skip
+    started = tmp_path / "started_here"
+    started.mkdir()
+    monkeypatch.chdir(started)
+    batches = [np.random.default_rng(0).standard_normal((4, 1, 8, 8)).astype(np.float32)]
+    target = ort_peer(source, batches, tmp_path / "peer.onnx", None)
+    assert target.exists() and list(started.iterdir()) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx", "peer.onnx", "started_here"]

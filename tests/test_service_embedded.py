@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from tests.stack import ROOT, Stack, sha256_of, upload, wait_job, wait_ready
+from tests.stack import ROOT, Stack, log_tails, sha256_of, upload, wait_job, wait_ready
 from workers.compression import load_model
 
 
@@ -30,6 +30,15 @@ def embedded(tmp_path_factory):
     stack.api_key = printed.group(1)
     yield stack
     stack.stop()
+
+
+def run_example(args: list[str], stack: Stack, **kwargs) -> subprocess.CompletedProcess:
+    """An example run as a user runs it; one that hangs fails with what it printed and the service's logs."""
+    try:
+        return subprocess.run(args, capture_output=True, text=True, **kwargs)
+    except subprocess.TimeoutExpired as e:
+        printed = (e.stdout or b"")[-2000:].decode("utf-8", "replace") if isinstance(e.stdout, bytes) else e.stdout
+        raise AssertionError(f"timed out; it printed: {printed}{log_tails(stack.logs)}") from None
 
 
 def test_embedded_end_to_end(embedded, cnn_pt2, digits_npz, tmp_path):
@@ -93,8 +102,7 @@ def test_the_readme_python_and_sdk_examples(embedded, cnn_pt2, digits_npz, tmp_p
     for name, block in (("plain", plain), ("sdk", sdk)):
         script = tmp_path / f"{name}.py"
         script.write_text(block)
-        out = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
-                             timeout=300)  # fmt: skip
+        out = run_example([sys.executable, str(script)], embedded, cwd=tmp_path, env=env, timeout=300)
         assert out.returncode == 0, (name, out.stderr[-3000:])
         if name == "plain":
             assert out.stdout.startswith("succeeded {") and "size_ratio" in out.stdout
@@ -122,8 +130,7 @@ def test_the_readme_shell_and_cli_examples(embedded, tmp_path):
     for name, block in (("curl", curl), ("cli", cli)):
         script = "\n".join(line for line in block.splitlines() if not line.startswith("export SQUEEZE_URL="))
         assert "sqz_..." not in script, f"the {name} example has a placeholder left"
-        out = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path, env=env, capture_output=True,
-                             text=True, timeout=600)  # fmt: skip
+        out = run_example(["bash", "-euo", "pipefail", "-c", script], embedded, cwd=tmp_path, env=env, timeout=600)
         assert out.returncode == 0, (name, out.stdout[-2000:], out.stderr[-3000:])
         outputs[name] = out.stdout
     # curl: the job's events ended with its final status; its summary and its artifact are there

@@ -10,6 +10,8 @@ Both calibrate on the same batches as Squeeze's own int8. Neither is tuned: a pe
 
 from __future__ import annotations
 
+import contextlib
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -32,14 +34,18 @@ def ort_peer(source: Path, batches: list[np.ndarray], target: Path, names: tuple
     from ..formats.onnx import NUMPY_TYPES
     from .onnx_int8 import _Calibration
 
+    source, target = source.resolve(), target.resolve()
     pre = target.with_suffix(".pre.onnx")
     try:
-        try:
-            quant_pre_process(str(source), str(pre))
-        except Exception:
-            # "Incomplete symbolic shape inference" on dynamic H/W or sequence length (yolov8n, PP-OCR, MiniLM):
-            # what a user does next, as ORT's own message suggests, is to skip the symbolic shape inference
-            quant_pre_process(str(source), str(pre), skip_symbolic_shape=True)
+        # a failed symbolic shape inference saves what it got ("sym_shape_infer_temp.onnx" and its external
+        # data) in the current directory: run it where those land among this peer's files, not where we started
+        with tempfile.TemporaryDirectory(dir=target.parent) as scratch, contextlib.chdir(scratch):
+            try:
+                quant_pre_process(str(source), str(pre))
+            except Exception:
+                # "Incomplete symbolic shape inference" on dynamic H/W or sequence length (yolov8n, PP-OCR,
+                # MiniLM): what a user does next, as ORT's own message suggests, is to skip it
+                quant_pre_process(str(source), str(pre), skip_symbolic_shape=True)
         inputs = ort.InferenceSession(str(pre), providers=["CPUExecutionProvider"]).get_inputs()
         types = {i.name: t for i in inputs if (t := NUMPY_TYPES.get(i.type)) is not None}
         quantize_static(
