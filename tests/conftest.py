@@ -81,8 +81,11 @@ def mlp_pt2(mlp, workdir):
 
 @pytest.fixture
 def quick():
-    """Short timing: tests check behaviour, benchmarks check speed."""
-    return MeasureSettings(batch=16, rounds=3, max_rounds=8, seconds_per_model=0.15, warmup=2, threads=2)
+    """Short timing: tests check behaviour, benchmarks check speed. No fp32 reference on each artifact's
+    runtime (a compile or an export each): the tests of that comparison turn it on."""
+    return MeasureSettings(
+        batch=16, rounds=3, max_rounds=8, seconds_per_model=0.15, warmup=2, threads=2, runtime_baselines=False
+    )
 
 
 # ---------------------------------------------------------------- the service (real processes)

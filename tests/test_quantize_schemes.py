@@ -50,7 +50,7 @@ def test_int8_static_measures_every_runtime_and_recommends_the_fastest_within_bu
         data_path=digits_train_npz,
         eval_data_path=digits_npz,
         out_dir=tmp_path,
-        settings=quick,
+        settings=quick.model_copy(update={"runtime_baselines": True}),
     )
     step, base = report["steps"][0], report["baseline"]
     runtimes = {r["measurement"]["runtime"]: r for r in step["runtimes"]}
