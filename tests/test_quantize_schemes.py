@@ -13,6 +13,7 @@ import torch
 
 from tests.engine import run_recipe
 from workers.compression import ModelFormat, StepFailedError, load_model
+from workers.compression.contract.recipe.quantize import RECOMMEND_BUDGET
 from workers.compression.formats import InputSpec, save_model
 from workers.compression.formats.packed import pack_bits, unpack_bits
 from workers.compression.measure.metrics import weight_tensors
@@ -316,27 +317,68 @@ def sensitive_mlp_pt2(mlp, digits, tmp_path_factory):
     return export_pt2(net, tmp_path_factory.mktemp("sensitive") / "mlp.pt2", torch.zeros(2, 1, 8, 8))
 
 
-def test_guard_keeps_the_sensitive_layer_in_full_precision(
+def test_guard_keeps_the_sensitive_layer_in_full_precision_even_without_a_budget(
     sensitive_mlp_pt2, digits_train_npz, digits_npz, tmp_path, quick
 ):
-    kwargs = dict(data_path=digits_train_npz, eval_data_path=digits_npz, settings=quick)
-    plain = run_recipe(sensitive_mlp_pt2, quantize("int8_static", runtime="inductor"), out_dir=tmp_path / "a", **kwargs)
-    assert plain["final"]["accuracy_delta"] < -0.02, "the model was built to lose accuracy under int8"
-    guarded = run_recipe(
+    """int8 without max_accuracy_drop is held to the default budget (RECOMMEND_BUDGET): the layer that
+    loses the accuracy stays in float, and the report names it and says why."""
+    report = run_recipe(
         sensitive_mlp_pt2,
-        quantize("int8_static", runtime="inductor", max_accuracy_drop=0.01),
-        out_dir=tmp_path / "b",
-        **kwargs,
+        quantize("int8_static", runtime="inductor"),
+        data_path=digits_train_npz,
+        eval_data_path=digits_npz,
+        out_dir=tmp_path,
+        settings=quick,
     )
-    step = guarded["steps"][0]
+    step = report["steps"][0]
     guard = step["details"]["guard"]
-    assert guard["met"] and guard["kept_full_precision"][0] == "net.3", guard
+    assert guard["baseline"] - guard["quantized_all"] > 0.02, "the model was built to lose accuracy under int8"
+    assert guard["budget"] == RECOMMEND_BUDGET and guard["met"] and guard["kept_full_precision"][0] == "net.3", guard
     assert guard["sensitivity"]["net.3"] == max(guard["sensitivity"].values())
     assert step["details"]["layers_full_precision"] == guard["kept_full_precision"]
-    assert guarded["final"]["accuracy_delta"] >= -0.01
+    assert report["final"]["accuracy_delta"] >= -RECOMMEND_BUDGET
     assert any("accuracy guard kept" in n for n in step["notes"])
-    program = load_model(tmp_path / "b" / step["artifact_id"])  # the other two layers are still int8
+    assert any("no max_accuracy_drop was set" in n for n in step["notes"])
+    program = load_model(tmp_path / step["artifact_id"])  # the other two layers are still int8
     assert sum(t.dtype == torch.int8 for t in weight_tensors(program.module)) == 2
+
+
+class ScaledInput(torch.nn.Module):
+    """A linear classifier behind a fixed per-pixel scale it undoes in its weights: fp32 unchanged, but the
+    one int8 layer's per-tensor input range is spent on the one pixel scaled up 2000x."""
+
+    def __init__(self, linear: torch.nn.Linear, pixel: int):
+        super().__init__()
+        scale = torch.ones(64)
+        scale[pixel] = 2000.0
+        self.register_buffer("scale", scale)
+        self.linear = torch.nn.Linear(64, 10)
+        with torch.no_grad():
+            self.linear.weight.copy_(linear.weight / scale)
+            self.linear.bias.copy_(linear.bias)
+
+    def forward(self, x):
+        return self.linear(x.flatten(1) * self.scale)
+
+
+def test_a_default_budget_that_cannot_hold_is_said_not_failed(digits, digits_train_npz, digits_npz, tmp_path, quick):
+    x, y, _, _ = digits
+    linear = train(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10)), x, y, epochs=5)[1]
+    pixel = int(torch.from_numpy(x).flatten(1).std(0).argmax())  # a pixel that varies: it carries information
+    path = export_pt2(ScaledInput(linear, pixel).eval(), tmp_path / "scaled.pt2", torch.zeros(2, 1, 8, 8))
+    report = run_recipe(
+        path,
+        quantize("int8_static", runtime="inductor"),
+        data_path=digits_train_npz,
+        eval_data_path=digits_npz,
+        out_dir=tmp_path / "out",
+        settings=quick,
+    )
+    step = report["steps"][0]
+    guard = step["details"]["guard"]
+    assert not guard["met"] and guard["baseline"] - guard["quality"] > RECOMMEND_BUDGET, guard
+    assert any("over the default budget" in n for n in step["notes"]), step["notes"]
+    assert report["final"]["artifact_id"] == step["artifact_id"]  # stored and measured, the job not failed
 
 
 def test_guard_that_cannot_be_met_fails_the_step_and_keeps_the_best_candidate(

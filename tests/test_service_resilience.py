@@ -56,13 +56,13 @@ def test_worker_killed_mid_job_is_rerun_elsewhere(prod_stack, ready_digits):
 
 def test_distillation_resumes_from_its_checkpoint_after_the_worker_dies(prod_stack, ready_digits):
     model, dataset = ready_digits
-    recipe = {"steps": [{"method": "distill", "student": {"derive": {"width": 0.5}}, "epochs": 40, "batch_size": 8}]}
+    recipe = {"steps": [{"method": "distill", "student": {"derive": {"width": 0.5}}, "epochs": 16, "batch_size": 8}]}
     with prod_stack.client() as c:
         job = submit(c, model, dataset, recipe)
         wait_for(
             c,
             f"/v1/jobs/{job['id']}",
-            lambda b: "epoch 3/40" in (b["stage"] or "") or b["progress"] > 0.1,
+            lambda b: "epoch 3/16" in (b["stage"] or "") or b["progress"] > 0.1,
             every=0.05,
             timeout=180,
         )
@@ -73,7 +73,7 @@ def test_distillation_resumes_from_its_checkpoint_after_the_worker_dies(prod_sta
     assert done["status"] == "succeeded", done["error"]
     assert done["attempts"] == 2
     resumed = done["results"]["steps"][0]["details"]["resumed_from_epoch"]
-    assert 3 <= resumed < 40
+    assert 3 <= resumed < 16
     stages = [
         row[0]["stage"]
         for row in prod_stack.sql(

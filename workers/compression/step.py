@@ -34,6 +34,9 @@ class StepContext:
     load_input: Callable[[], LoadedModel] | None = None
     load_artifact: Callable[[Path, str | None], LoadedModel] | None = None
     on_partial: Callable[[Report], None] = lambda report: None
+    # an int8 step without max_accuracy_drop is still guarded, against RECOMMEND_BUDGET and without failing
+    # when that cannot hold (methods/quantize.py); auto's own candidates say when to guard, so it turns it off
+    default_guard: bool = True
 
     def artifact_path(self, fmt: ModelFormat, tag: str = "") -> Path:
         name = f"step{self.index}_{self.method}{('_' + tag) if tag else ''}{FILE_SUFFIX[fmt]}"

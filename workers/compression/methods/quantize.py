@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..contract.errors import StepFailedError
-from ..contract.recipe.quantize import QuantizeConfig
+from ..contract.recipe.quantize import RECOMMEND_BUDGET, QuantizeConfig
 from ..contract.vocabulary import Runtime
 from ..formats import LoadedModel, ModelFormat, save_model
 from ..hardware import cpu_has_vnni
@@ -80,6 +80,8 @@ def _quantize(model: LoadedModel, step: QuantizeConfig, ctx: StepContext, work: 
             kept += [n for n in dict.fromkeys([order[0], order[-1]]) if n not in kept]
         backends = torch_backends(module, spec, order, step, ctx, scorer, work)
 
+    budget, required = guard_budget(step, ctx)
+
     def guarded(backend: Backend) -> tuple[Backend, Guarded, list[str]]:
         i = next(k for k, b in enumerate(backends) if b is backend)
         ctx.progress(i / len(backends), f"{step.scheme} on {backend.runtime}")
@@ -90,7 +92,7 @@ def _quantize(model: LoadedModel, step: QuantizeConfig, ctx: StepContext, work: 
             backend.build,
             backend.layers,
             scorer,
-            step.max_accuracy_drop,
+            budget,
             kept=layer_kept,
             progress=lambda f, s, r=backend.runtime: ctx.progress(i / len(backends), f"{r}: {s}"),
         )
@@ -102,16 +104,29 @@ def _quantize(model: LoadedModel, step: QuantizeConfig, ctx: StepContext, work: 
     if not outcomes:
         raise StepFailedError(f"{step.scheme} failed on every runtime: " + "; ".join(failed))
     results = [_result(b, g, kept_now, step, ctx) for b, g, kept_now in outcomes]
-    results[0].notes.extend(failed)
+    for result in results:  # whichever is recommended names the runtimes that failed
+        result.notes.extend(failed)
     met = [r for r, (_, g, _) in zip(results, outcomes) if g.met]
     primary = met[0] if met else max(results, key=lambda r: r.details["guard"].get("quality") or 0.0)
     if not met:
         guard_info = primary.details["guard"]
         drop = guard_info["baseline"] - guard_info["quality"]
         kept_names = ", ".join(guard_info.get("kept_full_precision") or []) or "no layer"
-        primary.failure = (
-            f"{step.scheme} cannot meet max_accuracy_drop {step.max_accuracy_drop}: the best candidate ({kept_names} "
-            f"kept in full precision) loses {drop:.5f} {guard_info['metric']}; it is stored for inspection"
+        if required:
+            primary.failure = (
+                f"{step.scheme} cannot meet max_accuracy_drop {budget}: the best candidate ({kept_names} kept in "
+                f"full precision) loses {drop:.5f} {guard_info['metric']}; it is stored for inspection"
+            )
+        else:
+            primary.notes.append(
+                f"{step.scheme} loses {drop:.5f} {guard_info['metric']} even with {kept_names} kept in full "
+                f"precision, over the default budget {budget}: the least damaged candidate is kept (set "
+                "max_accuracy_drop to require a budget; the step then fails instead)"
+            )
+    elif not required and any(r.details["guard"].get("kept_full_precision") for r in results):
+        primary.notes.append(
+            f"no max_accuracy_drop was set: the guard kept layers in full precision to stay within the default "
+            f"budget {budget}"
         )
     if step.scheme.startswith("int8") and not cpu_has_vnni():
         primary.notes.append(
@@ -122,6 +137,22 @@ def _quantize(model: LoadedModel, step: QuantizeConfig, ctx: StepContext, work: 
     if getattr(step, "compare_peers", False):
         primary.alternatives += _peers(model, step, ctx, work, primary)
     return primary
+
+
+# int8 is what users run without thinking of a budget; the aggressive schemes (int4, binary, ternary) are
+# chosen for size, and QAT trains its way back: those are guarded only when the recipe asks
+DEFAULT_GUARDED = ("int8_static", "int8_dynamic", "int8_weight_only")
+
+
+def guard_budget(step: QuantizeConfig, ctx: StepContext) -> tuple[float | None, bool]:
+    """The accuracy drop the guard holds the step to, and whether it is required (the recipe's
+    max_accuracy_drop: the step fails without it) or the default (RECOMMEND_BUDGET: kept where possible,
+    a note where not)."""
+    if step.max_accuracy_drop is not None:
+        return step.max_accuracy_drop, True
+    if ctx.default_guard and step.scheme in DEFAULT_GUARDED:
+        return RECOMMEND_BUDGET, False
+    return None, False
 
 
 def onnx_model_backends(model: LoadedModel, step: QuantizeConfig, ctx: StepContext, scorer, work: Path) -> list:
@@ -138,7 +169,8 @@ def onnx_model_backends(model: LoadedModel, step: QuantizeConfig, ctx: StepConte
     built, failed = on_each_runtime(wanted, lambda r: makers[r](), lambda r, why: f"{r} could not quantize it: {why}")
     if not built:
         raise StepFailedError("; ".join(failed))
-    built[0].notes.extend(failed)
+    for backend in built:
+        backend.notes.extend(failed)
     return built
 
 

@@ -60,7 +60,8 @@ def torch_backends(
             )
             if not out:
                 raise StepFailedError("; ".join(failed))
-            out[0].notes.extend(failed)
+            for backend in out:  # whichever is recommended names the runtime that could not build it
+                backend.notes.extend(failed)
             return out
         case "int8_qat":
             return [_pt2e_backend(module, spec, order, step, ctx, scorer, "qat")]

@@ -144,6 +144,7 @@ class Evaluator:
                 device=self.ctx.device,
                 progress=lambda f, s, cid=cid, label=cand.label: self.on_stage(cid, label, s),
                 measure=self.ctx.measure,
+                default_guard=False,  # the search screens unguarded, then adds guarded candidates (space.py)
             )
             result = self.run_step(model, step, sub)
             self.files.update(r.path for r in (result, *result.alternatives))
