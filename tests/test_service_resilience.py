@@ -73,7 +73,7 @@ def test_distillation_resumes_from_its_checkpoint_after_the_worker_dies(prod_sta
     assert done["status"] == "succeeded", done["error"]
     assert done["attempts"] == 2
     resumed = done["results"]["steps"][0]["details"]["resumed_from_epoch"]
-    assert 3 <= resumed < 16
+    assert 1 <= resumed < 16  # a checkpoint from before the kill, not a fresh start
     stages = [
         row[0]["stage"]
         for row in prod_stack.sql(

@@ -1,7 +1,7 @@
 """The accuracy guard: a quantized model must lose at most `max_accuracy_drop` (accuracy on labels,
 agreement with the fp32 model without them). When it loses more, a per-layer sensitivity pass
-quantizes one layer at a time, and the most sensitive layers go back to full precision, one by one,
-until the budget holds (mixed precision). If even one quantized layer is too many, the best candidate
+quantizes one layer at a time, and the fewest most sensitive layers that make the budget hold go back to
+full precision (mixed precision; their number found by bisection). If even one quantized layer is too many, the best candidate
 is returned with `met=False`: the step fails and stores it."""
 
 from __future__ import annotations
@@ -110,16 +110,29 @@ def guard(
         sensitivity[name] = scorer.baseline - scorer(build(others, True))
     order = sorted(candidates, key=lambda n: sensitivity[n], reverse=True)
     best = Guarded(built, quality, [], False)
-    # keep one more layer each round, most sensitive first; at least one layer must stay quantized
-    for k in range(1, len(order)):
+
+    def keeping(k: int) -> Guarded:
+        """The k most sensitive layers in full precision; the best quality seen is kept should none fit."""
+        nonlocal best
         progress(k / len(order), f"keeping {k} most sensitive layer(s) in full precision")
         trial = build(kept | frozenset(order[:k]), False)
         q = scorer(trial)
+        found = Guarded(trial, q, order[:k], within_budget(scorer.baseline - q, max_drop))
         if q > best.quality:
-            best = Guarded(trial, q, order[:k], False)
-        if within_budget(scorer.baseline - q, max_drop):
-            best = Guarded(trial, q, order[:k], True)
-            break
+            best = found
+        return found
+
+    # the fewest layers that fit: quality grows with the layers kept back, near enough, so their number is
+    # bisected (log2(n) full builds, not n: an OCR detector has ~90 layers); at least one stays quantized
+    low, high = 1, len(order) - 1
+    if high >= 1 and (fits := keeping(high)).met:
+        while low < high:
+            middle = (low + high) // 2
+            if (trial := keeping(middle)).met:
+                high, fits = middle, trial
+            else:
+                low = middle + 1
+        best = fits
     best.details = {
         **record,
         "budget": max_drop,
