@@ -119,9 +119,10 @@ def _quantize(model: LoadedModel, step: QuantizeConfig, ctx: StepContext, work: 
             )
         else:
             primary.notes.append(
-                f"{step.scheme} loses {drop:.5f} {guard_info['metric']} even with {kept_names} kept in full "
-                f"precision, over the default budget {budget}: the least damaged candidate is kept (set "
-                "max_accuracy_drop to require a budget; the step then fails instead)"
+                f"{step.scheme} loses {drop:.5f} {guard_info['metric']}, over the default budget {budget}, and "
+                "keeping all but one layer in full precision did not hold it either: the least damaged candidate "
+                f"({kept_names} kept in full precision) is kept (set max_accuracy_drop to require a budget; the "
+                "step then fails instead)"
             )
     elif not required and any(r.details["guard"].get("kept_full_precision") for r in results):
         primary.notes.append(
