@@ -136,3 +136,23 @@ def test_the_ort_peer_leaves_nothing_where_it_was_started(tmp_path, monkeypatch)
     target = ort_peer(source, batches, tmp_path / "peer.onnx", None)
     assert target.exists() and list(started.iterdir()) == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx", "peer.onnx", "started_here"]
+
+
+def test_an_onnx_model_whose_weights_are_constant_nodes_is_quantized_on_openvino(cnn, digits_train_npz, tmp_path, quick):
+    """Paddle2ONNX stores every weight as a Constant node, not an initializer (PP-OCR's detector): OpenVINO's
+    backend must still find the layers (it said "no Conv, Gemm or MatMul with stored weights")."""
+    import onnx
+
+    path = save_model(cnn, InputSpec(shape=(None, 1, 8, 8)), "onnx", tmp_path / "cnn.onnx")
+    model = onnx.load(str(path))
+    constants = [onnx.helper.make_node("Constant", [], [t.name], value=t) for t in model.graph.initializer]
+    nodes = [*constants, *model.graph.node]
+    del model.graph.initializer[:]
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    onnx.save(model, str(path))
+    recipe = {"steps": [{"method": "quantize", "scheme": "int8_static", "runtime": "openvino"}]}
+    report = run_recipe(path, recipe, data_path=digits_train_npz, out_dir=tmp_path / "out", settings=quick)
+    step = report["steps"][0]
+    assert step["measurement"]["runtime"] == "openvino" and step["measurement"]["agreement"] > 0.95, step["notes"]
+    assert step["details"]["layers_quantized"] == 4

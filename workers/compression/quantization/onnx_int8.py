@@ -20,14 +20,16 @@ DYNAMIC_OPS = ["MatMul", "Gemm", "Attention", "LSTM", "GRU"]
 
 
 def onnx_layers(path: Path) -> dict[str, str]:
-    """{layer name: node name} for every Conv/Gemm/MatMul node whose weight is a stored initializer."""
+    """{layer name: node name} for every Conv/Gemm/MatMul node whose weight is stored: an initializer, or a
+    Constant node's output (Paddle2ONNX stores every weight so: PP-OCR's detector)."""
     import onnx
 
     model = onnx.load(str(path), load_external_data=False)
-    initializers = {t.name for t in model.graph.initializer}
+    stored = {t.name for t in model.graph.initializer}
+    stored |= {out for node in model.graph.node if node.op_type == "Constant" for out in node.output}
     layers = {}
     for node in model.graph.node:
-        if node.op_type in LAYER_OPS and len(node.input) > 1 and node.input[1] in initializers:
+        if node.op_type in LAYER_OPS and len(node.input) > 1 and node.input[1] in stored:
             weight = node.input[1]
             layers[weight.removesuffix(".weight") if weight.endswith(".weight") else node.name] = node.name
     return layers
