@@ -26,7 +26,7 @@ def beat(name: str, queues: list[str], isolation: dict) -> None:
 # runs; a fork taken while the thread is inside SQLite (its allocator and connection mutexes, SQLAlchemy's
 # pool lock) hands the child those locks held by a thread that does not exist there, and the child hangs on
 # its first query, holding the job's message: the job stays queued with a live, beating worker. Measured:
-# 37 of 150 forks with a beating thread hung a child on SQLite, none with this lock (the 2026-12-07 notes).
+# 37 of 150 forks with a beating thread hung a child on SQLite, none with this lock (tests/test_worker_presence.py).
 _BEATING = threading.Lock()
 os.register_at_fork(before=_BEATING.acquire, after_in_parent=_BEATING.release, after_in_child=_BEATING.release)
 

@@ -120,7 +120,7 @@ def _quantize(model: LoadedModel, step: QuantizeConfig, ctx: StepContext, work: 
         else:
             primary.notes.append(
                 f"{step.scheme} loses {drop:.5f} {guard_info['metric']}, over the default budget {budget}, and "
-                "keeping all but one layer in full precision did not hold it either: the least damaged candidate "
+                "no mix of layers kept in full precision held it: the least damaged candidate "
                 f"({kept_names} kept in full precision) is kept (set max_accuracy_drop to require a budget; the "
                 "step then fails instead)"
             )

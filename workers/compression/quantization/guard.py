@@ -1,8 +1,9 @@
 """The accuracy guard: a quantized model must lose at most `max_accuracy_drop` (accuracy on labels,
 agreement with the fp32 model without them). When it loses more, a per-layer sensitivity pass
 quantizes one layer at a time, and the fewest most sensitive layers that make the budget hold go back to
-full precision (mixed precision; their number found by bisection). If even one quantized layer is too many, the best candidate
-is returned with `met=False`: the step fails and stores it."""
+full precision (mixed precision; their number found by bisection). If even one quantized layer is too
+many, the best candidate is returned with `met=False`: the step fails and stores it when the budget was the
+recipe's, and keeps it with a note when it was the default (methods/quantize.py `guard_budget`)."""
 
 from __future__ import annotations
 
