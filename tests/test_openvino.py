@@ -4,6 +4,7 @@ step optimises for, and the field's one-call recipes (peers) measured beside Squ
 
 from __future__ import annotations
 
+import re
 import zipfile
 
 import numpy as np
@@ -49,6 +50,7 @@ def test_int8_on_every_runtime_is_measured_and_the_fastest_within_budget_recomme
     ov = runtimes["openvino"]
     assert ov["format"] == "openvino" and ov["measurement"]["accuracy"] > 0.9, ov
     assert "NNCF" in " ".join(ov["notes"])
+    assert any(re.search(r"layers left in float run in (f32|bf16|f16)$", n) for n in ov["notes"]), ov["notes"]
     within = [r for r in step["runtimes"] if report["baseline"]["accuracy"] - r["measurement"]["accuracy"] <= 0.01]
     fastest = max(within, key=lambda r: r["speedup_b1"])  # objective latency: batch 1 decides
     assert step["recommended"] == fastest["artifact_id"] == step["artifact_id"]

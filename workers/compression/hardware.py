@@ -51,6 +51,9 @@ def openvino_precision() -> str:
     try:
         import openvino as ov
 
-        return str(ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT")).replace("bfloat16", "bf16")
+        hint = ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT")
+        # an ov.Type in recent releases (its str is "<Type: 'bf16'>"), a string in older ones
+        name = hint.get_type_name() if hasattr(hint, "get_type_name") else str(hint)
+        return name.replace("bfloat16", "bf16")
     except Exception:
         return "f32"
