@@ -108,22 +108,31 @@ def _pt2e_backend(module, spec, order, step, ctx, scorer, mode: str) -> Backend:
 
     lower = lowered and ctx.device == "cpu"
     built: dict[tuple, TorchCandidate] = {}  # the reduce_range comparison's winner is the guard's first candidate
+    exported: list[torch.fx.GraphModule] = []
+
+    def traced() -> torch.fx.GraphModule:
+        """A copy of the model exported once (the guard builds up to dozens of candidates from it)."""
+        if not exported:
+            source = copy.deepcopy(module)
+            pack_embeddings(source)
+            exported.append(pt2e.traced(source, spec))
+        return copy.deepcopy(exported[0])
 
     def build(kept: frozenset[str], quick: bool, reduce_range: bool | None = None, as_mode: str = mode):
         rr = chosen_rr if reduce_range is None else reduce_range
         key = (kept, quick, rr, as_mode)
         if key in built:
             return built[key]
-        source = copy.deepcopy(module)
-        pack_embeddings(source)
         if as_mode == "qat":
+            source = copy.deepcopy(module)
+            pack_embeddings(source)
             graph = _qat(source, spec, step, ctx, rr, kept, quick, calibration)
         elif as_mode == "static":
             graph, _ = pt2e.quantize_static(
-                source, spec, lambda: quick_calibration if quick else calibration, reduce_range=rr, exclude=kept
+                traced(), lambda: quick_calibration if quick else calibration, reduce_range=rr, exclude=kept
             )
         else:
-            prepared = pt2e.prepare(source, spec, "dynamic", reduce_range=rr, exclude=kept)
+            prepared = pt2e.prepare_traced(traced(), "dynamic", reduce_range=rr, exclude=kept)
             with torch.no_grad():
                 prepared(spec.example(2).to(ctx.device))  # dynamic: observers only see weights
             graph, _ = pt2e.convert(prepared)
