@@ -91,6 +91,8 @@ def test_int8_static_stores_every_runtime_and_names_the_recommended_one(prod_sta
         for artifact in artifacts.values():
             check_artifact_runs(c, artifact, tmp_path, digits_npz)
             check_how_to_run(artifact, tmp_path, digits_npz)
+    # the kernels inductor compiled are kept for the tenant's next job (workers/compile_cache.py)
+    assert list((prod_stack.home / "cache" / "tenants").glob("ten_*/inductor/*/*.so"))
 
 
 def check_how_to_run(artifact, tmp_path, digits_npz):

@@ -64,6 +64,7 @@ class Mounts:
     host: Path
     sandboxed: bool = True  # False (SQUEEZE_SANDBOX=off): the child sees the host paths themselves
     inputs: dict[str, Path] = field(default_factory=dict)  # sandbox path -> host file, read-only
+    compile_cache: bool = False  # a writable copy of the tenant's compiler cache (workers/compile_cache.py)
 
     @property
     def out(self) -> Path:
@@ -72,6 +73,10 @@ class Mounts:
     @property
     def checkpoints(self) -> Path:
         return self.host / "checkpoints"
+
+    @property
+    def cache(self) -> Path:
+        return self.host / "cache"
 
     def input(self, host_file: str | Path, name: str) -> str:
         """The sandbox path under which the child reads `host_file` (an upload, a dataset)."""
@@ -95,7 +100,14 @@ class Mounts:
         return folder / inside.name
 
     def writable(self) -> list[Path]:
-        return [self.out, self.checkpoints]
+        """The child's writable folders, all counted in its disk quota."""
+        return [self.out, self.checkpoints, *([self.cache] if self.compile_cache else [])]
+
+    def environment(self) -> dict[str, str]:
+        """Variables that point the child at its folders: the compilers' caches at the tenant's copy, else
+        at the private /tmp (empty at every start)."""
+        cache = self.sandbox_path(self.cache) if self.compile_cache else "/tmp"
+        return {"TORCHINDUCTOR_CACHE_DIR": f"{cache}/inductor", "TRITON_CACHE_DIR": f"{cache}/triton"}
 
 
 def _bwrap() -> str | None:
@@ -157,7 +169,7 @@ def bwrap_command(mounts: Mounts, argv: list[str], limits: SandboxLimits, uid: i
     for folder in mounts.writable():
         cmd += ["--bind", str(folder), mounts.sandbox_path(folder)]
     cmd += ["--chdir", "/tmp", "--clearenv"]  # (out/ belongs to the job uid: bwrap itself may not enter it)
-    for key, value in _environment().items():
+    for key, value in {**_environment(), **mounts.environment()}.items():
         cmd += ["--setenv", key, value]
     cmd.append("--")
     if uid is not None:
@@ -177,7 +189,6 @@ def _environment() -> dict[str, str]:
         "PYTHONUNBUFFERED": "1",
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
-        "TORCHINDUCTOR_CACHE_DIR": "/tmp/inductor",
         "XDG_CACHE_HOME": "/tmp/cache",
     }
     env.update({k: os.environ[k] for k in PASSED_ENV if k in os.environ})
@@ -233,7 +244,8 @@ def launch(mounts: Mounts, argv: list[str], limits: SandboxLimits, enabled: bool
     if not enabled:
         # SQUEEZE_SANDBOX=off: the operator chose no isolation; the child still gets a minimal environment
         prepare_folders(mounts, None)
-        return Launch(argv, dict(_environment(), PYTHONPATH=str(Path(workers.__file__).resolve().parent.parent)))
+        code = str(Path(workers.__file__).resolve().parent.parent)
+        return Launch(argv, {**_environment(), **mounts.environment(), "PYTHONPATH": code})
     uid = _job_uid(limits, mounts.host)
     prepare_folders(mounts, uid)
     for host in mounts.inputs.values():

@@ -49,6 +49,7 @@ from workers.compression.contract.report import PartialResults, Report
 from workers.compression.contract.vocabulary import Device, EventKind, JobErrorCode
 
 from . import webhooks
+from .compile_cache import TenantCompileCache
 from .event_budget import LOG_LINE_CHARS, EventBudget
 from .hardware import worker_has_cuda
 from .results import UntrustedOutput, private_copy, store_results
@@ -426,7 +427,10 @@ def run_job(self, job_id: str) -> None:
             job.device_used = device
             session.commit()
             mounts = _mounts("jobs", job_id, f"attempt{job.attempts}")
+            mounts.compile_cache = settings.compile_cache_mb > 0
             work = _job_work(session, job, mounts, device)
+        cache = TenantCompileCache(settings.home.resolve() / "cache", tenant_id, settings.compile_cache_mb)
+        cache.check_out(mounts.cache)
         if restored := restore_checkpoints(job_id, mounts.checkpoints):
             log.info("resuming from checkpoints %s", restored)
         log.info("job started on %s (attempt %d)", device, job.attempts)
@@ -445,6 +449,8 @@ def run_job(self, job_id: str) -> None:
         finally:
             watch.close()
         _conclude(job_id, worker, outcome, mounts.out, partial=watch.partial)
+        if outcome.ok:
+            cache.check_in(mounts.cache)
         shutil.rmtree(mounts.host, ignore_errors=True)
     finally:
         job_id_var.reset(token)

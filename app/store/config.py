@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     sandbox_disk_mb: int = 20_480  # what a job may write (artifacts, checkpoints); also the largest artifact
     sandbox_tmp_mb: int = 2048  # its private /tmp (a tmpfs: memory)
     sandbox_processes: int = 1024  # processes and threads of one job
+    # each tenant's compiler cache on a worker (inductor's kernels): a tenant's next job skips compiles it has
+    # done before; never shared between tenants. 0 turns it off
+    compile_cache_mb: int = Field(1024, ge=0)
     inspect_time_limit_s: int = 600  # a worker stops an upload's inspection after this long
     job_time_limit_s: int = 4 * 3600
     job_memory_limit_mb: int = 0  # resident memory of a job's child process; 0 = 80 % of the machine
