@@ -81,14 +81,15 @@ def xdist_worker() -> int:
 
 
 def redis_db_url(db: int) -> str:
-    """A Redis database for this session, emptied first; fails loudly if Redis is not reachable. Parallel
-    test processes each get their own: Redis has 16, the suite names 11 to 14, a second process 3 to 6."""
+    """A Redis database for this session, emptied first; fails loudly if Redis is not reachable. The suite
+    names three (11, 13, 14); parallel test processes each get their own three of Redis's 16: up to 5."""
     import redis
 
+    slots = {11: 0, 13: 1, 14: 2}
     worker = xdist_worker()
-    if worker > 1:
-        raise RuntimeError("the service tests run in at most 2 parallel processes (pytest -n 2): one Redis, 16 dbs")
-    db -= 8 * worker
+    if worker > 4:
+        raise RuntimeError("the service tests run in at most 5 parallel processes: one Redis, 16 dbs, 3 each")
+    db = 1 + 3 * worker + slots[db]
     client = redis.Redis.from_url(f"{REDIS_URL}/{db}", socket_connect_timeout=5)
     try:
         client.flushdb()
