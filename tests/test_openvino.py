@@ -158,3 +158,46 @@ def test_an_onnx_model_whose_weights_are_constant_nodes_is_quantized_on_openvino
     step = report["steps"][0]
     assert step["measurement"]["runtime"] == "openvino" and step["measurement"]["agreement"] > 0.95, step["notes"]
     assert step["details"]["layers_quantized"] == 4
+
+
+class LayerNormByHand(torch.nn.Module):
+    """magika's shape: a LayerNorm written as E[x^2] - E[x]^2 between two layers, on activations far from 0.
+    Int8 activations on the Mul/Sub of that difference leave nothing of the variance; the layers themselves
+    quantize well."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc1, self.fc2 = torch.nn.Linear(16, 64), torch.nn.Linear(64, 10)
+        with torch.no_grad():
+            self.fc1.bias.fill_(20.0)
+
+    def forward(self, x):
+        h = self.fc1(x)
+        mean = h.mean(-1, keepdim=True)
+        variance = (h * h).mean(-1, keepdim=True) - mean * mean
+        return self.fc2((h - mean) / torch.sqrt(variance + 1e-5))
+
+
+def test_int8_that_breaks_in_the_ops_without_weights_keeps_them_in_float(tmp_path, quick):
+    """No single layer's sensitivity shows damage that lives between the layers: the guard keeps the ops without
+    weights in float as one group, and the layers stay int8, on onnxruntime and on OpenVINO (there in f32: bf16
+    alone loses such a difference too)."""
+    from workers.compression.formats.openvino import float_precision, read_ir
+
+    model = LayerNormByHand().eval()
+    onnx_path = save_model(model, InputSpec(shape=(None, 16)), "onnx", tmp_path / "ln.onnx")
+    x = np.random.default_rng(0).normal(size=(512, 16)).astype(np.float32)
+    np.savez(tmp_path / "x.npz", x=x)
+    recipe = {"steps": [{"method": "quantize", "scheme": "int8_static"}]}
+    report = run_recipe(onnx_path, recipe, data_path=tmp_path / "x.npz", out_dir=tmp_path / "out", settings=quick)
+    runtimes = {r["measurement"]["runtime"]: r for r in report["steps"][0]["runtimes"]}
+    assert set(runtimes) == {"onnxruntime", "openvino"}
+    for name, entry in runtimes.items():
+        guard = entry["details"]["guard"]
+        assert guard["quantized_all"] < 0.9, (name, guard)  # every op quantized: the model is lost
+        assert guard["kept_full_precision"][0] == "ops without weights", (name, guard)  # the most sensitive
+        assert guard["met"] and entry["measurement"]["agreement"] >= 0.99, (name, guard)
+        assert entry["details"]["layers_quantized"] >= 1, entry["details"]
+        assert any("stay in float: only the layers' inputs and weights are int8" in n for n in entry["notes"])
+    assert float_precision(read_ir(tmp_path / "out" / runtimes["openvino"]["artifact_id"])) == "f32"

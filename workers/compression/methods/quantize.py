@@ -25,6 +25,7 @@ from ..pruning.layers import editable, execution_order
 from ..quantization.backends import fp32_onnx, onnx_backend, torch_backends
 from ..quantization.candidates import Backend, TorchCandidate, calibration_batches, on_each_runtime
 from ..quantization.guard import Guarded, Scorer, guard
+from ..quantization.onnx_int8 import WEIGHTLESS_OPS
 from ..quantization.openvino_int8 import openvino_backend
 from ..quantization.packed import packed_layer_bytes
 from ..quantization.peers import build_peers
@@ -90,7 +91,7 @@ def _quantize(model: LoadedModel, step: QuantizeConfig, ctx: StepContext, work: 
             return backend, Guarded(backend.build(frozenset(layer_kept), False), None, [], True), layer_kept
         found = guard(
             backend.build,
-            backend.layers,
+            backend.candidates,
             scorer,
             budget,
             kept=layer_kept,
@@ -202,6 +203,16 @@ def _result(backend: Backend, guarded: Guarded, kept: list[str], step: QuantizeC
         notes.append(
             f"accuracy guard kept the {len(guarded.kept)} most sensitive layer(s) in full precision: "
             + ", ".join(guarded.kept)
+        )
+    if WEIGHTLESS_OPS in guarded.kept:
+        notes.append(
+            f"the {WEIGHTLESS_OPS} (Add, Mul, pooling...) stay in float: only the layers' inputs and weights are int8"
+            + (
+                "; float runs in f32, not bf16 (the artifact asks for it; where you compile it yourself, pass "
+                "{'INFERENCE_PRECISION_HINT': 'f32'})"
+                if backend.runtime == Runtime.OPENVINO
+                else ""
+            )
         )
     details = {
         **backend.details,

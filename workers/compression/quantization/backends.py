@@ -289,13 +289,14 @@ def onnx_backend(
     calibration = (
         [x.cpu().numpy() for x in calibration_batches(ctx.data, step.calibration_batches, "cpu")] if static else []
     )
+    weightless = onnx_int8.weightless_nodes(pre) if static else []  # dynamic int8 quantizes layers only
     counter = iter(range(10**9))
     threads = torch.get_num_threads()
 
     def build(kept: frozenset[str], quick: bool, reduce_range: bool | None = None):
         rr = chosen_rr if reduce_range is None else reduce_range
         target = work / f"candidate_{next(counter)}.onnx"
-        nodes = [layers[n] for n in kept if n in layers]
+        nodes = [layers[n] for n in kept if n in layers] + (weightless if onnx_int8.WEIGHTLESS_OPS in kept else [])
         if static:
             onnx_int8.quantize_static(
                 pre,
@@ -321,5 +322,11 @@ def onnx_backend(
     if not static:
         notes.append("convolutions stay fp32 under dynamic quantization")
     return Backend(
-        Runtime.ONNXRUNTIME, ModelFormat.ONNX, list(layers), build, notes, {"reduce_range": rr_details} if rr_details else {}
+        Runtime.ONNXRUNTIME,
+        ModelFormat.ONNX,
+        list(layers),
+        build,
+        notes,
+        {"reduce_range": rr_details} if rr_details else {},
+        groups=[onnx_int8.WEIGHTLESS_OPS] if weightless else [],
     )

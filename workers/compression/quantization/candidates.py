@@ -62,7 +62,9 @@ class OnnxCandidate:
 @dataclass
 class Backend:
     """One way to quantize this model: what runs the result, its file format, the layers it can keep in
-    full precision, and how to build a candidate (layers kept, quick: skip training, cheap calibration)."""
+    full precision, and how to build a candidate (layers kept, quick: skip training, cheap calibration).
+    `groups` are parts of the graph that are not a layer but that the guard can keep in full precision as
+    one, like a layer (an ONNX graph's ops without weights: onnx_int8.WEIGHTLESS_OPS)."""
 
     runtime: str
     format: ModelFormat
@@ -70,6 +72,12 @@ class Backend:
     build: Callable[[frozenset[str], bool], object]
     notes: list[str] = field(default_factory=list)
     details: dict = field(default_factory=dict)
+    groups: list[str] = field(default_factory=list)
+
+    @property
+    def candidates(self) -> list[str]:
+        """What the accuracy guard may keep in full precision: the layers, then the groups."""
+        return [*self.layers, *self.groups]
 
 
 def on_each_runtime(items: list, attempt: Callable, failure: Callable[[object, str], str]) -> tuple[list, list[str]]:

@@ -17,11 +17,11 @@ from ..contract.recipe.quantize import QuantizeConfig
 from ..contract.vocabulary import Runtime
 from ..formats import ModelFormat
 from ..formats.onnx import NUMPY_TYPES, onnx_feed
-from ..formats.openvino import OV_TO_ONNX, OpenVinoModule, from_onnx, save_openvino
+from ..formats.openvino import OV_TO_ONNX, OpenVinoModule, from_onnx, run_float_in_f32, save_openvino
 from ..hardware import cpu_features, cpu_has_amx, cpu_has_vnni, openvino_precision
 from .candidates import Backend, calibration_batches
 from .guard import Scorer
-from .onnx_int8 import onnx_layers
+from .onnx_int8 import WEIGHTLESS_OPS, onnx_layers
 
 QUICK_BATCHES = 4
 
@@ -64,12 +64,25 @@ def overflow_fix():
     return OverflowFix.ENABLE if saturates else OverflowFix.FIRST_LAYER
 
 
-def nncf_quantize(model, calibration: list[dict], *, kept_nodes=(), fast: bool = False, defaults: bool = False):
-    """NNCF's post-training quantization of an OpenVINO model; `kept_nodes` (ONNX node names) stay float.
-    `defaults`: every advanced option at NNCF's default (the peer, as a user's one call makes it)."""
+# OpenVINO's layer ops: what stays quantized when the guard keeps the ops without weights in full precision
+LAYER_TYPES = {"Convolution", "GroupConvolution", "ConvolutionBackpropData", "GroupConvolutionBackpropData", "MatMul"}
+
+
+def weightless_types(model) -> list[str]:
+    return sorted({op.get_type_name() for op in model.get_ops()} - LAYER_TYPES - {"Parameter", "Result", "Constant"})
+
+
+def nncf_quantize(
+    model, calibration: list[dict], *, kept_nodes=(), kept_types=(), fast: bool = False, defaults: bool = False
+):
+    """NNCF's post-training quantization of an OpenVINO model; `kept_nodes` (ONNX node names) and ops of
+    `kept_types` stay float. `defaults`: every advanced option at NNCF's default (the peer, as a user's one
+    call makes it)."""
     import nncf
 
-    ignored = nncf.IgnoredScope(patterns=[rf"^{re.escape(n)}(/.*)?$" for n in kept_nodes], validate=False)
+    ignored = nncf.IgnoredScope(
+        patterns=[rf"^{re.escape(n)}(/.*)?$" for n in kept_nodes], types=list(kept_types), validate=False
+    )
     try:
         advanced = nncf.AdvancedQuantizationParameters(disable_bias_correction=fast, overflow_fix=overflow_fix())
         return nncf.quantize(
@@ -106,10 +119,15 @@ def openvino_backend(
     def build(kept: frozenset[str], quick: bool):
         nodes = [layers[n] for n in kept if n in layers]
         chosen = calibration[:QUICK_BATCHES] if quick else calibration
-        return OpenVinoCandidate(nncf_quantize(model, chosen, kept_nodes=nodes, fast=quick), threads, names)
+        whole = WEIGHTLESS_OPS in kept  # the ops without weights in full precision: not quantized, and f32
+        types = weightless_types(model) if whole else ()
+        quantized = nncf_quantize(model, chosen, kept_nodes=nodes, kept_types=types, fast=quick)
+        if whole:
+            run_float_in_f32(quantized)
+        return OpenVinoCandidate(quantized, threads, names)
 
     notes = [
         "OpenVINO int8 (NNCF post-training quantization: min-max activation ranges, per-channel weights, fast "
         f"bias correction) on OpenVINO's CPU plugin; layers left in float run in {openvino_precision()}"
     ]
-    return Backend(Runtime.OPENVINO, ModelFormat.OPENVINO, list(layers), build, notes)
+    return Backend(Runtime.OPENVINO, ModelFormat.OPENVINO, list(layers), build, notes, groups=[WEIGHTLESS_OPS])
