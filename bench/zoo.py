@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench" / "zoo")]
 
 from bench import run_json  # noqa: E402
-from tests.zoo import photos, wheel_member, wheel_member_zip  # noqa: E402
+from tests.zoo import pages, photos, wheel_member, wheel_member_zip  # noqa: E402
 from workers.compression.contract.measure import MeasureSettings  # noqa: E402
 from workers.compression.inspection import inspect_model  # noqa: E402
 
@@ -122,7 +122,7 @@ def nudenet_yolo(out: Path) -> Upload:
 
 def ppocr_det(out: Path) -> Upload:
     model = wheel_member("rapidocr-onnxruntime==1.4.4", "rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx", out)
-    return Upload(model, savez(out / "pages.npz", x=normalized(photos((320, 320), 32, seed=3))))
+    return Upload(model, savez(out / "pages.npz", x=normalized(pages((320, 320), 32, seed=3))))
 
 
 def ppocr_rec(out: Path) -> Upload:

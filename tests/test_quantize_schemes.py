@@ -83,8 +83,9 @@ def test_int8_static_measures_every_runtime_and_recommends_the_fastest_within_bu
     onnx_path = tmp_path / runtimes["onnxruntime"]["artifact_id"]
     assert int8_initializers(onnx_path) == 4
     assert any(n.op_type == "QuantizeLinear" for n in onnx.load(str(onnx_path)).graph.node)
-    assert step["details"]["reduce_range"]["chosen"] in (True, False)
-    assert "why" in step["details"]["reduce_range"]
+    for name in ("inductor", "onnxruntime"):  # OpenVINO has no such choice (NNCF's overflow fix instead)
+        assert runtimes[name]["details"]["reduce_range"]["chosen"] in (True, False)
+        assert "why" in runtimes[name]["details"]["reduce_range"]
 
 
 def test_int8_static_on_onnx_from_the_torchscript_exporter(cnn, digits_train_npz, digits_npz, tmp_path, quick):
@@ -96,7 +97,8 @@ def test_int8_static_on_onnx_from_the_torchscript_exporter(cnn, digits_train_npz
     for scheme in ("int8_static", "int8_dynamic"):
         report = run_recipe(
             path,
-            quantize(scheme),
+            # int8_static would also run on OpenVINO (and be recommended where it is faster): not this test's
+            quantize(scheme, **({"runtime": "onnxruntime"} if scheme == "int8_static" else {})),
             data_path=digits_train_npz,
             eval_data_path=digits_npz,
             out_dir=tmp_path / scheme,
@@ -111,7 +113,7 @@ def test_int8_static_on_onnx_from_the_torchscript_exporter(cnn, digits_train_npz
 def test_onnx_layers_without_names_are_named_before_quantizing(cnn, digits_train_npz, digits_npz, tmp_path, quick):
     # CenterFace's exporter names no node and no weight after its layer: the guard knew one layer, '', and
     # keeping it in float excluded every unnamed node, so "int8" quantized nothing (size ratio 1.00)
-    from workers.compression.quantization.onnx_int8 import onnx_layers, preprocess
+    from workers.compression.quantization.onnx_int8 import WEIGHTLESS_OPS, onnx_layers, preprocess
 
     path = tmp_path / "unnamed.onnx"
     torch.onnx.export(
@@ -128,14 +130,14 @@ def test_onnx_layers_without_names_are_named_before_quantizing(cnn, digits_train
     assert len(onnx_layers(preprocess(path, tmp_path / "pre.onnx"))) == 4
     report = run_recipe(
         path,
-        quantize("int8_static", max_accuracy_drop=1e-6),  # a budget nothing meets: the guard keeps layers
+        quantize("int8_static", max_accuracy_drop=1e-6, runtime="onnxruntime"),  # nothing meets it: layers kept
         data_path=digits_train_npz,
         eval_data_path=digits_npz,
         out_dir=tmp_path / "out",
         settings=quick,
     )
     step = report["steps"][0]
-    kept = step["details"]["layers_full_precision"]
+    kept = [n for n in step["details"]["layers_full_precision"] if n != WEIGHTLESS_OPS]
     assert "" not in kept and len(kept) < 4, kept
     assert int8_initializers(tmp_path / "out" / step["artifact_id"]) == 4 - len(kept)
 

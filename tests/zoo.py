@@ -81,3 +81,30 @@ def photos(size: tuple[int, int], n: int, *, grey: bool = False, seed: int = 0) 
         arr = np.asarray(crop, dtype=np.float32) / 255.0
         out.append(arr[None] if grey else arr.transpose(2, 0, 1))
     return np.stack(out)
+
+
+def pages(size: tuple[int, int], n: int, *, seed: int = 0) -> np.ndarray:
+    """Photos with printed text over them: a few lines of this repository's README in Pillow's own font, dark on
+    a light band or light on a dark one, at random sizes and places. A text detector's probability map is
+    near zero on plain photos, so its quality there said little: these give it text to find. float32
+    [n, 3, h, w] in [0, 1]."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    words = (Path(__file__).resolve().parents[1] / "README.md").read_text().split()
+    words = [w for w in words if w.isascii() and w.strip("`*|#-") and len(w) < 16]
+    rng = np.random.default_rng(seed)
+    out = []
+    for photo in photos(size, n, seed=seed):
+        img = Image.fromarray((photo.transpose(1, 2, 0) * 255).astype(np.uint8))
+        draw = ImageDraw.Draw(img)
+        for _ in range(rng.integers(2, 6)):
+            font = ImageFont.load_default(size=int(rng.integers(12, 28)))
+            start = int(rng.integers(0, len(words) - 6))
+            line = " ".join(words[start:start + int(rng.integers(2, 6))])
+            x, y = int(rng.integers(0, size[1] // 2)), int(rng.integers(0, size[0] - 30))
+            box = draw.textbbox((x, y), line, font=font)
+            dark = rng.random() < 0.7
+            draw.rectangle((box[0] - 3, box[1] - 3, box[2] + 3, box[3] + 3), fill=(245, 245, 240) if dark else (20, 20, 30))
+            draw.text((x, y), line, font=font, fill=(10, 10, 10) if dark else (250, 250, 250))
+        out.append(np.asarray(img, dtype=np.float32).transpose(2, 0, 1) / 255.0)
+    return np.stack(out)

@@ -125,11 +125,13 @@ def _quantize(model: LoadedModel, step: QuantizeConfig, ctx: StepContext, work: 
                 f"({kept_names} kept in full precision) is kept (set max_accuracy_drop to require a budget; the "
                 "step then fails instead)"
             )
-    elif not required and any(r.details["guard"].get("kept_full_precision") for r in results):
-        primary.notes.append(
-            f"no max_accuracy_drop was set: the guard kept layers in full precision to stay within the default "
-            f"budget {budget}"
-        )
+    elif not required:  # said on the runtimes whose guard kept something, not on one that kept nothing
+        for result in results:
+            if result.details["guard"].get("kept_full_precision"):
+                result.notes.append(
+                    "no max_accuracy_drop was set: the guard kept layers in full precision to stay within the "
+                    f"default budget {budget}"
+                )
     if step.scheme.startswith("int8") and not cpu_has_vnni():
         primary.notes.append(
             "this CPU has no VNNI (int8 dot products): int8 kernels here multiply through wider registers and "
