@@ -54,8 +54,8 @@ $(AXE): tests/js/package.json tests/js/package-lock.json
 
 # the suite in two parts: everything independent in parallel processes (each with its own database, Redis dbs
 # and service stacks), then, alone, the tests that restart shared services or judge timing (marked exclusive).
-# One process per core: the suite is CPU-bound (the jobs' sandboxed children do the work), so a third process on
-# 2 cores measured the same 22 min. More cores, more processes: up to 5 (Redis has 16 dbs, 3 each: tests/stack.py)
+# One process per core, each with its share of the cores as threads (tests/stack.py threads_per_process): the
+# suite is CPU-bound, and oversubscribed threads spin. At most 5 processes (Redis has 16 dbs, 3 each)
 TEST_PROCS ?= $(shell python3 -c "import os; print(min(5, len(os.sched_getaffinity(0))))")
 test: system-test install $(AXE)
 	$(PY) -m pytest -q -ra -n $(TEST_PROCS) --dist loadfile -m "not exclusive" tests

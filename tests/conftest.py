@@ -7,8 +7,10 @@ import torch
 from workers.compression import MeasureSettings
 
 from .digits import DigitsCNN, DigitsMLP, digits_arrays, train
+from .stack import threads_per_process
 
-torch.set_num_threads(2)
+THREADS = threads_per_process()
+torch.set_num_threads(THREADS)
 
 
 @pytest.fixture(scope="session")
@@ -84,7 +86,7 @@ def quick():
     """Short timing: tests check behaviour, benchmarks check speed. No fp32 reference on each artifact's
     runtime (a compile or an export each): the tests of that comparison turn it on."""
     return MeasureSettings(
-        batch=16, rounds=3, max_rounds=8, seconds_per_model=0.15, warmup=2, threads=2, runtime_baselines=False
+        batch=16, rounds=3, max_rounds=8, seconds_per_model=0.15, warmup=2, threads=THREADS, runtime_baselines=False
     )
 
 

@@ -21,6 +21,17 @@ ROOT = Path(__file__).resolve().parents[1]
 PG_ADMIN_URL = os.environ.get("SQUEEZE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("SQUEEZE_TEST_REDIS", "redis://127.0.0.1:6379")
 
+
+
+def threads_per_process() -> int:
+    """Threads for one test process's models, its stacks' jobs included: its share of the cores. Two test
+    processes of 2 threads each on 2 cores (4 busy threads: torch's OpenMP workers spin while they wait) ran
+    tests/test_quantize.py and test_distill.py in 117-154 s; of 1 thread each, in 46-48 s. A process alone
+    (the exclusive tests) gets every core. SQUEEZE_TEST_THREADS overrides it."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    return int(os.environ.get("SQUEEZE_TEST_THREADS", max(1, len(os.sched_getaffinity(0)) // workers)))
+
+
 # fast, deterministic settings for tests: short timing, quick failure detection
 TEST_ENV = {
     "SQUEEZE_MEASURE_SECONDS": "0.1",
@@ -36,7 +47,7 @@ TEST_ENV = {
     "SQUEEZE_HEARTBEAT_INTERVAL_S": "1",
     "SQUEEZE_HEARTBEAT_TIMEOUT_S": "8",
     "SQUEEZE_SWEEP_INTERVAL_S": "1",
-    "SQUEEZE_THREADS": "2",
+    "SQUEEZE_THREADS": str(threads_per_process()),
     "SQUEEZE_LOG_LEVEL": "INFO",
     "SQUEEZE_METRICS_TOKEN": "test-metrics-token",
 }

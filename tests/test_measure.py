@@ -73,7 +73,7 @@ def test_measurement_fields(cnn_pt2, digits_npz, quick):
     assert m.throughput_per_s > 0 and m.peak_mem_bytes > m.params * 4 * 0.9
     assert m.size_bytes == cnn_pt2.stat().st_size and r.size_ratio == 1.0
     assert 0.85 < m.accuracy <= 1.0 and m.agreement is None
-    assert m.env["threads"] == 2 and "torch" in m.env["versions"] and m.env["cpu"]
+    assert m.env["threads"] == quick.threads and "torch" in m.env["versions"] and m.env["cpu"]
     assert m.device == "cpu" and m.runtime == "eager"
 
 
