@@ -25,7 +25,12 @@ from ..errors import ApiError
 from .stream import ReceivedUpload
 
 # why the bytes were refused -> HTTP status: unsupported kinds are 415, broken files 400
-SNIFF_STATUS = {"pickle_refused": 415, "unsupported_format": 415, "empty_file": 400, "corrupt_archive": 400}
+SNIFF_STATUS = {
+    ApiErrorCode.PICKLE_REFUSED: 415,
+    ApiErrorCode.UNSUPPORTED_FORMAT: 415,
+    ApiErrorCode.EMPTY_FILE: 400,
+    ApiErrorCode.CORRUPT_ARCHIVE: 400,
+}
 
 
 def check_pending_inspections(session: Session, tenant_id: str) -> None:
@@ -120,7 +125,7 @@ def record_upload(
 
 
 def mark_unqueued(session: Session, row, error: Exception) -> ApiError:
-    row.status, row.error_code = INVALID, "queue_unavailable"
+    row.status, row.error_code = INVALID, ApiErrorCode.QUEUE_UNAVAILABLE
     row.error_message = f"the upload was stored but could not be queued for inspection: {error}"
     session.commit()
     return ApiError(503, ApiErrorCode.QUEUE_UNAVAILABLE, "the job queue is unreachable; try again shortly")

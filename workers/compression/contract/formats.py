@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from .vocabulary import Runtime
+
 
 class ModelFormat(StrEnum):
     PT2 = "pt2"  # torch.export program
@@ -71,5 +73,5 @@ HOW_TO_RUN = {
 
 def how_to_run(fmt: ModelFormat | str, runtime: str | None, file: str) -> str:
     """A few lines of Python that run the artifact `file` as the job measured it (x: a batch of inputs)."""
-    key = "pt2-inductor" if fmt == ModelFormat.PT2 and runtime == "inductor" else ModelFormat(fmt)
+    key = "pt2-inductor" if fmt == ModelFormat.PT2 and runtime == Runtime.INDUCTOR else ModelFormat(fmt)
     return HOW_TO_RUN.get(key, "").format(file=file)

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from .formats import ModelFormat
 from .inspection import DatasetInfo, InputInfo, Isolation
 from .measure import Interval, Measurement, ReferenceRatios
-from .vocabulary import Runtime, Verdict
+from .vocabulary import CandidateStatus, Runtime, Verdict
 
 
 def _omitted_when_none(description: str, default: Any = None) -> Any:
@@ -99,7 +99,7 @@ class Candidate(_Section):
     label: str
     rung: str = Field(description="screen, guard, train or combine")
     recipe: list[dict[str, Any]]
-    status: Literal["measured", "failed", "skipped", "stopped"] | None = None
+    status: CandidateStatus | None = None
     reason: str | None = _omitted_when_none("why it failed, was skipped or stopped")
     seconds: float | None = _omitted_when_none("building and measuring it took")
     artifacts: list[CandidateArtifact] | None = _omitted_when_none("its measured artifacts")

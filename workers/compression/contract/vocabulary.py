@@ -61,6 +61,15 @@ class Device(StrEnum):
     CUDA = "cuda"
 
 
+class CandidateStatus(StrEnum):
+    """What became of one of `auto`'s candidates."""
+
+    MEASURED = "measured"
+    FAILED = "failed"
+    SKIPPED = "skipped"  # not tried: the budget or the search's rules ruled it out
+    STOPPED = "stopped"  # the time budget ran out while it was being built or measured
+
+
 class Queue(StrEnum):
     """Broker queues: jobs by device, and inspections (with webhook retries) on their own."""
 

@@ -19,6 +19,7 @@ from torch import nn
 
 from ..contract.errors import RecipeError
 from ..contract.recipe.distill import DistillStep
+from ..contract.vocabulary import Device
 from ..data import Dataset
 from ..measure.metrics import all_tensors, first_tensor, outputs_over
 from ..measure.quality import score
@@ -384,7 +385,7 @@ def validate(student: nn.Module, data: Dataset, reference: torch.Tensor | None, 
 
 
 def _amp_dtype(amp: str, device: str) -> torch.dtype | None:
-    if device != "cuda" or amp == "off":
+    if device != Device.CUDA or amp == "off":
         return None
     if amp == "fp16":
         return torch.float16

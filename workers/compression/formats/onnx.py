@@ -13,7 +13,7 @@ from torch import nn
 
 from ..contract.errors import InvalidModelError
 from ..contract.inspection import FormatFacts
-from ..contract.vocabulary import Runtime
+from ..contract.vocabulary import Device, Runtime
 from .archive import extract_zip
 from .exported import export_arguments
 from .spec import InputSpec, LoadedModel, ModelFormat, check_input_names, spec_of_inputs
@@ -84,7 +84,7 @@ class OnnxModule(nn.Module):
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
         providers = ["CPUExecutionProvider"]
-        if self.device == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
+        if self.device == Device.CUDA and "CUDAExecutionProvider" in ort.get_available_providers():
             providers.insert(0, "CUDAExecutionProvider")
         return ort.InferenceSession(str(self.model_path), options, providers=providers)
 

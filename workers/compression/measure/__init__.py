@@ -25,7 +25,7 @@ from ..contract.measure import (
     ReferenceRatios,
     Timing,
 )
-from ..contract.vocabulary import Runtime
+from ..contract.vocabulary import Device, Runtime
 from ..data import Dataset
 from ..formats.spec import LoadedModel
 from ..hardware import cpu_has_amx, cpu_has_vnni
@@ -277,7 +277,7 @@ def _b1_threads(baseline: LoadedModel, x: torch.Tensor, threads: int, device: st
     onnxruntime on a quiet 2-core machine): with 2 threads each round's time jumps between two levels 2.5x
     apart as the pools' sleeping threads wake late, and the 95 % interval of the speedup spanned 5.2x-7.8x;
     on one thread it was 8.8x-9.7x. Above a millisecond the pool's wake-up is noise in the work."""
-    if device != "cpu" or threads == 1:
+    if device != Device.CPU or threads == 1:
         return threads
     with torch.inference_mode():
         for _ in range(3):

@@ -11,6 +11,7 @@ from importlib import metadata
 import torch
 from torch import nn
 
+from ..contract.vocabulary import Device
 from ..formats.onnx import OnnxModule
 from ..formats.packed import SPARSE_BITS as BITS
 from ..formats.packed import SPARSE_SHAPE as SHAPE
@@ -99,7 +100,7 @@ def count_macs(module: nn.Module, example: torch.Tensor) -> int | None:
 
 def peak_memory(module: nn.Module, example: torch.Tensor, device: str) -> int | None:
     """Peak bytes held during one forward on `example`: weights plus activations."""
-    if device == "cuda":
+    if device == Device.CUDA:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
@@ -209,6 +210,6 @@ def environment(device: str, threads: int) -> dict:
         "python": platform.python_version(),
         "versions": versions,
     }
-    if device == "cuda":
+    if device == Device.CUDA:
         env["gpu"] = torch.cuda.get_device_name()
     return env

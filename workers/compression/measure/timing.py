@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from ..contract.measure import Interval, LatencyStats
+from ..contract.vocabulary import Device
 
 MIN_CI_ROUNDS = 6  # the fewest rounds whose min..max is a 95 % interval for the median (1 - 2/2**6 = 0.97)
 TARGET_WIDTH = 1.15  # keep timing while some interval's high/low is above this (+-7 %)
@@ -37,7 +38,7 @@ STATISTIC = "lower quartile of the round's calls"
 
 
 def _sync(device: str) -> None:
-    if device == "cuda":
+    if device == Device.CUDA:
         torch.cuda.synchronize()
 
 

@@ -11,6 +11,7 @@ from torch import nn
 
 from ..contract.errors import RecipeError, StepFailedError
 from ..contract.recipe.prune import PruneStep
+from ..contract.vocabulary import Device
 from ..formats import LoadedModel, ModelFormat, save_model
 from ..formats.spec import module_device
 from ..measure.metrics import count_macs, count_params
@@ -163,7 +164,7 @@ def _two_four(module, step, ctx, eligible, protected, example, recovery: Recover
     _recover(module, step, ctx, recovery, 0.0, 1.0, "2:4")
     masks.make_permanent(eligible)
     notes = [f"2:4 sparsity in {len(eligible)} Linear layers: 2 of every 4 consecutive weights are zero"]
-    if ctx.device == "cuda":
+    if ctx.device == Device.CUDA:
         notes.append("the artifact stores the 2:4 masked weights; semi-structured sparse kernels are not applied to it")
     else:
         notes.append("CPUs have no 2:4 sparse kernels: no speedup is expected on this worker")

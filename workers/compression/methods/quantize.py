@@ -16,7 +16,7 @@ from torch import nn
 
 from ..contract.errors import StepFailedError
 from ..contract.recipe.quantize import RECOMMEND_BUDGET, QuantizeConfig
-from ..contract.vocabulary import Runtime
+from ..contract.vocabulary import Device, Runtime
 from ..formats import LoadedModel, ModelFormat, save_model
 from ..hardware import cpu_has_vnni
 from ..measure.metrics import weight_tensors
@@ -257,7 +257,7 @@ def _half(model: LoadedModel, step: QuantizeConfig, ctx: StepContext) -> StepOut
     wrapped = CastInputs(model.module, dtype)
     save_model(wrapped, model.require_spec(), fmt, path)
     notes = [f"weights and compute in {step.scheme}; inputs and outputs stay fp32"]
-    if ctx.device == "cpu":
+    if ctx.device == Device.CPU:
         notes.append(
             f"{step.scheme} compute on CPU is only fast with native half-precision units; see the measured latency"
         )

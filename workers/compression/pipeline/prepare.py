@@ -14,7 +14,7 @@ from ..contract.load import LoadOptions
 from ..contract.measure import MeasureSettings
 from ..contract.recipe import METHODS, Recipe, check_recipe
 from ..contract.sniff import detect_format
-from ..contract.vocabulary import JobErrorCode, Runtime
+from ..contract.vocabulary import Device, JobErrorCode, Runtime
 from ..data import Dataset, check_fits, load_dataset
 from ..formats import InputSpec, LoadedModel, ModelFormat, load_model
 from ..formats.spec import module_device
@@ -81,7 +81,7 @@ def prepare(
     data_path: Path | None,
     eval_data_path: Path | None,
 ) -> Prepared:
-    if settings.device == "cuda" and not torch.cuda.is_available():
+    if settings.device == Device.CUDA and not torch.cuda.is_available():
         raise EngineError("device 'cuda' was asked for but this worker has no CUDA GPU; use 'cpu'", code=JobErrorCode.NO_GPU)
     if settings.threads:
         torch.set_num_threads(settings.threads)

@@ -14,7 +14,7 @@ from torch.nn.utils import parametrize
 
 from ..contract.errors import StepFailedError
 from ..contract.recipe.quantize import QuantizeConfig
-from ..contract.vocabulary import Runtime
+from ..contract.vocabulary import Device, Runtime
 from ..formats import ModelFormat, save_model
 from ..formats.onnx import bf16_tensors
 from ..formats.packed import replace_weight
@@ -106,7 +106,7 @@ def _pt2e_backend(module, spec, order, step, ctx, scorer, mode: str) -> Backend:
     quick_calibration = calibration[:4]
     lowered = mode != "dynamic"  # dynamic int8 has no inductor lowering that beats fp32 on CPU here
 
-    lower = lowered and ctx.device == "cpu"
+    lower = lowered and ctx.device == Device.CPU
     built: dict[tuple, TorchCandidate] = {}  # the reduce_range comparison's winner is the guard's first candidate
     exported: list[torch.fx.GraphModule] = []
 
@@ -149,7 +149,7 @@ def _pt2e_backend(module, spec, order, step, ctx, scorer, mode: str) -> Backend:
         chosen_rr, rr_details = choose_reduce_range(
             step, lambda rr: build(frozenset(), False, rr, "static" if mode == "qat" else mode), scorer
         )
-    runtime = Runtime.INDUCTOR if lowered and ctx.device == "cpu" else Runtime.EAGER
+    runtime = Runtime.INDUCTOR if lowered and ctx.device == Device.CPU else Runtime.EAGER
     notes = [
         f"PT2E int8 {mode} ({'quantization-aware training' if mode == 'qat' else 'post-training'}), x86 "
         f"quantizer, per-channel int8 weights{', 7-bit activations (reduce_range)' if chosen_rr else ''}"
@@ -219,7 +219,7 @@ def _packed_backend(module, spec, order, step, ctx) -> Backend:
         return TorchCandidate(model.eval(), spec)
 
     notes = [_packed_note(step)]
-    if ctx.device == "cpu" or scheme in ("binary", "ternary"):
+    if ctx.device == Device.CPU or scheme in ("binary", "ternary"):
         notes.append(
             "no fast low-bit kernel runs these weights here: they are unpacked to fp32 at load, so the "
             "artifact is smaller, not faster"

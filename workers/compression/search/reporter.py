@@ -11,7 +11,7 @@ from ..contract import report as results_report
 from ..contract.errors import StepFailedError
 from ..contract.recipe import AutoStep
 from ..contract.report import SearchRecord, StepReport
-from ..contract.vocabulary import Runtime
+from ..contract.vocabulary import CandidateStatus, Runtime
 from ..formats import LoadedModel
 from ..measure import Measurement
 from ..results import Measured, against_peers, artifact_entry, build_report, ratio_notes, step_report
@@ -79,7 +79,7 @@ class Findings:
             candidates.append(item)
         notes = [self.validation.quality_note] if self.validation.quality_note else []
         if stopped:
-            skipped = sum(r["status"] in ("skipped", "stopped") for r in self.records)
+            skipped = sum(r["status"] in (CandidateStatus.SKIPPED, CandidateStatus.STOPPED) for r in self.records)
             notes.append(
                 f"the time budget ({self.auto.budget_minutes:g} min) ran out: {len(self.evaluated)} artifact(s) "
                 f"measured, {skipped} candidate(s) not tried or stopped; the best found so far is returned"

@@ -21,7 +21,7 @@ import time
 
 from ..contract.errors import EngineError, short_error
 from ..contract.recipe import AutoStep, ExportStep, QuantizeConfig
-from ..contract.vocabulary import Runtime
+from ..contract.vocabulary import CandidateStatus, Runtime
 from ..formats import LoadedModel, ModelFormat, save_model
 from ..measure import MeasureSettings
 from ..measure.quality import within_budget
@@ -201,7 +201,7 @@ class Search:
         remaining = self.budget.remaining(self.findings.front())
         if self.evaluated and remaining < estimate:
             record.update(
-                status="skipped",
+                status=CandidateStatus.SKIPPED,
                 reason=f"the time budget would run out: it takes about {estimate:.0f} s, {max(0, remaining):.0f} s "
                 "were left",
             )
@@ -211,16 +211,16 @@ class Search:
         try:
             found = self.evaluator.evaluate(cand, record["id"])
         except OutOfTime:
-            record.update(status="stopped", reason="the time budget ran out while it was being built or measured")
+            record.update(status=CandidateStatus.STOPPED, reason="the time budget ran out while it was being built or measured")
             self.stopped = "budget"
             return []
         except Exception as e:  # a candidate that cannot be built is a finding, not the end of the search
             message = e.message if isinstance(e, EngineError) else f"{type(e).__name__}: {e}"
-            record.update(status="failed", reason=message[:500], seconds=round(time.monotonic() - started, 1))
+            record.update(status=CandidateStatus.FAILED, reason=message[:500], seconds=round(time.monotonic() - started, 1))
             return []
         self.findings.evaluated.extend(found)
         self.budget.spent(cand, time.monotonic() - started)
-        record.update(status="measured", seconds=round(time.monotonic() - started, 1))
+        record.update(status=CandidateStatus.MEASURED, seconds=round(time.monotonic() - started, 1))
         record["artifacts"] = [describe(e) for e in found]
         self.findings.publish(self.evaluator.base, self.stopped)
         return found

@@ -13,7 +13,7 @@ from ..contract.recipe.distill import Derive, DistillStep, Student
 from ..contract.recipe.export import ExportStep
 from ..contract.recipe.prune import PruneStep
 from ..contract.recipe.quantize import QuantizeConfig, quantize_step
-from ..contract.vocabulary import Runtime
+from ..contract.vocabulary import Device, Runtime
 
 SCREEN_CALIBRATION_BATCHES = 4  # a short calibration ranks int8 runtimes; the winner is redone with the full one
 FULL_CALIBRATION_BATCHES = 32
@@ -87,7 +87,7 @@ def screen_quantization(auto: AutoStep, onnx_model: bool, device: str = "cpu") -
         return []
     out = []
     for name in PRIORITY[auto.objective]:
-        if auto.objective == "latency" and device == "cpu" and name in ("fp16", "bf16"):
+        if auto.objective == "latency" and device == Device.CPU and name in ("fp16", "bf16"):
             # no half-precision kernels on this CPU path: measured 10-20x slower than fp32, and timing a large
             # model at batch 32 in half precision alone takes minutes of the budget
             continue
