@@ -249,3 +249,24 @@ def test_formats_per_student_source():
     assert check_recipe(parse_recipe(distill(student={"arch": "resnet18"})), "onnx") == ["pt2"]
     with pytest.raises(RecipeError, match="needs a dataset"):
         check_recipe(parse_recipe(distill(student={"arch": "resnet18"})), "pt2", has_data=False)
+
+
+def _hooks(module: torch.nn.Module) -> int:
+    return sum(len(m._forward_hooks) for m in module.modules())
+
+
+def test_feature_matching_that_cannot_start_leaves_no_hook_behind():
+    """A bad layer name, or a first pass that fails, leaves both models as they were: no forward hook stays."""
+    from workers.compression.distillation.trainer import FeatureMatching, FeatureTaps
+
+    student, teacher = DigitsCNN(), DigitsCNN()
+    with pytest.raises(RecipeError, match="no layer named 'nope'"):
+        FeatureTaps(student, ["features.0", "nope"])
+    assert _hooks(student) == 0
+    step = parse_recipe(
+        {"steps": [{"method": "distill", "student": {"derive": {"width": 0.5}},
+                    "features": [{"student": "features.0", "teacher": "features.0"}]}]}
+    ).steps[0]
+    with pytest.raises(RuntimeError):  # the sample has the wrong shape: the shape pass fails
+        FeatureMatching(student, teacher, step, torch.zeros(2, 3, 8, 8), "cpu")
+    assert _hooks(student) == 0 and _hooks(teacher) == 0

@@ -80,6 +80,7 @@ class FeatureTaps:
             try:
                 layer = module.get_submodule(name)
             except AttributeError:
+                self.close()  # the hooks already placed come off: a bad name leaves the model as it was
                 raise RecipeError(f"no layer named {name!r} for feature matching") from None
             self.hooks.append(layer.register_forward_hook(lambda m, a, out, name=name: self._keep(name, out)))
 
@@ -159,12 +160,17 @@ class FeatureMatching:
         except BaseException:
             self.student.close()
             raise
-        self.projections = nn.ModuleList()
-        with torch.no_grad():  # one pass to learn the features' shapes
-            teacher(sample), student.eval()(sample)
-        for pair in self.pairs:
-            self.projections.append(projection(self.student.values[pair.student], self.teacher.values[pair.teacher]))
-        self.projections.to(device)
+        try:
+            self.projections = nn.ModuleList()
+            with torch.no_grad():  # one pass to learn the features' shapes
+                teacher(sample), student.eval()(sample)
+            for pair in self.pairs:
+                student_value, teacher_value = self.student.values[pair.student], self.teacher.values[pair.teacher]
+                self.projections.append(projection(student_value, teacher_value))
+            self.projections.to(device)
+        except BaseException:  # the models keep no hook of a matching that never started
+            self.close()
+            raise
 
     def loss(self) -> torch.Tensor:
         """The weighted hint loss of the last forward pass of both models."""
