@@ -536,3 +536,41 @@ def test_a_block_with_one_attention_projection_kept_keeps_all_three(tmp_path, qu
         "layer.0.attention.self.query": 32, "layer.0.attention.self.key": 32, "layer.0.attention.self.value": 32}
     assert all(v == 16 for k, v in rows.items() if k.startswith("layer.1")), rows
     assert any("also unchanged" in n and "layer.0.attention.self.key" in n for n in result["notes"]), result["notes"]
+
+
+def test_perplexity_is_hugging_faces_own_loss_over_texts_of_any_length(tmp_path):
+    """The measurement's perplexity (one padded batch, next-token shift, padding masked out) equals what
+    transformers computes text by text with labels=input_ids, token-weighted: no label shift, padding or
+    mask error. (SmolLM2's 'implausible' 440 was its text: code layouts, not prose; 29 on plain English.)"""
+    import math
+    import zipfile
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from workers.compression import load_model
+    from workers.compression.data import load_dataset
+    from workers.compression.measure import perplexity
+
+    archive = tiny_llama_zip(tmp_path)
+    rng = np.random.default_rng(0)
+    texts = [" ".join(rng.choice(WORDS, size=int(rng.integers(3, 15)))) for _ in range(12)]  # lengths differ
+    path = tmp_path / "corpus.jsonl"
+    path.write_text("\n".join(json.dumps({"text": t}) for t in texts))
+    model = load_model(archive)
+    data = load_dataset(path, model.require_spec(), tokenizer=model.tokenizer)
+    model.bind_inputs(data.names)
+    assert data.x[:, data.names.index("attention_mask")].min() == 0, "some texts must be padded"
+    with torch.inference_mode():
+        out = model.module(data.x)
+    ours = perplexity((out[0] if isinstance(out, tuple) else out).float(), data.x, data.names)
+    with zipfile.ZipFile(archive) as z:
+        z.extractall(tmp_path / "plain")
+    hf = AutoModelForCausalLM.from_pretrained(tmp_path / "plain" / "llama").eval()
+    tok = AutoTokenizer.from_pretrained(tmp_path / "plain" / "llama")
+    nll = tokens = 0.0
+    with torch.inference_mode():
+        for t in texts:
+            ids = tok(t, return_tensors="pt")["input_ids"]
+            nll += float(hf(ids, labels=ids).loss) * (ids.shape[1] - 1)
+            tokens += ids.shape[1] - 1
+    assert ours == pytest.approx(math.exp(nll / tokens), rel=1e-4)
