@@ -201,3 +201,16 @@ def test_int8_that_breaks_in_the_ops_without_weights_keeps_them_in_float(tmp_pat
         assert entry["details"]["layers_quantized"] >= 1, entry["details"]
         assert any("stay in float: only the layers' inputs and weights are int8" in n for n in entry["notes"])
     assert float_precision(read_ir(tmp_path / "out" / runtimes["openvino"]["artifact_id"])) == "f32"
+
+
+def test_a_float_precision_an_upload_asks_for_is_taken_only_when_it_is_one_openvino_has(tmp_path):
+    import openvino as ov
+
+    from workers.compression.formats.openvino import FLOAT_PRECISION, OpenVinoModule, float_precision
+
+    path = save_model(torch.nn.Linear(4, 2).eval(), InputSpec(shape=(None, 4)), "onnx", tmp_path / "l.onnx")
+    model = ov.Core().read_model(str(path))
+    model.set_rt_info("f32", FLOAT_PRECISION)
+    assert OpenVinoModule(model).compiled.get_property("INFERENCE_PRECISION_HINT") == ov.Type.f32
+    model.set_rt_info("$(rm -rf /)", FLOAT_PRECISION)  # not a value: ignored, the model still compiles
+    assert float_precision(model) is None and OpenVinoModule(model).compiled is not None

@@ -48,8 +48,12 @@ def run_float_in_f32(model) -> None:
 
 
 def float_precision(model) -> str | None:
-    """'f32' when the model asks for its float ops in f32 (run_float_in_f32), else None (the plugin's own)."""
-    return model.get_rt_info(FLOAT_PRECISION).astype(str) if model.has_rt_info(FLOAT_PRECISION) else None
+    """'f32' when the model asks for its float ops in f32 (run_float_in_f32), else None (the plugin's own).
+    An uploaded IR can carry the key too: only the plugin's own values are taken, anything else is ignored."""
+    if not model.has_rt_info(FLOAT_PRECISION):
+        return None
+    value = model.get_rt_info(FLOAT_PRECISION).astype(str)
+    return value if value in ("f32", "bf16", "f16") else None
 
 
 def core():
