@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from pydantic import ValidationError
@@ -109,3 +111,41 @@ def test_a_recipe_says_itself_in_a_few_words_for_the_job_list():
         recipe_summary({"steps": [{"method": "quantize", "scheme": "int3"}]})
     # a row without a report has no headline
     assert Headline.of(None) is None and Headline.of({"partial": True}) is None
+
+
+def _lm(params: int, task: str | None = "causal_lm"):
+    from workers.compression.contract.inspection import ModelInfo
+
+    return ModelInfo(format="huggingface", runtime="eager", size_bytes=4 * params, params=params,
+                     nonzero_params=params, task=task)
+
+
+def _text(chars: int):
+    from workers.compression.contract.inspection import DatasetInfo
+
+    return DatasetInfo(samples=32, labels=False, text=True, text_chars=chars)
+
+
+@pytest.mark.parametrize(
+    "step",
+    [
+        {"method": "prune", "kind": "structured", "sparsity": 0.3},
+        {"method": "distill", "student": {"derive": {"width": 0.5}}},
+    ],
+)
+def test_re_training_a_language_model_on_too_little_text_is_refused_with_the_estimate(step):
+    """SmolLM2-135M on 32 paragraphs (about 20 k characters): refused before it runs, with the tokens and the
+    time it would need; with enough text, or a method that needs no training, or a model that is not a
+    language model, the recipe passes."""
+    from workers.compression.contract.recipe import check_recipe
+
+    recipe = parse_recipe({"steps": [step]})
+    with pytest.raises(RecipeError, match=r"needs about [\d.]+ [Mk] tokens of text .* this dataset has about 5 k") as e:
+        check_recipe(recipe, "huggingface", model_info=_lm(135_000_000), data_info=_text(20_000))
+    assert re.search(r"about \d+ (hours|minutes) of training", e.value.message), e.value.message
+    assert "quantize it instead" in e.value.message
+    check_recipe(recipe, "huggingface", model_info=_lm(135_000_000), data_info=_text(4 * 3_000_000))
+    check_recipe(recipe, "huggingface", model_info=_lm(135_000_000, task=None), data_info=_text(20_000))
+    check_recipe(recipe, "huggingface", model_info=_lm(135_000_000))  # the text's size unknown: not judged
+    quantize = parse_recipe({"steps": [{"method": "quantize", "scheme": "int4_weight_only"}]})
+    check_recipe(quantize, "huggingface", model_info=_lm(135_000_000), data_info=_text(20_000))

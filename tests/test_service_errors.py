@@ -8,6 +8,7 @@ import os
 import pickle
 import time
 import zipfile
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -390,3 +391,26 @@ def test_partial_uploads_of_a_killed_process_are_removed(prod_stack):
         time.sleep(0.5)
     assert not stale.exists() and live.exists()
     live.unlink()
+
+
+def test_re_training_a_language_model_on_a_few_texts_is_refused_at_submission(prod_stack, tmp_path):
+    """#34: a causal LM's width pruning on two sentences is refused before it is queued (422, with the tokens it
+    would need); quantizing it on the same text is accepted."""
+    from tests.test_named_inputs import tiny_llama_zip
+
+    texts = tmp_path / "two.jsonl"
+    texts.write_text('{"text": "the cat sat on the mat"}\n{"text": "a dog ran fast"}\n')
+    with prod_stack.client() as c:
+        model = wait_ready(c, "models", upload(c, "models", Path(tiny_llama_zip(tmp_path))).json()["id"])
+        data = wait_ready(c, "datasets", upload(c, "datasets", texts).json()["id"])
+        assert model["status"] == data["status"] == "ready", (model, data)
+        assert model["info"]["task"] == "causal_lm" and data["info"]["text_chars"] == 36
+
+        def job(step):
+            return c.post("/v1/jobs", json={"model_id": model["id"], "dataset_id": data["id"], "recipe": {"steps": [step]}})
+
+        message = error_of(job({"method": "prune", "kind": "structured", "sparsity": 0.5}), 422, "invalid_recipe")
+        assert "tokens of text to re-learn them" in message and "this dataset has about 9 tokens" in message, message
+        accepted = job({"method": "quantize", "scheme": "int8_weight_only"})
+        assert accepted.status_code == 202, accepted.text
+        wait_job(c, accepted.json()["id"])

@@ -119,6 +119,7 @@ def submit(session: Session, tenant: Caller, body: JobIn, idempotency_key: str |
             model_info=_model_info(model),
             has_data=body.dataset_id is not None,
             has_labels=data_info.labels if data_info is not None else None,
+            data_info=data_info,
         )
     except RecipeError as e:
         raise ApiError(422, e.code, e.message) from None

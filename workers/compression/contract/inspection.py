@@ -126,6 +126,7 @@ class DatasetInfo(_Info):
     classes: list[Annotated[str, Field(max_length=MAX_NAME)]] | None = Field(None, max_length=MAX_CLASSES)
     inputs: list[Name] | None = Field(None, max_length=MAX_OUTPUTS, description="named inputs (input_ids, ...)")
     text: bool | None = Field(None, description="a text dataset (.jsonl / .csv), tokenized for each job")
+    text_chars: Count | None = Field(None, description="a text dataset: its characters (about 4 a token in English)")
     columns: list[Name] | None = Field(None, max_length=8)
     tokenization: Tokenization | None = Field(None, description="in a report: how the texts were tokenized")
     held_out_fraction: float | None = Field(

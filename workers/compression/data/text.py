@@ -40,6 +40,7 @@ class TextRows:
         return DatasetInfo(
             samples=len(self.texts),
             text=True,
+            text_chars=sum(map(len, self.texts)) + sum(map(len, self.pairs or [])),
             columns=["text", *(["text_pair"] if self.pairs else []), *(["label"] if self.labels else [])],
             labels=self.labels is not None,
             num_classes=len(classes) if classes else (max(self.labels) + 1 if self.labels else None),

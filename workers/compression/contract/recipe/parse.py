@@ -9,7 +9,8 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, Validatio
 
 from ..errors import RecipeError
 from ..formats import ModelFormat
-from ..inspection import ModelInfo
+from ..inspection import DatasetInfo, ModelInfo
+from .data_needs import recovery_shortfall
 from .quantize import BY_SCHEME
 from .registry import METHODS
 
@@ -100,10 +101,11 @@ def check_recipe(
     model_info: ModelInfo | None = None,
     has_data: bool | None = None,
     has_labels: bool | None = None,
+    data_info: DatasetInfo | None = None,
 ) -> list[ModelFormat]:
     """Walks the recipe over the model's format before any work; returns each step's output format.
-    `model_info` (what inspection found), `has_data` and `has_labels` add the checks that need them
-    when they are known."""
+    `model_info` (what inspection found), `has_data`, `has_labels` and `data_info` add the checks that need
+    them when they are known."""
     formats, earlier = [], []
     for i, step in enumerate(recipe.steps, start=1):
         method = METHODS[step.method]
@@ -121,6 +123,8 @@ def check_recipe(
             raise RecipeError(f"{where}: {reason}; the dataset has no 'y'")
         # the model as inspected is the input of the first step only; later steps see a changed model
         if model_info and i == 1 and (reason := method.check_model(step, model_info)):
+            raise RecipeError(f"{where}: {reason}")
+        if model_info and i == 1 and (reason := recovery_shortfall(step, model_info, data_info)):
             raise RecipeError(f"{where}: {reason}")
         earlier.append((step, fmt))
         fmt = method.output_format(step, fmt)
