@@ -116,11 +116,13 @@ def test_an_onnx_export_of_a_text_model_takes_named_inputs_of_any_length(tmp_pat
 def test_a_text_dataset_is_tokenized_with_the_uploads_tokenizer(tmp_path, quick):
     net, archive = tiny_bert_zip(tmp_path)
     path = tmp_path / "reviews.jsonl"
-    path.write_text("\n".join(json.dumps(r) for r in sentences(60)))
+    rows = sentences(60)
+    path.write_text("\n".join(json.dumps(r) for r in rows))
     assert inspect_dataset(path).model_dump(exclude_none=True) == {
         "kind": "dataset",
         "samples": 60,
         "text": True,
+        "text_chars": sum(len(r["text"]) for r in rows),
         "columns": ["text", "label"],
         "labels": True,
         "num_classes": 2,
