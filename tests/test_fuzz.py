@@ -177,3 +177,14 @@ def test_generated_clients_cover_every_operation(fuzz_stack, tmp_path):
                           "print(models.JobIn, models.Report, models.Recipe)", str(tmp_path)],
                          capture_output=True, text=True, timeout=120)
     assert ran.returncode == 0, ran.stderr[-3000:]
+
+
+def test_the_vocabulary_is_published_as_enums(fuzz_stack):
+    """Job and upload states, verdicts, runtimes, error codes and auto's candidate statuses reach OpenAPI as
+    enums with exactly the vocabulary module's values (contract/vocabulary.py), so generated clients type them."""
+    from workers.compression.contract import vocabulary as v
+
+    schemas = httpx.get(f"{fuzz_stack.url}/openapi.json").json()["components"]["schemas"]
+    for enum in (v.JobStatus, v.UploadStatus, v.Verdict, v.Runtime, v.CandidateStatus, v.ApiErrorCode):
+        assert enum.__name__ in schemas, enum.__name__
+        assert schemas[enum.__name__]["enum"] == [e.value for e in enum], enum.__name__
