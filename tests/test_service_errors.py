@@ -414,3 +414,30 @@ def test_re_training_a_language_model_on_a_few_texts_is_refused_at_submission(pr
         accepted = job({"method": "quantize", "scheme": "int8_weight_only"})
         assert accepted.status_code == 202, accepted.text
         wait_job(c, accepted.json()["id"])
+
+
+def test_a_full_database_pool_is_503_with_retry_after_never_500(prod_stack, ready_digits):
+    """#32 item 2 on PostgreSQL: while a lock holds every reader of a table, the API's 30 pooled connections
+    (10 + 20 overflow) fill with waiting requests; the next ones wait db_pool_timeout_s (5 s) for a connection
+    and are answered 503 `busy` with Retry-After, not 500; once the lock goes, every waiting request is served."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import psycopg
+
+    url = prod_stack.env["SQUEEZE_DATABASE_URL"].replace("+psycopg", "")
+    headers = {"Authorization": f"Bearer {prod_stack.api_key}"}
+    with psycopg.connect(url) as lock:
+        lock.execute("LOCK TABLE models IN ACCESS EXCLUSIVE MODE")  # held until this transaction ends
+        with ThreadPoolExecutor(36) as pool:
+            pending = [pool.submit(httpx.get, f"{prod_stack.url}/v1/models", headers=headers, timeout=60)
+                       for _ in range(36)]
+            time.sleep(6.5)  # past the pool timeout (5 s) for the requests that found no connection
+            early = [f for f in pending if f.done()]
+            lock.rollback()  # the lock goes: the requests holding connections finish
+            refused, answers = [f.result() for f in early], [f.result() for f in pending]
+    assert refused, "with the pool full, some requests must have been answered while the lock was held"
+    assert all(r.status_code == 503 for r in refused), [(r.status_code, r.text[:80]) for r in refused]
+    assert all(r.json()["error"]["code"] == "busy" and r.headers["retry-after"] == "2" for r in refused)
+    assert {r.status_code for r in answers} <= {200, 503} and sum(r.status_code == 200 for r in answers) >= 25
+    with prod_stack.client() as c:  # and the service is whole again
+        assert c.get("/v1/models").status_code == 200 and c.get("/readyz").status_code == 200
