@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from workers.compile_cache import TenantCompileCache, copy_tree, tree_size
+from workers.compile_cache import MAX_DEPTH, MAX_ENTRIES, TenantCompileCache, copy_tree
 
 
 def job_left(folder, files: dict[str, bytes]):
@@ -21,7 +21,6 @@ def test_a_tenants_next_job_gets_what_its_last_job_compiled_and_no_other_tenant_
     first = tmp_path / "job1" / "cache"
     job_left(first, {"inductor/fxgraph/ab/entry": b"kernel", "inductor/cpp.so": b"\x7fELF"})
     TenantCompileCache(root, "ten_a", 64).check_in(first)
-    assert not first.exists()  # moved, not copied
 
     mine, theirs = tmp_path / "job2" / "cache", tmp_path / "job3" / "cache"
     TenantCompileCache(root, "ten_a", 64).check_out(mine)
@@ -58,7 +57,7 @@ def test_a_cache_over_its_limit_is_neither_kept_nor_handed_out(tmp_path):
     assert list(into.iterdir()) == []
     with pytest.raises(Exception):
         copy_tree(cache.folder, tmp_path / "copy", 2**20)
-    assert tree_size(cache.folder) == 2 * 2**20
+    assert (cache.folder / "big").stat().st_size == 2 * 2**20
 
 
 def test_off_and_bad_ids(tmp_path):
@@ -66,6 +65,39 @@ def test_off_and_bad_ids(tmp_path):
     job_left(job, {"a": b"1"})
     TenantCompileCache(tmp_path / "cache", "ten_a", 0).check_in(job)
     assert not (tmp_path / "cache").exists()
-    for bad in ("../ten_b", "", "a/b", "."):
+    for bad in ("../ten_b", "", "a/b", ".", "ten_a\n"):
         with pytest.raises(ValueError):
             TenantCompileCache(tmp_path / "cache", bad, 64)
+
+
+def test_a_tree_too_deep_or_too_many_files_is_not_kept_and_the_last_good_cache_stays(tmp_path):
+    """A hostile job's 1,200-level tree broke rglob and rmtree (RecursionError) on its tenant's next jobs; 20,000
+    empty files were free under a byte limit and copied before every job. Neither is kept now."""
+    cache = TenantCompileCache(tmp_path / "cache", "ten_a", 64)
+    good = tmp_path / "good" / "cache"
+    job_left(good, {"inductor/k.so": b"kernel"})
+    cache.check_in(good)
+    deep = tmp_path / "deep" / "cache"
+    (deep / "/".join(["d"] * (MAX_DEPTH + 5))).mkdir(parents=True)
+    cache.check_in(deep)
+    many = tmp_path / "many" / "cache"
+    many.mkdir(parents=True)
+    for i in range(MAX_ENTRIES + 1):
+        (many / str(i)).touch()
+    cache.check_in(many)
+    assert sorted(p.name for p in cache.folder.rglob("*")) == ["inductor", "k.so"]
+    assert [p.name for p in cache.folder.parent.iterdir()] == ["ten_a"]  # no staging or old folder left
+
+
+def test_a_link_where_the_jobs_cache_should_be_is_not_followed_to_another_tenants(tmp_path):
+    root = tmp_path / "cache"
+    theirs = tmp_path / "b" / "cache"
+    job_left(theirs, {"kern.so": b"B's kernel"})
+    TenantCompileCache(root, "ten_b", 64).check_in(theirs)
+    job = tmp_path / "job"
+    job.symlink_to(root / "tenants" / "ten_b")
+    mine = TenantCompileCache(root, "ten_a", 64)
+    mine.check_in(job)
+    into = tmp_path / "next"
+    mine.check_out(into)
+    assert list(into.iterdir()) == []

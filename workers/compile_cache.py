@@ -11,7 +11,10 @@ written behind, and the last job to finish wins (it is a cache: losing an entry 
 
 Hand-written rather than `shutil.copytree`: what comes back from a sandbox is not trusted. Only regular files
 and folders are copied, never symlinks (the parent runs as root and would follow them), FIFOs or devices
-(opening a FIFO blocks), and the copy stops at the size limit."""
+(opening a FIFO blocks), and the copy stops at the size, entry-count and depth limits. The job's cache comes
+back the same way (copied into a staging folder, then renamed), never moved as the child left it: a hostile
+child's deep tree (1,200 levels broke `rglob` and `rmtree` with RecursionError), millions of empty files (free
+under a byte limit, and copied before every job of the tenant), links, FIFOs or setuid bits stay behind."""
 
 from __future__ import annotations
 
@@ -24,26 +27,34 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-SAFE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+SAFE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+MAX_ENTRIES = 20_000  # files and folders; inductor keeps a few per compiled graph
+MAX_DEPTH = 32  # inductor's layout is 3-4 levels deep
 
 
 class CacheTooLarge(Exception):
-    """A cache past its size limit: not used."""
+    """A cache past its size, entry-count or depth limit: not used."""
 
 
 def copy_tree(source: Path, target: Path, limit_bytes: int) -> int:
     """Regular files and folders of `source` into `target` (created), without following anything; returns
-    the bytes copied. Raises CacheTooLarge past `limit_bytes` (what was copied stays: the caller drops it)."""
-    total = 0
+    the bytes copied. Raises CacheTooLarge past `limit_bytes`, MAX_ENTRIES or MAX_DEPTH (what was copied
+    stays: the caller drops it). Files are written without their mode bits (no setuid comes through)."""
+    total = count = 0
     target.mkdir(parents=True, exist_ok=True)
-    stack = [(source, target)]
+    stack = [(source, target, 0)]
     while stack:
-        src, dst = stack.pop()
+        src, dst, depth = stack.pop()
         with os.scandir(src) as entries:
             for entry in entries:
+                count += 1
+                if count > MAX_ENTRIES:
+                    raise CacheTooLarge
                 if entry.is_dir(follow_symlinks=False):
+                    if depth + 1 > MAX_DEPTH:
+                        raise CacheTooLarge
                     (dst / entry.name).mkdir(exist_ok=True)
-                    stack.append((Path(entry.path), dst / entry.name))
+                    stack.append((Path(entry.path), dst / entry.name, depth + 1))
                 elif entry.is_file(follow_symlinks=False):
                     total += entry.stat(follow_symlinks=False).st_size
                     if total > limit_bytes:
@@ -59,7 +70,7 @@ class TenantCompileCache:
     """`root`: this worker's caches ({home}/cache); `limit_mb`: the most one tenant's cache may hold (0: none)."""
 
     def __init__(self, root: Path, tenant_id: str, limit_mb: int):
-        if not SAFE_ID.match(tenant_id):
+        if not SAFE_ID.fullmatch(tenant_id):
             raise ValueError(f"not a tenant id: {tenant_id!r}")
         self.folder = root / "tenants" / tenant_id
         self.limit = limit_mb * 2**20
@@ -75,39 +86,30 @@ class TenantCompileCache:
             return
         try:
             copy_tree(self.folder, into, self.limit)
-        except (CacheTooLarge, OSError) as e:  # a cache is never a reason to fail a job
+        except Exception as e:  # a cache is never a reason to fail a job
             log.warning("compile cache not used (%s): the job compiles from scratch", type(e).__name__)
             shutil.rmtree(into, ignore_errors=True)
             into.mkdir(parents=True, exist_ok=True)
 
     def check_in(self, job_copy: Path) -> None:
-        """The job's copy, after the job ended well, becomes the tenant's cache: a rename (the job's folder and
-        the caches are both under the worker's home), unless it is over the limit. What the child left there is
-        not checked here: the next `check_out` copies only regular files and folders."""
-        if not self.enabled or not job_copy.is_dir():
+        """The job's copy, after the job ended well, becomes the tenant's cache: copied (regular files and
+        folders only, within the limits) into a staging folder beside the tenant's, which then replaces it by
+        a rename. Over a limit, nothing is kept and the tenant's cache stays as it was."""
+        if not self.enabled or job_copy.is_symlink() or not job_copy.is_dir():  # a link is not followed
             return
+        parent = self.folder.parent
+        staging = parent / f".{self.folder.name}.new.{uuid.uuid4().hex}"
+        old = parent / f".{self.folder.name}.old.{uuid.uuid4().hex}"
         try:
-            if tree_size(job_copy) > self.limit:
-                log.info("compile cache over %d MB: not kept", self.limit // 2**20)
-                return
-            self.folder.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            old = self.folder.parent / f".{self.folder.name}.old.{uuid.uuid4().hex}"
-            if self.folder.exists():
+            parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            copy_tree(job_copy, staging, self.limit)
+            if os.path.lexists(self.folder):
                 os.rename(self.folder, old)
-            os.rename(job_copy, self.folder)
-            shutil.rmtree(old, ignore_errors=True)
-        except OSError:  # another job of the tenant won the race, or the disk is full: it is only a cache
+            os.rename(staging, self.folder)
+        except CacheTooLarge:
+            log.info("compile cache over its limits (%d MB, %d entries): not kept", self.limit // 2**20, MAX_ENTRIES)
+        except Exception:  # another job of the tenant won the race, or the disk is full: it is only a cache
             log.warning("could not keep the compile cache", exc_info=True)
-
-
-def tree_size(root: Path) -> int:
-    """Bytes in the regular files under `root`, nothing followed."""
-    total, stack = 0, [root]
-    while stack:
-        with os.scandir(stack.pop()) as entries:
-            for entry in entries:
-                if entry.is_dir(follow_symlinks=False):
-                    stack.append(Path(entry.path))
-                elif entry.is_file(follow_symlinks=False):
-                    total += entry.stat(follow_symlinks=False).st_size
-    return total
+        finally:
+            for leftover in (staging, old):  # what this worker wrote itself: bounded in depth, safe to remove
+                shutil.rmtree(leftover, ignore_errors=True)
