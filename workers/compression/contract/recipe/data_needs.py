@@ -14,6 +14,8 @@ from __future__ import annotations
 from pydantic import BaseModel
 
 from ..inspection import DatasetInfo, ModelInfo
+from .distill import DistillStep
+from .prune import PruneStep
 
 TOKENS_PER_REMOVED_PARAM = 0.01
 CHARS_PER_TOKEN = 4  # English text under a BPE tokenizer, about
@@ -23,13 +25,11 @@ TRAIN_FLOPS = 5e10  # floating-point operations a second while training, 2 CPU c
 def removed_fraction(step: BaseModel) -> float | None:
     """The share of a language model's parameters that a step removes and training must make up for: width
     pruning's channels (a width w keeps about w^2 of each matrix), a derived student's channels or layers."""
-    method = getattr(step, "method", None)
-    if method == "prune" and step.kind == "structured":
+    if isinstance(step, PruneStep) and step.kind == "structured":
         return step.sparsity if step.sparsity is not None else (step.target_macs_reduction or 0.5)
-    student = getattr(step, "student", None)
-    if method == "distill" and student is not None and student.derive is not None:
-        if student.derive.width is not None:
-            return 1 - student.derive.width**2
+    if isinstance(step, DistillStep) and step.student.derive is not None:
+        if step.student.derive.width is not None:
+            return 1 - step.student.derive.width**2
         return None  # a layer count: its share needs the model's depth, which inspection does not record
     return None
 
