@@ -141,3 +141,17 @@ def test_a_childs_stderr_keeps_its_tail_within_its_limit(tmp_path):
     text = log.read_text()
     assert text.startswith("[output truncated:") and text.rstrip().endswith("the end")
     assert "the end" in outcome.log_tail
+
+
+def test_a_childs_stderr_counts_in_its_disk_quota(tmp_path):
+    """Output a job writes to stderr is on the worker's disk until the job ends: it counts in the job's disk
+    limit like its artifacts, and the job ends `disk_exhausted` (before: a log allowed past the disk limit
+    was nobody's, and the child died of SIGXFSZ as a 'crash')."""
+    mounts = Mounts(tmp_path / "job")
+    code = "import sys, time\nwhile True:\n    sys.stderr.write('y' * 2**20); time.sleep(0.01)\n"
+    from workers.compression.contract.protocol import InspectDataset
+
+    outcome = supervise(InspectDataset(path="/dev/null"), mounts, memory_limit_mb=2048, time_limit_s=120,
+                        sandbox=True, limits=SandboxLimits(disk_mb=16, log_bytes=2**30), argv=[sys.executable, "-c", code])
+    assert outcome.code == "disk_exhausted", outcome
+    assert "its log" in outcome.message

@@ -51,7 +51,7 @@ class SandboxUnavailable(RuntimeError):
 @dataclass(frozen=True)
 class SandboxLimits:
     processes: int = 1024  # threads count too: torch and inductor's compile workers use many
-    disk_mb: int = 20_480  # out/ + checkpoints/ together
+    disk_mb: int = 20_480  # out/ + checkpoints/ (+ the compile cache) + the stderr file together
     tmp_mb: int = 2048  # the private /tmp, a tmpfs (in memory, so kept small)
     log_bytes: int = 8 * 2**20  # the child's stderr on the worker's disk: past this only its tail is kept
     uid_base: int = 200_000  # per-job uids when the worker is root: uid_base + (job slot)

@@ -108,6 +108,16 @@ def _disk_used(folders: list[Path]) -> int:
     return total
 
 
+def job_disk_used(mounts: Mounts, log_path: Path) -> int:
+    """What the job holds on the worker's disk: its writable folders and its stderr file (kept to a tail, but
+    counted while it is there, so a job cannot park its disk quota's worth of output in its log)."""
+    try:
+        log = os.lstat(log_path).st_blocks * 512
+    except OSError:
+        log = 0
+    return _disk_used(mounts.writable()) + log
+
+
 def _read_lines(stream, lines: queue.Queue) -> None:
     """Protocol lines, each at most MAX_LINE bytes: a longer one is dropped, so a child cannot make the
     worker hold an unbounded line in memory."""
@@ -150,7 +160,8 @@ def supervise(
     child.drain(outcome, on_event)
     keep_tail(child.log_path, limits.log_bytes)  # what it wrote since the last look, too
     outcome.log_tail = _tail(child.log_path)
-    explain(outcome, child.proc.returncode, sandbox, memory_limit_mb, time_limit_s, limits, mounts)
+    disk_used = job_disk_used(mounts, child.log_path)
+    explain(outcome, child.proc.returncode, sandbox, memory_limit_mb, time_limit_s, limits, disk_used)
     return outcome
 
 
@@ -247,7 +258,7 @@ class Watchdog:
         if now >= self.next_disk:
             self.next_disk = now + DISK_EVERY_S
             keep_tail(self.log_path, self.log_limit)
-            return StopReason.DISK if _disk_used(self.mounts.writable()) > self.disk_limit else None
+            return StopReason.DISK if job_disk_used(self.mounts, self.log_path) > self.disk_limit else None
         if now >= self.next_check:
             self.next_check = now + self.check_every_s
             return self.should_stop()
@@ -261,7 +272,7 @@ def explain(
     memory_limit_mb: int,
     time_limit_s: float,
     limits: SandboxLimits,
-    mounts: Mounts,
+    disk_used: int,
 ) -> None:
     """Why a child that did not finish well ended, as a job error code and a message a person can act on."""
     if outcome.stopped == StopReason.MEMORY:
@@ -276,14 +287,15 @@ def explain(
     elif outcome.stopped == StopReason.DISK:
         outcome.ok, outcome.code = False, JobErrorCode.DISK_EXHAUSTED
         outcome.message = (
-            f"the job wrote more than its disk limit of {limits.disk_mb} MB (artifacts and checkpoints) and was stopped"
+            f"the job wrote more than its disk limit of {limits.disk_mb} MB (artifacts, checkpoints and its log) "
+            "and was stopped"
         )
     elif outcome.stopped is not None or outcome.ok or outcome.code is not None:
         return
-    elif _disk_used(mounts.writable()) >= 0.9 * limits.disk_mb * 2**20:
+    elif disk_used >= 0.9 * limits.disk_mb * 2**20:
         # died writing: a file past RLIMIT_FSIZE (EFBIG, or SIGXFSZ) or the quota about to be hit
         outcome.code = JobErrorCode.DISK_EXHAUSTED
-        outcome.message = f"the job died at its disk limit of {limits.disk_mb} MB (artifacts and checkpoints)"
+        outcome.message = f"the job died at its disk limit of {limits.disk_mb} MB (artifacts, checkpoints and its log)"
     else:
         cause = _death_cause(returncode, sandbox)
         near_limit = outcome.peak_rss_mb > 0.9 * memory_limit_mb
