@@ -8,11 +8,15 @@ import re
 import zipfile
 
 import numpy as np
+import onnx
 import pytest
 import torch
 
 from tests.engine import run_recipe
 from workers.compression import InputSpec, load_model, save_model
+from workers.compression.measure.metrics import weight_tensors
+
+from .test_quantize_schemes import int8_initializers
 
 
 def read_as_a_user_would(path):
@@ -40,23 +44,48 @@ def test_export_to_openvino_gives_one_file_openvino_reads(cnn_pt2, digits, tmp_p
 def test_int8_on_every_runtime_is_measured_and_the_fastest_within_budget_recommended(
     cnn_pt2, digits_train_npz, digits_npz, tmp_path, quick
 ):
-    recipe = {"steps": [{"method": "quantize", "scheme": "int8_static", "objective": "latency"}]}
+    recipe = {"steps": [{"method": "quantize", "scheme": "int8_static", "objective": "latency", "calibration_batches": 8}]}
     report = run_recipe(
-        cnn_pt2, recipe, data_path=digits_train_npz, eval_data_path=digits_npz, out_dir=tmp_path, settings=quick
+        cnn_pt2,
+        recipe,
+        data_path=digits_train_npz,
+        eval_data_path=digits_npz,
+        out_dir=tmp_path,
+        settings=quick.model_copy(update={"runtime_baselines": True}),
     )
-    step = report["steps"][0]
+    step, base = report["steps"][0], report["baseline"]
     runtimes = {r["measurement"]["runtime"]: r for r in step["runtimes"]}
     assert set(runtimes) == {"inductor", "onnxruntime", "openvino"}, step["notes"]
+    for r in runtimes.values():  # stated tolerance: 1 point on 397 held-out digits
+        assert base["accuracy"] - r["measurement"]["accuracy"] <= 0.01, r["measurement"]
+        assert r["verdict"] in ("faster_and_smaller", "smaller_only", "faster_only", "no_gain", "inconclusive", "quality_lost")
+        assert r["verdict_reason"].startswith(f"{r['size_ratio']:.2f}x")
+        for key in ("b1", "bN"):  # every speedup with its interval and rounds
+            lo, hi = r["speedup_ci95"][key]
+            assert lo <= r[f"speedup_{key}"] <= hi and r["rounds"][key] >= 6
+        # beside the uploaded (eager) model: the original on this artifact's own runtime, fp32
+        assert r["runtime_baseline"]["runtime"] == r["measurement"]["runtime"]
+        assert f"against the same original model on {r['measurement']['runtime']} fp32" in r["verdict_reason"]
     ov = runtimes["openvino"]
     assert ov["format"] == "openvino" and ov["measurement"]["accuracy"] > 0.9, ov
     assert "NNCF" in " ".join(ov["notes"])
     assert any(re.search(r"layers left in float run in (f32|bf16|f16)$", n) for n in ov["notes"]), ov["notes"]
-    within = [r for r in step["runtimes"] if report["baseline"]["accuracy"] - r["measurement"]["accuracy"] <= 0.01]
+    within = [r for r in step["runtimes"] if base["accuracy"] - r["measurement"]["accuracy"] <= 0.01]
     fastest = max(within, key=lambda r: r["speedup_b1"])  # objective latency: batch 1 decides
-    assert step["recommended"] == fastest["artifact_id"] == step["artifact_id"]
+    assert step["recommended"] == fastest["artifact_id"] == step["artifact_id"] == report["final"]["artifact_id"]
+    assert [r["artifact_id"] for r in step["runtimes"] if r["recommended"]] == [step["artifact_id"]]
     assert any("the fastest at batch 1" in n for n in step["notes"])
     read_as_a_user_would(tmp_path / ov["artifact_id"])
-    env = report["baseline"]["env"]
+    # the inductor artifact is an int8 program; the onnxruntime one a QDQ graph with int8 weights
+    program = load_model(tmp_path / runtimes["inductor"]["artifact_id"])
+    assert sum(t.dtype == torch.int8 for t in weight_tensors(program.module)) == 4
+    onnx_path = tmp_path / runtimes["onnxruntime"]["artifact_id"]
+    assert int8_initializers(onnx_path) == 4
+    assert any(n.op_type == "QuantizeLinear" for n in onnx.load(str(onnx_path)).graph.node)
+    for name in ("inductor", "onnxruntime"):  # OpenVINO has no such choice (NNCF's overflow fix instead)
+        assert runtimes[name]["details"]["reduce_range"]["chosen"] in (True, False)
+        assert "why" in runtimes[name]["details"]["reduce_range"]
+    env = base["env"]
     assert isinstance(env["cpu_features"], list) and "openvino" in env["versions"]
 
 
