@@ -291,6 +291,8 @@ def _job_text(job: Job) -> str:
                 )
             if speed.noisy:
                 lines.append(f"  noisy measurement: {'; '.join(speed.noise)}")
+            if line := _generation_line(base, step):
+                lines.append(line)
             for member in step.get("front", []):  # an auto step: its Pareto front, the recommended marked *
                 mark = "*" if member.get("recommended") else " "
                 name = f"  {mark} {member['measurement']['runtime']}: {(member.get('details') or {}).get('label', '')}"
@@ -309,6 +311,20 @@ def _job_text(job: Job) -> str:
             f"artifact {a['id']}  {a['format']}  {a['size_bytes']:,} bytes  ->  squeeze artifacts download {a['id']}"
         )
     return "\n".join(lines)
+
+
+def _generation_line(base: dict, step: dict) -> str | None:
+    """A language model's decode speed beside the original's, with the interval of the ratio."""
+    g, b = step["measurement"].get("generation"), base.get("generation")
+    if not g or not b:
+        return None
+    ratio = step.get("speedup_decode")
+    lo, hi = (step.get("speedup_ci95") or {}).get("decode", (None, None))
+    text = f"  decode {g['decode_tokens_per_s']:.1f} tokens/s (original {b['decode_tokens_per_s']:.1f})"
+    if ratio is not None and lo is not None:
+        text += f": {ratio:.2f}x [{lo:.2f}-{hi:.2f}]"
+    cache = "" if g["kv_cache"] else ", no key/value cache"
+    return text + f"; first token {g['ttft_ms']:.1f} ms; {g['new_tokens']} tokens after {g['prompt_tokens']}{cache}"
 
 
 def _measure_line(label: str, m: dict, step: dict | None) -> str:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .contract.errors import EngineError
 from .contract.load import LoadOptions
-from .contract.measure import LatencyStats
+from .contract.measure import Generation, LatencyStats
 from .contract.recipe import METHODS, catalogue
 from .contract.report import Report, StepReport
 from .inspection import inspect_model
@@ -93,10 +93,23 @@ def format_table(report: Report) -> str:
     widths = [max(len(r[c]) for r in [head, *rows]) for c in range(len(head))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)) for r in [head, *rows]]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    if base.generation:
+        lines.append(f"  baseline: {_generation_text(base.generation)}")
     for i, s in enumerate(report.steps, start=1):
+        if s.measurement.generation:
+            ratio = f" ({_fmt(s.speedup_decode, '.2f', 'x')} the baseline's decode)" if s.speedup_decode else ""
+            lines.append(f"  step {i}: {_generation_text(s.measurement.generation)}{ratio}")
         for note in s.notes:
             lines.append(f"  step {i}: {note}")
     return "\n".join(lines)
+
+
+def _generation_text(g: Generation) -> str:
+    cache = "" if g.kv_cache else ", no key/value cache"
+    return (
+        f"decode {g.decode_tokens_per_s:.1f} tokens/s, prefill {g.prefill_tokens_per_s:.0f} tokens/s, first token "
+        f"{g.ttft_ms:.1f} ms ({g.new_tokens} tokens after {g.prompt_tokens}{cache})"
+    )
 
 
 def _variant(step: StepReport) -> str:

@@ -79,6 +79,13 @@ def quality_lost_reason(step, base: Measurement, m: Measurement) -> str | None:
     allowed = QUALITY_LOST_DROP if budget is None else max(budget, 0.0)
     if within_budget(drop, allowed):
         return None
+    if base.perplexity is not None and m.perplexity is not None:
+        source = "the step's max_accuracy_drop" if budget is not None else "the default limit"
+        return (
+            f"quality lost: perplexity {m.perplexity:.2f} against the original's {base.perplexity:.2f}, "
+            f"{drop * 100:+.1f} %, more than {source} of +{allowed * 100:.3g} % (a language model's budget is its "
+            "relative perplexity increase)"
+        )
     if base.accuracy is not None and m.accuracy is not None:
         what = f"accuracy {m.accuracy:.3f} against the original's {base.accuracy:.3f}"
     else:
@@ -134,6 +141,8 @@ def speed_fields(r: Ratios) -> dict:
         "size_ratio": r.size_ratio,
         "speedup_b1": r.speedup_b1,
         "speedup_bN": r.speedup_bN,
+        "speedup_decode": r.speedup_decode,
+        "speedup_prefill": r.speedup_prefill,
         "speedup_ci95": r.speedup_ci95,
         "rounds": r.rounds,
         "noisy": r.noisy,
@@ -284,6 +293,8 @@ def build_report(
             size_ratio=final.size_ratio,
             speedup_b1=final.speedup_b1,
             speedup_bN=final.speedup_bN,
+            speedup_decode=final.speedup_decode,
+            speedup_prefill=final.speedup_prefill,
             speedup_ci95=final.speedup_ci95,
             rounds=final.rounds,
             noisy=final.noisy,

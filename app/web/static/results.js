@@ -65,6 +65,7 @@ function qualityText(m, base) {
 function qualityCell(m, base) {
   const lines = [h("span", {}, qualityText(m, base))];
   if (present(m.perplexity)) lines.push(h("span", { class: "sub" }, `perplexity ${fixed(m.perplexity, 2)}`));
+  if (m.generation) lines.push(h("span", { class: "sub" }, `decode ${fixed(m.generation.decode_tokens_per_s, 1)} tokens/s`));
   if (m.agreement_metric && m.agreement_metric.includes("worst of")) lines.push(h("span", { class: "sub" }, m.agreement_metric));
   return h("span", { class: "stack" }, ...lines);
 }
@@ -101,6 +102,7 @@ function detailsList(row, base) {
     [`latency, batch ${lat.batch}`, lat.bN ? `p50 ${fixed(lat.bN.p50, 1)} ms, p90 ${fixed(lat.bN.p90, 1)} ms` : "–"],
     ["throughput", present(m.throughput_per_s) ? `${fixed(m.throughput_per_s, 1)} samples/s` : "–"],
   ];
+  if (m.generation) items.push(["generation", generationText(m.generation, entry)]);
   if (entry) {
     items.push(["verdict", entry.verdict_reason || entry.verdict]);
     if (entry.rounds && Object.keys(entry.rounds).length) {
@@ -115,6 +117,19 @@ function detailsList(row, base) {
     items.push(["how to run it", h("pre", { class: "code" }, h("code", {}, row.artifact.how_to_run))]);
   }
   return h("dl", { class: "facts" }, items.flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]));
+}
+
+// a language model's generation figures, each with its 95 % interval, and how they were taken
+function generationText(g, entry) {
+  const figure = (key, digits, unit) => {
+    const ci = (g.ci95 || {})[key];
+    return `${fixed(g[key], digits)}${unit}` + (ci ? ` [${fixed(ci[0], digits)}–${fixed(ci[1], digits)}]` : "");
+  };
+  let text = `decode ${figure("decode_tokens_per_s", 1, " tokens/s")}, prefill ${figure("prefill_tokens_per_s", 0, " tokens/s")}, `
+    + `first token ${figure("ttft_ms", 1, " ms")}; ${g.new_tokens} tokens after a prompt of ${g.prompt_tokens}, `
+    + (g.kv_cache ? "from a key/value cache" : "no key/value cache: each token recomputes the sequence");
+  if (entry && present(entry.speedup_decode)) text += `; decode ${fixed(entry.speedup_decode, 2, "x")} the original's`;
+  return text;
 }
 
 export function resultsTable(results, artifacts) {

@@ -54,6 +54,26 @@ class OutputQuality(BaseModel):
     relative_error: float = Field(description="|output - baseline| / |baseline|, over the whole output")
 
 
+class Generation(BaseModel):
+    """A causal language model's generation speed, as its users measure it: greedy generation of `new_tokens`
+    after a prompt of `prompt_tokens` real tokens of the evaluation text, timed in interleaved rounds
+    (docs/measurement.md). Each figure is the median of the rounds, with a 95 % interval for it in `ci95`."""
+
+    prompt_tokens: int = Field(description="tokens of the prompt (M)")
+    new_tokens: int = Field(description="tokens generated after it (N), greedily")
+    kv_cache: bool = Field(
+        description="decoded from a key/value cache; false: each new token recomputes the whole sequence (an "
+        "exported graph without cache inputs), which is what running that file gives"
+    )
+    rounds: int
+    prefill_tokens_per_s: float = Field(description="prompt tokens / the time to the first new token")
+    decode_tokens_per_s: float = Field(description="(N - 1) / the time from the first new token to the last")
+    ttft_ms: float = Field(description="time to the first new token (the prefill)")
+    ci95: dict[str, tuple[float, float]] = Field(
+        default_factory=dict, description="per figure ('prefill_tokens_per_s', 'decode_tokens_per_s', 'ttft_ms')"
+    )
+
+
 class Measurement(BaseModel):
     size_bytes: int
     params: int
@@ -67,6 +87,9 @@ class Measurement(BaseModel):
     agreement_metric: str | None  # "top1" for classifier outputs [N, classes], "cosine" otherwise
     cosine_similarity: float | None  # mean per-sample cosine of outputs vs the baseline, for every model
     perplexity: float | None = Field(None, description="causal language models: on the evaluation texts")
+    generation: Generation | None = Field(
+        None, description="causal language models: prefill and decode tokens/s and time to first token"
+    )
     outputs: list[OutputQuality] | None = Field(
         None,
         description="models with several outputs or a detector's box head: each one's quality; agreement is then "
@@ -103,7 +126,13 @@ class Ratios(BaseModel):
     size_ratio: float
     speedup_b1: float | None
     speedup_bN: float | None
-    speedup_ci95: dict[str, Interval] = Field(default_factory=dict, description="'b1' / 'bN': [low, high]")
+    speedup_ci95: dict[str, Interval] = Field(
+        default_factory=dict, description="'b1' / 'bN' (and 'decode' / 'prefill' for a language model): [low, high]"
+    )
+    speedup_decode: float | None = Field(
+        None, description="causal language models: decode tokens/s against the baseline's (median of round ratios)"
+    )
+    speedup_prefill: float | None = Field(None, description="the same for prefill tokens/s")
     rounds: dict[str, int] = Field(default_factory=dict, description="rounds behind each speedup")
     noisy: bool = False
     noise: list[str] = Field(default_factory=list, description="why the speedups are flagged noisy, in words")
@@ -126,3 +155,5 @@ class MeasureSettings(BaseModel):
         2.0, gt=0, description="timing budget per model and batch size; extra rounds may take up to 2x this"
     )
     eval_samples: int = Field(2048, ge=1, description="at most this many samples are scored")
+    prompt_tokens: int = Field(64, ge=2, le=4096, description="language models: the prompt generation is timed after")
+    new_tokens: int = Field(32, ge=2, le=1024, description="language models: tokens generated greedily per round")

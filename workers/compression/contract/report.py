@@ -23,7 +23,10 @@ def _omitted_when_none(description: str, default: Any = None) -> Any:
 # the uncertainty fields every entry with speedups carries (an artifact, a step, `final`), declared once
 SpeedupIntervals = Annotated[
     dict[str, Interval],
-    Field(description="95 % interval of each speedup: {'b1': [low, high], 'bN': [low, high]}"),
+    Field(
+        description="95 % interval of each speedup: {'b1': [low, high], 'bN': [low, high]}, and 'decode' / 'prefill' "
+        "for a language model"
+    ),
 ]
 Rounds = Annotated[dict[str, int], Field(description="interleaved rounds behind each speedup")]
 Noisy = Annotated[bool, Field(description="the speedups are not to be trusted as they stand; `noise` says why")]
@@ -51,6 +54,8 @@ class ArtifactReport(_Section):
     size_ratio: float = Field(description="baseline size / this size")
     speedup_b1: float | None = Field(description="baseline latency / this latency at batch 1 (> 1 is faster)")
     speedup_bN: float | None = Field(description="the same at the larger batch")
+    speedup_decode: float | None = _omitted_when_none("language models: decode tokens/s over the baseline's")
+    speedup_prefill: float | None = _omitted_when_none("language models: prefill tokens/s over the baseline's")
     speedup_ci95: SpeedupIntervals = {}
     rounds: Rounds = {}
     noisy: Noisy = False
@@ -146,6 +151,8 @@ class Final(_Section):
     size_ratio: float
     speedup_b1: float | None
     speedup_bN: float | None
+    speedup_decode: float | None = _omitted_when_none("language models: decode tokens/s over the baseline's")
+    speedup_prefill: float | None = _omitted_when_none("language models: prefill tokens/s over the baseline's")
     speedup_ci95: SpeedupIntervals = {}
     rounds: Rounds = {}
     noisy: Noisy = False

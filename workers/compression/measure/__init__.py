@@ -29,6 +29,7 @@ from ..contract.vocabulary import Device, Runtime
 from ..data import Dataset
 from ..formats.spec import LoadedModel
 from ..hardware import cpu_has_amx, cpu_has_vnni
+from .generation import measure_generation, token_ids_and_mask
 from .metrics import count_macs, count_params, environment, first_tensor, outputs_over, peak_memory
 from .quality import score
 from .timing import MIN_CI_ROUNDS, STATISTIC, TimingRun, time_interleaved
@@ -69,18 +70,9 @@ def all_outputs_of(model: LoadedModel, x: torch.Tensor, batch: int, device: str)
     return outputs_over(model.module, x, batch, device)
 
 
-def _tokens(x: torch.Tensor, names: tuple[str, ...] | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(token ids, mask) out of a language model's input, packed or not."""
-    if not names:
-        return x, torch.ones_like(x)
-    ids = x[:, names.index("input_ids")] if "input_ids" in names else x[:, 0]
-    mask = x[:, names.index("attention_mask")] if "attention_mask" in names else torch.ones_like(ids)
-    return ids, mask
-
-
 def perplexity(logits: torch.Tensor, x: torch.Tensor, names: tuple[str, ...] | None) -> float | None:
     """exp(mean next-token negative log-likelihood) over the real (unmasked) tokens of the evaluation set."""
-    ids, mask = _tokens(x, names)
+    ids, mask = token_ids_and_mask(x, names)
     if logits.ndim != 3 or logits.shape[:2] != ids.shape or ids.shape[1] < 2:
         return None
     weights = (mask[:, 1:] * mask[:, :-1]).float()
@@ -89,7 +81,7 @@ def perplexity(logits: torch.Tensor, x: torch.Tensor, names: tuple[str, ...] | N
 
 
 def _next_token_agreement(logits: torch.Tensor, base: torch.Tensor, x: torch.Tensor, names) -> float:
-    _, mask = _tokens(x, names)
+    _, mask = token_ids_and_mask(x, names)
     same = (logits.argmax(-1) == base.argmax(-1)).float()
     return float((same * mask).sum() / mask.sum().clamp_min(1))
 
@@ -120,6 +112,7 @@ def measure_models(
     timed = _timed(models, inputs, settings, threads, references, report)
     report(0.8, "scoring outputs")
     scores = _scores(models, data, settings, device)
+    generations, generation_speedups = _generation(models, data, settings, device, report)
     timing = timed.record(threads, inputs.threads_b1)
     env = environment(device, threads)
     stats_b1, stats_bn = timed.stats_b1, timed.stats_bn
@@ -136,14 +129,40 @@ def measure_models(
                 throughput_per_s=settings.batch / stats_bn[i].p50 * 1000.0 if stats_bn[i] else None,
                 peak_mem_bytes=peak_memory(m.module, inputs.bn[i], device),
                 **vars(scores[i]),
+                generation=generations[i],
                 device=device,
                 runtime=m.runtime,
                 env=env,
                 timing=timing,
             )
         )
+    for ratios, speedups in zip(timed.ratios[1:], generation_speedups[1:]):
+        for key, (speedup, interval) in speedups.items():
+            setattr(ratios, f"speedup_{key}", speedup)
+            ratios.speedup_ci95[key] = (round(interval[0], 4), round(interval[1], 4))
     report(1.0, "measured")
     return measurements, timed.ratios
+
+
+def _eval_inputs(models: list[LoadedModel], data: Dataset | None, settings: MeasureSettings) -> torch.Tensor:
+    eval_set = data.head(settings.eval_samples) if data is not None else None
+    return eval_set.x if eval_set is not None else models[0].require_spec().example(settings.batch, seed=1)
+
+
+def _generation(models: list[LoadedModel], data: Dataset | None, settings: MeasureSettings, device: str, report):
+    """A causal language model's generation speed (measure/generation.py); nothing for other models."""
+    if models[0].facts.task != "causal_lm":
+        return [None] * len(models), [{} for _ in models]
+    report(0.9, "timing generation")
+    return measure_generation(
+        models,
+        _eval_inputs(models, data, settings).to(device),
+        models[0].require_spec().names,
+        prompt_tokens=settings.prompt_tokens,
+        new_tokens=settings.new_tokens,
+        rounds=settings.rounds,
+        progress=lambda s: report(0.9, s),
+    )
 
 
 @dataclass
@@ -252,9 +271,8 @@ class Scores:
 
 
 def _scores(models: list[LoadedModel], data: Dataset | None, settings: MeasureSettings, device: str) -> list[Scores]:
-    eval_set = data.head(settings.eval_samples) if data is not None else None
-    eval_x = eval_set.x if eval_set is not None else models[0].require_spec().example(settings.batch, seed=1)
-    labels = eval_set.y if eval_set is not None else None
+    eval_x = _eval_inputs(models, data, settings)
+    labels = data.head(settings.eval_samples).y if data is not None else None
     names = models[0].require_spec().names
     causal = models[0].facts.task == "causal_lm"
     baseline_out = None

@@ -12,11 +12,12 @@ Per output, by what it is:
 - anything else (regression, embeddings, landmarks) → cosine similarity.
 Where the original predicts one class for nearly every sample (≥ DEGENERATE_TOP1_SHARE: a model far from its
 data), agreement cannot tell candidates apart, so class scores are judged by the lower of agreement and cosine.
-Several outputs: the worst. A language model's perplexity and next-token agreement are set by the
-measurement (measure/__init__.py) and judged by the same `drop`.
+Several outputs: the worst. A causal language model's perplexity and next-token agreement are set by the
+measurement (measure/__init__.py); it is judged by its perplexity.
 
 The drop is the original's score minus the candidate's (accuracy when both have labels' accuracy, else
-1 - agreement); a result is within a budget when its drop is at most the budget."""
+1 - agreement); for a causal language model, the relative perplexity increase (`perplexity_drop`). A result
+is within a budget when its drop is at most the budget."""
 
 from __future__ import annotations
 
@@ -44,8 +45,19 @@ def drop(base_accuracy: float | None, accuracy: float | None, agreement: float |
     return 1.0 - agreement if agreement is not None else math.inf
 
 
+def perplexity_drop(base_perplexity: float, perplexity: float) -> float:
+    """A causal language model's drop: the relative perplexity increase (0.05 = 5 % higher than the
+    original's), what its users budget in; `max_accuracy_drop` is read that way for such a model."""
+    if not math.isfinite(perplexity) or base_perplexity <= 0:
+        return math.inf
+    return perplexity / base_perplexity - 1.0
+
+
 def measured_drop(base, m) -> float | None:
-    """The drop between two Measurements (the original's and a candidate's); None when neither scores it."""
+    """The drop between two Measurements (the original's and a candidate's); None when neither scores it.
+    A language model measured with perplexity on both sides is judged by its relative increase."""
+    if base.perplexity is not None and m.perplexity is not None:
+        return perplexity_drop(base.perplexity, m.perplexity)
     if m.agreement is None and (base.accuracy is None or m.accuracy is None):
         return None
     return drop(base.accuracy, m.accuracy, m.agreement)

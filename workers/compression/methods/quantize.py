@@ -67,7 +67,7 @@ def quantize(model: LoadedModel, step: QuantizeConfig, ctx: StepContext) -> Step
 def _quantize(model: LoadedModel, step: QuantizeConfig, ctx: StepContext, work: Path) -> StepOutput:
     spec = model.require_spec()
     data = ctx.eval_data or ctx.data
-    scorer = Scorer.over(data, model.module) if data is not None else None
+    scorer = Scorer.over(data, model.module, model) if data is not None else None
     if model.format == ModelFormat.ONNX:
         backends = onnx_model_backends(model, step, ctx, scorer, work)
         kept: list[str] = []
@@ -252,7 +252,7 @@ def _half(model: LoadedModel, step: QuantizeConfig, ctx: StepContext) -> StepOut
     path = ctx.artifact_path(fmt, step.scheme)
     dtype = torch.float16 if step.scheme == "fp16" else torch.bfloat16
     data = ctx.eval_data or ctx.data
-    scorer = Scorer.over(data, model.module) if data is not None and step.max_accuracy_drop is not None else None
+    scorer = Scorer.over(data, model.module, model) if data is not None and step.max_accuracy_drop is not None else None
     model.module.to(dtype)
     wrapped = CastInputs(model.module, dtype)
     save_model(wrapped, model.require_spec(), fmt, path)

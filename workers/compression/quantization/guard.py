@@ -1,12 +1,13 @@
 """The accuracy guard: a quantized model must lose at most `max_accuracy_drop` (accuracy on labels,
-agreement with the fp32 model without them). When it loses more, a per-layer sensitivity pass
-quantizes one layer at a time, and the fewest most sensitive layers that make the budget hold go back to
-full precision (mixed precision; their number found by bisection). If even one quantized layer is too
+agreement with the fp32 model without them; a causal language model's relative perplexity increase). When
+it loses more, a per-layer sensitivity pass quantizes one layer at a time, and the fewest most sensitive
+layers that make the budget hold go back to full precision (mixed precision; their number found by bisection). If even one quantized layer is too
 many, the best candidate is returned with `met=False`: the step fails and stores it when the budget was the
 recipe's, and keeps it with a note when it was the default (methods/quantize.py `guard_budget`)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,8 +16,10 @@ from typing import Protocol
 import torch
 
 from ..data import Dataset
+from ..formats.spec import LoadedModel
+from ..measure import perplexity
 from ..measure.metrics import outputs_over
-from ..measure.quality import Quality, score, within_budget
+from ..measure.quality import Quality, perplexity_drop, score, within_budget
 
 GUARD_SAMPLES = 512  # enough to resolve a 0.5-point change; sensitivity runs once per layer
 SCORE_BATCH = 64
@@ -46,17 +49,31 @@ class Scorer:
     baseline: float = 0.0
     metric: str = "accuracy"
 
+    language_model: tuple[str, ...] | None = None  # a causal LM's packed input names (() when unpacked)
+    reference_perplexity: float = 0.0
+
     @classmethod
-    def over(cls, data: Dataset, fp32: Callable[[torch.Tensor], torch.Tensor]) -> Scorer:
+    def over(cls, data: Dataset, fp32: Callable[[torch.Tensor], torch.Tensor], model: LoadedModel | None = None) -> Scorer:
+        """`model`, when it is a causal language model, is scored by its perplexity on the text, as the
+        measurement judges it: quality is minus the relative increase, so the drop is that increase."""
         part = data.head(GUARD_SAMPLES)
         reference = _outputs(fp32, part.x)
         scorer = cls(part.x, part.y, reference)
+        if model is not None and model.facts.task == "causal_lm":
+            names = model.require_spec().names or ()
+            if (ppl := perplexity(reference[0], part.x, names or None)) is not None:
+                scorer.language_model, scorer.reference_perplexity = names, ppl
+                scorer.metric = "relative perplexity increase"
+                return scorer
         own = score(reference, reference, part.x, part.y)
         scorer.metric = _named(own)
         scorer.baseline = own.score
         return scorer
 
     def quality(self, outputs: list[torch.Tensor]) -> float:
+        if self.language_model is not None:
+            ppl = perplexity(outputs[0], self.x, self.language_model or None)
+            return -perplexity_drop(self.reference_perplexity, math.inf if ppl is None else ppl)
         return score(outputs, self.reference, self.x, self.labels).score
 
     def __call__(self, model: Callable[[torch.Tensor], torch.Tensor]) -> float:

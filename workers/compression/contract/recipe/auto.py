@@ -31,7 +31,7 @@ class AutoStep(BaseModel):
         gt=0,
         lt=1,
         description="largest accuracy loss allowed (absolute: 0.01 = 1 point; agreement with the original "
-        "model when the data has no labels)",
+        "model when the data has no labels; for a causal language model, the relative perplexity increase: 0.05 = +5 %)",
     )
     objective: Literal["latency", "size", "balanced"] = Field(
         "latency",

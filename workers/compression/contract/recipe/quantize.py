@@ -38,7 +38,7 @@ class _Scheme(BaseModel):
         gt=0,
         lt=1,
         description="largest accuracy loss allowed (absolute, 0.01 = 1 point; agreement with the fp32 model "
-        "when the data has no labels). Over it, the most sensitive layers stay in full precision until it "
+        "when the data has no labels; a causal language model's relative perplexity increase, 0.05 = +5 %). Over it, the most sensitive layers stay in full precision until it "
         "holds; if none fits, the step fails and stores the best candidate. Needs a dataset. Without it, "
         "int8_static, int8_dynamic and int8_weight_only with data are held to 0.01 the same way, without "
         "failing when no mix fits (a note says so).",
