@@ -430,6 +430,8 @@ def test_a_language_models_budget_is_its_relative_perplexity_increase():
     assert within_budget(measured_drop(base, M(perplexity=20.9, accuracy=None, agreement=0.5)), 0.05)
     assert not within_budget(measured_drop(base, M(perplexity=21.2, accuracy=None, agreement=0.99)), 0.05)
     assert measured_drop(M(perplexity=None, accuracy=None), M(perplexity=None, accuracy=None, agreement=0.9)) == pytest.approx(0.1)
+    # an original whose perplexity overflowed is no yardstick: nothing is within a budget against it
+    assert not within_budget(measured_drop(M(perplexity=float("inf")), M(perplexity=30.0, accuracy=None)), 0.5)
 
 
 def test_a_tied_token_table_is_stored_once(tmp_path, quick):
@@ -652,3 +654,33 @@ def test_greedy_decoding_from_the_cache_gives_the_tokens_recomputing_gives(tmp_p
 
     _, _, plain = generate_once(dataclasses.replace(model, module=Recomputing()), prompt, 20)
     assert cached == plain and len(cached) == 20
+
+
+def test_a_model_that_fails_mid_generation_loses_only_its_own_figures(tmp_path):
+    """Out of memory in the fifth round, say: that model gets no generation figures, the others keep theirs."""
+    from workers.compression.measure.generation import measure_generation
+
+    model = load_model(Path(tiny_llama_zip(tmp_path)))
+    calls = {"n": 0}
+
+    class Flaky(nn.Module):
+        def forward(self, x):
+            calls["n"] += 1
+            if calls["n"] > 40:  # 8 forward passes a generation: the warm-up and four rounds pass
+                raise RuntimeError("out of memory")
+            return model.module.model(input_ids=x).logits
+
+    prompt_ids = torch.randint(3, len(WORDS_VOCAB), (4, 12))
+    flaky = dataclasses.replace(model, module=Flaky())
+    generations, speedups = measure_generation([model, flaky], prompt_ids, None, prompt_tokens=8, new_tokens=8, rounds=6)
+    assert generations[0] is not None and generations[0].rounds == 6 and generations[1] is None
+    assert speedups[1] == {}
+
+
+def test_a_prompt_gives_each_named_input_what_it_means():
+    from workers.compression.measure.generation import Prompt
+
+    ids = torch.tensor([[5, 6, 7]])
+    packed = Prompt(ids, ("input_ids", "token_type_ids", "position_ids", "attention_mask")).packed(ids)
+    assert packed.shape == (1, 4, 3)
+    assert packed[0].tolist() == [[5, 6, 7], [0, 0, 0], [0, 1, 2], [1, 1, 1]]

@@ -13,7 +13,7 @@ from .contract.report import ArtifactReport, Final, PeerComparison, Report, Step
 from .contract.vocabulary import Verdict
 from .data import Dataset
 from .formats import InputSpec
-from .measure.quality import measured_drop, within_budget
+from .measure.quality import budget_words, measured_drop, within_budget
 from .step import StepOutput
 
 SPEEDUP_THRESHOLD = 1.05  # below 5 % a latency change is within run-to-run noise
@@ -247,7 +247,7 @@ def against_peers(step, base: Measurement, ours: Measured, peers: Sequence[Measu
         f"(above 1: ours faster); recommended runtime {ours.measurement.runtime}"
     )
     if not kept:
-        summary += f"; no peer kept quality within {budget * 100:.3g} points, so this is the fastest of them"
+        summary += f"; no peer kept quality within the {budget_words(budget, base.perplexity is not None)}, so this is the fastest of them"
     elif len(kept) < len(peers):
         summary += "; the other peer lost quality past the budget"
     if not ahead:

@@ -157,3 +157,4 @@ class MeasureSettings(BaseModel):
     eval_samples: int = Field(2048, ge=1, description="at most this many samples are scored")
     prompt_tokens: int = Field(64, ge=2, le=4096, description="language models: the prompt generation is timed after")
     new_tokens: int = Field(32, ge=2, le=1024, description="language models: tokens generated greedily per round")
+    generation: bool = Field(True, description="language models: time generation (auto's screening does not)")

@@ -151,7 +151,7 @@ def _eval_inputs(models: list[LoadedModel], data: Dataset | None, settings: Meas
 
 def _generation(models: list[LoadedModel], data: Dataset | None, settings: MeasureSettings, device: str, report):
     """A causal language model's generation speed (measure/generation.py); nothing for other models."""
-    if models[0].facts.task != "causal_lm":
+    if models[0].facts.task != "causal_lm" or not settings.generation:
         return [None] * len(models), [{} for _ in models]
     report(0.9, "timing generation")
     return measure_generation(

@@ -43,11 +43,16 @@ class Prompt:
         return cls(real[None].clone(), names) if len(real) >= 2 else None
 
     def packed(self, ids: torch.Tensor) -> torch.Tensor:
-        """`ids` as the model's input: alone, or packed with an all-ones mask along dimension 1."""
+        """`ids` as the model's input: alone, or packed along dimension 1 with what each other named input
+        means for one unpadded text (a mask of ones, positions 0..L-1, token types 0)."""
         if not self.names:
             return ids
-        parts = [ids if name != "attention_mask" else torch.ones_like(ids) for name in self.names]
-        return torch.stack(parts, 1)
+        filler = {
+            "attention_mask": lambda: torch.ones_like(ids),
+            "position_ids": lambda: torch.arange(ids.shape[1], device=ids.device).expand_as(ids),
+            "token_type_ids": lambda: torch.zeros_like(ids),
+        }
+        return torch.stack([filler[n]() if n in filler else ids for n in self.names], 1)
 
 
 def token_ids_and_mask(x: torch.Tensor, names: tuple[str, ...] | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -79,8 +84,8 @@ def generate_once(model: LoadedModel, prompt: Prompt, new_tokens: int) -> tuple[
         else:
             ids = prompt.ids
             token = _last_logits(model.module(prompt.packed(ids))).argmax(-1, keepdim=True)
+        tokens = [int(token)]  # reading it waits for the device, so the prefill's time is all in
         prefilled = time.perf_counter()
-        tokens = [int(token)]
         for _ in range(new_tokens - 1):
             if hf is not None:
                 out = hf(input_ids=token, past_key_values=past, use_cache=True)
@@ -116,19 +121,25 @@ def measure_generation(
     if prompt is None:
         return [None] * len(models), [{} for _ in models]
     new_tokens = max(2, min(new_tokens, longest - prompt.ids.shape[1]))
-    able = []
+    why_not: dict[int, str] = {}
+    times: dict[int, list[tuple[float, float]]] = {}
     for i, m in enumerate(models):
         try:
             generate_once(m, prompt, new_tokens)  # a warm-up, and whether it takes the growing sequence at all
-            able.append(i)
-        except Exception:
-            pass
-    times: dict[int, list[tuple[float, float]]] = {i: [] for i in able}
+            times[i] = []
+        except Exception as e:
+            why_not[i] = f"{type(e).__name__}: {str(e)[:200]}"
     for r in range(rounds):
         progress(f"generating, round {r + 1} of {rounds}")
-        for i in able:  # interleaved: each round times every model once, so drift hits all alike
-            prefill, decode, _ = generate_once(models[i], prompt, new_tokens)
+        for i in list(times):  # interleaved: each round times every model once, so drift hits all alike
+            try:
+                prefill, decode, _ = generate_once(models[i], prompt, new_tokens)
+            except Exception as e:  # out of memory mid-rounds, say: this model's figures only are lost
+                why_not[i] = f"{type(e).__name__}: {str(e)[:200]}"
+                del times[i]
+                continue
             times[i].append((prefill, decode))
+    able = sorted(times)
     generations: list[Generation | None] = [None] * len(models)
     for i in able:
         prefill = [prompt.ids.shape[1] / p for p, _ in times[i]]
@@ -145,6 +156,8 @@ def measure_generation(
             ttft_ms=t50,
             ci95={"prefill_tokens_per_s": p_ci, "decode_tokens_per_s": d_ci, "ttft_ms": t_ci},
         )
+    for i, why in why_not.items():
+        progress(f"model {i} could not generate: {why}")
     speedups: list[dict] = [{} for _ in models]
     if 0 in times:
         for i in able[1:]:

@@ -48,7 +48,7 @@ def drop(base_accuracy: float | None, accuracy: float | None, agreement: float |
 def perplexity_drop(base_perplexity: float, perplexity: float) -> float:
     """A causal language model's drop: the relative perplexity increase (0.05 = 5 % higher than the
     original's), what its users budget in; `max_accuracy_drop` is read that way for such a model."""
-    if not math.isfinite(perplexity) or base_perplexity <= 0:
+    if not (math.isfinite(perplexity) and math.isfinite(base_perplexity)) or base_perplexity <= 0:
         return math.inf
     return perplexity / base_perplexity - 1.0
 
@@ -61,6 +61,15 @@ def measured_drop(base, m) -> float | None:
     if m.agreement is None and (base.accuracy is None or m.accuracy is None):
         return None
     return drop(base.accuracy, m.accuracy, m.agreement)
+
+
+def budget_words(budget: float, language_model: bool) -> str:
+    """The budget as a reader takes it: points of accuracy, or a language model's perplexity increase."""
+    return f"perplexity budget of +{budget * 100:.3g} %" if language_model else f"accuracy budget of {budget * 100:.3g} points"
+
+
+def lost_words(drop: float, language_model: bool) -> str:
+    return f"{drop * 100:+.2f} % perplexity" if language_model else f"{drop * 100:.2f} points"
 
 
 def within_budget(lost: float | None, budget: float) -> bool:

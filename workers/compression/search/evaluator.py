@@ -162,7 +162,7 @@ class Evaluator:
         ms, rs = measure_models(
             [self.model, *loaded],
             self.validation.val,
-            self.quick,
+            self.quick.model_copy(update={"generation": False}),  # a point is judged by quality and latency
             progress=lambda f, s: self.on_stage(cid, cand.label, f"measuring: {s}"),
         )
         measure_s = (time.monotonic() - t) / (len(loaded) + 1)

@@ -9,7 +9,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..measure.quality import measured_drop, within_budget
+from ..measure.quality import budget_words, lost_words, measured_drop, within_budget
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,9 @@ class Recommendation:
     reason: str
 
 
-def recommend(points: Sequence[Point], objective: str, max_drop: float) -> Recommendation | None:
+def recommend(
+    points: Sequence[Point], objective: str, max_drop: float, language_model: bool = False
+) -> Recommendation | None:
     """The best point for the objective among those within the accuracy budget; when none is, the one that
     loses least, with the reason in words. None only when there are no points at all."""
     if not points:
@@ -72,13 +74,13 @@ def recommend(points: Sequence[Point], objective: str, max_drop: float) -> Recom
         best = max(within, key=lambda p: (gain(objective, p), -p.drop))
         reason = (
             f"best {objective} gain ({gain(objective, best):.2f}x) among {len(within)} candidate(s) within the "
-            f"accuracy budget of {max_drop * 100:.2g} points (this one loses {best.drop * 100:.2f})"
+            f"{budget_words(max_drop, language_model)} (this one loses {lost_words(best.drop, language_model)})"
         )
         return Recommendation(best, True, reason)
     closest = min(points, key=lambda p: (p.drop, -gain(objective, p)))
     reason = (
-        f"no candidate stayed within the accuracy budget of {max_drop * 100:.2g} points; this is the closest, "
-        f"losing {closest.drop * 100:.2f} points. Allow a larger max_accuracy_drop, a longer budget_minutes "
+        f"no candidate stayed within the {budget_words(max_drop, language_model)}; this is the closest, "
+        f"losing {lost_words(closest.drop, language_model)}. Allow a larger max_accuracy_drop, a longer budget_minutes "
         f"(more recovery training), or more training data"
     )
     return Recommendation(closest, False, reason)

@@ -55,7 +55,7 @@ class Findings:
         by_key = {e.point.key: e for e in self.evaluated}
         points = [e.point for e in self.evaluated]
         front = sorted(pareto_front(points), key=lambda p: gain(self.auto.objective, p), reverse=True)
-        rec = recommend(points, self.auto.objective, self.auto.max_accuracy_drop)
+        rec = recommend(points, self.auto.objective, self.auto.max_accuracy_drop, self.model.facts.task == "causal_lm")
         members = [rec.point, *[p for p in front if p is not rec.point]][:FRONT_LIMIT]
         return [by_key[p.key] for p in members]
 
@@ -188,7 +188,7 @@ def front_entry(step: AutoStep, base: Measurement, options: Sequence, batch: int
         )
         for i, o in enumerate(options)
     ]
-    rec = recommend(points, step.objective, step.max_accuracy_drop)
+    rec = recommend(points, step.objective, step.max_accuracy_drop, base.perplexity is not None)
     chosen = options[rec.point.key]
     entry = step_report(artifact_entry(step, chosen, base, batch))
     entry.front = [
