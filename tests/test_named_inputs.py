@@ -625,6 +625,11 @@ def test_a_language_models_generation_is_timed_with_and_without_a_key_value_cach
         lo, hi = step["speedup_ci95"][key]
         assert 0 < lo <= step[f"speedup_{key}"] <= hi
     assert report["final"]["speedup_decode"] == step["speedup_decode"]
+    # the verdict is judged on decode, what an LM's users wait for, not on a forward pass over a batch
+    assert "the original's decode tokens/s" in step["verdict_reason"], step["verdict_reason"]
+    assert "the speed at batch" not in step["verdict_reason"].split(" against the same original")[0]
+    if step["verdict"] in ("faster_and_smaller", "faster_only"):
+        assert step["speedup_decode"] >= 1.05
     # shown where a user reads results: the engine's table and the `squeeze` CLI
     from squeeze_client.cli import _job_text
     from squeeze_client.client import Job
