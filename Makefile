@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: install system-run system-test run test bench bench-service bench-prune bench-distill bench-quantize bench-auto bench-sandbox bench-measure bench-zoo bench-peers bench-scale bench-web bench-reads clean
+.PHONY: install system-run system-test run test bench bench-service bench-prune bench-distill bench-quantize bench-auto bench-sandbox bench-measure bench-zoo bench-peers bench-lm bench-scale bench-web bench-reads clean
 
 $(STAMP): pyproject.toml client/pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -85,6 +85,10 @@ bench-zoo: install
 bench-peers: install
 	$(PY) -m pip install -q -e '.[zoo]'
 	$(PY) bench/peers.py --table bench/out/peers.md
+
+bench-lm: install
+	$(PY) -m pip install -q -e '.[zoo]'
+	$(PY) bench/lm.py
 
 bench-prune: install
 	$(PY) bench/prune.py
