@@ -88,8 +88,8 @@ def quality_lost_reason(step, base: Measurement, m: Measurement) -> str | None:
     allowed = QUALITY_LOST_DROP if budget is None else max(budget, 0.0)
     if within_budget(drop, allowed):
         return None
+    source = "the step's max_accuracy_drop" if budget is not None else "the default limit"
     if base.perplexity is not None and m.perplexity is not None:
-        source = "the step's max_accuracy_drop" if budget is not None else "the default limit"
         return (
             f"quality lost: perplexity {m.perplexity:.2f} against the original's {base.perplexity:.2f}, "
             f"{drop * 100:+.1f} %, more than {source} of +{allowed * 100:.3g} % (a language model's budget is its "
@@ -99,7 +99,6 @@ def quality_lost_reason(step, base: Measurement, m: Measurement) -> str | None:
         what = f"accuracy {m.accuracy:.3f} against the original's {base.accuracy:.3f}"
     else:
         what = f"{m.agreement_metric or 'agreement'} {m.agreement:.3f} with the original's outputs"
-    source = "the step's max_accuracy_drop" if budget is not None else "the default limit"
     return f"quality lost: {what}, a drop of {drop * 100:.1f} points, more than {source} of {allowed * 100:.3g}"
 
 
