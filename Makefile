@@ -22,8 +22,9 @@ install: $(STAMP)
 
 # System packages, as `command:package` pairs: installed with apt when this runs as root on Debian/Ubuntu,
 # otherwise the target stops at once and prints the exact command to run.
-RUN_NEEDS  := bwrap:bubblewrap
-TEST_NEEDS := bwrap:bubblewrap chromium:chromium npm:npm
+# (g++: inductor compiles its int8 CPU kernels as C++, in the sandbox, with the system's compiler)
+RUN_NEEDS  := bwrap:bubblewrap g++:g++
+TEST_NEEDS := bwrap:bubblewrap g++:g++ chromium:chromium npm:npm
 define ensure_system
 	@missing=""; for pair in $(1); do command -v "$${pair%%:*}" >/dev/null 2>&1 || missing="$$missing $${pair##*:}"; done; \
 	if [ -n "$$missing" ]; then \
