@@ -127,9 +127,9 @@ def test_an_image_over_the_pixel_cap_is_refused_before_it_is_decoded(tmp_path):
 
 
 def test_an_image_folder_over_the_memory_budget_is_refused_up_front(tmp_path, monkeypatch):
-    import workers.compression.data as data
+    import workers.compression.data.arrays as arrays
 
-    monkeypatch.setattr(data, "MAX_DATASET_BYTES", 6 * 3 * 64 * 64 * 4 - 1)  # one byte short of 6 images
+    monkeypatch.setattr(arrays, "MAX_DATASET_BYTES", 6 * 3 * 64 * 64 * 4 - 1)  # one byte short of 6 images
     path = tmp_path / "images.zip"
     with zipfile.ZipFile(path, "w") as zf:
         for cls in ("cat", "dog"):
@@ -153,3 +153,36 @@ def test_a_zip_bomb_is_refused_before_anything_is_extracted(tmp_path):
     with pytest.raises(InvalidModelError, match="expands 1000-fold|expands \\d+-fold"):
         extract_zip(path, dest)
     assert not any(dest.rglob("*.safetensors"))
+
+
+def test_a_dataset_is_inspected_by_a_child_that_never_imports_torch(tmp_path):
+    """Every upload's inspection is a sandboxed child; a dataset's reads the file with numpy alone, so it does
+    not pay PyTorch's 2-3 s import (the same child a worker starts, run here with `-X importtime`)."""
+    import json
+    import subprocess
+    import sys
+
+    from workers.compression.contract.protocol import InspectDataset, Spec
+
+    files = {"data.npz": None, "images.zip": None, "text.jsonl": None}
+    np.savez(tmp_path / "data.npz", x=np.zeros((4, 3), np.float32), y=np.array([0, 1, 2, 1]))
+    with zipfile.ZipFile(tmp_path / "images.zip", "w") as zf:
+        for cls in ("cat", "dog"):
+            zf.writestr(f"{cls}/0.png", _png(10))
+    (tmp_path / "text.jsonl").write_text('{"text": "a", "label": "x"}\n{"text": "b", "label": "y"}\n')
+    for name in files:
+        spec = tmp_path / f"{name}.spec.json"
+        spec.write_text(Spec(work=InspectDataset(path=str(tmp_path / name))).model_dump_json())
+        out = subprocess.run(
+            [sys.executable, "-X", "importtime", "-m", "workers.child", str(spec)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert out.returncode == 0, out.stderr[-2000:]
+        files[name] = json.loads(out.stdout.splitlines()[-1])
+        imported = {line.rsplit("|", 1)[-1].strip() for line in out.stderr.splitlines() if "|" in line}
+        assert "torch" not in imported and "numpy" in imported, name
+    assert files["data.npz"]["info"]["samples"] == 4 and files["data.npz"]["info"]["num_classes"] == 3
+    assert files["images.zip"]["info"]["classes"] == ["cat", "dog"]
+    assert files["text.jsonl"]["info"]["text"] is True and files["text.jsonl"]["info"]["num_classes"] == 2

@@ -19,7 +19,7 @@ from tests.engine import run_recipe
 from workers.compression import load_model
 from workers.compression.contract.errors import InvalidDatasetError
 from workers.compression.data import load_dataset
-from workers.compression.inspection import inspect_dataset
+from workers.compression.data.inspect import inspect_dataset
 
 WORDS = "the a cat dog sat on mat ran fast slow good bad movie film great terrible plot actor".split()
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]

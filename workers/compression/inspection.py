@@ -1,6 +1,6 @@
-"""What the service shows about an upload once a worker has looked at it: the model's format, inputs,
-outputs, parameters and prunable layers (after one forward pass, so a model that cannot run is caught at
-upload), or the dataset's shape and labels. Typed as the contract's `ModelInfo` / `DatasetInfo`."""
+"""What the service shows about a model upload once a worker has looked at it: its format, inputs, outputs,
+parameters and prunable layers (after one forward pass, so a model that cannot run is caught at upload),
+typed as the contract's `ModelInfo`. A dataset's inspection is torch-free: data/inspect.py."""
 
 from __future__ import annotations
 
@@ -8,11 +8,8 @@ from pathlib import Path
 
 import torch
 
-from .contract.errors import InvalidDatasetError, InvalidModelError, UnsupportedFormatError
-from .contract.inspection import MAX_LAYERS, MAX_OUTPUTS, DatasetInfo, ModelInfo, OutputInfo
-from .contract.sniff import detect_dataset_format
-from .contract.vocabulary import JobErrorCode
-from .data import load_dataset, read_rows
+from .contract.errors import InvalidModelError
+from .contract.inspection import MAX_LAYERS, MAX_OUTPUTS, ModelInfo, OutputInfo
 from .formats import LoadedModel, load_model
 from .formats.spec import module_device
 from .measure.metrics import all_tensors, count_params
@@ -65,13 +62,3 @@ def _run_once(model: LoadedModel, notes: list[str]) -> list[torch.Tensor]:
     if not outputs:
         raise InvalidModelError("the model returned no tensor")
     return outputs
-
-
-def inspect_dataset(path: str | Path) -> DatasetInfo:
-    try:
-        kind = detect_dataset_format(path)
-    except UnsupportedFormatError as e:
-        raise InvalidDatasetError(e.message, code=JobErrorCode.INVALID_DATASET) from None
-    if kind in ("jsonl", "csv"):  # tokenized only for a job, with its model's tokenizer
-        return read_rows(Path(path), kind).describe()
-    return load_dataset(path).describe()

@@ -46,4 +46,3 @@ class Dataset:
             inputs=list(self.names) if self.names else None,
             tokenization=self.tokenization,
         )
-
