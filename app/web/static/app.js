@@ -41,7 +41,7 @@ function uploadForm(kind) {
   const form = h("form", { class: "card", id: `upload-${kind}` },
     h("h3", {}, isModel ? "Upload a model" : "Upload a dataset"),
     h("p", { class: "help" }, isModel
-      ? ".pt2 (torch.export), TorchScript, ONNX, safetensors with an architecture, or a zipped Hugging Face checkpoint."
+      ? ".pt2 (torch.export), TorchScript, ONNX, safetensors with an architecture, a zipped Hugging Face checkpoint, a language model as .gguf, or OpenVINO IR (zipped)."
       : ".npz or .safetensors with x (and optional integer labels y), or a .zip with one folder per class."),
     h("div", { class: "field" }, h("label", { for: `${kind}-file` }, "File"), file),
     h("div", { class: "field" }, h("label", { for: `${kind}-name` }, "Name"), name),

@@ -15,10 +15,13 @@ class ModelFormat(StrEnum):
     SAFETENSORS = "safetensors"  # weights + an architecture name
     HUGGINGFACE = "huggingface"  # zipped config.json + *.safetensors
     OPENVINO = "openvino"  # OpenVINO IR, zipped: model.xml + model.bin (what OpenVINO artifacts are)
+    GGUF = "gguf"  # llama.cpp's file of a language model (weights and tokenizer), read into a Hugging Face model
 
 
 # formats whose layers PyTorch can change and train (a .pt2's graph is lifted back into layers)
-EAGER_FORMATS = frozenset({ModelFormat.PT2, ModelFormat.SAFETENSORS, ModelFormat.HUGGINGFACE})
+EAGER_FORMATS = frozenset({ModelFormat.PT2, ModelFormat.SAFETENSORS, ModelFormat.HUGGINGFACE, ModelFormat.GGUF})
+# formats loaded as a transformers model (its config, its named inputs, its tokenizer)
+TRANSFORMERS_FORMATS = frozenset({ModelFormat.HUGGINGFACE, ModelFormat.GGUF})
 
 FILE_SUFFIX = {
     ModelFormat.PT2: ".pt2",
@@ -27,12 +30,14 @@ FILE_SUFFIX = {
     ModelFormat.SAFETENSORS: ".safetensors",
     ModelFormat.HUGGINGFACE: ".zip",
     ModelFormat.OPENVINO: ".openvino.zip",
+    ModelFormat.GGUF: ".gguf",
 }
 
 ACCEPTED_FORMATS_TEXT = (
     "a torch.export program (.pt2, torch.export.save), a TorchScript archive (torch.jit.save), "
     "an ONNX model, safetensors weights with an architecture name (torchvision or timm), "
-    "a zipped Hugging Face checkpoint (config.json + *.safetensors), or OpenVINO IR zipped as model.xml + model.bin"
+    "a zipped Hugging Face checkpoint (config.json + *.safetensors), a language model as GGUF (.gguf, llama.cpp's "
+    "format), or OpenVINO IR zipped as model.xml + model.bin"
 )
 
 

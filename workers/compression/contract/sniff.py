@@ -90,6 +90,8 @@ def detect_format(path: str | Path) -> ModelFormat:
         # in the sandbox (a .pt2's pickles: formats/exported.py), never in the API process
         return classify_zip(check_single_archive(path))
     _refuse_truncated_zip(head)
+    if head.startswith(b"GGUF"):
+        return _gguf(head)
     if _looks_like_pickle(head):
         raise UnsupportedFormatError(PICKLE_REFUSAL, code=JobErrorCode.PICKLE_REFUSED)
     if _looks_like_safetensors(head, size):
@@ -97,6 +99,17 @@ def detect_format(path: str | Path) -> ModelFormat:
     if _looks_like_onnx(head):
         return ModelFormat.ONNX
     raise UnsupportedFormatError(f"unrecognised model file; upload {ACCEPTED_FORMATS_TEXT}")
+
+
+def _gguf(head: bytes) -> ModelFormat:
+    """A GGUF file (magic, then a little-endian uint32 version): versions 2 and 3 are what llama.cpp writes."""
+    version = int.from_bytes(head[4:8], "little") if len(head) >= 8 else None
+    if version not in (2, 3):
+        raise UnsupportedFormatError(
+            f"the file starts like GGUF but states version {version}; GGUF versions 2 and 3 are read "
+            "(re-save it with a current llama.cpp or gguf package)"
+        )
+    return ModelFormat.GGUF
 
 
 def _refuse_truncated_zip(head: bytes) -> None:

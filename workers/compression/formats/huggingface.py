@@ -1,4 +1,5 @@
-"""Zipped Hugging Face checkpoints: config.json + *.safetensors, loaded offline, never with remote code."""
+"""Zipped Hugging Face checkpoints (config.json + *.safetensors) and GGUF language models, loaded offline by
+transformers, never with remote code."""
 
 from __future__ import annotations
 
@@ -59,6 +60,41 @@ def load_huggingface(path: Path, *, sequence_length: int | None = None) -> Loade
     # the weights are read into memory, so the extracted folder goes away as soon as loading ends
     with tempfile.TemporaryDirectory(prefix="squeeze-hf-") as workdir:
         model, config, tokenizer = _load_folder(extract_zip(path, Path(workdir)))
+    return _loaded(model, config, tokenizer, path, ModelFormat.HUGGINGFACE, sequence_length)
+
+
+def load_gguf(path: Path, *, sequence_length: int | None = None) -> LoadedModel:
+    """A language model as llama.cpp shares it: transformers reads its config, tokenizer and weights from the
+    GGUF's metadata and tensors (with the `gguf` package; no code, no pickle) and dequantizes the weights to
+    float32, so it is measured and compressed as the Hugging Face model it describes."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import transformers
+
+    where = dict(gguf_file=path.name, local_files_only=True, trust_remote_code=False)
+    try:
+        config = transformers.AutoConfig.from_pretrained(path.parent, **where)
+        model = transformers.AutoModelForCausalLM.from_pretrained(
+            path.parent, config=config, dtype=torch.float32, **where
+        )
+    except Exception as e:  # an architecture transformers cannot read from GGUF, a truncated or corrupt file
+        raise InvalidModelError(f"cannot load the GGUF model: {type(e).__name__}: {_first_line(e)}") from None
+    try:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(path.parent, **where)
+    except Exception as e:
+        raise InvalidModelError(f"cannot build the GGUF's tokenizer: {type(e).__name__}: {_first_line(e)}") from None
+    # the weights are plain float32 now: without its GGUF quantizer the model saves and exports as any other
+    model.hf_quantizer, model.is_quantized = None, False
+    for holder in (model.config, config):
+        if hasattr(holder, "quantization_config"):
+            delattr(holder, "quantization_config")
+    return _loaded(model, config, tokenizer, path, ModelFormat.GGUF, sequence_length)
+
+
+def _first_line(e: Exception) -> str:
+    return (str(e).strip().splitlines() or [""])[0][:500]
+
+
+def _loaded(model, config, tokenizer, path: Path, format: ModelFormat, sequence_length: int | None) -> LoadedModel:
     if getattr(model.config, "use_cache", False):  # the key/value cache serves generation, not one forward pass
         model.config.use_cache = False
     module = HuggingFaceOutputs(model.eval())
@@ -83,7 +119,7 @@ def load_huggingface(path: Path, *, sequence_length: int | None = None) -> Loade
         tokenizer = Tokenizer(tokenizer, facts.max_sequence_length or 512, _label_names(config))
     return LoadedModel(
         module=module,
-        format=ModelFormat.HUGGINGFACE,
+        format=format,
         input_spec=spec,
         size_bytes=path.stat().st_size,
         runtime=Runtime.EAGER,

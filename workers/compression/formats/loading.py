@@ -9,7 +9,7 @@ from torch import nn
 from ..contract.errors import InvalidModelError
 from ..contract.sniff import detect_format
 from .exported import load_pt2, save_pt2
-from .huggingface import load_huggingface
+from .huggingface import load_gguf, load_huggingface
 from .onnx import load_onnx, save_onnx
 from .openvino import from_onnx, load_openvino, save_openvino
 from .spec import InputSpec, LoadedModel, ModelFormat
@@ -45,6 +45,8 @@ def load_model(
             model = load_weights(path, arch=arch, arch_kwargs=arch_kwargs, input_shape=shape)
         case ModelFormat.HUGGINGFACE:
             model = load_huggingface(path, sequence_length=shape[1] if shape else None)
+        case ModelFormat.GGUF:
+            model = load_gguf(path, sequence_length=shape[1] if shape else None)
         case ModelFormat.OPENVINO:
             model = load_openvino(path, threads=threads)
     if shape and model.input_spec is not None and detected in (ModelFormat.PT2, ModelFormat.ONNX, ModelFormat.OPENVINO):

@@ -10,13 +10,14 @@ from pathlib import Path
 import torch
 
 from ..contract.errors import EngineError, InvalidDatasetError, StepFailedError
+from ..contract.formats import TRANSFORMERS_FORMATS
 from ..contract.load import LoadOptions
 from ..contract.measure import MeasureSettings
 from ..contract.recipe import METHODS, Recipe, check_recipe
 from ..contract.sniff import detect_format
 from ..contract.vocabulary import Device, JobErrorCode, Runtime
 from ..data import Dataset, check_fits, load_dataset
-from ..formats import InputSpec, LoadedModel, ModelFormat, load_model
+from ..formats import InputSpec, LoadedModel, load_model
 from ..formats.spec import module_device
 from ..measure.metrics import first_tensor
 
@@ -61,7 +62,7 @@ class Prepared:
         names = self.spec.names
         # a fresh copy of a Hugging Face upload, or a model with several inputs of its own (an ONNX int8 of an
         # ONNX upload); an artifact exported from the packed wrapper takes the packed tensor as it is
-        if names and (model.format == ModelFormat.HUGGINGFACE or getattr(model.module, "packed_names", None)):
+        if names and (model.format in TRANSFORMERS_FORMATS or getattr(model.module, "packed_names", None)):
             model.bind_inputs(names)
         if model.input_spec is None or model.input_spec.dtype == self.spec.dtype:
             spec = (

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..contract.errors import InvalidModelError
-from ..contract.formats import EAGER_FORMATS
+from ..contract.formats import EAGER_FORMATS, TRANSFORMERS_FORMATS
 from ..contract.inspection import LayerInfo
 from ..formats.spec import LoadedModel, ModelFormat, module_device
 from ..measure.metrics import first_tensor
@@ -24,7 +24,7 @@ def editable(model: LoadedModel) -> nn.Module:
     linear and batch-norm calls lifted into modules."""
     if model.format == ModelFormat.PT2:
         lift_layers(getattr(model.module, "program", model.module))  # a PackedProgram holds the graph
-    elif model.format not in (ModelFormat.SAFETENSORS, ModelFormat.HUGGINGFACE):
+    elif model.format not in (ModelFormat.SAFETENSORS, *TRANSFORMERS_FORMATS):
         raise InvalidModelError(f"{model.format} models cannot be pruned; upload a .pt2 program or weights")
     return model.module
 
@@ -159,7 +159,7 @@ def always_kept(
 
 
 def _transformer_width(model: LoadedModel) -> int | None:
-    if model.format != ModelFormat.HUGGINGFACE:
+    if model.format not in TRANSFORMERS_FORMATS:
         return None
     config = getattr(getattr(model.module, "model", None), "config", None)
     return getattr(config, "hidden_size", None)

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ..formats import EAGER_FORMATS, ModelFormat
+from ..formats import EAGER_FORMATS, TRANSFORMERS_FORMATS, ModelFormat
 from ..inspection import ModelInfo
 
 ANY = frozenset(ModelFormat)
@@ -16,7 +16,7 @@ FORMATS = {
     "arch": ANY,
     "model_id": ANY,
     "derive.width": EAGER,
-    "derive.layers": frozenset({ModelFormat.HUGGINGFACE}),
+    "derive.layers": TRANSFORMERS_FORMATS,
 }
 
 
