@@ -115,3 +115,22 @@ def test_a_gguf_upload_is_inspected_in_the_sandbox_as_a_language_model(prod_stac
     info = model["info"]
     assert info["format"] == "gguf" and info["task"] == "causal_lm" and info["tokenizer"] is True, info
     assert info["isolation"]["mode"] == "bwrap"
+
+
+def test_auto_ranks_a_language_models_candidates_by_decode_tokens_per_second(tmp_path, quick):
+    """For a language model `auto` times each candidate's decoding and ranks by it (the speed its users wait
+    on, and what its verdict is judged on): every measured artifact carries speedup_decode, the front's speed is
+    it, and the recommendation says so."""
+    path = tiny_llama_gguf(tmp_path / "tiny.gguf")
+    data = tmp_path / "prose.jsonl"
+    data.write_text("\n".join(json.dumps({"text": t}) for t in PROSE))
+    recipe = {
+        "steps": [{"method": "auto", "max_accuracy_drop": 0.05, "budget_minutes": 0.75, "techniques": ["quantize"],
+                   "runtimes": ["eager"]}]
+    }
+    report = run_recipe(path, recipe, data_path=data, out_dir=tmp_path / "out", settings=quick)
+    step = report.steps[0]
+    measured = [a for c in step.search.candidates for a in (c.artifacts or [])]
+    assert measured and all(a.speedup_decode and a.speedup_decode > 0 for a in measured), measured
+    assert "(speed: decode tokens/s)" in step.recommendation_reason, step.recommendation_reason
+    assert report.final.speedup_decode is not None  # the final measurement decodes too

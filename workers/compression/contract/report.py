@@ -92,6 +92,9 @@ class CandidateArtifact(_Section):
     accuracy_drop: float
     speedup_b1: float | None
     speedup_bN: float | None
+    speedup_decode: float | None = _omitted_when_none(
+        "language models: decode tokens/s over the original's, what the search ranked it by"
+    )
     size_ratio: float
     measurement: Measurement
     on_front: bool | None = _omitted_when_none("whether it made the Pareto front")

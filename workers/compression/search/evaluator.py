@@ -22,11 +22,12 @@ from ..measure import Measurement, MeasureSettings, Ratios, measure_models, outp
 from ..measure.quality import DEGENERATE_TOP1_SHARE, degenerate_share, is_class_scores
 from ..step import StepContext, StepOutput
 from . import space
-from .objective import Point, quality_drop, speedup
+from .objective import Point, quality_drop, speed_gain
 
 MIN_VALIDATION = 100  # below this many training samples the search validates on the evaluation data
 VALIDATION_FRACTION = 0.2
 QUICK_SECONDS = 0.5  # search timing per model and batch size (the final measurement uses the job's)
+SCREENING_NEW_TOKENS = 16  # a language model's decoding, timed to rank candidates (the final measurement: the job's)
 
 
 @dataclass
@@ -114,6 +115,7 @@ class Evaluator:
         self.built: dict[str, StepOutput] = {}  # by recipe_key of the steps
         self.files: set[Path] = set()  # every artifact written, the front's and the rest
         self.base: Measurement | None = None  # the original, as first measured
+        self.language_model = model.facts.task == "causal_lm"
 
     def evaluate(self, cand: space.Candidate, cid: str) -> list[Evaluated]:
         """Builds `cand` and measures its artifacts for the search's runtimes; raises when it cannot."""
@@ -159,10 +161,13 @@ class Evaluator:
             load_s.append(time.monotonic() - t)
             self.check()
         t = time.monotonic()
+        # a point is judged by quality and speed; a language model's speed is its decoding (objective.speed_gain),
+        # timed here on fewer tokens than the final measurement's: it only ranks the candidates
+        timing = {"generation": self.language_model, "new_tokens": min(SCREENING_NEW_TOKENS, self.quick.new_tokens)}
         ms, rs = measure_models(
             [self.model, *loaded],
             self.validation.val,
-            self.quick.model_copy(update={"generation": False}),  # a point is judged by quality and latency
+            self.quick.model_copy(update=timing),
             progress=lambda f, s: self.on_stage(cid, cand.label, f"measuring: {s}"),
         )
         measure_s = (time.monotonic() - t) / (len(loaded) + 1)
@@ -173,7 +178,7 @@ class Evaluator:
         found = []
         for i, (a, m, r) in enumerate(zip(artifacts, ms[1:], rs[1:])):
             drop = quality_drop(ms[0], m)
-            point = Point(f"{cid}-{runtime_of(a)}", drop, speedup(r.speedup_b1, r.speedup_bN), r.size_ratio)
+            point = Point(f"{cid}-{runtime_of(a)}", drop, speed_gain(r, self.language_model), r.size_ratio)
             found.append(Evaluated(point.key, cand, a, runtime_of(a), m, r, point, load_s[i], measure_s))
         return found
 

@@ -28,6 +28,16 @@ def speedup(speedup_b1: float | None, speedup_bn: float | None) -> float:
     return math.exp(sum(map(math.log, speeds)) / len(speeds)) if speeds else 0.0
 
 
+def speed_gain(ratios, language_model: bool) -> float:
+    """The speed a candidate is ranked by (`ratios`: its Ratios against the original). A language model whose
+    decoding was timed is ranked by its decode tokens/s against the original's: what its users wait on, and
+    what its verdict is judged on (a forward pass of a whole sequence is not how it runs). Else the mean of
+    the batch-1 and large-batch speedups."""
+    if language_model and getattr(ratios, "speedup_decode", None):
+        return ratios.speedup_decode
+    return speedup(ratios.speedup_b1, ratios.speedup_bN)
+
+
 def quality_drop(base, m) -> float:
     """The drop the accuracy budget is checked against, by the one quality rule (measure/quality.py);
     `base` and `m` are Measurements. Unscored counts as lost."""
@@ -72,8 +82,9 @@ def recommend(
     within = [p for p in points if within_budget(p.drop, max_drop)]
     if within:
         best = max(within, key=lambda p: (gain(objective, p), -p.drop))
+        speed = " (speed: decode tokens/s)" if language_model and objective != "size" else ""
         reason = (
-            f"best {objective} gain ({gain(objective, best):.2f}x) among {len(within)} candidate(s) within the "
+            f"best {objective} gain{speed} ({gain(objective, best):.2f}x) among {len(within)} candidate(s) within the "
             f"{budget_words(max_drop, language_model)} (this one loses {lost_words(best.drop, language_model)})"
         )
         return Recommendation(best, True, reason)

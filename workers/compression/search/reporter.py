@@ -19,7 +19,7 @@ from ..step import StepContext, StepOutput
 from . import space
 from .budget import Budget
 from .evaluator import Evaluated, Validation, recipe_key
-from .objective import Point, gain, pareto_front, quality_drop, recommend, speedup
+from .objective import Point, gain, pareto_front, quality_drop, recommend, speed_gain
 
 FRONT_LIMIT = 6  # front members measured again and kept as artifacts; the rest keep their search figures
 
@@ -158,6 +158,7 @@ def describe(e: Evaluated) -> dict:
         "accuracy_drop": e.point.drop,
         "speedup_b1": e.ratios.speedup_b1,
         "speedup_bN": e.ratios.speedup_bN,
+        **({"speedup_decode": e.ratios.speedup_decode} if e.ratios.speedup_decode else {}),
         "size_ratio": e.ratios.size_ratio,
         "measurement": e.measurement.model_copy(update={"env": {}}),
     }
@@ -180,12 +181,7 @@ def front_entry(step: AutoStep, base: Measurement, options: Sequence, batch: int
     peers = [o for o in options if o.output.peer is not None]
     options = [o for o in options if o.output.peer is None]
     points = [
-        Point(
-            i,
-            quality_drop(base, o.measurement),
-            speedup(o.ratios.speedup_b1, o.ratios.speedup_bN),
-            o.ratios.size_ratio,
-        )
+        Point(i, quality_drop(base, o.measurement), speed_gain(o.ratios, base.perplexity is not None), o.ratios.size_ratio)
         for i, o in enumerate(options)
     ]
     rec = recommend(points, step.objective, step.max_accuracy_drop, base.perplexity is not None)

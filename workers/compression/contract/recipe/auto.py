@@ -36,7 +36,8 @@ class AutoStep(BaseModel):
     objective: Literal["latency", "size", "balanced"] = Field(
         "latency",
         description="what the recommended artifact is best at: latency (geometric mean of the batch-1 and "
-        "large-batch speedups), size (size ratio), balanced (geometric mean of both)",
+        "large-batch speedups; for a causal language model, decode tokens/s), size (size ratio), balanced "
+        "(geometric mean of both)",
     )
     budget_minutes: float = Field(
         30.0,
