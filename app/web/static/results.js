@@ -213,7 +213,8 @@ function candidatesTable(search) {
       h("td", { "data-label": "status" }, a ? `${c.status}${a.on_front ? ", on the front" : ""}` : `${c.status}: ${c.reason || ""}`),
       h("td", { "data-label": "runtime" }, a ? a.runtime : "–"),
       h("td", { class: "num", "data-label": "accuracy drop" }, a ? pct(a.accuracy_drop) : "–"),
-      h("td", { class: "num", "data-label": "speedup b1 / bN" }, a ? `${fixed(a.speedup_b1, 2, "x")} / ${fixed(a.speedup_bN, 2, "x")}` : "–"),
+      h("td", { class: "num", "data-label": "speedup b1 / bN" }, a ? `${fixed(a.speedup_b1, 2, "x")} / ${fixed(a.speedup_bN, 2, "x")}` +
+        (present(a.speedup_decode) ? ` (decode ${fixed(a.speedup_decode, 2, "x")}, ranked by it)` : "") : "–"),
       h("td", { class: "num", "data-label": "size ×" }, a ? fixed(a.size_ratio, 2, "x") : "–")));
   });
   const head = ["candidate", "rung", "status", "runtime", "accuracy drop", "speedup b1 / bN", "size ×"];
