@@ -70,21 +70,31 @@ class ObserveMiddleware:
         headers = dict(scope.get("headers") or [])
         request_id = headers.get(b"x-request-id", b"").decode("latin-1")[:64] or secrets.token_hex(8)
         token = request_id_var.set(request_id)
-        start, status = time.perf_counter(), [500]
+        start, status, observed = time.perf_counter(), [500], [False]
+
+        def observe() -> float:
+            elapsed = time.perf_counter() - start
+            if not observed[0]:
+                observed[0] = True
+                route = getattr(scope.get("route"), "path", "unmatched")
+                REQUEST_LATENCY.labels(scope["method"], route, str(status[0])).observe(elapsed)
+            return elapsed
 
         async def send_with_id(message):
             if message["type"] == "http.response.start":
                 status[0] = message["status"]
                 message.setdefault("headers", [])
                 message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode("latin-1"))]
+            elif message["type"] == "http.response.body" and not message.get("more_body", False):
+                # counted before the last byte leaves: a client that has read the response and then asks
+                # /metrics finds it there (counted after, a busy server could answer /metrics first)
+                observe()
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            elapsed = time.perf_counter() - start
-            route = getattr(scope.get("route"), "path", "unmatched")
-            REQUEST_LATENCY.labels(scope["method"], route, str(status[0])).observe(elapsed)
+            elapsed = observe()
             state = scope.get("state") or {}
             log.info(
                 "request",

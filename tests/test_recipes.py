@@ -68,7 +68,7 @@ def test_catalogue_lists_schemas_and_formats():
     assert set(methods) == {"quantize", "prune", "distill", "export", "auto"}
     auto = methods["auto"]
     assert auto["schema"]["properties"]["objective"]["enum"] == ["latency", "size", "balanced"]
-    assert sorted(auto["formats"]["method"]["auto"]) == ["huggingface", "onnx", "pt2", "safetensors"]
+    assert sorted(auto["formats"]["method"]["auto"]) == ["gguf", "huggingface", "onnx", "pt2", "safetensors"]
     schemes = ["int8_dynamic", "int8_static", "int8_qat", "int8_weight_only", "int4_weight_only", "fp16", "bf16"]
     assert methods["quantize"]["schema"]["properties"]["scheme"]["enum"] == [*schemes, "binary", "ternary"]
     formats = methods["quantize"]["formats"]["scheme"]
