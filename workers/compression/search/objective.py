@@ -33,7 +33,7 @@ def speed_gain(ratios, language_model: bool) -> float:
     decoding was timed is ranked by its decode tokens/s against the original's: what its users wait on, and
     what its verdict is judged on (a forward pass of a whole sequence is not how it runs). Else the mean of
     the batch-1 and large-batch speedups."""
-    if language_model and getattr(ratios, "speedup_decode", None):
+    if language_model and ratios.speedup_decode:
         return ratios.speedup_decode
     return speedup(ratios.speedup_b1, ratios.speedup_bN)
 
