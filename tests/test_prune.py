@@ -216,8 +216,11 @@ def test_recovery_fine_tuning_restores_accuracy(cnn_pt2, digits_train_npz, digit
             settings=quick,
         )
         accuracy[epochs] = report["steps"][0]["measurement"]["accuracy"]
-    assert accuracy[4] > accuracy[0] + 0.05, accuracy
-    assert accuracy[4] > report["baseline"]["accuracy"] - 0.05
+    # How much 50 % structured pruning alone costs varies with the trained fixture (0.74 to 0.96 seen, baseline
+    # 0.99), so the test asks what recovery promises: back to within 2 points of the original, and better than
+    # not recovering (a recovery that does nothing fails one or the other).
+    assert accuracy[4] >= report["baseline"]["accuracy"] - 0.02, accuracy
+    assert accuracy[4] > accuracy[0], accuracy
 
 
 def test_unlabelled_data_recovers_by_distillation_and_holds_out_eval_data(
