@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+import workers
 from tests.hostile import ESCAPES
 from workers.compression.contract.protocol import InspectDataset, StopReason
 from workers.sandbox import Mounts, SandboxLimits, launch, probe
@@ -79,6 +80,27 @@ def test_no_view_of_the_store_the_home_or_other_jobs(tmp_path):
     top, uid = json.loads(out.stdout)
     assert not {"etc", "var", "home", "srv"} & set(top), top  # no configuration, no store, no other home
     assert uid != 0
+
+
+def test_a_python_reached_through_a_symlink_starts_in_the_sandbox(tmp_path):
+    """A `.venv` linked from another checkout: the worker runs as the link's python, and the child is
+    started by that path, which must lead to the bound installation inside too."""
+    venv = tmp_path / "checkout" / ".venv"
+    venv.parent.mkdir()
+    venv.symlink_to(Path(sys.prefix).resolve())
+    code = (
+        "import subprocess, sys; from pathlib import Path\n"
+        "from workers.sandbox import Mounts, SandboxLimits, launch\n"
+        f"mounts = Mounts(Path({str(tmp_path / 'job')!r})); mounts.host.mkdir()\n"
+        "(mounts.host / 'spec.json').write_text('{}')\n"
+        "spec = launch(mounts, [sys.executable, '-c', 'import sys, numpy; print(sys.prefix)'], SandboxLimits(), True)\n"
+        "out = subprocess.run(spec.argv, capture_output=True, text=True, env=spec.env, preexec_fn=spec.preexec)\n"
+        "print(out.returncode, out.stdout.strip(), out.stderr[-300:])\n"
+    )
+    python = venv / "bin" / Path(sys.executable).name
+    checkout = Path(workers.__file__).parent.parent
+    out = subprocess.run([str(python), "-c", code], capture_output=True, text=True, timeout=120, cwd=checkout)
+    assert out.stdout.split()[:2] == ["0", str(venv)], out.stdout + out.stderr
 
 
 def test_writes_stay_inside(tmp_path):

@@ -128,6 +128,14 @@ def _python_paths() -> list[Path]:
     return sorted(p for p in paths if p.exists() and not str(p).startswith("/usr/"))
 
 
+def _python_links() -> list[tuple[Path, Path]]:
+    """A Python reached through a symlink (a `.venv` linked from another checkout): the child is started as
+    `sys.executable`, so its unresolved path must lead to the bound installation inside too."""
+    prefix = Path(sys.prefix).absolute()
+    resolved = prefix.resolve()
+    return [(prefix, resolved)] if prefix != resolved else []
+
+
 def _device_args() -> list[str]:
     """NVIDIA devices, when the worker has them: a CUDA job needs the device files, nothing else of /dev."""
     args: list[str] = []
@@ -160,10 +168,14 @@ def bwrap_command(mounts: Mounts, argv: list[str], limits: SandboxLimits, uid: i
     binds += [(host, Path(inside)) for inside, host in mounts.inputs.items()]
     binds.append((mounts.host / "spec.json", SANDBOX_ROOT / "spec.json"))
     # bwrap makes missing parents 0700: the job's uid could not walk through them
-    for parent in sorted({p for _, inside in binds for p in inside.parents if str(p) != "/"}, key=str):
+    links = _python_links()
+    places = [inside for _, inside in binds] + [link for link, _ in links]
+    for parent in sorted({p for inside in places for p in inside.parents if str(p) != "/"}, key=str):
         cmd += ["--perms", "0755", "--dir", str(parent)]
     for host, inside in binds:
         cmd += ["--ro-bind", str(host), str(inside)]
+    for link, target in links:
+        cmd += ["--symlink", str(target), str(link)]
     cmd += ["--ro-bind-try", "/sys/devices/system/cpu", "/sys/devices/system/cpu"]  # core counts for torch
     cmd += ["--proc", "/proc", "--dev", "/dev", *_device_args()]
     for folder in mounts.writable():
