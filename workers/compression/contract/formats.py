@@ -20,6 +20,9 @@ class ModelFormat(StrEnum):
 
 # formats whose layers PyTorch can change and train (a .pt2's graph is lifted back into layers)
 EAGER_FORMATS = frozenset({ModelFormat.PT2, ModelFormat.SAFETENSORS, ModelFormat.HUGGINGFACE, ModelFormat.GGUF})
+# formats whose layers can be pruned or narrowed into a student: the eager ones, and ONNX graphs converted into
+# PyTorch layers (formats/onnx_torch.py)
+EDITABLE_FORMATS = EAGER_FORMATS | {ModelFormat.ONNX}
 # formats loaded as a transformers model (its config, its named inputs, its tokenizer)
 TRANSFORMERS_FORMATS = frozenset({ModelFormat.HUGGINGFACE, ModelFormat.GGUF})
 

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..contract.errors import RecipeError
-from ..contract.formats import EAGER_FORMATS
+from ..contract.formats import EAGER_FORMATS, EDITABLE_FORMATS
 from ..contract.recipe.distill import DistillStep
 from ..formats import LoadedModel, load_model
 from ..formats.spec import module_device
@@ -40,9 +40,9 @@ def build_student(
                 f"a {loaded.format} student cannot be trained; upload it as a .pt2 program or safetensors weights"
             )
         return editable(loaded), [f"student: uploaded model {spec.model_id}"]
-    if teacher.format not in TRAINABLE:
+    if teacher.format not in EDITABLE_FORMATS:
         raise RecipeError(f"a student cannot be derived from a {teacher.format} teacher; give arch or model_id")
-    source = editable(teacher)  # lifting keeps the teacher's outputs exactly
+    source = editable(teacher)  # lifting keeps the teacher's outputs exactly; ONNX is converted and checked
     if spec.derive.width is not None:
         student = copy.deepcopy(source)
         kept, kept_notes = always_kept(teacher, student, example, structured=True)

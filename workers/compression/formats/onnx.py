@@ -16,6 +16,7 @@ from ..contract.inspection import FormatFacts
 from ..contract.vocabulary import Device, Runtime
 from .archive import extract_zip
 from .exported import export_arguments
+from .onnx_torch import ConvertedOnnx
 from .spec import InputSpec, LoadedModel, ModelFormat, check_input_names, spec_of_inputs
 
 ONNX_TO_TORCH = {
@@ -257,6 +258,8 @@ def _reuse_the_torchlib_registry() -> None:
 
 
 def save_onnx(module: nn.Module, spec: InputSpec, path: Path) -> Path:
+    if isinstance(module, ConvertedOnnx):
+        return module.save_onnx(spec, path)
     exported, args, kwargs, dynamic = export_arguments(_bf16_as_fp32(module), spec)
     _reuse_the_torchlib_registry()
     try:

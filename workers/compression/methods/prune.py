@@ -10,9 +10,10 @@ import torch
 from torch import nn
 
 from ..contract.errors import RecipeError, StepFailedError
-from ..contract.recipe.prune import PruneStep
+from ..contract.recipe.prune import PruneStep, output_format
 from ..contract.vocabulary import Device
 from ..formats import LoadedModel, ModelFormat, save_model
+from ..formats.onnx_torch import ConvertedOnnx
 from ..formats.spec import module_device
 from ..measure.metrics import count_macs, count_params
 from ..pruning import masks
@@ -84,7 +85,7 @@ def prune(model: LoadedModel, step: PruneStep, ctx: StepContext) -> StepOutput:
         macs_before=macs_before,
         macs_after=macs_after,
     )
-    fmt = ModelFormat(step.output)
+    fmt = output_format(step, model.format)
     if step.kind != "structured":
         if fmt == ModelFormat.PT2 and step.storage == "sparse":
             packed = pack_sparse_layers(module, list(eligible))
@@ -179,7 +180,13 @@ def _drop_unprunable(module, step, ctx, eligible, protected, example, details, n
     try:
         bad = unprunable_layers(module, example, list(eligible), set(protected), ratio=ratio, scope=step.scope)
     except ValueError as e:
-        raise StepFailedError(f"structured pruning cannot be applied to this model: {e}") from None
+        hint = ""
+        if isinstance(module, ConvertedOnnx):  # onnx2torch keeps shapes the ONNX graph holds as constants
+            hint = (
+                " (an ONNX graph that holds channel counts as constants, in Split sizes or Reshape shapes, cannot "
+                "lose channels; unstructured pruning or quantization can still be applied)"
+            )
+        raise StepFailedError(f"structured pruning cannot be applied to this model: {e}{hint}") from None
     if not bad:
         return eligible, protected
     details["unprunable"] = bad

@@ -11,6 +11,7 @@ from torch import nn
 from ..contract.errors import InvalidModelError
 from ..contract.formats import EAGER_FORMATS, TRANSFORMERS_FORMATS
 from ..contract.inspection import LayerInfo
+from ..formats.onnx_torch import onnx_as_torch
 from ..formats.spec import LoadedModel, ModelFormat, module_device
 from ..measure.metrics import first_tensor
 from .lift import lift_layers
@@ -21,9 +22,12 @@ BLOCK_INDEX = re.compile(r"(^|\.)\d+(?=\.|$)")  # `.3.` in model.layers.3.mlp: w
 
 def editable(model: LoadedModel) -> nn.Module:
     """The model as a tree of real layers: eager formats already are; a .pt2 graph gets its conv,
-    linear and batch-norm calls lifted into modules."""
+    linear and batch-norm calls lifted into modules; an ONNX graph is converted into a new module
+    (formats/onnx_torch.py), the upload's own session left as it is."""
     if model.format == ModelFormat.PT2:
         lift_layers(getattr(model.module, "program", model.module))  # a PackedProgram holds the graph
+    elif model.format == ModelFormat.ONNX:
+        return onnx_as_torch(model)
     elif model.format not in (ModelFormat.SAFETENSORS, *TRANSFORMERS_FORMATS):
         raise InvalidModelError(f"{model.format} models cannot be pruned; upload a .pt2 program or weights")
     return model.module

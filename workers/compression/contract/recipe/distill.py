@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ..formats import EAGER_FORMATS, TRANSFORMERS_FORMATS, ModelFormat
+from ..formats import EAGER_FORMATS, EDITABLE_FORMATS, TRANSFORMERS_FORMATS, ModelFormat
 from ..inspection import ModelInfo
 
 ANY = frozenset(ModelFormat)
@@ -15,7 +15,7 @@ EAGER = EAGER_FORMATS
 FORMATS = {
     "arch": ANY,
     "model_id": ANY,
-    "derive.width": EAGER,
+    "derive.width": EDITABLE_FORMATS,
     "derive.layers": TRANSFORMERS_FORMATS,
 }
 

@@ -8,12 +8,12 @@ from typing import Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
 
-from ..formats import EAGER_FORMATS, ModelFormat
+from ..formats import EDITABLE_FORMATS, ModelFormat
 from ..inspection import ModelInfo
 from .layers import unmatched_exclude
 
 # pruning needs layers it can change: eager modules, or .pt2 graphs whose layers it lifts into modules
-FORMATS = {kind: EAGER_FORMATS for kind in ("unstructured", "structured", "semi_structured_2_4")}
+FORMATS = {kind: EDITABLE_FORMATS for kind in ("unstructured", "structured", "semi_structured_2_4")}
 
 
 class PruneStep(BaseModel):
@@ -82,9 +82,10 @@ class PruneStep(BaseModel):
         description="also report, for every prunable layer, the accuracy (or agreement) when that layer "
         "alone is pruned at the target sparsity (needs a dataset)",
     )
-    output: Literal["pt2", "onnx"] = Field(
-        "pt2",
-        description="artifact format; unstructured sparsity is stored compactly only in pt2",
+    output: Literal["pt2", "onnx"] | None = Field(
+        None,
+        description="artifact format: by default onnx for an ONNX upload, else pt2; unstructured sparsity is "
+        "stored compactly only in pt2",
     )
     storage: Literal["sparse", "dense"] = Field(
         "sparse",
@@ -137,7 +138,9 @@ def formats(step: PruneStep) -> frozenset[ModelFormat]:
 
 
 def output_format(step: PruneStep, fmt: ModelFormat) -> ModelFormat:
-    return ModelFormat(step.output)
+    if step.output is not None:
+        return ModelFormat(step.output)
+    return ModelFormat.ONNX if fmt == ModelFormat.ONNX else ModelFormat.PT2
 
 
 def check_model(step: PruneStep, info: ModelInfo) -> str | None:
