@@ -416,3 +416,27 @@ def test_a_student_is_derived_from_an_onnx_teacher(cnn, digits_train_npz, digits
     assert baseline["runtime"] == "onnxruntime" and step["format"] == "pt2"
     assert step["measurement"]["params"] < 0.6 * baseline["params"]
     assert step["measurement"]["accuracy"] >= baseline["accuracy"] - 0.05, (step["measurement"], baseline)
+
+
+def test_recovery_keeps_the_epoch_that_scores_best_on_data_it_did_not_train_on(
+    cnn_pt2, digits_train_npz, digits_npz, tmp_path, quick
+):
+    """A recovery that ruins the model (here a learning rate of 1.0) ends with the weights it started from:
+    part of the training data is held out, scored before training and after every epoch, and the best
+    epoch is kept, with the scores in details.recovery."""
+    report = run_recipe(
+        cnn_pt2,
+        prune(kind="unstructured", sparsity=0.3, finetune_epochs=2, learning_rate=1.0),
+        data_path=digits_train_npz,
+        eval_data_path=digits_npz,
+        out_dir=tmp_path,
+        settings=quick,
+    )
+    step = report["steps"][0]
+    recovery = step["details"]["recovery"]
+    assert recovery["held_out_samples"] >= 10
+    [kept] = recovery["per_increment"]
+    assert len(kept["held_out_scores"]) == 3 and kept["epoch_kept"] == 0, kept
+    assert kept["held_out_scores"][0] > max(kept["held_out_scores"][1:]), kept
+    assert step["measurement"]["accuracy"] >= report["baseline"]["accuracy"] - 0.05, step["measurement"]
+    assert any("recovery kept an earlier epoch" in note for note in step["notes"]), step["notes"]

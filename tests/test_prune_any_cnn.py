@@ -147,3 +147,27 @@ def test_layers_that_prune_alone_but_not_together_keep_the_stream_whole(digits, 
     unprunable = step["details"]["unprunable"]
     assert any("prunes alone but not with the layers before it" in why for why in unprunable.values()), unprunable
     assert step["measurement"]["params"] < report["baseline"]["params"]  # the hidden layers lost channels
+
+
+def test_pruned_widths_are_whole_channel_blocks_and_a_narrow_layer_is_never_emptied():
+    """CPU kernels block channels by 8 (AVX2) or 16 (AVX-512): each pruned width is rounded to the nearest
+    whole block, and a layer narrower than one block keeps its width (Torch-Pruning's own rounding goes
+    down to zero there)."""
+    from workers.compression.pruning.structured import _block_pruner, channel_block, make_pruner
+
+    rounding = _block_pruner()._round_to
+    assert rounding(None, 3, 12, 8) == 4  # keeps 8 of 12, the nearest block to 9
+    assert rounding(None, 1, 6, 8) == 0  # below one block: kept whole, not emptied
+    assert rounding(None, 13, 40, 8) == 16  # keeps 24, the nearest block to 27
+    block = channel_block()
+    assert block in (8, 16)
+    model = nn.Sequential(
+        nn.Conv2d(3, 40, 3), nn.ReLU(), nn.Conv2d(40, 56, 3), nn.ReLU(), nn.Conv2d(56, 12, 3), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(12, 10),
+    ).eval()
+    example = torch.randn(2, 3, 16, 16)
+    before = [m.out_channels for m in model if isinstance(m, nn.Conv2d)]
+    make_pruner(model, example, ratio=0.3, criterion="magnitude", scope="global", protected=[model[-1]]).step()
+    after = [m.out_channels for m in model if isinstance(m, nn.Conv2d)]
+    assert after != before and model(example).shape == (2, 10)
+    assert all(w % block == 0 or w == b for w, b in zip(after, before)), (before, after)

@@ -6,9 +6,11 @@ to reproduce a frozen reference (the model before it was changed), so training w
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -95,6 +97,29 @@ def fp32_weights(model: nn.Module) -> Iterator[None]:
                 t.data = t.data.to(dtypes[name])
 
 
+@dataclass
+class BestEpoch:
+    """Keeps the weights of the epoch that scored best on held-out data, epoch 0 being the model before any
+    training: recovery never leaves a model worse, on data it did not train on, than it found it. On 160
+    unlabelled photos, two recovery epochs after pruning MobileNetV2 ended at top-1 agreement 0.000."""
+
+    score: Callable[[nn.Module], float]  # higher is better
+    scores: list[float] = field(default_factory=list)
+    epoch: int = 0
+    _state: dict | None = None
+
+    def see(self, model: nn.Module) -> None:
+        value = self.score(model)
+        if not self.scores or value > max(self.scores):
+            self.epoch, self._state = len(self.scores), copy.deepcopy(model.state_dict())
+        self.scores.append(value)
+
+    def restore(self, model: nn.Module) -> None:
+        if self._state is not None and self.epoch != len(self.scores) - 1:
+            model.load_state_dict(self._state)
+        self._state = None
+
+
 def finetune(
     model: nn.Module,
     data: Dataset,
@@ -107,15 +132,19 @@ def finetune(
     progress: Callable[[float, str], None] = lambda fraction, stage: None,
     seed: int = 0,
     vocabulary: int | None = None,
+    best: BestEpoch | None = None,
 ) -> list[float]:
     """Trains in place with AdamW and a cosine learning-rate decay, in fp32 whatever the weights' dtype;
-    returns the mean loss per epoch."""
+    returns the mean loss per epoch. With `best`, the model is scored before training and after each
+    epoch, and the best-scoring weights are the ones it ends with."""
     with fp32_weights(model):
-        return _finetune(model, data, epochs, learning_rate, batch_size, device, reference, progress, seed, vocabulary)
+        return _finetune(
+            model, data, epochs, learning_rate, batch_size, device, reference, progress, seed, vocabulary, best
+        )
 
 
 def _finetune(
-    model, data, epochs, learning_rate, batch_size, device, reference, progress, seed, vocabulary
+    model, data, epochs, learning_rate, batch_size, device, reference, progress, seed, vocabulary, best
 ) -> list[float]:
     labelled = data.y is not None
     if not labelled and reference is None:
@@ -126,6 +155,8 @@ def _finetune(
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, steps))
     if reference is not None:
         reference.eval()
+    if best is not None:
+        best.see(model)
     losses = []
     for epoch in range(epochs):
         model.train()
@@ -148,7 +179,11 @@ def _finetune(
             total += loss.item() * len(x)
             count += len(x)
         losses.append(total / max(1, count))
+        if best is not None:
+            best.see(model)
         progress((epoch + 1) / epochs, f"epoch {epoch + 1}/{epochs}, loss {losses[-1]:.4f}")
+    if best is not None:
+        best.restore(model)
     model.eval()
     return losses
 

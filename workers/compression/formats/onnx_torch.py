@@ -38,6 +38,7 @@ class ConvertedOnnx(nn.Module):
         return self.layers(x)
 
     def save_onnx(self, spec: InputSpec, path: Path) -> Path:
+        _opset_where_onnx2torch_reads_it()
         example = spec.example(2)
         with torch.inference_mode():
             outputs = _tensors(self(example))
@@ -52,6 +53,19 @@ class ConvertedOnnx(nn.Module):
         except Exception as e:
             raise InvalidModelError(f"ONNX export failed: {type(e).__name__}: {str(e)[:300]}") from None
         return path
+
+
+def _opset_where_onnx2torch_reads_it() -> None:
+    """onnx2torch's layers (Shape, Squeeze, Reduce*, ...) emit their own ONNX node while exporting and read
+    the export's opset from `torch.onnx.symbolic_helper.GLOBALS`, which torch 2.14's compatibility module
+    no longer re-exports: without it the export fails with an AttributeError. The object itself is still
+    there, where the TorchScript exporter sets the opset."""
+    from torch.onnx import symbolic_helper
+
+    if not hasattr(symbolic_helper, "GLOBALS"):
+        from torch.onnx._internal.torchscript_exporter._globals import GLOBALS
+
+        symbolic_helper.GLOBALS = GLOBALS
 
 
 def onnx_as_torch(model: LoadedModel) -> ConvertedOnnx:

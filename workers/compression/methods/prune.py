@@ -4,7 +4,7 @@ gradual schedule with recovery fine-tuning between increments."""
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -12,6 +12,7 @@ from torch import nn
 from ..contract.errors import RecipeError, StepFailedError
 from ..contract.recipe.prune import PruneStep, output_format
 from ..contract.vocabulary import Device
+from ..data import Dataset
 from ..formats import LoadedModel, ModelFormat, save_model
 from ..formats.onnx_torch import ConvertedOnnx
 from ..formats.spec import module_device
@@ -21,6 +22,7 @@ from ..pruning.layers import always_kept, editable, prunable_layers
 from ..pruning.sensitivity import layer_sensitivity
 from ..pruning.storage import pack_sparse_layers
 from ..pruning.structured import (
+    channel_block,
     make_pruner,
     ratio_for_macs,
     role_summary,
@@ -30,7 +32,7 @@ from ..pruning.structured import (
     weight_shapes,
 )
 from ..step import StepContext, StepOutput
-from ..training import accumulate_gradients, finetune
+from ..training import BestEpoch, accumulate_gradients, finetune, outputs, quality
 
 TAYLOR_BATCHES = 8  # gradient batches for Taylor scores: enough to rank weights, cheap next to training
 
@@ -68,8 +70,7 @@ def prune(model: LoadedModel, step: PruneStep, ctx: StepContext) -> StepOutput:
             device=ctx.device,
         )
     # without labels, recovery distils from the model as it was before pruning
-    before = copy.deepcopy(module).eval() if step.trains() and ctx.data.y is None else None
-    recovery = Recovery(before, spec.vocabulary)
+    recovery = Recovery.of(module, step, ctx, spec.vocabulary)
     run = {"structured": _structured, "unstructured": _unstructured, "semi_structured_2_4": _two_four}[step.kind]
     if step.kind == "structured":
         eligible, protected = _drop_unprunable(module, step, ctx, eligible, protected, example, details, notes)
@@ -78,6 +79,13 @@ def prune(model: LoadedModel, step: PruneStep, ctx: StepContext) -> StepOutput:
 
     params_after, nonzero_after = count_params(module)
     macs_after = count_macs(module, example[:1])
+    if recovered := recovery.details():
+        details["recovery"] = recovered
+        if any(r["epoch_kept"] < len(r["held_out_scores"]) - 1 for r in recovered["per_increment"]):
+            notes.append(
+                "recovery kept an earlier epoch's weights: they scored best on the "
+                f"{recovered['held_out_samples']} samples held out of its training (details.recovery)"
+            )
     details.update(
         params_before=params_before,
         params_after=params_after,
@@ -106,21 +114,52 @@ def _increments(step: PruneStep, total: float) -> list[float]:
     return schedule(step.schedule)(total, step.increments)[1:]
 
 
+VALIDATION_SPLIT = 0.2  # of the training data, held out of recovery to choose the epoch kept
+MIN_VALIDATION = 10  # fewer held-out samples than this cannot rank epochs (as distillation)
+
+
 @dataclass
 class Recovery:
     """What recovery training matches: the model before pruning (None when there are labels) and, for a
-    language model, its vocabulary, so its logits are matched token by token (training.per_token)."""
+    language model, its vocabulary, so its logits are matched token by token (training.per_token). With
+    enough data, a part of the training data is held out of recovery and scored before and after each
+    epoch (against the labels, or the model before pruning), and the best epoch's weights are kept."""
 
     reference: nn.Module | None
     vocabulary: int | None
+    train: Dataset | None = None
+    held_out: Dataset | None = None
+    held_out_reference: torch.Tensor | None = None
+    kept: list[dict] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, module: nn.Module, step: PruneStep, ctx: StepContext, vocabulary: int | None) -> Recovery:
+        if not step.trains():
+            return cls(None, vocabulary)
+        before = copy.deepcopy(module).eval() if ctx.data.y is None else None
+        recovery = cls(before, vocabulary, train=ctx.data)
+        # a language model's logits for every held-out token would cost more than the choice is worth
+        if vocabulary is None and len(ctx.data) * VALIDATION_SPLIT >= MIN_VALIDATION:
+            recovery.train, recovery.held_out = ctx.data.split(VALIDATION_SPLIT)
+            if before is not None:
+                recovery.held_out_reference = outputs(before, recovery.held_out, ctx.device)
+        return recovery
+
+    def details(self) -> dict | None:
+        if self.held_out is None:
+            return None
+        return {"held_out_samples": len(self.held_out), "per_increment": self.kept}
 
 
 def _recover(module, step: PruneStep, ctx: StepContext, recovery: Recovery, lo: float, hi: float, label: str) -> None:
     if not step.trains():
         return
+    best = None
+    if recovery.held_out is not None:
+        best = BestEpoch(lambda m: quality(m, recovery.held_out, recovery.held_out_reference, ctx.device))
     finetune(
         module,
-        ctx.data,
+        recovery.train,
         epochs=step.finetune_epochs,
         learning_rate=step.learning_rate,
         batch_size=step.batch_size,
@@ -128,7 +167,12 @@ def _recover(module, step: PruneStep, ctx: StepContext, recovery: Recovery, lo: 
         reference=recovery.reference,
         progress=lambda f, s: ctx.progress(lo + (hi - lo) * f, f"{label}: fine-tuning {s}"),
         vocabulary=recovery.vocabulary,
+        best=best,
     )
+    if best is not None:
+        recovery.kept.append(
+            {"increment": label, "held_out_scores": [round(x, 4) for x in best.scores], "epoch_kept": best.epoch}
+        )
 
 
 def _taylor_gradients(module, step: PruneStep, ctx: StepContext) -> None:
@@ -240,12 +284,14 @@ def _structured(module, step, ctx, eligible, protected, example, recovery: Recov
         _check_runs(module, example)
         _recover(module, step, ctx, recovery, (k - 1) / step.increments, k / step.increments, label)
     notes.append(
-        f"channels physically removed ({step.criterion}, {step.scope} scope, ratio {ratio:.0%}); "
+        f"channels physically removed ({step.criterion}, {step.scope} scope, ratio {ratio:.0%}, each width rounded "
+        f"to a multiple of {channel_block()}, the CPU kernels' channel block); "
         f"layers kept whole: {role_summary(protected) or 'none'}"
     )
     if coupled := unchanged_layers(shapes, module, set(protected)):
         notes.append(
-            f"also unchanged (coupled to layers kept whole, or too narrow to lose a channel): {role_summary(coupled)}"
+            "also unchanged (coupled to layers kept whole, or too narrow to lose a block of channels): "
+            f"{role_summary(coupled)}"
         )
     return notes
 
