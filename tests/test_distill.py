@@ -245,7 +245,7 @@ def test_formats_per_student_source():
     with pytest.raises(RecipeError, match="does not accept torchscript"):
         check_recipe(parse_recipe(distill(student={"derive": {"width": 0.5}})), "torchscript")
     # an ONNX teacher is narrowed as PyTorch layers (test_prune.py::test_a_student_is_derived_from_an_onnx_teacher)
-    assert check_recipe(parse_recipe(distill(student={"derive": {"width": 0.5}})), "onnx") == ["pt2"]
+    assert check_recipe(parse_recipe(distill(student={"derive": {"width": 0.5}})), "onnx") == ["onnx"]
     with pytest.raises(RecipeError, match="does not accept pt2"):
         check_recipe(parse_recipe(distill(student={"derive": {"layers": 2}})), "pt2")
     assert check_recipe(parse_recipe(distill(student={"arch": "resnet18"})), "onnx") == ["pt2"]

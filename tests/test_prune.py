@@ -366,10 +366,16 @@ def test_onnx_output_on_request(cnn_pt2, digits_npz, tmp_path, quick):
 
 def _onnx_as_users_have_it(module: nn.Module, path, opset: int = 13):
     """An ONNX file as model zoos ship them: the TorchScript exporter, an older opset, a dynamic batch."""
+    import onnx
+
     torch.onnx.export(
         module.eval(), (torch.zeros(1, 1, 8, 8),), str(path), dynamo=False, opset_version=opset,
-        input_names=["x"], dynamic_axes={"x": {0: "batch"}},
+        input_names=["x"], output_names=["digit_scores"],
+        dynamic_axes={"x": {0: "batch"}, "digit_scores": {0: "batch"}},
     )
+    proto = onnx.load(str(path))
+    onnx.helper.set_model_props(proto, {"classes": "0123456789"})
+    onnx.save(proto, str(path))
     return path
 
 
@@ -392,6 +398,10 @@ def test_an_onnx_model_is_pruned_as_pytorch_layers_and_comes_back_as_onnx(
     assert step["measurement"]["accuracy"] >= baseline["accuracy"] - 0.05, (step["measurement"], baseline)
     artifact = load_model(tmp_path / "out" / report["final"]["artifact_id"])
     assert artifact.format == "onnx" and artifact.module(torch.zeros(3, 1, 8, 8)).shape == (3, 10)
+    # the same interface as the upload: its input and output names, its metadata
+    assert artifact.module.input_names == ("x",)
+    assert [o.name for o in artifact.module.session.get_outputs()] == ["digit_scores"]
+    assert artifact.module.session.get_modelmeta().custom_metadata_map.get("classes") == "0123456789"
 
 
 def test_an_onnx_graph_onnx2torch_cannot_convert_is_refused_with_the_operator_named(cnn, digits_npz, tmp_path, quick):
@@ -403,17 +413,28 @@ def test_an_onnx_graph_onnx2torch_cannot_convert_is_refused_with_the_operator_na
     assert "no converter for Reshape (opset 19)" in refused.value.message and str(tmp_path) not in refused.value.message
 
 
+def test_an_exclude_pattern_is_checked_against_the_converted_onnx_layers(cnn, digits_npz, tmp_path, quick):
+    path = _onnx_as_users_have_it(cnn, tmp_path / "cnn.onnx")
+    with pytest.raises(EngineError) as refused:
+        run_recipe(
+            path, prune(kind="structured", sparsity=0.5, exclude=["features.0"]), data_path=digits_npz,
+            out_dir=tmp_path / "out", settings=quick,
+        )
+    assert refused.value.code == "invalid_recipe" and "matches no layer" in refused.value.message
+    assert "the Linear/Conv layers are:" in refused.value.message
+
+
 def test_a_student_is_derived_from_an_onnx_teacher(cnn, digits_train_npz, digits_npz, tmp_path, quick):
     """derive.width narrows the converted graph into a student initialised from the teacher's channels; the
     teacher itself keeps running on onnxruntime for the soft labels."""
     path = _onnx_as_users_have_it(cnn, tmp_path / "teacher.onnx")
     recipe = {"steps": [{"method": "distill", "student": {"derive": {"width": 0.5}}, "epochs": 4}]}
-    assert check_recipe(parse_recipe(recipe), "onnx") == ["pt2"]
+    assert check_recipe(parse_recipe(recipe), "onnx") == ["onnx"]  # onnx2torch's layers go back as ONNX
     report = run_recipe(
         path, recipe, data_path=digits_train_npz, eval_data_path=digits_npz, out_dir=tmp_path / "out", settings=quick
     )
     step, baseline = report["steps"][0], report["baseline"]
-    assert baseline["runtime"] == "onnxruntime" and step["format"] == "pt2"
+    assert baseline["runtime"] == "onnxruntime" and step["format"] == "onnx"
     assert step["measurement"]["params"] < 0.6 * baseline["params"]
     assert step["measurement"]["accuracy"] >= baseline["accuracy"] - 0.05, (step["measurement"], baseline)
 

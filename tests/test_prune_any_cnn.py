@@ -171,3 +171,20 @@ def test_pruned_widths_are_whole_channel_blocks_and_a_narrow_layer_is_never_empt
     after = [m.out_channels for m in model if isinstance(m, nn.Conv2d)]
     assert after != before and model(example).shape == (2, 10)
     assert all(w % block == 0 or w == b for w, b in zip(after, before)), (before, after)
+
+
+def test_grouped_convolutions_keep_the_widths_the_ranking_gives():
+    """Torch-Pruning rounds a grouped layer's per-group count against its whole width, which would empty
+    groups: a model with a grouped convolution is pruned without rounding, and every group keeps channels."""
+    from workers.compression.pruning.structured import make_pruner
+
+    model = nn.Sequential(
+        nn.Conv2d(3, 32, 3), nn.ReLU(), nn.Conv2d(32, 64, 3, groups=2), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10),
+    ).eval()
+    example = torch.randn(2, 3, 16, 16)
+    pruner = make_pruner(model, example, ratio=0.4, criterion="magnitude", scope="global", protected=[model[-1]])
+    assert pruner.round_to is None
+    pruner.step()
+    assert model[2].out_channels > 0 and model[2].out_channels % model[2].groups == 0
+    assert model(example).shape == (2, 10)

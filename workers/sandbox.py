@@ -133,7 +133,11 @@ def _python_links() -> list[tuple[Path, Path]]:
     `sys.executable`, so its unresolved path must lead to the bound installation inside too."""
     prefix = Path(sys.prefix).absolute()
     resolved = prefix.resolve()
-    return [(prefix, resolved)] if prefix != resolved else []
+    # a link inside /usr or inside a bound installation is there already (bwrap could not make it again)
+    inside = [Path("/usr"), *_python_paths()]
+    if prefix == resolved or any(prefix.is_relative_to(p) for p in inside):
+        return []
+    return [(prefix, resolved)]
 
 
 def _device_args() -> list[str]:

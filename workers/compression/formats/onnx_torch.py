@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..contract.errors import InvalidModelError, RecipeError
-from .spec import InputSpec, LoadedModel
+from ..contract.errors import InvalidModelError, RecipeError, short_error
+from .spec import InputSpec, LoadedModel, module_device
 
 # outputs of the converted graph against onnxruntime's, relative to the outputs' scale (at least FLOOR: an
 # example input of noise can leave a detector's probabilities all near zero)
@@ -29,20 +29,25 @@ class ConvertedOnnx(nn.Module):
     onnx2torch's modules carry their own ONNX export; the dynamo exporter goes through torch.export, which
     some of them fail (a Slice that reads its bounds with .numpy())."""
 
-    def __init__(self, layers: nn.Module, input_name: str, opset: int):
+    def __init__(self, layers: nn.Module, input_name: str, output_names: list[str], opset: int, metadata: dict):
         super().__init__()
         # not `graph`: an exported program's module has a `graph` of its own, which the name would shadow
-        self.layers, self.input_name, self.opset = layers, input_name, opset
+        self.layers, self.input_name, self.output_names, self.opset = layers, input_name, output_names, opset
+        self.metadata = metadata  # the upload's metadata_props (class names, strides): the artifact keeps them
 
     def forward(self, x: torch.Tensor):
         return self.layers(x)
 
     def save_onnx(self, spec: InputSpec, path: Path) -> Path:
+        import onnx
+
         _opset_where_onnx2torch_reads_it()
-        example = spec.example(2)
+        example = spec.example(2).to(module_device(self))
         with torch.inference_mode():
             outputs = _tensors(self(example))
-        names = [f"output_{i}" for i in range(len(outputs))]
+        names = self.output_names
+        if len(names) != len(outputs):
+            names = [f"output_{i}" for i in range(len(outputs))]
         dynamic = {self.input_name: {i: f"d{i}" for i, d in enumerate(spec.shape) if d is None}}
         dynamic |= {name: {0: "d0"} for name in names}
         try:
@@ -51,7 +56,11 @@ class ConvertedOnnx(nn.Module):
                 input_names=[self.input_name], output_names=names, dynamic_axes=dynamic,
             )
         except Exception as e:
-            raise InvalidModelError(f"ONNX export failed: {type(e).__name__}: {str(e)[:300]}") from None
+            raise InvalidModelError(f"ONNX export failed: {short_error(e)}") from None
+        if self.metadata:
+            proto = onnx.load(str(path))
+            onnx.helper.set_model_props(proto, {**{p.key: p.value for p in proto.metadata_props}, **self.metadata})
+            onnx.save(proto, str(path))
         return path
 
 
@@ -85,19 +94,21 @@ def onnx_as_torch(model: LoadedModel) -> ConvertedOnnx:
         module = onnx2torch.convert(proto)
     except NotImplementedError as e:
         found = _UNSUPPORTED.search(str(e))
-        what = f"has no converter for {found[1]} (opset {found[2]})" if found else f"says: {str(e).strip()[:200]}"
+        what = f"has no converter for {found[1]} (opset {found[2]})" if found else f"says: {short_error(e)}"
         raise RecipeError(
             f"this ONNX model cannot be turned into PyTorch layers: onnx2torch {what}; "
             "quantize it, or upload it as a .pt2 program (opsets up to 17 are covered)"
         ) from None
     except Exception as e:  # a graph the converter misreads
         raise RecipeError(
-            f"this ONNX model cannot be turned into PyTorch layers ({type(e).__name__}: {str(e)[:200]}); "
+            f"this ONNX model cannot be turned into PyTorch layers ({short_error(e)}); "
             "quantize it, or upload it as a .pt2 program"
         ) from None
     _identifier_names(module)
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 13)
-    converted = ConvertedOnnx(module, model.module.input_name, opset).eval()
+    outputs = [o.name for o in model.module.session.get_outputs()]
+    metadata = {p.key: p.value for p in proto.metadata_props}
+    converted = ConvertedOnnx(module, model.module.input_name, outputs, opset, metadata).eval()
     _check_outputs(model, converted, spec.example(2))
     return converted
 
@@ -133,7 +144,9 @@ def _identifier_names(graph: torch.fx.GraphModule) -> None:
         if name.isidentifier():
             continue
         new = re.sub(r"\W+", "_", name).strip("_") or "layer"
-        while not new.isidentifier() or new in graph._modules or new in renamed.values():
+        while (
+            not new.isidentifier() or new in graph._modules or new in renamed.values() or hasattr(type(graph), new)
+        ):
             new = f"layer_{new}"
         renamed[name] = new
     if not renamed:
@@ -154,7 +167,7 @@ def _check_outputs(model: LoadedModel, module: nn.Module, example: torch.Tensor)
         except Exception as e:
             raise RecipeError(
                 f"the PyTorch graph converted from this ONNX model fails where onnxruntime runs it "
-                f"({type(e).__name__}: {str(e)[:200]}); quantize it, or upload it as a .pt2 program"
+                f"({short_error(e)}); quantize it, or upload it as a .pt2 program"
             ) from None
     if len(expected) != len(got):
         raise RecipeError(

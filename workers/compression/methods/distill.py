@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from ..contract.errors import RecipeError
-from ..contract.recipe.distill import DistillStep
+from ..contract.recipe.distill import DistillStep, output_format
 from ..distillation.students import build_student, check_outputs
 from ..distillation.trainer import Phase, train, validate
-from ..formats import LoadedModel, ModelFormat, save_model
+from ..formats import LoadedModel, save_model
 from ..measure.metrics import count_params
 from ..step import StepContext, StepOutput
 
@@ -56,7 +56,7 @@ def distill(model: LoadedModel, step: DistillStep, ctx: StepContext) -> StepOutp
     )
     if step.compare_baseline:
         details["compare_baseline"] = _baseline(step, model, ctx, student, train_data, val_data, example)
-    fmt = ModelFormat(step.output)
+    fmt = output_format(step, model.format)
     path = ctx.artifact_path(fmt, "student")
     save_model(student.eval(), spec, fmt, path)
     return StepOutput(path, fmt, notes, details)

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from ..contract.errors import RecipeError, StepFailedError
+from ..contract.recipe.layers import unmatched_exclude
 from ..contract.recipe.prune import PruneStep, output_format
 from ..contract.vocabulary import Device
 from ..data import Dataset
@@ -44,6 +45,8 @@ def prune(model: LoadedModel, step: PruneStep, ctx: StepContext) -> StepOutput:
     module = editable(model).to(ctx.device)
     example = (ctx.data.x[:2] if ctx.data is not None else spec.example(2)).to(ctx.device)
     layers = dict(prunable_layers(module))
+    if model.format == ModelFormat.ONNX and (unmatched := unmatched_exclude(step.exclude, list(layers))):
+        raise RecipeError(unmatched)  # an ONNX upload's layer names exist only once converted: checked here
     kept, notes = always_kept(model, module, example, structured=step.kind == "structured")
     protected = {n for n in layers if step.excluded(n)} | kept
     eligible = {n: m for n, m in layers.items() if n not in protected}

@@ -73,7 +73,7 @@ def make_pruner(
     found = attention_heads(model)
     kept_blocks = {n.rpartition(".")[0] for n in found if model.get_submodule(n) in protected}
     heads = {model.get_submodule(n): h for n, h in found.items() if n.rpartition(".")[0] not in kept_blocks}
-    return _block_pruner()(
+    pruner = _block_pruner()(
         model,
         example,
         importance=importance,
@@ -90,6 +90,12 @@ def make_pruner(
         head_pruning_ratio=ratio if heads else 0.0,
         round_to=channel_block(),
     )
+    # Torch-Pruning rounds a grouped layer's per-group count against its whole width, which would empty
+    # groups (grouped convolutions, GroupNorm): such models keep the widths the ranking gives
+    grouped = {*pruner.in_channel_groups, *pruner.out_channel_groups} - set(heads)
+    if grouped:
+        pruner.round_to = None
+    return pruner
 
 
 def ratio_for_macs(

@@ -101,7 +101,11 @@ class DistillStep(BaseModel):
     compare_baseline: bool = Field(
         False, description="also train the same student on the labels alone and report both (needs labels)"
     )
-    output: Literal["pt2", "onnx"] = "pt2"
+    output: Literal["pt2", "onnx"] | None = Field(
+        None,
+        description="artifact format: by default onnx for a student derived from an ONNX teacher (its layers "
+        "are onnx2torch's, which torch.export does not always take), else pt2",
+    )
 
     def trains(self) -> bool:
         return True
@@ -131,7 +135,10 @@ def formats(step: DistillStep) -> frozenset[ModelFormat]:
 
 
 def output_format(step: DistillStep, fmt: ModelFormat) -> ModelFormat:
-    return ModelFormat(step.output)
+    if step.output is not None:
+        return ModelFormat(step.output)
+    derived = step.student.derive is not None
+    return ModelFormat.ONNX if derived and fmt == ModelFormat.ONNX else ModelFormat.PT2
 
 
 def references(step: DistillStep) -> list[str]:
