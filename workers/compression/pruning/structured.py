@@ -89,10 +89,14 @@ def make_pruner(
         prune_head_dims=not heads,
         head_pruning_ratio=ratio if heads else 0.0,
         round_to=channel_block(),
+        # fresh dicts: Torch-Pruning fills these in place, and its defaults are one dict shared by every pruner
+        # of the process (a grouped layer of an earlier model would turn rounding off for every later one)
+        in_channel_groups={},
+        out_channel_groups={},
     )
     # Torch-Pruning rounds a grouped layer's per-group count against its whole width, which would empty
     # groups (grouped convolutions, GroupNorm): such models keep the widths the ranking gives
-    grouped = {*pruner.in_channel_groups, *pruner.out_channel_groups} - set(heads)
+    grouped = {*pruner.in_channel_groups, *pruner.out_channel_groups} & set(model.modules()) - set(heads)
     if grouped:
         pruner.round_to = None
     return pruner
