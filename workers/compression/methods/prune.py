@@ -23,6 +23,7 @@ from ..pruning.layers import always_kept, editable, prunable_layers
 from ..pruning.sensitivity import layer_sensitivity
 from ..pruning.storage import pack_sparse_layers
 from ..pruning.structured import (
+    SMALLEST_BLOCK,
     channel_block,
     make_pruner,
     ratio_for_macs,
@@ -288,7 +289,8 @@ def _structured(module, step, ctx, eligible, protected, example, recovery: Recov
         _recover(module, step, ctx, recovery, (k - 1) / step.increments, k / step.increments, label)
     notes.append(
         f"channels physically removed ({step.criterion}, {step.scope} scope, ratio {ratio:.0%}, each width rounded "
-        f"to a multiple of {channel_block()}, the CPU kernels' channel block); "
+        f"to a multiple of {channel_block()}, the CPU kernels' channel block, or of {SMALLEST_BLOCK} in layers "
+        f"narrower than {2 * channel_block()}); "
         f"layers kept whole: {role_summary(protected) or 'none'}"
     )
     if coupled := unchanged_layers(shapes, module, set(protected)):

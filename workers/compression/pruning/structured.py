@@ -25,15 +25,29 @@ def channel_block() -> int:
     return 16 if "avx512f" in cpu_features() else 8
 
 
+SMALLEST_BLOCK = 8  # half an AVX-512 vector, a whole AVX2 one: below it rounding buys no speed
+
+
+def layer_block(width: int, block: int) -> int:
+    """The block one layer's width is rounded to: the CPU's, halved (down to 8) while the layer holds fewer
+    than two, so a 16- to 31-channel layer on an AVX-512 machine can still lose channels (by 8, as on
+    AVX2) instead of keeping them all."""
+    while block > SMALLEST_BLOCK and width < 2 * block:
+        block //= 2
+    return block
+
+
 def _block_pruner():
     import torch_pruning as tp
 
     class BlockPruner(tp.pruner.BasePruner):
-        """Torch-Pruning with each pruned width rounded to the nearest multiple of `round_to`, at least one
-        block. Its own rounding goes down, to zero below one block: it would empty a narrow layer."""
+        """Torch-Pruning with each pruned width rounded to the nearest multiple of the layer's block
+        (layer_block of `round_to`), at least one block. Its own rounding goes down, to zero below one
+        block: it would empty a narrow layer."""
 
         def _round_to(self, n_pruned: int, current_channels: int, round_to: int) -> int:
-            keep = max(round_to, round((current_channels - n_pruned) / round_to) * round_to)
+            block = layer_block(current_channels, round_to)
+            keep = max(block, round((current_channels - n_pruned) / block) * block)
             return max(0, current_channels - min(keep, current_channels))
 
     return BlockPruner
