@@ -366,6 +366,27 @@ STEPS: dict[str, dict | None] = {
     "inspect": None,
     "int8_static": {"steps": [{"method": "quantize", "scheme": "int8_static", "calibration_batches": 8}]},
     "prune30": {"steps": [{"method": "prune", "kind": "structured", "sparsity": 0.3, "finetune_epochs": 2}]},
+    # the same with per-group ratios chosen from measured sensitivity instead of one global ranking
+    "prune30s": {
+        "steps": [
+            {"method": "prune", "kind": "structured", "sparsity": 0.3, "finetune_epochs": 2, "scope": "sensitivity"}
+        ]
+    },
+    # a speed target (MACs) rather than a channel share, by the global ranking and by sensitivity
+    "macs40": {
+        "steps": [{"method": "prune", "kind": "structured", "target_macs_reduction": 0.4, "finetune_epochs": 2}]
+    },
+    "macs40s": {
+        "steps": [
+            {
+                "method": "prune",
+                "kind": "structured",
+                "target_macs_reduction": 0.4,
+                "finetune_epochs": 2,
+                "scope": "sensitivity",
+            }
+        ]
+    },
     "distill": {"steps": [{"method": "distill", "student": {"derive": {"width": 0.5}}, "epochs": 3}]},
     "auto": {"steps": [{"method": "auto", "budget_minutes": 5, "max_accuracy_drop": 0.02}]},
     # for language models (--steps): weight-only and dynamic schemes, the usual ones for LMs on CPUs

@@ -404,6 +404,27 @@ def test_an_onnx_model_is_pruned_as_pytorch_layers_and_comes_back_as_onnx(
     assert artifact.module.session.get_modelmeta().custom_metadata_map.get("classes") == "0123456789"
 
 
+def test_an_onnx_model_with_numbers_for_names_comes_back_with_them(cnn, digits_npz, tmp_path, quick):
+    """Older exporters named every tensor by a number (centerface's outputs are '537'...'540', many inputs are
+    '0'), which the TorchScript exporter refuses to give a tensor: the artifact is exported under other
+    names and renamed, so it keeps the upload's interface."""
+    import onnx
+
+    path = _onnx_as_users_have_it(cnn, tmp_path / "numbered.onnx")
+    proto = onnx.load(str(path))
+    for node in proto.graph.node:
+        node.input[:] = ["0" if v == "x" else v for v in node.input]
+        node.output[:] = ["537" if v == "digit_scores" else v for v in node.output]
+    proto.graph.input[0].name, proto.graph.output[0].name = "0", "537"
+    onnx.save(proto, str(path))
+    report = run_recipe(path, prune(kind="structured", sparsity=0.5), data_path=digits_npz, out_dir=tmp_path / "out",
+                        settings=quick)
+    artifact = load_model(tmp_path / "out" / report["final"]["artifact_id"])
+    assert artifact.module.input_names == ("0",)
+    assert [o.name for o in artifact.module.session.get_outputs()] == ["537"]
+    assert artifact.module(torch.zeros(3, 1, 8, 8)).shape == (3, 10)
+
+
 def test_an_onnx_graph_onnx2torch_cannot_convert_is_refused_with_the_operator_named(cnn, digits_npz, tmp_path, quick):
     path = tmp_path / "new_opset.onnx"
     torch.onnx.export(cnn.eval(), (torch.zeros(1, 1, 8, 8),), str(path), dynamo=True)  # opset 18+: Reshape v19

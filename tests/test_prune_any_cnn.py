@@ -190,3 +190,66 @@ def test_grouped_convolutions_keep_the_widths_the_ranking_gives():
     pruner.step()
     assert model[2].out_channels > 0 and model[2].out_channels % model[2].groups == 0
     assert model(example).shape == (2, 10)
+
+
+def test_sensitivity_allocation_spends_the_budget_where_the_error_is_least():
+    """The greedy allocation meets the target and takes channels from the group whose measured error is
+    lowest per channel, up to the highest ratio tried, before touching a sensitive one."""
+    from workers.compression.pruning.allocation import GroupCost, allocate, levels
+
+    assert levels(0.3) == [0.15, 0.3, 0.6] and levels(0.6) == [0.3, 0.6, 0.9]
+    robust = GroupCost("robust", [0.15, 0.3, 0.6], [0.01, 0.02, 0.05], [8, 16, 32])  # 64 channels, blocks of 8
+    sensitive = GroupCost("sensitive", [0.15, 0.3, 0.6], [0.3, 0.6, 0.9], [0, 8, 16])  # 32: 15 % removes none
+    assert allocate([robust, sensitive], target=0.3 * 96) == {"robust": 0.6}  # 32 channels at 0.05
+    # past what the robust group can give, the sensitive one gives the rest, jumping the ratio that removed none
+    assert allocate([robust, sensitive], target=40) == {"robust": 0.6, "sensitive": 0.3}
+    # a measured error that falls as the ratio grows is noise: the cost never falls
+    assert GroupCost("noisy", [0.25, 0.5], [0.4, 0.1], [8, 16]).points() == ([0.0, 0.4, 0.4], [0.0, 8, 16])
+
+
+def test_structured_pruning_by_sensitivity_keeps_more_quality_than_a_uniform_cut(
+    cnn_pt2, digits_train_npz, digits_npz, tmp_path, quick
+):
+    """`scope: sensitivity` measures every channel group pruned alone and chooses per-group ratios: the
+    same share of channels goes with less lost than the same ratio in every layer (no recovery training,
+    so the choice alone shows)."""
+    runs = {}
+    for scope in ("layer", "sensitivity"):
+        recipe = {"steps": [{"method": "prune", "kind": "structured", "sparsity": 0.4, "scope": scope}]}
+        runs[scope] = run_recipe(
+            cnn_pt2, recipe, data_path=digits_train_npz, eval_data_path=digits_npz, out_dir=tmp_path / scope,
+            settings=quick,
+        )
+    step = runs["sensitivity"]["steps"][0]
+    allocation = step["details"]["allocation"]
+    groups = {g["layer"]: g for g in allocation["groups"]}
+    assert set(groups) == {"features.0", "features.3", "head.1"}, groups
+    assert all(len(g["errors"]) == len(allocation["ratios_tried"]) == 3 for g in groups.values())
+    assert len({g["ratio"] for g in groups.values()}) > 1, groups  # not one ratio for all
+    assert any("measured sensitivity" in n for n in step["notes"])
+    uniform = runs["layer"]["steps"][0]
+    assert step["measurement"]["params"] < runs["sensitivity"]["baseline"]["params"]
+    accuracy = {scope: run["steps"][0]["measurement"]["accuracy"] for scope, run in runs.items()}
+    assert accuracy["sensitivity"] > accuracy["layer"], (accuracy, groups, uniform["details"]["params_after"])
+
+
+def test_sensitivity_scope_needs_data_and_structured_pruning():
+    from workers.compression import RecipeError
+    from workers.compression.contract.recipe import parse_recipe
+
+    with pytest.raises(RecipeError, match="structured pruning only"):
+        parse_recipe({"steps": [{"method": "prune", "kind": "unstructured", "scope": "sensitivity"}]})
+    step = parse_recipe({"steps": [{"method": "prune", "kind": "structured", "scope": "sensitivity"}]}).steps[0]
+    assert "scope 'sensitivity'" in step.needs_data()
+
+
+def test_a_macs_target_by_sensitivity_is_met_on_the_pruned_model(cnn_pt2, digits_npz, tmp_path, quick):
+    """With `target_macs_reduction`, groups are priced per MAC they remove; their savings overlap (one
+    layer's outputs are the next one's inputs), so the plan is checked on a pruned copy until it is met."""
+    recipe = {
+        "steps": [{"method": "prune", "kind": "structured", "target_macs_reduction": 0.4, "scope": "sensitivity"}]
+    }
+    report = run_recipe(cnn_pt2, recipe, data_path=digits_npz, out_dir=tmp_path, settings=quick)
+    details = report["steps"][0]["details"]
+    assert details["allocation"]["target"] == "MACs cut by 40%"
+    assert details["macs_after"] <= 0.6 * details["macs_before"] * 1.01, details

@@ -48,20 +48,44 @@ class ConvertedOnnx(nn.Module):
         names = self.output_names
         if len(names) != len(outputs):
             names = [f"output_{i}" for i in range(len(outputs))]
-        dynamic = {self.input_name: {i: f"d{i}" for i, d in enumerate(spec.shape) if d is None}}
-        dynamic |= {name: {0: "d0"} for name in names}
+        # exported under placeholder names, renamed after: the TorchScript exporter refuses names that are
+        # numbers ("Invalid name: '537'"), which older exporters gave every tensor (centerface's outputs)
+        placeholders = ["squeeze_input", *[f"squeeze_output_{i}" for i in range(len(names))]]
+        dynamic = {placeholders[0]: {i: f"d{i}" for i, d in enumerate(spec.shape) if d is None}}
+        dynamic |= {name: {0: "d0"} for name in placeholders[1:]}
         try:
             torch.onnx.export(
                 self.eval(), (example,), str(path), dynamo=False, opset_version=min(max(self.opset, 13), 17),
-                input_names=[self.input_name], output_names=names, dynamic_axes=dynamic,
+                input_names=placeholders[:1], output_names=placeholders[1:], dynamic_axes=dynamic,
             )
         except Exception as e:
             raise InvalidModelError(f"ONNX export failed: {short_error(e)}") from None
+        proto = onnx.load(str(path))
+        for old, new in zip(placeholders, [self.input_name, *names]):
+            rename_value(proto.graph, old, new)
         if self.metadata:
-            proto = onnx.load(str(path))
             onnx.helper.set_model_props(proto, {**{p.key: p.value for p in proto.metadata_props}, **self.metadata})
-            onnx.save(proto, str(path))
+        onnx.save(proto, str(path))
         return path
+
+
+def rename_value(graph, old: str, new: str) -> None:
+    """Renames one tensor of an ONNX graph everywhere it is named; a tensor already called `new` inside
+    the graph (exporters number their tensors) is moved out of the way first."""
+    if old == new:
+        return
+    taken = {v for n in graph.node for v in (*n.input, *n.output)} | {i.name for i in graph.initializer}
+    if new in taken:
+        spare = new
+        while spare in taken:
+            spare += "_"
+        rename_value(graph, new, spare)
+    for node in graph.node:
+        node.input[:] = [new if v == old else v for v in node.input]
+        node.output[:] = [new if v == old else v for v in node.output]
+    for value in (*graph.input, *graph.output, *graph.value_info, *graph.initializer):
+        if value.name == old:
+            value.name = new
 
 
 def _opset_where_onnx2torch_reads_it() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 from torch import nn
@@ -18,8 +19,8 @@ from ..formats import LoadedModel, ModelFormat, save_model
 from ..formats.onnx_torch import ConvertedOnnx
 from ..formats.spec import module_device
 from ..measure.metrics import count_macs, count_params
-from ..pruning import masks
-from ..pruning.layers import always_kept, editable, prunable_layers
+from ..pruning import allocation, masks
+from ..pruning.layers import always_kept, attention_heads, editable, prunable_layers
 from ..pruning.sensitivity import layer_sensitivity
 from ..pruning.storage import pack_sparse_layers
 from ..pruning.structured import (
@@ -78,6 +79,8 @@ def prune(model: LoadedModel, step: PruneStep, ctx: StepContext) -> StepOutput:
     run = {"structured": _structured, "unstructured": _unstructured, "semi_structured_2_4": _two_four}[step.kind]
     if step.kind == "structured":
         eligible, protected = _drop_unprunable(module, step, ctx, eligible, protected, example, details, notes)
+        if step.scope == "sensitivity":
+            run = partial(_structured, ratios=_sensitivity_plan(module, step, ctx, protected, example, details, notes))
     notes += run(module, step, ctx, eligible, protected, example, recovery)
     module.eval()
 
@@ -251,16 +254,48 @@ def _drop_unprunable(module, step, ctx, eligible, protected, example, details, n
     return left, set(protected) | set(bad)
 
 
-def _structured(module, step, ctx, eligible, protected, example, recovery: Recovery) -> list[str]:
+def _sensitivity_plan(module, step, ctx, protected, example, details, notes) -> dict[nn.Module, float] | None:
+    """Per-group ratios from measured sensitivity (pruning/allocation.py), or None, with a note, where the
+    model is pruned by the global ranking instead (attention heads, or too many groups to try each)."""
+    if attention_heads(module):
+        notes.append("scope 'sensitivity' is not applied to attention heads: pruned by the global ranking")
+        return None
+    ctx.progress(0.0, "measuring each channel group's sensitivity")
+    try:
+        found = allocation.plan(
+            module,
+            example,
+            sorted(protected),
+            ctx.data,
+            sparsity=None if step.target_macs_reduction is not None else step.amount,
+            macs_reduction=step.target_macs_reduction,
+            progress=lambda f: ctx.progress(0.0, f"sensitivity of the channel groups ({f:.0%})"),
+        )
+    except ValueError as e:
+        raise StepFailedError(str(e)) from None
+    if found is None:
+        notes.append(
+            f"more than {allocation.MAX_GROUPS} channel groups: pruned by the global ranking, not per-group sensitivity"
+        )
+        return None
+    details["allocation"] = found.details
+    notes.append(found.note)
+    return {module.get_submodule(root): ratio for root, ratio in found.ratios.items()}
+
+
+def _structured(module, step, ctx, eligible, protected, example, recovery: Recovery, ratios=None) -> list[str]:
     notes = []
     shapes = weight_shapes(module)
     kept_modules = [module.get_submodule(n) for n in protected]
     ratio = step.amount
-    if step.target_macs_reduction is not None:
+    scope = "global" if step.scope == "sensitivity" else step.scope
+    if ratios is not None:
+        ratio, scope = 0.0, "layer"  # every group's own ratio, chosen from its sensitivity
+    elif step.target_macs_reduction is not None:
         ctx.progress(0.0, "finding the channel ratio for the MACs target")
         try:
             ratio = ratio_for_macs(
-                module, example[:1], step.target_macs_reduction, scope=step.scope, protected_names=sorted(protected)
+                module, example[:1], step.target_macs_reduction, scope=scope, protected_names=sorted(protected)
             )
         except ValueError as e:
             raise StepFailedError(str(e)) from None
@@ -271,10 +306,11 @@ def _structured(module, step, ctx, eligible, protected, example, recovery: Recov
             example,
             ratio=ratio,
             criterion=step.criterion,
-            scope=step.scope,
+            scope=scope,
             protected=kept_modules,
             steps=step.increments,
             schedule_kind=step.schedule,
+            ratio_per_layer=ratios,
         )
     except Exception as e:  # Torch-Pruning could not trace the model
         raise StepFailedError(f"cannot build the dependency graph of this model: {type(e).__name__}: {e}") from None
@@ -288,7 +324,9 @@ def _structured(module, step, ctx, eligible, protected, example, recovery: Recov
         _check_runs(module, example)
         _recover(module, step, ctx, recovery, (k - 1) / step.increments, k / step.increments, label)
     notes.append(
-        f"channels physically removed ({step.criterion}, {step.scope} scope, ratio {ratio:.0%}, each width rounded "
+        f"channels physically removed ({step.criterion}, {step.scope} scope"
+        + ("" if ratios is not None else f", ratio {ratio:.0%}")
+        + ", each width rounded "
         f"to a multiple of {channel_block()}, the CPU kernels' channel block, or of {SMALLEST_BLOCK} in layers "
         f"narrower than {2 * channel_block()}); "
         f"layers kept whole: {role_summary(protected) or 'none'}"

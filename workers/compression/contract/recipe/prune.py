@@ -45,10 +45,12 @@ class PruneStep(BaseModel):
         description="magnitude: |w|; taylor: |w * dL/dw| over the dataset, the first-order estimate of how "
         "much the loss changes when the weight is removed (needs a dataset)",
     )
-    scope: Literal["global", "layer"] = Field(
+    scope: Literal["global", "layer", "sensitivity"] = Field(
         "global",
         description="global: one threshold across all layers, so robust layers give more; layer: every "
-        "layer loses the same fraction",
+        "layer loses the same fraction; sensitivity (structured, needs a dataset): each channel group is "
+        "pruned alone at a few ratios on the job's data and the ratios that meet the target with the least "
+        "output error are chosen (details.allocation)",
     )
     exclude: list[str] = Field(
         [],
@@ -102,6 +104,8 @@ class PruneStep(BaseModel):
                 raise ValueError("target_macs_reduction applies to structured pruning only")
             if self.sparsity is not None:
                 raise ValueError("give sparsity or target_macs_reduction, not both")
+        if self.scope == "sensitivity" and self.kind != "structured":
+            raise ValueError("scope 'sensitivity' applies to structured pruning only")
         return self
 
     @property
@@ -124,6 +128,7 @@ class PruneStep(BaseModel):
                 ("criterion 'taylor'", self.criterion == "taylor"),
                 ("finetune_epochs > 0", self.trains()),
                 ("sensitivity", self.sensitivity),
+                ("scope 'sensitivity'", self.scope == "sensitivity"),
             )
             if on
         ]
