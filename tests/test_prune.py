@@ -425,6 +425,26 @@ def test_an_onnx_model_with_numbers_for_names_comes_back_with_them(cnn, digits_n
     assert artifact.module(torch.zeros(3, 1, 8, 8)).shape == (3, 10)
 
 
+def test_renaming_onnx_tensors_moves_a_name_already_taken_out_of_the_way():
+    """The exported graph numbers its own tensors: when the upload's output name is one of those numbers,
+    that tensor is renamed first, so the graph still computes the same thing."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from workers.compression.formats.onnx_torch import rename_values
+
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["in"], ["537"]), helper.make_node("Neg", ["537"], ["out"])],
+        "g",
+        [helper.make_tensor_value_info("in", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1])],
+    )
+    rename_values(graph, {"in": "0", "out": "537"})
+    onnx.checker.check_model(helper.make_model(graph))
+    assert [tuple(n.input) + tuple(n.output) for n in graph.node] == [("0", "537_"), ("537_", "537")]
+    assert graph.input[0].name == "0" and graph.output[0].name == "537"
+
+
 def test_an_onnx_graph_onnx2torch_cannot_convert_is_refused_with_the_operator_named(cnn, digits_npz, tmp_path, quick):
     path = tmp_path / "new_opset.onnx"
     torch.onnx.export(cnn.eval(), (torch.zeros(1, 1, 8, 8),), str(path), dynamo=True)  # opset 18+: Reshape v19

@@ -203,6 +203,12 @@ def test_sensitivity_allocation_spends_the_budget_where_the_error_is_least():
     assert allocate([robust, sensitive], target=0.3 * 96) == {"robust": 0.6}  # 32 channels at 0.05
     # past what the robust group can give, the sensitive one gives the rest, jumping the ratio that removed none
     assert allocate([robust, sensitive], target=40) == {"robust": 0.6, "sensitive": 0.3}
+    # of two moves that meet the target at the same error, the one that removes less
+    free = GroupCost("free", [0.2, 0.4, 0.8], [0.0, 0.0, 0.0], [128, 256, 512])
+    assert allocate([free], target=10) == {"free": 0.2}
+    # a target out of reach: every group at its highest ratio that ran, a failed trial never chosen
+    broken = GroupCost("broken", [0.2, 0.4, 0.8], [0.1, float("inf"), float("inf")], [8, 16, 32])
+    assert allocate([robust, broken], target=1000) == {"robust": 0.6, "broken": 0.2}
     # a measured error that falls as the ratio grows is noise: the cost never falls
     assert GroupCost("noisy", [0.25, 0.5], [0.4, 0.1], [8, 16]).points() == ([0.0, 0.4, 0.4], [0.0, 8, 16])
 
@@ -229,6 +235,14 @@ def test_structured_pruning_by_sensitivity_keeps_more_quality_than_a_uniform_cut
     assert any("measured sensitivity" in n for n in step["notes"])
     uniform = runs["layer"]["steps"][0]
     assert step["measurement"]["params"] < runs["sensitivity"]["baseline"]["params"]
+    # the target is met: at least 40 % of the three groups' 16 + 32 + 64 channels are gone
+    widths = {"features.0": 16, "features.3": 32, "head.1": 64}
+    from workers.compression import load_model
+
+    pruned = load_model(tmp_path / "sensitivity" / step["artifact_id"]).module
+    gone = sum(w - pruned.get_submodule(n).weight.shape[0] for n, w in widths.items())
+    assert gone >= 0.4 * sum(widths.values()), (gone, groups)
+    assert allocation["achieved"].startswith(f"{gone / sum(widths.values()):.1%}"), allocation
     accuracy = {scope: run["steps"][0]["measurement"]["accuracy"] for scope, run in runs.items()}
     assert accuracy["sensitivity"] > accuracy["layer"], (accuracy, groups, uniform["details"]["params_after"])
 

@@ -25,15 +25,14 @@ class Dataset:
     def head(self, n: int) -> Dataset:
         return replace(self, x=self.x[:n], y=None if self.y is None else self.y[:n])
 
+    def subset(self, idx: torch.Tensor) -> Dataset:
+        return replace(self, x=self.x[idx], y=None if self.y is None else self.y[idx])
+
     def split(self, fraction: float, *, seed: int = 0) -> tuple[Dataset, Dataset]:
         """(rest, held out): a random `fraction` of the samples held out, the same every run."""
         order = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))
         cut = len(self) - max(1, int(round(fraction * len(self))))
-
-        def take(idx):
-            return replace(self, x=self.x[idx], y=None if self.y is None else self.y[idx])
-
-        return take(order[:cut]), take(order[cut:])
+        return self.subset(order[:cut]), self.subset(order[cut:])
 
     def describe(self) -> DatasetInfo:
         return DatasetInfo(

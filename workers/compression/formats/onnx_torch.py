@@ -8,6 +8,7 @@ built on it."""
 from __future__ import annotations
 
 import re
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -50,7 +51,8 @@ class ConvertedOnnx(nn.Module):
             names = [f"output_{i}" for i in range(len(outputs))]
         # exported under placeholder names, renamed after: the TorchScript exporter refuses names that are
         # numbers ("Invalid name: '537'"), which older exporters gave every tensor (centerface's outputs)
-        placeholders = ["squeeze_input", *[f"squeeze_output_{i}" for i in range(len(names))]]
+        tag = uuid.uuid4().hex[:8]
+        placeholders = [f"squeeze_{tag}_input", *[f"squeeze_{tag}_output_{i}" for i in range(len(names))]]
         dynamic = {placeholders[0]: {i: f"d{i}" for i, d in enumerate(spec.shape) if d is None}}
         dynamic |= {name: {0: "d0"} for name in placeholders[1:]}
         try:
@@ -60,32 +62,33 @@ class ConvertedOnnx(nn.Module):
             )
         except Exception as e:
             raise InvalidModelError(f"ONNX export failed: {short_error(e)}") from None
-        proto = onnx.load(str(path))
-        for old, new in zip(placeholders, [self.input_name, *names]):
-            rename_value(proto.graph, old, new)
+        proto = onnx.load(str(path), load_external_data=False)  # a large model's weights stay where they are
+        rename_values(proto.graph, dict(zip(placeholders, [self.input_name, *names])))
         if self.metadata:
             onnx.helper.set_model_props(proto, {**{p.key: p.value for p in proto.metadata_props}, **self.metadata})
         onnx.save(proto, str(path))
         return path
 
 
-def rename_value(graph, old: str, new: str) -> None:
-    """Renames one tensor of an ONNX graph everywhere it is named; a tensor already called `new` inside
-    the graph (exporters number their tensors) is moved out of the way first."""
-    if old == new:
-        return
-    taken = {v for n in graph.node for v in (*n.input, *n.output)} | {i.name for i in graph.initializer}
-    if new in taken:
-        spare = new
-        while spare in taken:
-            spare += "_"
-        rename_value(graph, new, spare)
+def rename_values(graph, renames: dict[str, str]) -> None:
+    """Renames tensors of an ONNX graph everywhere they are named, all at once. A tensor that already has
+    one of the new names (exporters number their tensors: '537' may be taken) is given a free name first.
+    The TorchScript exporter writes no subgraphs (If/Loop bodies) for a traced module, so only the top
+    graph is walked."""
+    names = {v for n in graph.node for v in (*n.input, *n.output)}
+    names |= {v.name for v in (*graph.input, *graph.output, *graph.value_info, *graph.initializer)}
+    mapping = dict(renames)
+    for new in set(renames.values()):
+        if new in names and new not in renames:
+            spare = new
+            while spare in names or spare in mapping.values():
+                spare += "_"
+            mapping[new] = spare
     for node in graph.node:
-        node.input[:] = [new if v == old else v for v in node.input]
-        node.output[:] = [new if v == old else v for v in node.output]
+        node.input[:] = [mapping.get(v, v) for v in node.input]
+        node.output[:] = [mapping.get(v, v) for v in node.output]
     for value in (*graph.input, *graph.output, *graph.value_info, *graph.initializer):
-        if value.name == old:
-            value.name = new
+        value.name = mapping.get(value.name, value.name)
 
 
 def _opset_where_onnx2torch_reads_it() -> None:

@@ -228,8 +228,11 @@ def _drop_unprunable(module, step, ctx, eligible, protected, example, details, n
     the step fail, naming each layer and why."""
     ctx.progress(0.0, "checking which layers can lose channels")
     ratio = step.amount if step.target_macs_reduction is None else 0.5
+    scope = step.scope
+    if scope == "sensitivity":  # its trials go up to twice the target: checked at the highest of them
+        ratio, scope = allocation.levels(step.target_macs_reduction or step.amount)[-1], "layer"
     try:
-        bad = unprunable_layers(module, example, list(eligible), set(protected), ratio=ratio, scope=step.scope)
+        bad = unprunable_layers(module, example, list(eligible), set(protected), ratio=ratio, scope=scope)
     except ValueError as e:
         hint = ""
         if isinstance(module, ConvertedOnnx):  # onnx2torch keeps shapes the ONNX graph holds as constants
@@ -324,8 +327,8 @@ def _structured(module, step, ctx, eligible, protected, example, recovery: Recov
         _check_runs(module, example)
         _recover(module, step, ctx, recovery, (k - 1) / step.increments, k / step.increments, label)
     notes.append(
-        f"channels physically removed ({step.criterion}, {step.scope} scope"
-        + ("" if ratios is not None else f", ratio {ratio:.0%}")
+        f"channels physically removed ({step.criterion}, "
+        + ("per-group ratios" if ratios is not None else f"{scope} scope, ratio {ratio:.0%}")
         + ", each width rounded "
         f"to a multiple of {channel_block()}, the CPU kernels' channel block, or of {SMALLEST_BLOCK} in layers "
         f"narrower than {2 * channel_block()}); "

@@ -1,4 +1,4 @@
-"""Per-layer pruning ratios chosen from measured sensitivity (docs/methods.md, `scope: sensitivity`).
+"""Per-layer pruning ratios chosen from measured sensitivity (README, `prune` options: `scope: sensitivity`).
 
 One global ranking of channel norms cuts the layers whose weights are small, not the layers the model can
 spare: on the zoo it emptied early high-resolution convolutions first (centerface 32 -> 16 channels) and
@@ -9,9 +9,11 @@ step's target is met. That is NetAdapt's and AMC's idea (measured per-layer cost
 search loop, which costs hundreds of fine-tunings; written here because no maintained library offers it for
 an arbitrary model (Torch-Pruning takes ratios, NNCF and INC dropped their filter pruning).
 
-The error is the outputs' cosine distance to the unpruned model's (output_error), not accuracy: on the few samples a
-trial can afford, top-1 moves in steps of 1/n and ranks layers by noise, while the distance is continuous
-and needs no labels. The quality by the one rule is measured on the result, as for every step."""
+The error is the outputs' cosine distance to the unpruned model's (output_error, the worst output), not
+accuracy: on the few samples a trial can afford, top-1 moves in steps of 1/n and ranks layers by noise,
+while the distance is continuous and needs no labels. The quality by the one rule is measured on the result,
+as for every step. Trials prune by magnitude in one go; the step itself may rank by Taylor scores or prune in
+increments: the widths are the same, the channels removed may differ."""
 
 from __future__ import annotations
 
@@ -24,8 +26,8 @@ from torch import nn
 
 from ..data import Dataset
 from ..formats.spec import module_device
-from ..measure.metrics import count_macs
-from ..training import outputs
+from ..measure.metrics import all_tensors, count_macs
+from ..training import batches
 from .structured import MAX_LAYER_RATIO, make_pruner
 
 MAX_GROUPS = 64  # three trials per group: beyond this (language models) the global ranking is used
@@ -53,39 +55,78 @@ class GroupCost:
 
 
 def levels(amount: float) -> list[float]:
-    """The ratios each group is tried at: half the target, the target, and twice it (at most 0.9), so a
-    robust group can give up to twice the average and a sensitive one nothing."""
-    return sorted({round(amount / 2, 4), round(amount, 4), round(min(MAX_LAYER_RATIO, 2 * amount), 4)})
+    """The ratios each group is tried at: half the target, the target, and twice it (each at most 0.9, as
+    Torch-Pruning caps a layer), so a robust group can give up to twice the average and a sensitive one
+    nothing."""
+    return sorted({round(min(MAX_LAYER_RATIO, f * amount), 4) for f in (0.5, 1.0, 2.0)})
 
 
 def group_roots(model: nn.Module, example: torch.Tensor, protected: list[str]) -> list[str]:
-    """The layers Torch-Pruning names its channel groups by (a layer coupled to an earlier one, by a
-    residual add say, is in that one's group), in the model's order."""
+    """The Conv and Linear layers Torch-Pruning names its channel groups by (a layer coupled to an earlier
+    one, by a residual add say, is in that one's group), in the model's order."""
     trial = copy.deepcopy(model)
     pruner = make_pruner(
         trial, example, ratio=0.0, criterion="magnitude", scope="layer", protected=[trial.get_submodule(n) for n in protected]
     )
     names = {m: n for n, m in trial.named_modules()}
     groups = pruner.DG.get_all_groups(ignored_layers=pruner.ignored_layers, root_module_types=pruner.root_module_types)
-    return [names[g[0].dep.target.module] for g in groups if g[0].dep.target.module in names]
+    roots = [g[0].dep.target.module for g in groups]
+    return [names[m] for m in roots if m in names and _out_width(m) is not None]
+
+
+def _out_width(layer: nn.Module) -> int | None:
+    """Output channels of a Conv (ConvTranspose included: its weight holds the inputs first) or Linear."""
+    width = getattr(layer, "out_channels", None) or getattr(layer, "out_features", None)
+    return int(width) if isinstance(width, int) else None
+
+
+def pruned_copy(model: nn.Module, example: torch.Tensor, ratios: dict[str, float], protected: list[str]) -> nn.Module:
+    """A copy of `model` with each named group pruned by magnitude at its own ratio and the rest whole."""
+    trial = copy.deepcopy(model)
+    pruner = make_pruner(
+        trial,
+        example,
+        ratio=0.0,
+        criterion="magnitude",
+        scope="layer",
+        protected=[trial.get_submodule(n) for n in protected],
+        ratio_per_layer={trial.get_submodule(n): r for n, r in ratios.items()},
+    )
+    pruner.step()
+    return trial
 
 
 def trial_samples(model: nn.Module, example: torch.Tensor, data: Dataset) -> Dataset:
+    """As many of the job's samples as a trial can afford: the MACs budget over the model's MACs per
+    sample, between 16 and 256, spread over the data (not its first rows, which may be one class)."""
     macs = count_macs(model, example[:1]) or 1
-    return data.head(int(max(MIN_SAMPLES, min(MAX_SAMPLES, TRIAL_MACS // macs))))
+    n = min(len(data.x), int(max(MIN_SAMPLES, min(MAX_SAMPLES, TRIAL_MACS // macs))))
+    return data.subset(torch.linspace(0, len(data.x) - 1, n).round().long().unique())
 
 
-def _outputs(model: nn.Module, data: Dataset) -> torch.Tensor:
-    return outputs(model, data, str(module_device(model)))
+@torch.no_grad()
+def _outputs(model: nn.Module, data: Dataset) -> list[torch.Tensor]:
+    """Every output of the model over the samples, float32 on the CPU."""
+    model.eval()
+    device = module_device(model)
+    parts = [[t.float().cpu() for t in all_tensors(model(x.to(device)))] for x, _ in batches(data, 256, shuffle=False)]
+    return [torch.cat(column) for column in zip(*parts)]
 
 
-def output_error(output: torch.Tensor, reference: torch.Tensor) -> float:
-    """1 - the cosine between each sample's output and the original's, averaged: 0 for the same direction,
-    1 for unrelated outputs. Blind to scale on purpose: removing channels shrinks every output a little,
-    which changes no class and which recovery training restores in an epoch, and a distance that counts it
-    (a relative L2 error) ranked a harmless cut of the digits CNN's convolutions worst."""
-    cos = torch.nn.functional.cosine_similarity(output.flatten(1).double(), reference.flatten(1).double(), dim=1)
-    return float((1 - cos).mean())
+def output_error(outputs: list[torch.Tensor], reference: list[torch.Tensor]) -> float:
+    """1 - the cosine between each sample's output and the original's, averaged over samples, the worst
+    output of several: 0 for the same direction, 1 for orthogonal outputs, 2 for opposite ones; infinite
+    when an output changed shape (that ratio is never chosen). Blind to scale on purpose: removing channels
+    shrinks every output a little, which changes no class and which recovery training restores in an epoch,
+    and a distance that counts it (a relative L2 error) ranked a harmless cut of the digits CNN's
+    convolutions worst."""
+    if len(outputs) != len(reference) or any(o.shape != r.shape for o, r in zip(outputs, reference)):
+        return float("inf")
+    worst = 0.0
+    for out, ref in zip(outputs, reference):
+        cos = torch.nn.functional.cosine_similarity(out.flatten(1).double(), ref.flatten(1).double(), dim=1)
+        worst = max(worst, float((1 - cos).mean()))
+    return worst
 
 
 def measure_groups(
@@ -99,35 +140,34 @@ def measure_groups(
     by_macs: bool,
     progress: Callable[[float], None] = lambda f: None,
 ) -> list[GroupCost]:
+    """Each group pruned alone at each ratio: its error and what it removed. A trial that fails (a layer
+    whose width something else hard-codes) costs an infinite error, so that ratio is never chosen."""
     sample = trial_samples(model, example, data)
     reference = _outputs(model, sample)
-    width = {n: _out_width(model.get_submodule(n)) for n in roots}
-    base_macs = count_macs(model, example[:1]) or 0
+    base_macs = _macs(model, example)
     costs = []
     for i, root in enumerate(roots):
         errors, removed = [], []
+        width = _out_width(model.get_submodule(root))
         for ratio in ratios:
-            trial = copy.deepcopy(model)
-            pruner = make_pruner(
-                trial,
-                example,
-                ratio=0.0,
-                criterion="magnitude",
-                scope="layer",
-                protected=[trial.get_submodule(n) for n in protected],
-                ratio_per_layer={trial.get_submodule(root): ratio},
-            )
-            pruner.step()
-            errors.append(output_error(_outputs(trial, sample), reference))
-            after = _out_width(trial.get_submodule(root))
-            removed.append(base_macs - (count_macs(trial, example[:1]) or 0) if by_macs else width[root] - after)
-        costs.append(GroupCost(root, list(ratios), errors, [float(r) for r in removed]))
+            try:
+                trial = pruned_copy(model, example, {root: ratio}, protected)
+                errors.append(output_error(_outputs(trial, sample), reference))
+                gone = base_macs - _macs(trial, example) if by_macs else width - _out_width(trial.get_submodule(root))
+            except Exception:  # Torch-Pruning's own errors (IndexError, shape mismatches) name no layer
+                errors.append(float("inf"))
+                gone = 0
+            removed.append(float(gone))
+        costs.append(GroupCost(root, list(ratios), errors, removed))
         progress((i + 1) / len(roots))
     return costs
 
 
-def _out_width(layer: nn.Module) -> int:
-    return int(layer.weight.shape[0])
+def _macs(model: nn.Module, example: torch.Tensor) -> int:
+    macs = count_macs(model, example[:1])
+    if not macs:
+        raise ValueError("the model's MACs cannot be counted, so a MACs target cannot be planned for it")
+    return macs
 
 
 @dataclass(frozen=True)
@@ -144,7 +184,7 @@ def _moves(costs: list[GroupCost], chosen: dict[str, int]) -> list[_Move]:
         errors, amounts = c.points()
         at = chosen[c.root]
         for to in range(at + 1, len(amounts)):
-            if (gain := amounts[to] - amounts[at]) > 0:
+            if (gain := amounts[to] - amounts[at]) > 0 and errors[to] != float("inf"):
                 moves.append(_Move(c.root, to, gain, errors[to] - errors[at]))
     return moves
 
@@ -171,7 +211,7 @@ def allocate(costs: list[GroupCost], target: float) -> dict[str, float]:
     removed = 0.0
     while removed < target and (moves := _moves(costs, chosen)):
         finishing = [m for m in moves if removed + m.gain >= target]
-        finish = min(finishing, key=lambda m: (m.error, -m.gain)) if finishing else None
+        finish = min(finishing, key=lambda m: (m.error, m.gain)) if finishing else None  # least overshoot
         if finish is not None and finish.error <= _by_price(costs, chosen, removed, target):
             chosen[finish.root] = finish.to
             break
@@ -190,19 +230,13 @@ class Plan:
     note: str
 
 
-def _macs_after(model: nn.Module, example: torch.Tensor, protected: list[str], ratios: dict[str, float]) -> int:
-    trial = copy.deepcopy(model)
-    pruner = make_pruner(
-        trial,
-        example,
-        ratio=0.0,
-        criterion="magnitude",
-        scope="layer",
-        protected=[trial.get_submodule(n) for n in protected],
-        ratio_per_layer={trial.get_submodule(r): x for r, x in ratios.items()},
-    )
-    pruner.step()
-    return count_macs(trial, example[:1]) or 0
+def removed_by(costs: list[GroupCost], ratios: dict[str, float]) -> float:
+    """What the chosen ratios remove, by the trials' count (the same unit as the target)."""
+    total = 0.0
+    for c in costs:
+        if c.root in ratios:
+            total += c.removed[c.ratios.index(ratios[c.root])]
+    return total
 
 
 def plan(
@@ -217,48 +251,67 @@ def plan(
 ) -> Plan | None:
     """Ratios that remove `sparsity` of the prunable channels, or cut the MACs by `macs_reduction`, where the
     measured output error is least; None when the model has too many groups to try each (the caller falls
-    back to the global ranking and says so)."""
+    back to the global ranking and says so). ValueError when no group can lose anything, or a MACs target
+    is out of reach of every group at its highest tried ratio."""
     roots = group_roots(model, example, protected)
-    if not roots or len(roots) > MAX_GROUPS:
+    if not roots:
+        raise ValueError("no channel group of this model can be pruned (every layer is kept whole)")
+    if len(roots) > MAX_GROUPS:
         return None
     by_macs = macs_reduction is not None
     tried = levels(macs_reduction if by_macs else sparsity)
     costs = measure_groups(model, example, roots, protected, data, tried, by_macs=by_macs, progress=progress)
+    if all(g == 0 or e == float("inf") for c in costs for g, e in zip(c.removed, c.errors)):
+        raise ValueError(
+            f"no channel group can lose channels at {', '.join(f'{t:.0%}' for t in tried)} (each width is rounded "
+            "to whole channel blocks, and a layer keeps at least one): prune a larger share, or fewer layers"
+        )
     if by_macs:
-        base = count_macs(model, example[:1]) or 1
+        base = _macs(model, example)
         goal = macs_reduction * base
+        ceiling = {c.root: c.ratios[max(i for i, e in enumerate(c.errors) if e != float("inf"))] for c in costs
+                   if any(e != float("inf") for e in c.errors)}
         # the groups' savings overlap (a layer's output and the next layer's input are the same channels):
-        # the sum over-counts, so the target is raised until the pruned copy really meets it
-        target, ratios = goal, {}
+        # their sum over-counts, so the target is raised until a pruned copy really meets the goal
+        target, ratios, cut = goal, {}, 0
         for _ in range(6):
             ratios = allocate(costs, target)
-            cut = base - _macs_after(model, example, protected, ratios)
-            if cut >= goal * 0.99:
+            cut = base - _macs(pruned_copy(model, example, ratios, protected), example)
+            if cut >= goal * 0.99 or ratios == ceiling:
                 break
             target *= goal / max(cut, 1.0) * 1.02
-        else:
-            raise ValueError(
-                f"pruning each layer up to {tried[-1]:.0%} of its channels does not cut MACs by {macs_reduction:.0%}"
-            )
-        aim = f"MACs cut by {macs_reduction:.0%}"
+        if cut < goal * 0.99:
+            ratios = ceiling  # the most these trials allow: does even that reach the goal?
+            cut = base - _macs(pruned_copy(model, example, ratios, protected), example)
+            if cut < goal * 0.99:
+                raise ValueError(
+                    f"pruning each channel group up to {tried[-1]:.0%} cuts MACs by {cut / base:.0%}, not "
+                    f"{macs_reduction:.0%}"
+                )
+        aim, achieved = f"MACs cut by {macs_reduction:.0%}", f"MACs cut by {cut / base:.1%}"
     else:
         total = sum(_out_width(model.get_submodule(r)) for r in roots)
         ratios = allocate(costs, sparsity * total)
-        aim = f"{sparsity:.0%} of the channels removed"
+        aim, share = f"{sparsity:.0%} of the channels removed", removed_by(costs, ratios) / total
+        achieved = f"{share:.1%} of the channels removed" + (
+            " (short of the target: no group could give more at the ratios tried)" if share < sparsity - 1e-9 else ""
+        )
     chosen = [ratios.get(r, 0.0) for r in roots]
+    samples = len(trial_samples(model, example, data))
     details = {
-        "metric": "output error (1 - cosine to the original's outputs) with the group alone pruned",
-        "samples": len(trial_samples(model, example, data)),
+        "metric": "output error: 1 - cosine to the original's outputs (the worst output), the group alone pruned",
+        "samples": samples,
         "ratios_tried": tried,
         "target": aim,
+        "achieved": achieved,
         "groups": [
-            {"layer": c.root, "errors": [round(e, 4) for e in c.errors], "ratio": r} for c, r in zip(costs, chosen)
+            {"layer": c.root, "errors": [None if e == float("inf") else round(e, 4) for e in c.errors], "ratio": r}
+            for c, r in zip(costs, chosen)
         ],
     }
-    spread = f"{min(chosen):.0%}-{max(chosen):.0%}"
     note = (
-        f"per-layer ratios chosen from measured sensitivity ({len(roots)} channel groups, each pruned alone at "
-        f"{', '.join(f'{t:.0%}' for t in tried)} on {details['samples']} samples): {spread} per group for {aim} "
-        "(details.allocation)"
+        f"per-group ratios chosen from measured sensitivity ({len(roots)} channel groups, each pruned alone at "
+        f"{', '.join(f'{t:.0%}' for t in tried)} on {samples} samples): {min(chosen):.0%}-{max(chosen):.0%} per "
+        f"group for {aim}; {achieved} (details.allocation)"
     )
     return Plan(ratios, details, note)

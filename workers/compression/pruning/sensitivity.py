@@ -11,7 +11,7 @@ from torch import nn
 from ..data import Dataset
 from ..training import outputs, quality
 from . import masks
-from .structured import make_pruner
+from .allocation import pruned_copy
 
 MAX_SAMPLES = 1000
 MAX_LAYERS = 200
@@ -32,25 +32,16 @@ def layer_sensitivity(
     base = quality(model, sample, reference, device)
     rows = []
     for name in names[:MAX_LAYERS]:
-        trial = copy.deepcopy(model)
-        layer = trial.get_submodule(name)
-        with torch.no_grad():
-            if kind == "structured":
-                pruner = make_pruner(
-                    trial,
-                    example,
-                    ratio=0.0,
-                    criterion="magnitude",
-                    scope="layer",
-                    protected=[],
-                    ratio_per_layer={layer: amount},
-                )
-                pruner.step()
-            elif kind == "semi_structured_2_4":
-                layer.weight.mul_(masks.two_four_mask(layer.weight.abs()))
-            else:
-                keep = masks.unstructured_masks({name: layer.weight.abs()}, amount, "layer")[name]
-                layer.weight.mul_(keep)
+        if kind == "structured":
+            trial = pruned_copy(model, example, {name: amount}, [])
+        else:
+            trial = copy.deepcopy(model)
+            weight = trial.get_submodule(name).weight
+            with torch.no_grad():
+                if kind == "semi_structured_2_4":
+                    weight.mul_(masks.two_four_mask(weight.abs()))
+                else:
+                    weight.mul_(masks.unstructured_masks({name: weight.abs()}, amount, "layer")[name])
         q = quality(trial, sample, reference, device)
         rows.append({"layer": name, "quality": round(q, 4), "drop": round(base - q, 4)})
     rows.sort(key=lambda r: r["drop"], reverse=True)
