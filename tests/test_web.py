@@ -179,6 +179,44 @@ def test_cancel_from_the_job_page(prod_stack, browser, ready_digits):
     context.close()
 
 
+def test_a_job_page_shows_how_pruning_ratios_were_chosen(prod_stack, browser, ready_digits):
+    """`scope: sensitivity`: the job page folds out each channel group's measured error at every ratio tried
+    and the ratio it got, as the report's details.allocation has them; at phone width nothing overflows."""
+    from playwright.sync_api import expect
+
+    from tests.stack import wait_job
+
+    model, dataset = ready_digits
+    recipe = {"steps": [{"method": "prune", "kind": "structured", "sparsity": 0.4, "scope": "sensitivity"}]}
+    with prod_stack.client() as c:
+        job = c.post(
+            "/v1/jobs", json={"model_id": model["id"], "dataset_id": dataset["id"], "recipe": recipe, "device": "cpu"}
+        ).json()
+        done = wait_job(c, job["id"], timeout=300)
+    assert done["status"] == "succeeded", done
+    allocation = done["results"]["steps"][0]["details"]["allocation"]
+    context = browser.new_context()
+    page = context.new_page()
+    with screenshot_on_failure(page, "web_allocation"):
+        page.goto(prod_stack.url + "/")
+        page.get_by_label("API key").fill(PROD_KEY)
+        page.get_by_role("button", name="Sign in").click()
+        page.goto(f"{prod_stack.url}/#/jobs/{job['id']}")
+        summary = page.locator("details.allocation summary")
+        expect(summary).to_contain_text(allocation["achieved"], timeout=60_000)
+        summary.click()
+        rows = page.locator("table.allocation-table tbody tr")
+        expect(rows).to_have_count(len(allocation["groups"]))
+        for i, group in enumerate(allocation["groups"]):
+            expect(rows.nth(i).locator("th")).to_have_text(group["layer"])
+            expect(rows.nth(i).locator("td").last).to_have_text(f"{round(group['ratio'] * 100)} %")
+            shown = float(rows.nth(i).locator("td").first.inner_text())
+            assert abs(shown - group["errors"][0]) <= 0.0006, (shown, group)
+        page.set_viewport_size({"width": WIDTHS["phone"], "height": 900})
+        assert overflow(page) == []
+    context.close()
+
+
 def check_view(page, name: str, width: str, report: dict) -> None:
     """Every view at both widths: no sideways scrolling, no serious accessibility violation, a screenshot."""
     SHOTS.mkdir(parents=True, exist_ok=True)

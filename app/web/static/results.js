@@ -252,6 +252,28 @@ function stepNotes(results) {
   return notes.length ? h("ul", { class: "notes", "aria-label": "notes" }, notes) : null;
 }
 
+// a structured pruning step whose ratios were chosen by sensitivity (scope: sensitivity): each channel
+// group's measured error at each ratio tried, the ratio it got (with a bar), the target and what was reached
+function allocationTables(results) {
+  return results.steps.filter((step) => step.details && step.details.allocation).map((step) => {
+    const a = step.details.allocation;
+    const pct = (x) => `${Math.round(x * 100)} %`;
+    const head = ["channel group", ...a.ratios_tried.map((r) => `error at ${pct(r)}`), "ratio chosen"];
+    const rows = a.groups.map((g) => h("tr", {},
+      h("th", { scope: "row", "data-label": head[0] }, g.layer),
+      ...g.errors.map((e, j) => h("td", { class: "num", "data-label": head[j + 1] }, present(e) ? fixed(e, 3) : "broke the model")),
+      h("td", { class: "num", "data-label": "ratio chosen" },
+        h("meter", { min: "0", max: "1", value: String(g.ratio), "aria-hidden": "true" }), ` ${pct(g.ratio)}`)));
+    return h("details", { class: "allocation" },
+      h("summary", {}, `Pruning by sensitivity: ${a.groups.length} channel groups, ${a.target}; ${a.achieved}`),
+      h("div", { class: "table-wrap" },
+        h("table", { class: "results cards allocation-table" },
+          h("caption", {}, `${a.metric}, on ${a.samples} samples; lower is better`),
+          h("thead", {}, h("tr", {}, head.map((c) => h("th", { scope: "col" }, c)))),
+          h("tbody", {}, rows))));
+  });
+}
+
 export function resultsSection(results, artifacts) {
   return h("div", {},
     results.final ? resultSummary(results, artifacts) : null,
@@ -259,5 +281,6 @@ export function resultsSection(results, artifacts) {
     resultsTable(results, artifacts),
     stepNotes(results),
     resultPlots(results),
+    ...allocationTables(results),
     ...results.steps.filter((step) => step.search).map((step) => candidatesTable(step.search)));
 }
