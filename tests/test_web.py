@@ -151,6 +151,13 @@ def test_sign_in_upload_submit_watch_and_download(prod_stack, browser, cnn_pt2, 
     context.close()
 
 
+def open_job_page(page, url: str, job_id: str) -> None:
+    page.goto(url + "/")
+    page.get_by_label("API key").fill(PROD_KEY)
+    page.get_by_role("button", name="Sign in").click()
+    page.goto(f"{url}/#/jobs/{job_id}")
+
+
 def test_cancel_from_the_job_page(prod_stack, browser, ready_digits):
     from playwright.sync_api import expect
 
@@ -164,10 +171,7 @@ def test_cancel_from_the_job_page(prod_stack, browser, ready_digits):
     context = browser.new_context()
     page = context.new_page()
     with screenshot_on_failure(page, "web_cancel"):
-        page.goto(prod_stack.url + "/")
-        page.get_by_label("API key").fill(PROD_KEY)
-        page.get_by_role("button", name="Sign in").click()
-        page.goto(f"{prod_stack.url}/#/jobs/{job['id']}")
+        open_job_page(page, prod_stack.url, job["id"])
         expect(page.locator("#job-stage")).to_contain_text("epoch", timeout=120_000)
         # a job without a name is headed by its full id: on a phone it wraps, nothing scrolls sideways
         page.set_viewport_size({"width": WIDTHS["phone"], "height": 900})
@@ -198,10 +202,7 @@ def test_a_job_page_shows_how_pruning_ratios_were_chosen(prod_stack, browser, re
     context = browser.new_context()
     page = context.new_page()
     with screenshot_on_failure(page, "web_allocation"):
-        page.goto(prod_stack.url + "/")
-        page.get_by_label("API key").fill(PROD_KEY)
-        page.get_by_role("button", name="Sign in").click()
-        page.goto(f"{prod_stack.url}/#/jobs/{job['id']}")
+        open_job_page(page, prod_stack.url, job["id"])
         summary = page.locator("details.allocation summary")
         expect(summary).to_contain_text(allocation["achieved"], timeout=60_000)
         summary.click()
