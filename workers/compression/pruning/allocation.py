@@ -26,8 +26,7 @@ from torch import nn
 
 from ..data import Dataset
 from ..formats.spec import module_device
-from ..measure.metrics import all_tensors, count_macs
-from ..training import batches
+from ..measure.metrics import count_macs, outputs_over
 from .structured import MAX_LAYER_RATIO, make_pruner
 
 MAX_GROUPS = 64  # three trials per group: beyond this (language models) the global ranking is used
@@ -104,13 +103,9 @@ def trial_samples(model: nn.Module, example: torch.Tensor, data: Dataset) -> Dat
     return data.subset(torch.linspace(0, len(data.x) - 1, n).round().long().unique())
 
 
-@torch.no_grad()
 def _outputs(model: nn.Module, data: Dataset) -> list[torch.Tensor]:
     """Every output of the model over the samples, float32 on the CPU."""
-    model.eval()
-    device = module_device(model)
-    parts = [[t.float().cpu() for t in all_tensors(model(x.to(device)))] for x, _ in batches(data, 256, shuffle=False)]
-    return [torch.cat(column) for column in zip(*parts)]
+    return outputs_over(model.eval(), data.x, 256, str(module_device(model)))
 
 
 def output_error(outputs: list[torch.Tensor], reference: list[torch.Tensor]) -> float:
